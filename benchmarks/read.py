@@ -1,0 +1,733 @@
+#!/usr/bin/env python
+"""Read benchmark: vbo against plain pynwb and the raw-h5py floor on Visual Behavior Ophys NWB files.
+
+    python benchmarks/read.py FILE [FILE ...] [--repeat N] [--markdown] [--json-out PATH]
+
+For every file and every reader (vbo; pynwb ``NWBHDF5IO(path, "r", load_namespaces=True)`` reading
+the same datasets through pynwb objects; h5py reading the same datasets whole with ``ds[()]``) it
+measures, each in a fresh Python process so that peak RSS belongs to one reader and one phase:
+
+  open      open the file and read the session metadata
+  streams   open, then the first access of each stream, timed one by one
+            (vbo also times its derived members: performance metrics, masks, legacy methods)
+  all       open + read every stream + close ("everything")
+
+Times are the best of ``--repeat`` runs; RSS figures are the median. Ratios vbo/h5py and
+pynwb/h5py come from the same run. Targets (printed, never asserted): "everything" within 1.3x of
+the h5py floor; open + metadata under 0.2 s. The file is read once before timing so that every
+reader starts from a warm page cache.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+READERS = ("vbo", "pynwb", "h5py")
+PHASES = ("open", "streams", "all")
+TARGET_OPEN_S = 0.2
+TARGET_ALL_RATIO = 1.3
+EXCLUDED_TABLE_COLUMNS = {"tags", "tags_index", "timeseries", "timeseries_index"}
+# vbo members that cannot be called without arguments or only raise by design
+VBO_SKIP = {"update_targeted_imaging_depth", "get_cell_specimen_indices"}
+
+
+# ---------------------------------------------------------------------------------------------
+# what each reader reads, stream by stream
+# ---------------------------------------------------------------------------------------------
+
+
+def _h5_read(f, *paths):
+    return [f[p][()] for p in paths]
+
+
+def _h5_table(group):
+    """Every column of a DynamicTable group (and its id), whole, minus tags/timeseries."""
+    return {
+        name: ds[()]
+        for name, ds in group.items()
+        if name not in EXCLUDED_TABLE_COLUMNS and not hasattr(ds, "keys")
+    }
+
+
+def _h5_presentations(f):
+    return {
+        name: _h5_table(g) for name, g in f["/intervals"].items() if name.endswith("_presentations")
+    }
+
+
+def _h5_templates(f):
+    out = {}
+    for name, g in f["/stimulus/templates"].items():
+        if "movie" in name:
+            continue
+        out[name] = [g[k][()] for k in ("control_description", "data", "unwarped") if k in g]
+    return out
+
+
+def _h5_eye(f):
+    base = f["/acquisition/EyeTracking"]
+    out = {"timestamps": base["eye_tracking/timestamps"][()]}
+    for series in ("eye_tracking", "pupil_tracking", "corneal_reflection_tracking"):
+        g = base[series]
+        out[series] = [g[k][()] for k in ("data", "area_raw", "width", "height", "angle")]
+    return out
+
+
+def _h5_rig(f):
+    g = f["/processing/eye_tracking_rig_metadata/eye_tracking_rig_metadata"]
+    return dict(g.attrs), {k: (ds[()], dict(ds.attrs)) for k, ds in g.items()}
+
+
+def _h5_traces(path):
+    return lambda f: _h5_read(f, f"{path}/data", f"{path}/rois")
+
+
+def _h5_image(name):
+    def read(f):
+        ds = f[f"/processing/ophys/images/{name}"]
+        return ds[()], dict(ds.attrs)
+
+    return read
+
+
+def _h5_open(f, ophys: bool):
+    md = dict(f["/general/metadata"].attrs)
+    subject = f["/general/subject"]
+    md.update({k: ds[()] for k, ds in subject.items()})
+    md.update(subject.attrs)
+    md["session_start_time"] = f["/session_start_time"][()]
+    md["identifier"] = f["/identifier"][()]
+    if ophys:
+        plane = f["/general/optophysiology/imaging_plane_1"]
+        for k in ("excitation_lambda", "imaging_rate", "indicator", "location", "channel_1/emission_lambda"):
+            md[k] = plane[k][()]
+    return md
+
+
+def _nwb_series(module, name):
+    def read(n):
+        ts = n.processing[module][name]
+        return ts.data[:], ts.timestamps[:]
+
+    return read
+
+
+def _nwb_presentations(n):
+    import pandas as pd
+
+    frames = [
+        table.to_dataframe(exclude=EXCLUDED_TABLE_COLUMNS)
+        for name, table in n.intervals.items()
+        if name.endswith("_presentations")
+    ]
+    return pd.concat(frames, sort=False)
+
+
+def _nwb_templates(n):
+    return {
+        name: (t.control_description[:], t.data[:], t.unwarped[:])
+        for name, t in n.stimulus_template.items()
+        if "movie" not in name
+    }
+
+
+def _nwb_eye(n):
+    et = n.acquisition["EyeTracking"]
+    out = {"timestamps": et.eye_tracking.timestamps[:]}
+    for series in (et.eye_tracking, et.pupil_tracking, et.corneal_reflection_tracking):
+        out[series.name] = [series.data[:], series.area_raw[:], series.width[:], series.height[:], series.angle[:]]
+    return out
+
+
+def _nwb_rig(n):
+    import numpy as np
+
+    rig = n.processing["eye_tracking_rig_metadata"]["eye_tracking_rig_metadata"]
+    return {k: (np.asarray(v) if not isinstance(v, str) else v) for k, v in rig.fields.items()}
+
+
+def _nwb_rrs(container, series=None):
+    def read(n):
+        obj = n.processing["ophys"][container]
+        ts = obj[series] if series else obj
+        return ts.data[:], ts.rois.data[:]
+
+    return read
+
+
+def _nwb_corrected(n):
+    cf = n.processing["ophys"]["corrected_fluorescence"]
+    return cf["traces"].data[:], cf["traces"].rois.data[:], cf["r"].data[:], cf["RMSE"].data[:]
+
+
+def _nwb_events(n):
+    ev = n.processing["ophys"]["event_detection"]
+    return ev.data[:], ev.rois.data[:], ev.lambdas[:], ev.noise_stds[:]
+
+
+def _nwb_image(name):
+    return lambda n: n.processing["ophys"]["images"][name].data[:]
+
+
+def _nwb_open(n, ophys: bool):
+    md = dict(n.lab_meta_data["metadata"].fields)
+    md.update(n.subject.fields)
+    md["session_start_time"] = n.session_start_time
+    md["identifier"] = n.identifier
+    if ophys:
+        plane = n.imaging_planes["imaging_plane_1"]
+        md.update(plane.fields)
+        md["emission_lambda"] = plane.optical_channel[0].emission_lambda
+    return md
+
+
+@dataclass(frozen=True)
+class Stream:
+    """One stream of a file: the vbo member(s) that return it and the equivalent raw reads."""
+
+    name: str
+    vbo: tuple[str, ...]
+    probe: str  # an HDF5 path present iff the file has this stream
+    h5: Callable[[Any], Any]
+    nwb: Callable[[Any], Any]
+    ophys: bool = False  # only in experiment files
+
+
+STREAMS: list[Stream] = [
+    Stream(
+        "task_parameters", ("task_parameters",), "/general/task_parameters",
+        lambda f: dict(f["/general/task_parameters"].attrs),
+        lambda n: dict(n.lab_meta_data["task_parameters"].fields),
+    ),
+    Stream(
+        "stimulus_timestamps", ("stimulus_timestamps",), "/processing/stimulus/timestamps",
+        lambda f: _h5_read(f, "/processing/stimulus/timestamps/timestamps"),
+        lambda n: n.processing["stimulus"]["timestamps"].timestamps[:],
+    ),
+    Stream(
+        "licks", ("licks",), "/processing/licking/licks",
+        lambda f: _h5_read(f, "/processing/licking/licks/data", "/processing/licking/licks/timestamps"),
+        _nwb_series("licking", "licks"),
+    ),
+    Stream(
+        "rewards", ("rewards",), "/processing/rewards/volume",
+        lambda f: _h5_read(
+            f, "/processing/rewards/volume/data", "/processing/rewards/volume/timestamps",
+            "/processing/rewards/autorewarded/data",
+        ),
+        lambda n: (*_nwb_series("rewards", "volume")(n), n.processing["rewards"]["autorewarded"].data[:]),
+    ),
+    Stream(
+        "running_speed", ("running_speed",), "/processing/running/speed",
+        lambda f: _h5_read(f, "/processing/running/speed/data", "/processing/running/speed/timestamps"),
+        _nwb_series("running", "speed"),
+    ),
+    Stream(
+        "raw_running_speed", ("raw_running_speed",), "/processing/running/speed_unfiltered",
+        lambda f: _h5_read(
+            f, "/processing/running/speed_unfiltered/data", "/processing/running/speed_unfiltered/timestamps"
+        ),
+        _nwb_series("running", "speed_unfiltered"),
+    ),
+    Stream(
+        "trials", ("trials",), "/intervals/trials",
+        lambda f: _h5_table(f["/intervals/trials"]),
+        lambda n: n.trials.to_dataframe(),
+    ),
+    Stream(
+        "stimulus_presentations", ("stimulus_presentations",), "/intervals",
+        _h5_presentations, _nwb_presentations,
+    ),
+    Stream("stimulus_templates", ("stimulus_templates",), "/stimulus/templates", _h5_templates, _nwb_templates),
+    Stream("eye_tracking", ("eye_tracking",), "/acquisition/EyeTracking", _h5_eye, _nwb_eye),
+    Stream(
+        "eye_tracking_rig_geometry", ("eye_tracking_rig_geometry",),
+        "/processing/eye_tracking_rig_metadata/eye_tracking_rig_metadata", _h5_rig, _nwb_rig,
+    ),
+    Stream(
+        "ophys_timestamps", ("ophys_timestamps",), "/processing/ophys/dff/traces/timestamps",
+        lambda f: _h5_read(f, "/processing/ophys/dff/traces/timestamps"),
+        lambda n: n.processing["ophys"]["dff"]["traces"].timestamps[:],
+        ophys=True,
+    ),
+    Stream(
+        "cell_specimen_table", ("cell_specimen_table",),
+        "/processing/ophys/image_segmentation/cell_specimen_table",
+        lambda f: _h5_table(f["/processing/ophys/image_segmentation/cell_specimen_table"]),
+        lambda n: n.processing["ophys"]["image_segmentation"]["cell_specimen_table"].to_dataframe(),
+        ophys=True,
+    ),
+    Stream(
+        "dff_traces", ("dff_traces",), "/processing/ophys/dff/traces",
+        _h5_traces("/processing/ophys/dff/traces"), _nwb_rrs("dff", "traces"), ophys=True,
+    ),
+    Stream(
+        "corrected_fluorescence_traces", ("corrected_fluorescence_traces",),
+        "/processing/ophys/corrected_fluorescence/traces",
+        lambda f: _h5_read(
+            f, "/processing/ophys/corrected_fluorescence/traces/data",
+            "/processing/ophys/corrected_fluorescence/traces/rois",
+            "/processing/ophys/corrected_fluorescence/r/data",
+            "/processing/ophys/corrected_fluorescence/RMSE/data",
+        ),
+        _nwb_corrected, ophys=True,
+    ),
+    Stream(
+        "demixed_traces", ("demixed_traces",), "/processing/ophys/demixed_trace/traces",
+        _h5_traces("/processing/ophys/demixed_trace/traces"), _nwb_rrs("demixed_trace", "traces"), ophys=True,
+    ),
+    Stream(
+        "neuropil_traces", ("neuropil_traces",), "/processing/ophys/neuropil_trace/traces",
+        _h5_traces("/processing/ophys/neuropil_trace/traces"), _nwb_rrs("neuropil_trace", "traces"), ophys=True,
+    ),
+    Stream(
+        "events", ("events",), "/processing/ophys/event_detection",
+        lambda f: _h5_read(
+            f, *(f"/processing/ophys/event_detection/{k}" for k in ("data", "rois", "lambdas", "noise_stds"))
+        ),
+        _nwb_events, ophys=True,
+    ),
+    Stream(
+        "motion_correction", ("motion_correction",), "/processing/ophys/ophys_motion_correction_x",
+        lambda f: _h5_read(
+            f, "/processing/ophys/ophys_motion_correction_x/data", "/processing/ophys/ophys_motion_correction_y/data"
+        ),
+        lambda n: (
+            n.processing["ophys"]["ophys_motion_correction_x"].data[:],
+            n.processing["ophys"]["ophys_motion_correction_y"].data[:],
+        ),
+        ophys=True,
+    ),
+    Stream(
+        "max_projection", ("max_projection",), "/processing/ophys/images/max_projection",
+        _h5_image("max_projection"), _nwb_image("max_projection"), ophys=True,
+    ),
+    Stream(
+        "average_projection", ("average_projection",), "/processing/ophys/images/average_image",
+        _h5_image("average_image"), _nwb_image("average_image"), ophys=True,
+    ),
+]
+STREAM_BY_NAME = {s.name: s for s in STREAMS}
+
+
+# ---------------------------------------------------------------------------------------------
+# worker: one reader, one phase, one file, in its own process
+# ---------------------------------------------------------------------------------------------
+
+
+def _rss_bytes() -> int:
+    import psutil
+
+    return psutil.Process().memory_info().rss
+
+
+def _peak_rss_bytes() -> int:
+    try:
+        import resource
+    except ImportError:  # Windows
+        import psutil
+
+        return int(getattr(psutil.Process().memory_info(), "peak_wset", _rss_bytes()))
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(peak if sys.platform == "darwin" else peak * 1024)  # macOS: bytes; Linux: KiB
+
+
+def _touch(value: Any) -> None:
+    """Make sure a lazily returned value is really materialised (vbo Images are array-like)."""
+    import numpy as np
+
+    if hasattr(value, "data") and not isinstance(value, (np.ndarray, dict)) and hasattr(value, "spacing"):
+        np.asarray(value.data)
+
+
+def _call_member(obj, name: str):
+    import inspect
+
+    value = getattr(obj, name)
+    if callable(value):
+        params = inspect.signature(value).parameters.values()
+        required = [
+            p for p in params
+            if p.default is inspect.Parameter.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+        ]
+        if required:
+            return None
+        value = value()
+    _touch(value)
+    return value
+
+
+class _VboReader:
+    def __init__(self, path: str, ophys: bool):
+        self.path, self.ophys = path, ophys
+
+    def open(self):
+        import vbo
+
+        cls = vbo.BehaviorOphysExperiment if self.ophys else vbo.BehaviorSession
+        self.obj = cls.from_nwb_path(self.path)
+        self.obj.metadata
+
+    def read(self, stream: Stream):
+        for member in stream.vbo:
+            _call_member(self.obj, member)
+
+    def members(self) -> list[str]:
+        return list(self.obj.list_data_attributes_and_methods())
+
+    def read_member(self, name: str):
+        _call_member(self.obj, name)
+
+    def close(self):
+        self.obj.close()
+
+
+class _PynwbReader:
+    def __init__(self, path: str, ophys: bool):
+        self.path, self.ophys = path, ophys
+
+    def open(self):
+        from pynwb import NWBHDF5IO
+
+        self.io = NWBHDF5IO(self.path, "r", load_namespaces=True)
+        self.nwb = self.io.read()
+        _nwb_open(self.nwb, self.ophys)
+
+    def read(self, stream: Stream):
+        stream.nwb(self.nwb)
+
+    def close(self):
+        self.io.close()
+
+
+class _H5pyReader:
+    def __init__(self, path: str, ophys: bool):
+        self.path, self.ophys = path, ophys
+
+    def open(self):
+        import h5py
+
+        self.f = h5py.File(self.path, "r")
+        _h5_open(self.f, self.ophys)
+
+    def read(self, stream: Stream):
+        stream.h5(self.f)
+
+    def close(self):
+        self.f.close()
+
+
+def _import(reader: str):
+    if reader == "vbo":
+        import vbo  # noqa: F401
+        return _VboReader
+    if reader == "pynwb":
+        import pynwb  # noqa: F401
+        return _PynwbReader
+    import h5py  # noqa: F401
+    return _H5pyReader
+
+
+def _worker(reader: str, phase: str, path: str, ophys: bool, streams: list[str]) -> dict[str, Any]:
+    import warnings
+
+    warnings.simplefilter("ignore")  # legacy-method and namespace warnings are not the point here
+    clock = time.perf_counter
+    out: dict[str, Any] = {"reader": reader, "phase": phase, "errors": {}}
+
+    t0 = clock()
+    cls = _import(reader)
+    import numpy  # noqa: F401  (every reader needs it; keep it out of the open time)
+
+    out["import_s"] = clock() - t0
+    out["rss_after_import"] = _rss_bytes()
+
+    r = cls(path, ophys)
+    t0 = clock()
+    r.open()
+    out["open_s"] = clock() - t0
+
+    if phase == "streams":
+        times: dict[str, float] = {}
+        for name in streams:
+            t0 = clock()
+            try:
+                r.read(STREAM_BY_NAME[name])
+            except Exception as err:  # report, keep going: a benchmark is not a test
+                out["errors"][name] = f"{type(err).__name__}: {err}"
+                continue
+            times[name] = clock() - t0
+        out["streams"] = times
+        if reader == "vbo":
+            covered = {m for name in streams for m in STREAM_BY_NAME[name].vbo} | {"metadata"}
+            extra: dict[str, float] = {}
+            for member in r.members():
+                if member in covered or member in VBO_SKIP:
+                    continue
+                t0 = clock()
+                try:
+                    r.read_member(member)
+                except Exception as err:
+                    out["errors"][member] = f"{type(err).__name__}: {err}"
+                    continue
+                extra[member] = clock() - t0
+            out["derived"] = extra
+        r.close()
+    elif phase == "all":
+        t0 = clock()
+        for name in streams:
+            try:
+                r.read(STREAM_BY_NAME[name])
+            except Exception as err:
+                out["errors"][name] = f"{type(err).__name__}: {err}"
+        r.close()
+        out["all_s"] = out["open_s"] + (clock() - t0)
+    else:
+        r.close()
+    out["peak_rss"] = _peak_rss_bytes()
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# parent: run workers, aggregate, print
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class FileResult:
+    path: Path
+    ophys: bool
+    size: int
+    streams: list[str]
+    present: dict[str, bool]
+    runs: dict[tuple[str, str], list[dict[str, Any]]] = field(default_factory=dict)
+
+    def best(self, reader: str, phase: str, key: str) -> float | None:
+        values = [run[key] for run in self.runs.get((reader, phase), []) if key in run]
+        return min(values) if values else None
+
+    def median(self, reader: str, phase: str, key: str) -> float | None:
+        values = [run[key] for run in self.runs.get((reader, phase), []) if key in run]
+        return statistics.median(values) if values else None
+
+    def best_stream(self, reader: str, name: str, where: str = "streams") -> float | None:
+        values = [
+            run[where][name] for run in self.runs.get((reader, "streams"), []) if name in run.get(where, {})
+        ]
+        return min(values) if values else None
+
+    def errors(self) -> dict[str, str]:
+        out = {}
+        for (reader, phase), runs in self.runs.items():
+            for run in runs:
+                for what, msg in run.get("errors", {}).items():
+                    out[f"{reader} {phase} {what}"] = msg
+        return out
+
+
+def _inspect(path: Path) -> tuple[bool, dict[str, bool]]:
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        ophys = "/processing/ophys" in f
+        present = {s.name: s.probe in f for s in STREAMS if ophys or not s.ophys}
+    return ophys, present
+
+
+def _prime(path: Path) -> None:
+    with open(path, "rb") as fh:
+        while fh.read(1 << 23):
+            pass
+
+
+def _run_worker(reader: str, phase: str, fr: FileResult) -> dict[str, Any]:
+    streams = fr.streams if reader == "vbo" else [s for s in fr.streams if fr.present[s]]
+    cmd = [
+        sys.executable, str(Path(__file__).resolve()), "--_worker", reader, phase, str(fr.path),
+        "1" if fr.ophys else "0", ",".join(streams),
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["(no output)"]
+        return {"errors": {"process": f"exit {proc.returncode}: {tail[0]}"}}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def run(paths: list[Path], repeat: int, progress: Callable[[str], None]) -> list[FileResult]:
+    results = []
+    for path in paths:
+        ophys, present = _inspect(path)
+        fr = FileResult(path, ophys, path.stat().st_size, list(present), present)
+        _prime(path)
+        for i in range(repeat):
+            for phase in PHASES:
+                for reader in READERS:
+                    progress(f"{path.name}: run {i + 1}/{repeat}, {reader} {phase}")
+                    fr.runs.setdefault((reader, phase), []).append(_run_worker(reader, phase, fr))
+        results.append(fr)
+    return results
+
+
+def _fmt_s(x: float | None) -> str:
+    if x is None:
+        return "—"
+    return f"{x:.3f}" if x >= 0.01 else f"{x * 1e3:.2f} ms"
+
+
+def _fmt_mb(x: float | None) -> str:
+    return "—" if x is None else f"{x / 2**20:.0f}"
+
+
+def _ratio(a: float | None, b: float | None) -> str:
+    if a is None or b is None or b <= 0:
+        return "—"
+    return f"{a / b:.2f}x"
+
+
+def rows_for(fr: FileResult) -> list[list[str]]:
+    """Table rows: measure, vbo, pynwb, h5py, vbo/h5py, pynwb/h5py, target."""
+    rows: list[list[str]] = []
+
+    def timing(label, v, p, h, target=""):
+        rows.append([label, _fmt_s(v), _fmt_s(p), _fmt_s(h), _ratio(v, h), _ratio(p, h), target])
+
+    def memory(label, key, subtract_import=False):
+        vals = []
+        for reader in READERS:
+            peak = fr.median(reader, "all" if key == "all" else key, "peak_rss")
+            if subtract_import and peak is not None:
+                peak -= fr.median(reader, "all" if key == "all" else key, "rss_after_import") or 0
+            vals.append(peak)
+        rows.append([label, *(_fmt_mb(x) for x in vals), _ratio(vals[0], vals[2]), _ratio(vals[1], vals[2]), ""])
+
+    timing("import (s)", *(fr.best(r, "open", "import_s") for r in READERS))
+    v, p, h = (fr.best(r, "open", "open_s") for r in READERS)
+    status = "" if v is None else (" ✓" if v < TARGET_OPEN_S else " ✗")
+    timing("open + metadata (s)", v, p, h, f"vbo < {TARGET_OPEN_S} s{status}")
+    for name in fr.streams:
+        label = f"  first {name} (s)" + ("" if fr.present[name] else " [absent]")
+        timing(label, *(fr.best_stream(r, name) for r in READERS))
+    derived = [
+        run.get("derived", {}) for run in fr.runs.get(("vbo", "streams"), [])
+    ]
+    if derived and derived[0]:
+        total = min(sum(d.values()) for d in derived if d)
+        names = ", ".join(sorted(derived[0]))
+        timing(f"  vbo derived members (s): {names}", total, None, None)
+    v, p, h = (fr.best(r, "all", "all_s") for r in READERS)
+    status = "" if v is None or h is None else (" ✓" if v <= TARGET_ALL_RATIO * h else " ✗")
+    timing("everything: open + all streams + close (s)", v, p, h, f"vbo ≤ {TARGET_ALL_RATIO}x h5py{status}")
+    memory("peak RSS, open + metadata (MB)", "open")
+    memory("peak RSS, everything (MB)", "all")
+    memory("peak RSS − RSS after import, everything (MB)", "all", subtract_import=True)
+    return rows
+
+
+HEADER = ["measure", "vbo", "pynwb", "h5py", "vbo/h5py", "pynwb/h5py", "target"]
+
+
+def _title(fr: FileResult, repeat: int) -> str:
+    kind = "experiment" if fr.ophys else "behavior session"
+    return f"{fr.path.name} ({fr.size / 1e6:.1f} MB, {kind}; best of {repeat}, fresh process per reader and phase)"
+
+
+def _versions() -> str:
+    import importlib.metadata as md
+
+    parts = [f"Python {platform.python_version()}"]
+    for dist in ("vbo", "pynwb", "hdmf", "h5py", "numpy", "pandas"):
+        try:
+            parts.append(f"{dist} {md.version(dist)}")
+        except md.PackageNotFoundError:
+            parts.append(f"{dist} (not installed)")
+    parts.append(f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPUs")
+    return ", ".join(parts)
+
+
+def print_markdown(results: list[FileResult], repeat: int) -> None:
+    print(f"_{_versions()}_\n")
+    for fr in results:
+        print(f"**{_title(fr, repeat)}**\n")
+        print("| " + " | ".join(HEADER) + " |")
+        print("|" + "|".join(["---"] + ["---:"] * 5 + ["---"]) + "|")
+        for row in rows_for(fr):
+            print("| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |")
+        print()
+        _print_errors(fr, print)
+
+
+def print_rich(results: list[FileResult], repeat: int) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=max(console.width, 140))
+    console.print(_versions(), style="dim")
+    for fr in results:
+        table = Table(title=_title(fr, repeat))
+        for i, col in enumerate(HEADER):
+            table.add_column(col, justify="left" if i in (0, 6) else "right")
+        for row in rows_for(fr):
+            table.add_row(*row)
+        console.print(table)
+        _print_errors(fr, lambda s: console.print(s, style="red", markup=False))
+
+
+def _print_errors(fr: FileResult, emit: Callable[[str], None]) -> None:
+    for what, msg in fr.errors().items():
+        emit(f"error in {fr.path.name}: {what}: {msg}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--_worker"]:
+        reader, phase, path, ophys, streams = argv[1:6]
+        result = _worker(reader, phase, path, ophys == "1", [s for s in streams.split(",") if s])
+        print(json.dumps(result))
+        return 0
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("files", nargs="+", type=Path, metavar="FILE", help="NWB files to read")
+    parser.add_argument("--repeat", type=int, default=3, help="runs per reader and phase (best time kept)")
+    parser.add_argument("--markdown", action="store_true", help="print Markdown tables (for README)")
+    parser.add_argument("--json-out", type=Path, help="also write the raw measurements here")
+    args = parser.parse_args(argv)
+    if args.repeat < 1:
+        parser.error("--repeat must be at least 1")
+    for path in args.files:
+        if not path.is_file():
+            parser.error(f"{path}: no such file")
+
+    def progress(msg: str) -> None:
+        print(msg, file=sys.stderr, flush=True)
+
+    results = run(args.files, args.repeat, progress)
+    if args.markdown:
+        print_markdown(results, args.repeat)
+    else:
+        print_rich(results, args.repeat)
+    if args.json_out:
+        raw = [
+            {
+                "file": str(fr.path), "ophys": fr.ophys, "size": fr.size, "present": fr.present,
+                "runs": {f"{r}/{p}": runs for (r, p), runs in fr.runs.items()},
+            }
+            for fr in results
+        ]
+        args.json_out.write_text(json.dumps(raw, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,64 @@
+"""vbo: lazy, fast, AllenSDK-compatible access to the Allen Visual Behavior Optical Physiology dataset.
+
+Heavy modules are imported on first use, so ``import vbo`` stays fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "BehaviorSession": "vbo.session",
+    "BehaviorOphysExperiment": "vbo.experiment",
+    "BehaviorOphysSession": "vbo.experiment",
+    "Image": "vbo.values",
+    "Coordinates": "vbo.values",
+    "errors": "vbo.errors",
+}
+
+__all__ = ["BehaviorSession", "BehaviorOphysExperiment", "BehaviorOphysSession", "Image", "Coordinates",
+           "errors", "open_nwb", "__version__"]
+
+if TYPE_CHECKING:  # pragma: no cover
+    from vbo import errors
+    from vbo.experiment import BehaviorOphysExperiment, BehaviorOphysSession
+    from vbo.session import BehaviorSession
+    from vbo.values import Coordinates, Image
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        module = importlib.import_module(_LAZY[name])
+        return module if name == "errors" else getattr(module, name)
+    raise AttributeError(f"module 'vbo' has no attribute {name!r}")
+
+
+def open_nwb(path, **kwargs):
+    """Open a released NWB file as a ``BehaviorOphysExperiment`` if it holds imaging data, else a ``BehaviorSession``.
+
+    Parameters
+    ----------
+    path
+        Path (or binary file-like object) of a behavior session or ophys experiment NWB file.
+    **kwargs
+        Reading options of the chosen class's ``from_nwb_path``; options that only experiments take
+        are ignored for behavior-only files.
+    """
+    from vbo.experiment import BehaviorOphysExperiment
+    from vbo.nwb import layout
+    from vbo.nwb.read import open_hdf5
+    from vbo.session import BehaviorSession
+
+    h5 = open_hdf5(path)
+    try:
+        if layout.OPHYS in h5:
+            return BehaviorOphysExperiment(h5, **kwargs)
+        session_options = ("eye_tracking_z_threshold", "eye_tracking_dilation_frames",
+                           "add_is_change_to_stimulus_presentations_table")
+        return BehaviorSession(h5, **{k: v for k, v in kwargs.items() if k in session_options})
+    except BaseException:
+        h5.close()
+        raise

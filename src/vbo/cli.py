@@ -1,0 +1,285 @@
+"""The ``vbo`` command: readable summaries of Visual Behavior Ophys NWB files.
+
+Commands
+--------
+``vbo info PATH [--json]``
+    What a session or experiment file holds: ids, subject, rig, date, durations, counts of trials,
+    flashes, omissions, licks, rewards and ROIs, frame rates and imaging plane.
+
+Importing this module is cheap: ``vbo``'s readers (h5py, pandas, numpy) are imported inside the
+commands, so ``vbo --help`` answers at once.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+if TYPE_CHECKING:  # pragma: no cover
+    from vbo.session import BehaviorSession
+
+app = typer.Typer(
+    name="vbo",
+    help="Lazy, AllenSDK-compatible access to the Allen Visual Behavior Ophys dataset.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+# Exit status for a problem with the user's input (bad path, not an NWB file, ...), as click uses
+# for usage errors.
+EXIT_BAD_INPUT = 2
+
+
+@app.callback()
+def _main() -> None:
+    """Lazy, AllenSDK-compatible access to the Allen Visual Behavior Ophys dataset."""
+    # A callback keeps `vbo` a command group even while `info` is its only command, so the
+    # command name is always typed (`vbo info PATH`) and later commands slot in beside it.
+
+
+# --------------------------------------------------------------------------------------------
+# vbo info
+# --------------------------------------------------------------------------------------------
+
+# (key, label shown in the table) in display order, grouped into table sections. Keys are the
+# JSON keys of `vbo info --json`; units are part of the key names.
+_SECTIONS: list[tuple[str, list[tuple[str, str]]]] = [
+    (
+        "file",
+        [
+            ("file", "file"),
+            ("kind", "kind"),
+            ("behavior_session_id", "behavior_session_id"),
+            ("ophys_experiment_id", "ophys_experiment_id"),
+            ("ophys_session_id", "ophys_session_id"),
+        ],
+    ),
+    (
+        "session",
+        [
+            ("session_type", "session_type"),
+            ("mouse_id", "mouse_id"),
+            ("full_genotype", "full_genotype"),
+            ("cre_line", "cre_line"),
+            ("equipment_name", "equipment"),
+            ("date_of_acquisition", "date of acquisition"),
+            ("stimulus_duration_s", "stimulus recording duration (s)"),
+            ("stimulus_frames", "stimulus frames"),
+            ("stimulus_frame_rate_hz", "stimulus frame rate (Hz)"),
+        ],
+    ),
+    (
+        "counts",
+        [
+            ("trials", "trials"),
+            ("flashes", "image flashes (not omitted)"),
+            ("omitted_flashes", "omitted flashes"),
+            ("licks", "licks"),
+            ("rewards", "rewards"),
+            ("rois", "ROIs"),
+        ],
+    ),
+    (
+        "imaging",
+        [
+            ("ophys_frame_rate_hz", "ophys frame rate, metadata (Hz)"),
+            ("ophys_frame_rate_empirical_hz", "ophys frame rate, from timestamps (Hz)"),
+            ("ophys_frames", "ophys frames"),
+            ("targeted_structure", "imaging area"),
+            ("imaging_depth_um", "imaging depth (µm)"),
+        ],
+    ),
+]
+
+_OPHYS_KEYS = {
+    "ophys_experiment_id",
+    "ophys_session_id",
+    "rois",
+    "ophys_frame_rate_hz",
+    "ophys_frame_rate_empirical_hz",
+    "ophys_frames",
+    "targeted_structure",
+    "imaging_depth_um",
+}
+
+
+def _plain(value: Any) -> Any:
+    """A JSON-ready Python value: numpy scalars → int/float/bool, datetimes → ISO text, NaN → None."""
+    if value is None:
+        return None
+    if hasattr(value, "isoformat"):  # datetime, pandas Timestamp
+        return value.isoformat()
+    if isinstance(value, bool):
+        return value
+    if hasattr(value, "item") and not isinstance(value, (str, bytes)):  # numpy scalar
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, (int, float, str)):
+        return value
+    return str(value)
+
+
+def summarize(obj: BehaviorSession, path: str | Path) -> dict[str, Any]:
+    """The facts `vbo info` prints for an open session or experiment.
+
+    Parameters
+    ----------
+    obj
+        A ``vbo.BehaviorSession`` or ``vbo.BehaviorOphysExperiment``.
+    path
+        The file it was opened from (reported as given).
+
+    Returns
+    -------
+    dict
+        Keys in display order (see ``_SECTIONS``); ophys keys only for experiments. Durations in
+        seconds, rates in Hz, depth in µm. Values are plain Python (JSON-ready).
+    """
+    import numpy as np
+
+    from vbo import BehaviorOphysExperiment
+
+    is_experiment = isinstance(obj, BehaviorOphysExperiment)
+    md = obj.metadata
+    out: dict[str, Any] = {
+        "file": str(path),
+        "kind": "behavior_ophys_experiment" if is_experiment else "behavior_session",
+        "behavior_session_id": md.get("behavior_session_id"),
+        "session_type": md.get("session_type"),
+        "mouse_id": md.get("mouse_id"),
+        "full_genotype": md.get("full_genotype"),
+        "cre_line": md.get("cre_line"),
+        "equipment_name": md.get("equipment_name"),
+        "date_of_acquisition": md.get("date_of_acquisition"),
+        "stimulus_frame_rate_hz": md.get("stimulus_frame_rate"),
+    }
+
+    ts = np.asarray(obj.stimulus_timestamps, dtype=float)
+    out["stimulus_frames"] = int(ts.size)
+    out["stimulus_duration_s"] = float(ts[-1] - ts[0]) if ts.size else 0.0
+
+    out["trials"] = len(obj.trials)
+    presentations = obj.stimulus_presentations
+    if "image_name" in presentations.columns:
+        names = presentations["image_name"]
+        is_image = names.notna() & (names.astype(object) != "omitted")
+    else:  # no image stimulus at all
+        is_image = np.zeros(len(presentations), dtype=bool)
+    if "omitted" in presentations.columns:
+        omitted = presentations["omitted"].astype("boolean").fillna(False).to_numpy(dtype=bool)
+    else:
+        omitted = np.zeros(len(presentations), dtype=bool)
+    out["flashes"] = int(np.count_nonzero(np.asarray(is_image, dtype=bool) & ~omitted))
+    out["omitted_flashes"] = int(np.count_nonzero(omitted))
+    out["licks"] = len(obj.licks)
+    out["rewards"] = len(obj.rewards)
+
+    if is_experiment:
+        out["ophys_experiment_id"] = md.get("ophys_experiment_id", obj.ophys_experiment_id)
+        out["ophys_session_id"] = md.get("ophys_session_id", obj.ophys_session_id)
+        out["rois"] = len(obj.cell_specimen_table)
+        ots = np.asarray(obj.ophys_timestamps, dtype=float)
+        out["ophys_frames"] = int(ots.size)
+        out["ophys_frame_rate_hz"] = md.get("ophys_frame_rate")
+        # the empirical rate convention of analysis.md §3.2: 1 / mean(diff(timestamps))
+        out["ophys_frame_rate_empirical_hz"] = (
+            float(1.0 / np.mean(np.diff(ots))) if ots.size > 1 else None
+        )
+        out["targeted_structure"] = md.get("targeted_structure")
+        out["imaging_depth_um"] = md.get("imaging_depth")
+
+    order = [key for _, rows in _SECTIONS for key, _ in rows]
+    return {key: _plain(out[key]) for key in order if key in out}
+
+
+def _format(key: str, value: Any) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, float):
+        if key == "ophys_frame_rate_empirical_hz":
+            return f"{value:.4f}"
+        if key == "stimulus_duration_s":
+            return f"{value:.3f}"
+        return f"{value:g}"
+    return str(value)
+
+
+def _render_table(summary: dict[str, Any]):
+    from rich.table import Table
+
+    table = Table(title=f"vbo info — {Path(summary['file']).name}", show_header=True)
+    table.add_column("field", style="bold", no_wrap=True)
+    table.add_column("value", overflow="fold")
+    first = True
+    for _, rows in _SECTIONS:
+        present = [(key, label) for key, label in rows if key in summary]
+        if not present:
+            continue
+        if not first:
+            table.add_section()
+        first = False
+        for key, label in present:
+            table.add_row(label, _format(key, summary[key]))
+    return table
+
+
+def _fail(path: Path, message: str) -> typer.Exit:
+    """Print one red line naming the file on stderr; return the exit to raise."""
+    from rich.console import Console
+    from rich.text import Text
+
+    line = " ".join(message.split())  # one line, whatever the message holds
+    if str(path) not in line:
+        line = f"{path}: {line}"
+    Console(stderr=True, highlight=False).print(Text(f"error: {line}", style="bold red"))
+    return typer.Exit(code=EXIT_BAD_INPUT)
+
+
+@app.command()
+def info(
+    path: Annotated[
+        Path,
+        typer.Argument(help="A behavior-session or behavior-ophys-experiment NWB file.", show_default=False),
+    ],
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the summary as a JSON object instead of a table.")
+    ] = False,
+) -> None:
+    """Summarize a session or experiment NWB file: ids, subject, rig, counts, frame rates."""
+    import vbo
+    from vbo.errors import NwbFileError, VboError
+
+    try:
+        with vbo.open_nwb(path) as obj:
+            summary = summarize(obj, path)
+    except NwbFileError as err:
+        raise _fail(Path(err.path), str(err)) from None
+    except VboError as err:
+        raise _fail(path, str(err)) from None
+    except OSError as err:  # the file system refused (permissions, a directory, ...)
+        raise _fail(path, err.strerror or str(err)) from None
+
+    if as_json:
+        sys.stdout.write(json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
+        return
+
+    from rich.console import Console
+
+    console = Console()
+    if not console.is_terminal:  # piped or captured: do not fold genotypes at 80 columns
+        console = Console(width=max(console.width, 120))
+    console.print(_render_table(summary))
+
+
+# Later commands (`simulate`, `demo`, `download`, ...) are added here with @app.command().
+
+
+def main() -> None:  # pragma: no cover - thin wrapper for `python -m vbo`
+    app(prog_name="vbo")

@@ -1,0 +1,103 @@
+"""The Allen Visual Behavior NWB layout: every HDF5 path, name, sentinel and encoding, as data.
+
+This is the only module that knows where things live inside a released file
+(``spec/format.md`` §7). Readers and writers ask it; nothing else spells an HDF5 path.
+"""
+
+from __future__ import annotations
+
+# --- file-level fields ---------------------------------------------------------------------
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+IDENTIFIER = "/identifier"
+SESSION_DESCRIPTION = "/session_description"
+SESSION_START_TIME = "/session_start_time"
+NWB_VERSION_ATTR = "nwb_version"
+
+# extension fields are attributes of these groups (format.md §7.4, §7.7)
+METADATA = "/general/metadata"
+SUBJECT = "/general/subject"
+TASK_PARAMETERS = "/general/task_parameters"
+SUBJECT_AGE = "/general/subject/age"
+SUBJECT_SEX = "/general/subject/sex"
+SUBJECT_GENOTYPE = "/general/subject/genotype"
+SUBJECT_ID = "/general/subject/subject_id"
+
+IMAGING_PLANE = "/general/optophysiology/imaging_plane_1"
+EMISSION_LAMBDA = IMAGING_PLANE + "/channel_1/emission_lambda"
+EXCITATION_LAMBDA = IMAGING_PLANE + "/excitation_lambda"
+IMAGING_RATE = IMAGING_PLANE + "/imaging_rate"
+IMAGING_LOCATION = IMAGING_PLANE + "/location"
+
+# --- behavior streams (format.md §7.3) ------------------------------------------------------
+STIMULUS_TIMESTAMPS = "/processing/stimulus/timestamps/timestamps"
+RUNNING_SPEED = "/processing/running/speed"
+RAW_RUNNING_SPEED = "/processing/running/speed_unfiltered"
+RUNNING_DX = "/processing/running/dx"
+V_IN = "/acquisition/v_in"
+V_SIG = "/acquisition/v_sig"
+LICKS = "/processing/licking/licks"
+REWARD_VOLUME = "/processing/rewards/volume"
+REWARD_AUTOREWARDED = "/processing/rewards/autorewarded"
+TRIALS = "/intervals/trials"
+INTERVALS = "/intervals"
+PRESENTATIONS_SUFFIX = "_presentations"
+STIMULUS_TEMPLATES = "/stimulus/templates"
+MOVIE_TEMPLATE_MARKER = "movie"
+
+# --- eye tracking ---------------------------------------------------------------------------
+EYE_TRACKING = "/acquisition/EyeTracking"
+EYE_TIMESTAMPS = EYE_TRACKING + "/eye_tracking/timestamps"
+STORED_LIKELY_BLINK = EYE_TRACKING + "/likely_blink/data"
+# column prefix -> ellipse series name
+ELLIPSE_SERIES = {"eye": "eye_tracking", "pupil": "pupil_tracking", "cr": "corneal_reflection_tracking"}
+EYE_RIG_GEOMETRY = "/processing/eye_tracking_rig_metadata/eye_tracking_rig_metadata"
+# returned key -> stored dataset name
+EYE_RIG_VECTORS = {
+    "camera_position_mm": "camera_position",
+    "camera_rotation_deg": "camera_rotation",
+    "led_position": "led_position",
+    "monitor_position_mm": "monitor_position",
+    "monitor_rotation_deg": "monitor_rotation",
+}
+
+# --- ophys streams --------------------------------------------------------------------------
+OPHYS = "/processing/ophys"
+CELL_TABLE = OPHYS + "/image_segmentation/cell_specimen_table"
+CELL_TABLE_MASK = "image_mask"
+DFF = OPHYS + "/dff/traces"
+CORRECTED_FLUORESCENCE = OPHYS + "/corrected_fluorescence/traces"
+CORRECTED_FLUORESCENCE_R = OPHYS + "/corrected_fluorescence/r"
+CORRECTED_FLUORESCENCE_RMSE = OPHYS + "/corrected_fluorescence/RMSE"
+DEMIXED = OPHYS + "/demixed_trace/traces"
+NEUROPIL = OPHYS + "/neuropil_trace/traces"
+EVENTS = OPHYS + "/event_detection"
+MOTION_X = OPHYS + "/ophys_motion_correction_x/data"
+MOTION_Y = OPHYS + "/ophys_motion_correction_y/data"
+MAX_PROJECTION = OPHYS + "/images/max_projection"
+AVERAGE_PROJECTION = OPHYS + "/images/average_image"
+STORED_SEGMENTATION_MASK = OPHYS + "/images/segmentation_mask_image"
+IMAGE_RESOLUTION_ATTR = "resolution"
+# the stored resolution is mm/10 per pixel (labelled pixels/cm); spacing in mm = resolution * 10
+RESOLUTION_TO_MM = 10.0
+
+# --- generic NWB encodings -------------------------------------------------------------------
+DATA = "data"
+TIMESTAMPS = "timestamps"
+ROIS = "rois"
+ID = "id"
+COLNAMES_ATTR = "colnames"
+INDEX_SUFFIX = "_index"
+# presentation-table columns that readers skip (format.md §7.8 step 4)
+PRESENTATION_SKIP_COLUMNS = ("tags", "tags_index", "timeseries", "timeseries_index")
+
+# --- sentinels (format.md §10) --------------------------------------------------------------
+INT_NA = -99
+NULL_CELL_SPECIMEN_ID = -1
+NO_PLANE_GROUP = -1
+FILE_STRING_NA = "N/A"
+NONE_STRING = "None"
+MISSING_PROJECT_CODE = "Not Available"
+
+# what a file must contain to count as a Visual Behavior session / experiment
+REQUIRED_BEHAVIOR = (METADATA, SUBJECT, TASK_PARAMETERS, STIMULUS_TIMESTAMPS, IDENTIFIER, SESSION_START_TIME)
+REQUIRED_OPHYS = (CELL_TABLE, DFF, IMAGING_PLANE)

@@ -1,0 +1,134 @@
+"""h5py helpers for NWB: open with typed errors, decode text, whole-dataset reads, DynamicTables.
+
+Every read is one whole-dataset slice (``ds[()]``); nothing here reads element by element.
+Paths come from :mod:`vbo.nwb.layout`.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import IO, Any
+
+import h5py
+import numpy as np
+
+from vbo.errors import (
+    MissingDataError,
+    NotHdf5Error,
+    NotVisualBehaviorFileError,
+    NwbFileNotFoundError,
+    TruncatedFileError,
+)
+from vbo.nwb import layout
+
+Source = str | os.PathLike | IO[bytes]
+
+
+def source_name(source: Source) -> str:
+    """A printable name for a path or a file-like object."""
+    if isinstance(source, (str, os.PathLike)):
+        return str(source)
+    return str(getattr(source, "name", None) or getattr(source, "url", None) or repr(source))
+
+
+def open_hdf5(source: Source) -> h5py.File:
+    """Open ``source`` (path or binary file-like object) read-only, classifying failures.
+
+    Raises
+    ------
+    NwbFileNotFoundError, NotHdf5Error, TruncatedFileError
+    """
+    name = source_name(source)
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        if not path.exists():
+            raise NwbFileNotFoundError(name, "no such file")
+        if path.is_dir():
+            raise NotHdf5Error(name, "is a directory, not an NWB file")
+        with open(path, "rb") as fh:
+            head = fh.read(len(layout.HDF5_SIGNATURE))
+        if head != layout.HDF5_SIGNATURE:
+            raise NotHdf5Error(name, "not an HDF5 file (no HDF5 signature at the start), so not an NWB file")
+    try:
+        return h5py.File(source, "r")
+    except OSError as err:
+        text = str(err).lower()
+        if "truncated" in text or "eof" in text:
+            raise TruncatedFileError(name, f"truncated HDF5 file (incomplete download?): {err}") from err
+        if "signature" in text or "not an hdf5" in text:
+            raise NotHdf5Error(name, f"not an HDF5 file: {err}") from err
+        raise TruncatedFileError(name, f"HDF5 file cannot be opened, it is corrupt or incomplete: {err}") from err
+
+
+def require(f: h5py.File, paths: tuple[str, ...], what: str) -> None:
+    """Raise NotVisualBehaviorFileError naming the first of ``paths`` missing from ``f``."""
+    missing = [p for p in paths if p not in f]
+    if missing:
+        raise NotVisualBehaviorFileError(
+            f.filename, f"not a Visual Behavior {what} NWB file: missing {', '.join(missing)}"
+        )
+
+
+def decode(value: Any) -> Any:
+    """bytes → str, numpy scalars → Python scalars, text arrays → object arrays of str."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8")
+    if isinstance(value, np.ndarray):
+        if value.dtype.kind == "S" or (value.dtype == object and value.size and isinstance(value.flat[0], bytes)):
+            return np.array([v.decode("utf-8") if isinstance(v, bytes) else v for v in value.ravel()],
+                            dtype=object).reshape(value.shape)
+        return value
+    return value
+
+
+def attrs(f: h5py.File, path: str) -> dict[str, Any]:
+    """All attributes of the object at ``path``, decoded (``{}`` if absent)."""
+    if path not in f:
+        return {}
+    return {key: decode(val) for key, val in f[path].attrs.items()}
+
+
+def read(f: h5py.File, path: str) -> Any:
+    """Whole dataset at ``path`` (strings decoded to ``str`` / object arrays of ``str``)."""
+    try:
+        ds = f[path]
+    except KeyError:
+        raise MissingDataError(f.filename, f"missing dataset {path}") from None
+    if h5py.check_string_dtype(ds.dtype) is not None:
+        value = ds.asstr()[()]
+        return value if isinstance(value, str) else np.asarray(value, dtype=object)
+    return ds[()]
+
+
+def read_optional(f: h5py.File, path: str) -> Any | None:
+    """Like :func:`read` but ``None`` when absent."""
+    return read(f, path) if path in f else None
+
+
+def table_columns(group: h5py.Group) -> list[str]:
+    """Column names of a DynamicTable, in the stored order."""
+    return [str(c) for c in decode(np.atleast_1d(group.attrs[layout.COLNAMES_ATTR]))]
+
+
+def read_column(group: h5py.Group, name: str) -> np.ndarray | list[np.ndarray]:
+    """One DynamicTable column: an array, or a list of arrays for a ragged (``*_index``) column."""
+    f = group.file
+    values = read(f, f"{group.name}/{name}")
+    index_name = f"{group.name}/{name}{layout.INDEX_SUFFIX}"
+    if index_name in f:
+        ends = np.asarray(f[index_name][()], dtype=np.int64)
+        return np.split(np.asarray(values), ends[:-1]) if len(ends) else []
+    return values
+
+
+def read_table(group: h5py.Group, skip: tuple[str, ...] = ()) -> tuple[np.ndarray, dict[str, Any]]:
+    """A DynamicTable as ``(ids, {column: values})`` with columns in stored order."""
+    ids = group[layout.ID][()]
+    columns = {name: read_column(group, name) for name in table_columns(group) if name not in skip}
+    return ids, columns
+
+
+def region_rows(f: h5py.File, series_path: str) -> np.ndarray:
+    """Row indices (into the ROI table) of a RoiResponseSeries' ``rois`` region."""
+    return np.asarray(read(f, f"{series_path}/{layout.ROIS}"), dtype=np.int64)

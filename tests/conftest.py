@@ -1,0 +1,54 @@
+"""Shared fixtures: where the read-only ../shared/data lives, and the AllenSDK reference files in it."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("VBO_SHARED_DATA", REPO.parent / "shared" / "data"))
+SDK_FILES = SHARED_DATA / "sdk-files"
+EXPERIMENT_NWB = SDK_FILES / "behavior_ophys_experiment_1091765022.nwb"
+SESSION_NWB = SDK_FILES / "behavior_session_1089912433.nwb"
+
+
+def _require_shared() -> Path:
+    if SDK_FILES.is_dir():
+        return SHARED_DATA
+    message = (
+        f"shared test data not found at {SHARED_DATA} "
+        "(set VBO_SHARED_DATA to the folder holding sdk-files/ and release-tables/)"
+    )
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The shared data folder; skipped on a user's machine without it, failing under CI=true."""
+    return _require_shared()
+
+
+@pytest.fixture(scope="session")
+def experiment_nwb(shared_data) -> Path:
+    return EXPERIMENT_NWB
+
+
+@pytest.fixture(scope="session")
+def session_nwb(shared_data) -> Path:
+    return SESSION_NWB
+
+
+@pytest.fixture(scope="session")
+def load_truth(shared_data):
+    """The ``load_truth(folder)`` function shipped beside the SDK files."""
+    sys.path.insert(0, str(SDK_FILES))
+    try:
+        from load_truth import load_truth as _load
+    finally:
+        sys.path.remove(str(SDK_FILES))
+    return _load
