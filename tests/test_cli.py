@@ -16,7 +16,6 @@ from typer.testing import CliRunner
 from vbo.cli import app
 
 REPO = Path(__file__).resolve().parents[1]
-TRUTH = REPO.parent / "shared" / "data" / "sdk-files" / "truth"
 BENCHMARK = REPO / "benchmarks" / "read.py"
 
 runner = CliRunner()
@@ -162,9 +161,10 @@ def test_info_missing_file_exits_2_naming_it(tmp_path):
     missing = tmp_path / "no_such_session.nwb"
     result = runner.invoke(app, ["info", str(missing)])
     assert result.exit_code == 2
-    assert str(missing) in " ".join(result.stderr.split()) or str(missing) in result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr  # one line, however long the path
+    assert lines[0].startswith("error: ") and str(missing) in lines[0]
     assert "Traceback" not in result.output
-    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
 
 
 def test_info_not_hdf5_exits_2(tmp_path):
@@ -183,6 +183,18 @@ def test_info_truncated_file_exits_2(tmp_path, session_nwb):
     result = runner.invoke(app, ["info", str(partial)])
     assert result.exit_code == 2
     assert str(partial) in result.stderr
+    assert "Traceback" not in result.output
+
+
+def test_info_hdf5_but_not_visual_behavior_exits_2(tmp_path):
+    import h5py
+
+    other = tmp_path / "someone_elses.nwb"
+    with h5py.File(other, "w") as f:
+        f.create_dataset("identifier", data="123")
+    result = runner.invoke(app, ["info", str(other)])
+    assert result.exit_code == 2
+    assert str(other) in result.stderr
     assert "Traceback" not in result.output
 
 
@@ -220,7 +232,9 @@ def test_console_script(session_nwb):
         if found is None:
             pytest.skip("the `vbo` console script is not installed (pip install -e .)")
         script = Path(found)
-    proc = subprocess.run([str(script), "info", str(session_nwb), "--json"], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [str(script), "info", str(session_nwb), "--json"], capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 0, proc.stderr
     got = json.loads(proc.stdout)
     assert (got["trials"], got["session_type"]) == (77, "TRAINING_5_images_A_handoff_ready")

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from scipy.stats import norm
 
 SLIDING_WINDOW = 100
 """Trailing window (non-aborted trials) for rolling hit and false-alarm rates."""
@@ -82,9 +81,11 @@ def _rolling_rate(responses: pd.Series) -> tuple[np.ndarray, np.ndarray]:
 def rolling_dprime(hit_rate: np.ndarray, false_alarm_rate: np.ndarray,
                    limits: tuple[float, float] = DPRIME_LIMITS) -> np.ndarray:
     """d′ = Φ⁻¹(H) − Φ⁻¹(F) with both rates clipped to ``limits``; NaN where either rate is NaN."""
+    from scipy.special import ndtri  # Φ⁻¹; imported on use: keeps opening a file fast
+
     h = np.clip(np.asarray(hit_rate, float), *limits)
     f = np.clip(np.asarray(false_alarm_rate, float), *limits)
-    return norm.ppf(h) - norm.ppf(f)
+    return ndtri(h) - ndtri(f)
 
 
 def is_passive(trials: pd.DataFrame) -> bool:

@@ -238,7 +238,7 @@ def _fail(path: Path, message: str) -> typer.Exit:
     line = " ".join(message.split())  # one line, whatever the message holds
     if str(path) not in line:
         line = f"{path}: {line}"
-    Console(stderr=True, highlight=False).print(Text(f"error: {line}", style="bold red"))
+    Console(stderr=True, highlight=False, soft_wrap=True).print(Text(f"error: {line}", style="bold red"))
     return typer.Exit(code=EXIT_BAD_INPUT)
 
 
@@ -246,7 +246,9 @@ def _fail(path: Path, message: str) -> typer.Exit:
 def info(
     path: Annotated[
         Path,
-        typer.Argument(help="A behavior-session or behavior-ophys-experiment NWB file.", show_default=False),
+        typer.Argument(
+            help="A behavior-session or behavior-ophys-experiment NWB file.", metavar="PATH", show_default=False
+        ),
     ],
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the summary as a JSON object instead of a table.")

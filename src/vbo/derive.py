@@ -10,7 +10,6 @@ import re
 
 import numpy as np
 import pandas as pd
-from scipy import ndimage, signal, stats
 
 from vbo.nwb.layout import FILE_STRING_NA, INT_NA, NONE_STRING
 
@@ -221,8 +220,11 @@ def likely_blinks(eye_area_raw: np.ndarray, pupil_area_raw: np.ndarray, z_thresh
         return np.abs(z) > z_threshold
 
     blink = np.isnan(eye_area_raw) | np.isnan(pupil_area_raw) | outliers(eye_area_raw) | outliers(pupil_area_raw)
-    if dilation_frames > 0 and blink.any():
-        blink = ndimage.binary_dilation(blink, iterations=int(dilation_frames))
+    for _ in range(int(dilation_frames)):  # 1-D binary dilation: grow one frame on both sides per iteration
+        grown = blink.copy()
+        grown[1:] |= blink[:-1]
+        grown[:-1] |= blink[1:]
+        blink = grown
     return blink
 
 
@@ -275,6 +277,20 @@ def filter_events(events: np.ndarray, frame_rate: float, scale_seconds: float = 
     n_time_steps
         Kernel length in frames.
     """
-    kernel = stats.halfnorm.pdf(np.arange(n_time_steps), loc=0, scale=scale_seconds * frame_rate)
+    scale = scale_seconds * frame_rate
+    kernel = np.exp(-0.5 * (np.arange(n_time_steps) / scale) ** 2)  # half-normal pdf up to a constant
     kernel = kernel / kernel.sum()
-    return signal.lfilter(kernel, 1.0, events, axis=-1)
+    events = np.asarray(events, dtype=np.float64)
+    filtered = np.zeros_like(events)
+    n = events.shape[-1]
+    kernel = kernel[:n]
+    nonzero = np.nonzero(events)
+    if len(nonzero[0]) * len(kernel) < events.size:  # sparse events: spread each event over the kernel
+        times = nonzero[-1][:, None] + np.arange(len(kernel))
+        keep = times < n
+        rows = tuple(np.broadcast_to(ix[:, None], times.shape)[keep] for ix in nonzero[:-1])
+        np.add.at(filtered, rows + (times[keep],), (events[nonzero][:, None] * kernel)[keep])
+    else:  # dense: one vectorised shift per kernel tap
+        for lag, weight in enumerate(kernel):
+            filtered[..., lag:] += weight * events[..., : n - lag]
+    return filtered

@@ -134,7 +134,8 @@ class BehaviorOphysExperiment(BehaviorSession):
         specimen = nwb.read(h5, f"{table}/cell_specimen_id")
         valid = nwb.read(h5, f"{table}/valid_roi").astype(bool)
         specimen_ids = [None if s == layout.NULL_CELL_SPECIMEN_ID else int(s) for s in specimen]
-        rois = pd.DataFrame({"cell_roi_id": roi_ids, "cell_specimen_id": specimen_ids, "valid_roi": valid,
+        rois = pd.DataFrame({"cell_roi_id": roi_ids, "cell_specimen_id": pd.Series(specimen_ids, dtype=object),
+                             "valid_roi": valid,
                              "row": np.arange(len(roi_ids))})
         if self._exclude_invalid_rois:
             rois = rois[rois["valid_roi"]]
