@@ -129,10 +129,9 @@ class BehaviorOphysExperiment(BehaviorSession):
     def _rois(self) -> pd.DataFrame:
         """Light ROI index of the stored table: cell_roi_id, cell_specimen_id, valid_roi, stored row."""
         h5 = self._h5
-        table = layout.CELL_TABLE
-        roi_ids = nwb.read(h5, f"{table}/{layout.ID}").astype(np.int64)
-        specimen = nwb.read(h5, f"{table}/cell_specimen_id")
-        valid = nwb.read(h5, f"{table}/valid_roi").astype(bool)
+        roi_ids = nwb.read(h5, f"{layout.CELL_TABLE}/{layout.ID}").astype(np.int64)
+        specimen = nwb.read(h5, layout.CELL_SPECIMEN_ID)
+        valid = nwb.read(h5, layout.VALID_ROI).astype(bool)
         specimen_ids = [None if s == layout.NULL_CELL_SPECIMEN_ID else int(s) for s in specimen]
         rois = pd.DataFrame({"cell_roi_id": roi_ids, "cell_specimen_id": pd.Series(specimen_ids, dtype=object),
                              "valid_roi": valid,
@@ -165,7 +164,7 @@ class BehaviorOphysExperiment(BehaviorSession):
         index = self._cell_index
         data: dict[str, pd.Series] = {"cell_roi_id": pd.Series(self._rois["cell_roi_id"].to_numpy(), index=index)}
         for name in nwb.table_columns(group):
-            if name in ("cell_specimen_id", layout.CELL_TABLE_MASK):
+            if name in (layout.CELL_SPECIMEN_ID_COLUMN, layout.CELL_TABLE_MASK):
                 continue
             values = np.asarray(nwb.read_column(group, name))[rows]
             if values.dtype.kind in "iu":
@@ -266,8 +265,8 @@ class BehaviorOphysExperiment(BehaviorSession):
         events = data[order]
         filtered = derive.filter_events(events, float(self.metadata["ophys_frame_rate"]),
                                         self._events_filter_scale_seconds, self._events_filter_n_time_steps)
-        lambdas = np.asarray(nwb.read(h5, f"{layout.EVENTS}/lambdas"), dtype=np.float64)[order]
-        noise = np.asarray(nwb.read(h5, f"{layout.EVENTS}/noise_stds"), dtype=np.float64)[order]
+        lambdas = np.asarray(nwb.read(h5, layout.EVENT_LAMBDAS), dtype=np.float64)[order]
+        noise = np.asarray(nwb.read(h5, layout.EVENT_NOISE_STDS), dtype=np.float64)[order]
         return pd.DataFrame({
             "cell_roi_id": pd.Series(self._rois["cell_roi_id"].to_numpy()[present], index=index),
             "events": _object_column(events, index),

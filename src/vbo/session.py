@@ -177,7 +177,7 @@ class BehaviorSession:
         stored = nwb.attrs(self._h5, layout.TASK_PARAMETERS)
         params: dict[str, Any] = {}
         for key, value in stored.items():
-            if key in ("namespace", "neurodata_type", "object_id"):
+            if key in layout.HDMF_BOOKKEEPING_ATTRS:
                 continue
             if key in ("blank_duration_sec", "response_window_sec"):
                 value = [float(v) for v in np.atleast_1d(value)]
@@ -303,9 +303,9 @@ class BehaviorSession:
         if not names:
             return None
         path = f"{layout.STIMULUS_TEMPLATES}/{names[0]}"
-        image_names = nwb.read(h5, f"{path}/control_description")
+        image_names = nwb.read(h5, f"{path}/{layout.TEMPLATE_IMAGE_NAMES}")
         warped = nwb.read(h5, f"{path}/{layout.DATA}")
-        unwarped = nwb.read(h5, f"{path}/unwarped")
+        unwarped = nwb.read(h5, f"{path}/{layout.TEMPLATE_UNWARPED}")
         index = pd.Index(derive.object_strings(np.atleast_1d(image_names)), name="image_name")
         return pd.DataFrame({"unwarped": pd.Series(list(unwarped), index=index, dtype=object),
                              "warped": pd.Series(list(warped), index=index, dtype=object)}, index=index)
@@ -328,7 +328,7 @@ class BehaviorSession:
         for prefix, series in layout.ELLIPSE_SERIES.items():
             base = f"{layout.EYE_TRACKING}/{series}"
             ellipses[prefix] = {name: nwb.read(h5, f"{base}/{name}")
-                                for name in ("data", "area_raw", "width", "height", "angle")}
+                                for name in layout.ELLIPSE_FIELDS}
         return derive.eye_tracking_frame(nwb.read(h5, layout.EYE_TIMESTAMPS), ellipses,
                                          self._eye_tracking_z_threshold, self._eye_tracking_dilation_frames)
 

@@ -43,6 +43,8 @@ INTERVALS = "/intervals"
 PRESENTATIONS_SUFFIX = "_presentations"
 STIMULUS_TEMPLATES = "/stimulus/templates"
 MOVIE_TEMPLATE_MARKER = "movie"
+TEMPLATE_IMAGE_NAMES = "control_description"  # image names, in template order
+TEMPLATE_UNWARPED = "unwarped"  # `data` holds the warped images
 
 # --- eye tracking ---------------------------------------------------------------------------
 EYE_TRACKING = "/acquisition/EyeTracking"
@@ -50,6 +52,7 @@ EYE_TIMESTAMPS = EYE_TRACKING + "/eye_tracking/timestamps"
 STORED_LIKELY_BLINK = EYE_TRACKING + "/likely_blink/data"
 # column prefix -> ellipse series name
 ELLIPSE_SERIES = {"eye": "eye_tracking", "pupil": "pupil_tracking", "cr": "corneal_reflection_tracking"}
+ELLIPSE_FIELDS = ("data", "area_raw", "width", "height", "angle")  # data = (n, 2) centres
 EYE_RIG_GEOMETRY = "/processing/eye_tracking_rig_metadata/eye_tracking_rig_metadata"
 # returned key -> stored dataset name
 EYE_RIG_VECTORS = {
@@ -64,6 +67,9 @@ EYE_RIG_VECTORS = {
 OPHYS = "/processing/ophys"
 CELL_TABLE = OPHYS + "/image_segmentation/cell_specimen_table"
 CELL_TABLE_MASK = "image_mask"
+CELL_SPECIMEN_ID = CELL_TABLE + "/cell_specimen_id"
+CELL_SPECIMEN_ID_COLUMN = "cell_specimen_id"
+VALID_ROI = CELL_TABLE + "/valid_roi"
 DFF = OPHYS + "/dff/traces"
 CORRECTED_FLUORESCENCE = OPHYS + "/corrected_fluorescence/traces"
 CORRECTED_FLUORESCENCE_R = OPHYS + "/corrected_fluorescence/r"
@@ -71,6 +77,8 @@ CORRECTED_FLUORESCENCE_RMSE = OPHYS + "/corrected_fluorescence/RMSE"
 DEMIXED = OPHYS + "/demixed_trace/traces"
 NEUROPIL = OPHYS + "/neuropil_trace/traces"
 EVENTS = OPHYS + "/event_detection"
+EVENT_LAMBDAS = EVENTS + "/lambdas"
+EVENT_NOISE_STDS = EVENTS + "/noise_stds"
 MOTION_X = OPHYS + "/ophys_motion_correction_x/data"
 MOTION_Y = OPHYS + "/ophys_motion_correction_y/data"
 MAX_PROJECTION = OPHYS + "/images/max_projection"
@@ -86,6 +94,7 @@ TIMESTAMPS = "timestamps"
 ROIS = "rois"
 ID = "id"
 COLNAMES_ATTR = "colnames"
+HDMF_BOOKKEEPING_ATTRS = ("namespace", "neurodata_type", "object_id")
 INDEX_SUFFIX = "_index"
 # presentation-table columns that readers skip (format.md §7.8 step 4)
 PRESENTATION_SKIP_COLUMNS = ("tags", "tags_index", "timeseries", "timeseries_index")
