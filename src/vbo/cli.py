@@ -16,7 +16,7 @@ import json
 import math
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 
@@ -280,7 +280,60 @@ def info(
     console.print(_render_table(summary))
 
 
-# Later commands (`simulate`, `demo`, `download`, ...) are added here with @app.command().
+def _progress_bar(description: str):
+    """A rich progress bar and a ``progress(done, total)`` callback that drives it."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    bar = Progress(TextColumn(description), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                   TimeRemainingColumn(), transient=False)
+    task = bar.add_task(description, total=None)
+
+    def update(done: int, total: int) -> None:
+        bar.update(task, completed=done, total=total)
+
+    return bar, update
+
+
+@app.command()
+def simulate(
+    out_dir: Annotated[Path, typer.Argument(help="Folder to write the release into.", show_default=False)],
+    seed: Annotated[int, typer.Option(help="Random seed (same seed, same bytes).")] = 0,
+    mice: Annotated[Optional[int], typer.Option(help="Number of mice (default: the scale's).")] = None,
+    scale: Annotated[str, typer.Option(help="tiny (tests), small (demo) or full (60-min sessions).")] = "tiny",
+    versions: Annotated[int, typer.Option(help="Manifest versions to write (1-3).")] = 1,
+    workers: Annotated[Optional[int], typer.Option(help="Worker processes (default: CPUs, at most 4).")] = None,
+) -> None:
+    """Write a synthetic release in the bucket layout, with planted truth in OUT_DIR/ground_truth."""
+    from vbo.simulate import SCALES
+    from vbo.simulate import simulate as run
+
+    if scale not in SCALES:
+        raise typer.BadParameter(f"unknown scale {scale!r}; choose one of {', '.join(SCALES)}", param_hint="--scale")
+    bar, update = _progress_bar("simulating sessions")
+    with bar:
+        try:
+            release = run(out_dir, seed=seed, mice=mice, scale=scale, versions=versions, workers=workers,
+                          progress=update)
+        except ValueError as err:
+            raise _fail(out_dir, str(err)) from None
+    typer.echo(f"wrote {release.n_behavior_files} behavior and {release.n_experiment_files} experiment NWB files, "
+               f"manifests {', '.join(release.versions)} to {release.root}")
+
+
+@app.command()
+def demo(
+    out_dir: Annotated[Path, typer.Option(help="Where figures and the summary go.")] = Path("vbo-demo"),
+    cache_dir: Annotated[Optional[Path], typer.Option(help="Where the synthetic release is kept.")] = None,
+) -> None:
+    """Simulate a small release once, run the workflows on it, and save figures and a summary."""
+    from vbo.demo import run_demo
+
+    bar, update = _progress_bar("simulating the demo release (first run only)")
+    with bar:
+        result = run_demo(out_dir, cache_dir, progress=update)
+    typer.echo(result.summary.read_text())
+    typer.echo(f"release: {result.release_dir}")
+    typer.echo(f"figures and summary: {result.out_dir.resolve()} ({result.seconds:.1f} s)")
 
 
 def main() -> None:  # pragma: no cover - thin wrapper for `python -m vbo`

@@ -45,6 +45,13 @@ class InvalidDataError(NwbFileError, ValueError):
     """A stream is present but inconsistent (e.g. timestamps shorter than traces)."""
 
 
+class UnknownIdError(VboError, KeyError):
+    """An id (session, experiment, mouse, cell) that the release does not contain."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
 class SessionClosedError(VboError, ValueError):
     """A member was read for the first time after the session was closed."""
 

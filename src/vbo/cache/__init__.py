@@ -1,0 +1,1 @@
+"""The project cache: manifests, verified downloads, S3 access (``format.md`` §2-§5)."""

@@ -1,0 +1,171 @@
+"""``vbo demo``: simulate a small release once, then run the existing workflows on it and save figures.
+
+The release is simulated into the user's cache folder (``$XDG_CACHE_HOME/vbo`` or ``~/.cache/vbo``) and
+reused by later runs; figures and a summary go to the output folder (``./vbo-demo``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import pandas as pd
+
+DEMO_SEED = 2024
+DEMO_SCALE = "small"
+
+
+def default_cache_dir() -> Path:
+    """Where vbo keeps data it makes or downloads: ``$VBO_CACHE_DIR``, else ``$XDG_CACHE_HOME/vbo``."""
+    if os.environ.get("VBO_CACHE_DIR"):
+        return Path(os.environ["VBO_CACHE_DIR"])
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "vbo"
+
+
+@dataclass
+class DemoResult:
+    """What the demo wrote and the headline numbers it printed."""
+
+    out_dir: Path
+    release_dir: Path
+    figures: list[Path] = field(default_factory=list)
+    summary: Path | None = None
+    simulated: bool = False
+    seconds: float = 0.0
+
+
+def _release_is_current(release_dir: Path, seed: int, scale: str) -> bool:
+    from vbo import __version__
+
+    marker = release_dir / "ground_truth" / "release.json"
+    if not marker.exists():
+        return False
+    info = json.loads(marker.read_text())
+    return info == {"seed": seed, "scale": scale, "vbo_version": __version__}
+
+
+def ensure_release(cache_dir: Path, seed: int = DEMO_SEED, scale: str = DEMO_SCALE,
+                   progress: Callable[[int, int], None] | None = None) -> tuple[Path, bool]:
+    """The demo release in ``cache_dir`` (simulated if absent or stale); returns (folder, simulated now)."""
+    from vbo.simulate import simulate
+
+    release_dir = cache_dir / f"synthetic-release-{scale}-seed{seed}"
+    if _release_is_current(release_dir, seed, scale):
+        return release_dir, False
+    simulate(release_dir, seed=seed, scale=scale, versions=1, progress=progress)
+    return release_dir, True
+
+
+def _session_file(release_dir: Path, row: pd.Series) -> Path:
+    """Behavior NWB of a session, or (imaging session) the NWB of its lowest experiment id."""
+    from vbo.simulate.release import behavior_key, experiment_key
+
+    if row["file_id"] >= 0:
+        return release_dir / behavior_key(int(row["behavior_session_id"]))
+    experiments = json.loads(str(row["ophys_experiment_id"]).replace("'", '"'))
+    return release_dir / experiment_key(min(experiments))
+
+
+def run_demo(out_dir: str | Path = "vbo-demo", cache_dir: str | Path | None = None, seed: int = DEMO_SEED,
+             scale: str = DEMO_SCALE, progress: Callable[[int, int], None] | None = None) -> DemoResult:
+    """Simulate (once) and analyse a synthetic release; write figures and ``summary.md`` to ``out_dir``.
+
+    Parameters
+    ----------
+    out_dir
+        Folder for figures and the summary.
+    cache_dir
+        Where the synthetic release lives (default :func:`default_cache_dir`).
+    seed, scale
+        Which synthetic release.
+    progress
+        Called as ``progress(done, total)`` while simulating.
+    """
+    import vbo
+    from vbo import plots
+
+    start = time.perf_counter()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    release_dir, simulated = ensure_release(Path(cache_dir) if cache_dir else default_cache_dir(), seed, scale,
+                                            progress)
+    result = DemoResult(out, release_dir, simulated=simulated)
+    project = release_dir / "visual-behavior-ophys" / "project_metadata"
+    sessions = pd.read_csv(project / "behavior_session_table.csv", dtype={"mouse_id": str})
+    sessions = sessions.sort_values("date_of_acquisition", kind="stable")
+    truth = pd.read_parquet(release_dir / "ground_truth" / "sessions.parquet").set_index("behavior_session_id")
+
+    # workflow 1: one mouse's training history (mouse-history tutorial)
+    imaged_mice = sessions.loc[sessions["file_id"] < 0, "mouse_id"]
+    mouse = imaged_mice.iloc[0] if len(imaged_mice) else sessions["mouse_id"].iloc[0]
+    history_rows = []
+    for _, row in sessions[sessions["mouse_id"] == mouse].iterrows():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with vbo.BehaviorSession.from_nwb_path(_session_file(release_dir, row)) as session:
+                metrics = session.get_performance_metrics()
+        planted = truth.loc[row["behavior_session_id"]]
+        history_rows.append({"behavior_session_id": row["behavior_session_id"], "session_type": row["session_type"],
+                             "experience_level": row["experience_level"], **metrics,
+                             "planted_hit_probability": planted["hit_probability"],
+                             "planted_false_alarm_probability": planted["false_alarm_probability"]})
+    history = pd.DataFrame(history_rows)
+    history.to_csv(out / "training_history.csv", index=False)
+    result.figures.append(_save(plots.training_history(history, f"mouse {mouse}: max d′ per session"),
+                                out / "training_history.png"))
+
+    # workflow 2: one active imaging experiment (load-one-experiment and trial-type tutorials)
+    experiments = pd.read_csv(project / "ophys_experiment_table.csv", dtype={"mouse_id": str})
+    active = experiments[~experiments["passive"].astype(bool)].sort_values("ophys_experiment_id")
+    experiment_id = int(active["ophys_experiment_id"].iloc[0])
+    from vbo.simulate.release import experiment_key
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with vbo.BehaviorOphysExperiment.from_nwb_path(release_dir / experiment_key(experiment_id)) as experiment:
+            result.figures.append(_save(plots.experiment_overview(experiment), out / "experiment_overview.png"))
+            rolling = experiment.get_rolling_performance_df()
+            result.figures.append(_save(plots.rolling_performance(rolling, f"experiment {experiment_id}"),
+                                        out / "rolling_performance.png"))
+            n_cells = len(experiment.cell_specimen_table)
+            session_type = experiment.metadata["session_type"]
+            metrics = experiment.get_performance_metrics()
+
+    lines = [
+        "# vbo demo",
+        "",
+        f"Synthetic release: `{release_dir}` ({'simulated now' if simulated else 'reused'}; seed {seed}, scale {scale}).",
+        f"{sessions['mouse_id'].nunique()} mice, {len(sessions)} behavior sessions, {len(experiments)} imaging planes.",
+        "",
+        f"## Mouse {mouse}: {len(history)} sessions",
+        "",
+        "| session_type | max d′ | planted hit p | planted FA p |",
+        "|---|---:|---:|---:|",
+        *[f"| {r.session_type} | {r.max_dprime:.2f} | {r.planted_hit_probability:.2f} | "
+          f"{r.planted_false_alarm_probability:.2f} |" for r in history.itertuples()],
+        "",
+        f"## Experiment {experiment_id} ({session_type}, {n_cells} cells)",
+        "",
+        f"trials {metrics['trial_count']}, hits {metrics['hit_trial_count']}, misses {metrics['miss_trial_count']}, "
+        f"false alarms {metrics['false_alarm_trial_count']}, correct rejects {metrics['correct_reject_trial_count']}, "
+        f"max d′ {metrics['max_dprime']:.2f}",
+        "",
+        "Figures: " + ", ".join(p.name for p in result.figures),
+    ]
+    result.summary = out / "summary.md"
+    result.summary.write_text("\n".join(lines) + "\n")
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+def _save(fig, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

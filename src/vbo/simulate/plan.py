@@ -1,0 +1,93 @@
+"""The plan of a synthetic release: scales, and one record per behavior session and imaging plane.
+
+``mice.py`` makes the plan; ``task.py`` and ``neurons.py`` turn each record into file content;
+``release.py`` writes it all in the bucket layout.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Scale:
+    """How big a synthetic release is. Durations in s; shapes in px (rows, columns)."""
+
+    name: str
+    default_mice: int
+    initial_gray_s: float  # gray screen before the task (real: 300 s)
+    task_s: float  # change-detection block (real: 3600 s)
+    final_gray_s: float  # gray screen after the task (real: 300 s)
+    movie_repeats: int  # natural_movie_one repeats (real: 10)
+    movie_frames: int  # frames of one movie repeat (real: 900 at 30 Hz)
+    training_task_s: float  # task length of training sessions
+    cells_per_plane: tuple[int, int]  # min, max ROIs per imaging plane (real: ~10-400)
+    field_of_view: tuple[int, int]  # imaging field of view (real: 512 x 512)
+    template_shape: tuple[int, int]  # stimulus template size (real: 1200 x 1920)
+    sessions_per_training_stage: int  # sessions of each TRAINING_n stage (real: 1-10)
+
+
+SCALES = {
+    "tiny": Scale("tiny", 4, 10.0, 120.0, 5.0, 1, 90, 90.0, (6, 10), (64, 64), (60, 96), 1),
+    "small": Scale("small", 6, 30.0, 600.0, 15.0, 1, 900, 300.0, (20, 40), (128, 128), (300, 480), 2),
+    "full": Scale("full", 12, 300.0, 3600.0, 300.0, 10, 900, 3600.0, (150, 250), (512, 512), (1200, 1920), 3),
+}
+
+
+@dataclass
+class ExperimentPlan:
+    """One imaging plane of one imaging session."""
+
+    ophys_experiment_id: int
+    ophys_container_id: int
+    targeted_structure: str  # VISp, VISl, VISal, VISam
+    imaging_depth: int  # µm
+    targeted_imaging_depth: int  # µm, int(mean(imaging_depth)) over the container
+    imaging_plane_group: int | None  # Multiscope plane pair 0..3; None on single-plane rigs
+    imaging_plane_group_count: int  # 0 on single-plane rigs
+    file_id: int = -1
+
+
+@dataclass
+class MousePlan:
+    """One mouse: identity, genotype and project."""
+
+    mouse_id: str  # 6 digits
+    full_genotype: str
+    driver_line: list[str]
+    reporter_line: str
+    cre_line: str
+    indicator: str  # GCaMP6f / GCaMP6s
+    sex: str
+    date_of_birth: dt.datetime
+    project_code: str
+    equipment_name: str  # imaging rig: CAM2P.3/4/5 or MESO.1
+    familiar_image_set: str  # A, B (Task1B) or G
+    novel_image_set: str  # B, A or H
+
+
+@dataclass
+class SessionPlan:
+    """One behavior session (training, habituation or the behavior part of an imaging session)."""
+
+    behavior_session_id: int
+    mouse: MousePlan
+    session_type: str
+    date_of_acquisition: dt.datetime  # UTC
+    equipment_name: str
+    session_index: int  # 0-based position in the mouse's history
+    stage: str  # TRAINING_0..5, OPHYS_0..6
+    image_set: str | None  # letter, or None for gratings
+    passive: bool
+    is_imaging: bool  # OPHYS_1..6 with released experiments
+    has_omissions: bool
+    novel_images: bool  # first session with the novel image set ("Novel 1")
+    experience_level: str
+    prior_exposures_to_image_set: int | None
+    ophys_session_id: int | None = None
+    experiments: list[ExperimentPlan] = field(default_factory=list)
+    file_id: int = -999  # behavior NWB key in the manifest; -999 for imaging sessions
+    # planted behaviour: probabilities of licking in the response window on go and catch trials
+    hit_probability: float = 0.0
+    false_alarm_probability: float = 0.0

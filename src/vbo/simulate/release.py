@@ -1,0 +1,303 @@
+"""Write a whole synthetic release in the bucket layout: NWB files, metadata CSVs, manifests, planted truth.
+
+``OUT_DIR/visual-behavior-ophys/`` is the bucket prefix as on S3: the latest version of every object and
+the manifests of every release version. ``OUT_DIR/previous_versions/visual-behavior-ophys/`` holds the
+older object versions that the older manifests name (same keys, other bytes, as S3 object versions);
+``OUT_DIR/ground_truth/`` holds what was planted (outside the release tree).
+Every session is simulated from its own seed, so the result does not depend on the order or the number
+of worker processes: same seed, same bytes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+
+from vbo import __version__
+from vbo.cache import manifest as mf
+from vbo.simulate.plan import SCALES, ExperimentPlan, Scale, SessionPlan
+
+LATEST_VERSION = "1.1.0"
+OLDER_VERSIONS = ("1.0.0", "1.0.1")  # used when more than one version is asked for, newest last
+CHANGED_IN_OLDER_VERSIONS = 2  # experiment files that were re-released with new streams in the latest version
+GROUND_TRUTH = "ground_truth"
+PREVIOUS_VERSIONS = "previous_versions"
+
+
+@dataclass
+class Release:
+    """Where a simulated release was written and what it holds."""
+
+    root: Path
+    versions: list[str]
+    n_behavior_files: int
+    n_experiment_files: int
+
+    @property
+    def bucket_root(self) -> Path:
+        """The folder that mirrors the bucket (pass it to a static local cache)."""
+        return self.root
+
+    @property
+    def project_dir(self) -> Path:
+        return self.root / mf.PROJECT_NAME
+
+    def manifest_path(self, version: str | None = None) -> Path:
+        return self.root / mf.manifest_key(version or self.versions[-1])
+
+
+def _seed(seed: int, *parts: int) -> np.random.Generator:
+    return np.random.default_rng([seed, *parts])
+
+
+def behavior_key(behavior_session_id: int) -> str:
+    return f"{mf.PROJECT_NAME}/behavior_sessions/behavior_session_{behavior_session_id}.nwb"
+
+
+def experiment_key(ophys_experiment_id: int) -> str:
+    return f"{mf.PROJECT_NAME}/behavior_ophys_experiments/behavior_ophys_experiment_{ophys_experiment_id}.nwb"
+
+
+def _assign_file_ids(sessions: list[SessionPlan]) -> None:
+    """Sequential manifest keys: behavior-only NWBs first, then experiment NWBs (−999 for imaging sessions)."""
+    next_id = 0
+    for session in sessions:
+        if session.is_imaging:
+            session.file_id = -999
+        else:
+            session.file_id = next_id
+            next_id += 1
+    for session in sessions:
+        for experiment in session.experiments:
+            experiment.file_id = next_id
+            next_id += 1
+
+
+def _trial_counts(trials: pd.DataFrame, response_window_start: float) -> dict[str, int]:
+    """The trial-summary columns of the behavior table for one session (engaged: reward rate > 2/min)."""
+    from vbo import behavior
+
+    rolling = behavior.rolling_performance(trials, response_window_start)
+    columns = ("go", "catch", "hit", "miss", "false_alarm", "correct_reject")
+    counts = {f"{c}_trial_count": int(trials[c].sum()) for c in columns}
+    counts["trial_count"] = len(trials)
+    counts["engaged_trial_count"] = int((rolling["reward_rate"] > 2.0).sum())
+    return counts
+
+
+def _jsonable(value):
+    """Planted-truth values → JSON (numpy scalars and arrays, tuples, NaN as null)."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return _jsonable(value.tolist())
+    if isinstance(value, np.generic):
+        return _jsonable(value.item())
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    return value
+
+
+def _older_experiment(content):
+    """The same experiment as released before the latest version: no demixed/neuropil traces, no r/RMSE."""
+    return dataclasses.replace(content, demixed=None, neuropil=None, r=None, rmse=None)
+
+
+def _simulate_session(job: tuple) -> dict:
+    """Simulate and write the files of one behavior session (run in a worker process)."""
+    from vbo.nwb.write import write_nwb
+    from vbo.simulate.neurons import simulate_ophys
+    from vbo.simulate.task import simulate_behavior
+
+    session, containers, scale, seed, root, older_root, changed_file_ids = job
+    behavior, behavior_truth = simulate_behavior(session, scale, _seed(seed, session.behavior_session_id))
+    result = {
+        "behavior_session_id": session.behavior_session_id,
+        "trial_counts": _trial_counts(behavior.trials, behavior.task_parameters["response_window_sec"][0]),
+        "truth": {"behavior": behavior_truth, "experiments": {}},
+        "cells": [],
+        "files": [],
+    }
+    if not session.is_imaging:
+        path = write_nwb(behavior, root / behavior_key(session.behavior_session_id))
+        result["files"].append((session.file_id, behavior_key(session.behavior_session_id), str(path)))
+        return result
+    for experiment in session.experiments:
+        container = containers[experiment.ophys_container_id]
+        ophys, ophys_truth = simulate_ophys(session, experiment, container, behavior, scale,
+                                            _seed(seed, session.behavior_session_id, experiment.ophys_experiment_id))
+        key = experiment_key(experiment.ophys_experiment_id)
+        path = write_nwb(ophys, root / key)
+        result["files"].append((experiment.file_id, key, str(path)))
+        if experiment.file_id in changed_file_ids:
+            write_nwb(_older_experiment(ophys), older_root / key)
+        result["truth"]["experiments"][str(experiment.ophys_experiment_id)] = ophys_truth
+        for roi, specimen in zip(ophys.rois["cell_roi_id"], ophys.rois["cell_specimen_id"]):
+            result["cells"].append((int(roi), None if specimen == -1 else int(specimen), experiment.ophys_experiment_id))
+    return result
+
+
+def simulate(out_dir: str | Path, seed: int = 0, mice: int | None = None, scale: str = "tiny",
+             versions: int = 1, workers: int | None = None,
+             progress: Callable[[int, int], None] | None = None) -> Release:
+    """Write a synthetic Visual Behavior Ophys release with planted ground truth.
+
+    Parameters
+    ----------
+    out_dir
+        Folder to write into (created; an existing release there is replaced).
+    seed
+        Random seed; the same seed gives the same bytes.
+    mice
+        Number of mice (default: the scale's).
+    scale
+        ``tiny`` (tests: seconds), ``small`` (the demo) or ``full`` (60-min sessions, ~1 GB experiments).
+    versions
+        Number of manifest versions (1-3); older versions differ in a few files (format.md §11).
+    workers
+        Worker processes (default: number of CPUs, at most 4).
+    progress
+        Called as ``progress(done, total)`` after each session.
+
+    Returns
+    -------
+    Release
+    """
+    from vbo.simulate.mice import cells_table, metadata_tables, plan_release, write_metadata_csv
+    from vbo.simulate.neurons import make_container
+
+    if scale not in SCALES:
+        raise ValueError(f"unknown scale {scale!r}; choose one of {sorted(SCALES)}")
+    if not 1 <= versions <= len(OLDER_VERSIONS) + 1:
+        raise ValueError(f"versions must be 1..{len(OLDER_VERSIONS) + 1}, got {versions}")
+    sc: Scale = SCALES[scale]
+    root = Path(out_dir)
+    for stale in (mf.PROJECT_NAME, PREVIOUS_VERSIONS, GROUND_TRUTH):
+        shutil.rmtree(root / stale, ignore_errors=True)
+    root.mkdir(parents=True, exist_ok=True)
+    all_versions = [*OLDER_VERSIONS[len(OLDER_VERSIONS) - (versions - 1):], LATEST_VERSION] if versions > 1 \
+        else [LATEST_VERSION]
+    older_root = root / PREVIOUS_VERSIONS if versions > 1 else None
+
+    sessions = plan_release(_seed(seed, 0), mice or sc.default_mice, sc)
+    _assign_file_ids(sessions)
+    experiment_file_ids = sorted(e.file_id for s in sessions for e in s.experiments)
+    changed = frozenset(experiment_file_ids[:CHANGED_IN_OLDER_VERSIONS]) if older_root else frozenset()
+    containers = {}
+    for session in sessions:
+        for experiment in session.experiments:
+            if experiment.ophys_container_id not in containers:
+                containers[experiment.ophys_container_id] = make_container(
+                    experiment.ophys_container_id, session.mouse, experiment, sc,
+                    _seed(seed, 1, experiment.ophys_container_id))
+    jobs = [(s, {e.ophys_container_id: containers[e.ophys_container_id] for e in s.experiments}, sc, seed, root,
+             older_root, changed) for s in sessions]
+    results = _run(jobs, workers, progress)
+
+    trial_counts = {r["behavior_session_id"]: r["trial_counts"] for r in results}
+    tables = metadata_tables(sessions, trial_counts)
+    tables["ophys_cells_table"] = cells_table([c for r in results for c in r["cells"]])
+    data_files = {fid: (key, Path(path)) for r in results for fid, key, path in r["files"]}
+    _write_version(root, root, LATEST_VERSION, tables, data_files, seed)
+    if older_root is not None:
+        older_tables = dict(tables, behavior_session_table=_older_behavior_table(tables["behavior_session_table"]))
+        older_files = {fid: (key, older_root / key if (older_root / key).exists() else path)
+                       for fid, (key, path) in data_files.items()}
+        for version in all_versions[:-1]:
+            _write_version(root, older_root, version, older_tables, older_files, seed)
+    _write_ground_truth(root / GROUND_TRUTH, sessions, results, seed, scale)
+    return Release(root, all_versions, sum(not s.is_imaging for s in sessions),
+                   sum(len(s.experiments) for s in sessions))
+
+
+def _run(jobs: list[tuple], workers: int | None, progress) -> list[dict]:
+    workers = workers or min(4, os.cpu_count() or 1)
+    results = []
+    if workers <= 1:
+        for i, job in enumerate(jobs):
+            results.append(_simulate_session(job))
+            if progress:
+                progress(i + 1, len(jobs))
+        return results
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        for i, result in enumerate(pool.map(_simulate_session, jobs)):
+            results.append(result)
+            if progress:
+                progress(i + 1, len(jobs))
+    return results
+
+
+def _version_id(digest: str) -> str:
+    """A stand-in S3 version id for an unpublished object (``vbo publish`` replaces it with the server's)."""
+    return digest[:32]
+
+
+def _pipeline(seed: int) -> list[dict]:
+    return [{"name": "vbo", "version": __version__, "comment": f"synthetic release written by vbo simulate, seed {seed}"}]
+
+
+def _write_tables(folder: Path, tables: dict[str, pd.DataFrame]) -> dict[str, tuple[str, str, str]]:
+    from vbo.simulate.mice import write_metadata_csv
+
+    entries = {}
+    for name in mf.METADATA_TABLES:
+        key = mf.metadata_key(name)
+        path = write_metadata_csv(tables[name], folder / key) or folder / key
+        digest = mf.file_hash(path)
+        entries[name] = (key, _version_id(digest), digest)
+    return entries
+
+
+def _write_version(root: Path, objects_root: Path, version: str, tables: dict[str, pd.DataFrame],
+                   data_files: dict[int, tuple[str, Path]], seed: int) -> Path:
+    """Write the metadata CSVs under ``objects_root`` and the version's manifest under ``root``."""
+    metadata = _write_tables(objects_root, tables)
+    data = {}
+    for fid, (key, path) in data_files.items():
+        digest = mf.file_hash(path)
+        data[fid] = (key, _version_id(digest), digest)
+    manifest = mf.build_manifest(version, metadata, data, _pipeline(seed))
+    return mf.write_manifest(manifest, root / mf.manifest_key(version))
+
+
+def _older_behavior_table(table: pd.DataFrame) -> pd.DataFrame:
+    """Older releases left ``file_id`` empty (NaN) for imaging sessions instead of −999 (format.md §11)."""
+    older = table.copy()
+    older["file_id"] = older["file_id"].astype(float).where(older["file_id"] != -999)
+    return older
+
+
+def _write_ground_truth(folder: Path, sessions: list[SessionPlan], results: list[dict], seed: int,
+                        scale: str) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for session in sessions:
+        rows.append({
+            "behavior_session_id": session.behavior_session_id,
+            "mouse_id": session.mouse.mouse_id,
+            "session_type": session.session_type,
+            "ophys_session_id": session.ophys_session_id,
+            "hit_probability": session.hit_probability,
+            "false_alarm_probability": session.false_alarm_probability,
+            "passive": session.passive,
+            "experience_level": session.experience_level,
+            "ophys_experiment_ids": [e.ophys_experiment_id for e in session.experiments],
+        })
+    pd.DataFrame(rows).to_parquet(folder / "sessions.parquet", index=False)
+    per_session = {str(r["behavior_session_id"]): r["truth"] for r in results}
+    (folder / "truth.json").write_text(json.dumps(_jsonable(per_session), indent=1, sort_keys=True) + "\n")
+    (folder / "release.json").write_text(json.dumps({"seed": seed, "scale": scale, "vbo_version": __version__},
+                                                    indent=1, sort_keys=True) + "\n")
