@@ -56,6 +56,10 @@ class SessionClosedError(VboError, ValueError):
     """A member was read for the first time after the session was closed."""
 
 
+class ManifestError(VboError, ValueError):
+    """A manifest that is not a valid release manifest, or lacks an entry that a table names."""
+
+
 # --- project cache (names and hierarchy as in AllenSDK) ---------------------------------------
 
 

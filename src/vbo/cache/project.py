@@ -1,0 +1,573 @@
+"""VisualBehaviorOphysProjectCache: AllenSDK's project cache (``api.md`` §2), safe and lazy.
+
+Three places the data can come from (``format.md`` §5.5):
+
+* **S3 cache** (``from_s3_cache``): downloads on demand into ``<cache_dir>/<project>-<version>/...``,
+  verifying every file, reusing unchanged files across versions;
+* **local cache** (``from_local_cache``): the same folder, offline — never touches the network;
+* **static cache** (``from_local_cache(..., use_static_cache=True)``): a mounted or synchronised copy of the
+  bucket itself (``<cache_dir>/visual-behavior-ophys/...``), e.g. a ``vbo simulate`` release.
+
+The on-disk layout and bookkeeping files are AllenSDK's, so a folder made by either works with the other.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from vbo.cache import manifest as mf
+from vbo.errors import (
+    BehaviorCloudCacheVersionException,
+    MissingLocalManifestWarning,
+    OutdatedManifestWarning,
+    UpdatedStimulusPresentationTableWarning,
+)
+
+LAST_USED = "_manifest_last_used.txt"
+DOWNLOAD_RECORD = "_downloaded_data.json"
+MANIFEST_COMPATIBILITY = ("1.0.0", "2.0.0")
+UPDATED_PRESENTATIONS_MESSAGE = (
+    "As of AllenSDK 2.16.0 (and in vbo), stimulus_presentations holds every stimulus block of a session "
+    "(stimulus_block, stimulus_block_name): gray screens, change detection and the natural movie. Data of "
+    "releases before 1.1.0 correspond to the block whose name contains 'change_detection'."
+)
+
+
+def _semver(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in text.split("."))
+
+
+def _compatible(version: str) -> bool:
+    low, high = (_semver(v) for v in MANIFEST_COMPATIBILITY)
+    return low <= _semver(version) < high
+
+
+def _relative(key: str) -> str:
+    """Object key without its first (project) component, checked to stay inside the cache."""
+    from vbo.cache.s3 import safe_relative_key
+
+    return safe_relative_key(key.split("/", 1)[1] if "/" in key else key)
+
+
+class _Store:
+    """Where manifests and objects of one cache live and how missing ones are obtained."""
+
+    offline = False
+    static = False
+
+    def __init__(self, cache_dir: Path):
+        self.cache_dir = cache_dir
+
+    def manifest_names(self) -> list[str]:
+        raise NotImplementedError
+
+    def manifest_path(self, name: str) -> Path:
+        return self.cache_dir / name
+
+    def local_path(self, manifest: dict, key: str) -> Path:
+        return self.cache_dir / f"{manifest['project_name']}-{manifest['manifest_version']}" / _relative(key)
+
+    def fetch_manifest(self, name: str) -> Path:
+        path = self.manifest_path(name)
+        if not path.is_file():
+            raise FileNotFoundError(f"You started a cache without a connection to s3 and {path} is not already "
+                                    "on your system")
+        return path
+
+    def fetch(self, manifest: dict, entry: dict, verify: bool) -> Path:
+        raise NotImplementedError
+
+
+class _LocalStore(_Store):
+    """A cache folder filled earlier by an S3 cache (AllenSDK's or vbo's), used offline."""
+
+    offline = True
+
+    def manifest_names(self) -> list[str]:
+        return sorted(p.name for p in self.cache_dir.glob("*_manifest_v*.json") if p.is_file())
+
+    def fetch(self, manifest: dict, entry: dict, verify: bool) -> Path:
+        from vbo.cache.download import DownloadRecord, reuse_identical, verify_file
+        from vbo.cache.s3 import bucket_and_key
+
+        _, key = bucket_and_key(entry["url"])
+        path = self.local_path(manifest, key)
+        if not path.is_file():
+            record = DownloadRecord(self.cache_dir / DOWNLOAD_RECORD)
+            if not reuse_identical(record, entry["file_hash"], path):
+                raise FileNotFoundError(f"You started a cache without a connection to s3 and {path} is not "
+                                        "already on your system")
+        if verify:
+            verify_file(path, entry["file_hash"])
+        return path
+
+
+class _StaticStore(_Store):
+    """A mounted or synchronised copy of the bucket: ``<cache_dir>/<project>/<key...>``."""
+
+    offline = True
+    static = True
+
+    def manifests_dir(self) -> Path:
+        return self.cache_dir / mf.PROJECT_NAME / mf.MANIFEST_PREFIX
+
+    def manifest_names(self) -> list[str]:
+        folder = self.manifests_dir()
+        if not folder.is_dir():
+            raise RuntimeError(f"{folder} does not exist: a static cache must be a copy of the bucket, with "
+                               f"'{mf.PROJECT_NAME}/{mf.MANIFEST_PREFIX}/' inside {self.cache_dir}")
+        names = sorted(p.name for p in folder.glob("*_manifest_v*.json"))
+        return [max(names, key=mf.manifest_version)] if names else []
+
+    def manifest_path(self, name: str) -> Path:
+        return self.manifests_dir() / name
+
+    def local_path(self, manifest: dict, key: str) -> Path:
+        return self.cache_dir / manifest["project_name"] / _relative(key)
+
+    def fetch(self, manifest: dict, entry: dict, verify: bool) -> Path:
+        from vbo.cache.download import verify_file
+        from vbo.cache.s3 import bucket_and_key
+
+        path = self.local_path(manifest, bucket_and_key(entry["url"])[1])
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} is not in the static copy of the bucket at {self.cache_dir}")
+        if verify:
+            verify_file(path, entry["file_hash"])
+        return path
+
+
+class _S3Store(_Store):
+    """Downloads from the (anonymous) bucket on demand into the versioned cache layout."""
+
+    def __init__(self, cache_dir: Path, bucket: str, endpoint_url: str | None):
+        super().__init__(cache_dir)
+        from vbo.cache.s3 import anonymous_client
+
+        self.bucket = bucket
+        self.endpoint_url = endpoint_url
+        self.client = anonymous_client(endpoint_url)
+
+    def manifest_names(self) -> list[str]:
+        from vbo.cache.s3 import list_keys
+
+        prefix = f"{mf.PROJECT_NAME}/{mf.MANIFEST_PREFIX}/"
+        return sorted(Path(k).name for k in list_keys(self.client, self.bucket, prefix) if k.endswith(".json"))
+
+    def fetch_manifest(self, name: str) -> Path:
+        path = self.manifest_path(name)
+        if not path.is_file():
+            from vbo.cache.download import download_object
+
+            key = f"{mf.PROJECT_NAME}/{mf.MANIFEST_PREFIX}/{name}"
+            download_object(self.client, self.bucket, key, None, None, path)
+        return path
+
+    def fetch(self, manifest: dict, entry: dict, verify: bool) -> Path:
+        from vbo.cache.download import DownloadRecord, download_object, reuse_identical, verify_file
+        from vbo.cache.s3 import bucket_and_key
+        from vbo.errors import HashMismatchError
+
+        bucket, key = bucket_and_key(entry["url"])
+        path = self.local_path(manifest, key)
+        record = DownloadRecord(self.cache_dir / DOWNLOAD_RECORD)
+        if path.is_dir():
+            raise RuntimeError(f"{path} is a directory; expected a file")
+        if path.is_file() and verify:
+            try:
+                verify_file(path, entry["file_hash"])
+                return path
+            except HashMismatchError:
+                path.unlink()  # corrupt cached copy (AllenSDK never notices): download again
+        elif path.is_file():
+            return path
+        if reuse_identical(record, entry["file_hash"], path):
+            return path
+        download_object(self.client, bucket or self.bucket, key, entry["version_id"], entry["file_hash"], path)
+        record.add(path, entry["file_hash"])
+        return path
+
+
+class CloudFetchApi:
+    """The fetch layer behind a project cache (AllenSDK: ``BehaviorProjectCloudApi``); attribute ``cache``."""
+
+    MANIFEST_COMPATIBILITY = list(MANIFEST_COMPATIBILITY)
+
+    def __init__(self, cache: _Store):
+        self.cache = cache
+        self.project: VisualBehaviorOphysProjectCache | None = None
+
+    def load_manifest(self, manifest_name: str | None = None) -> None:
+        """Load a manifest by name; None loads the last used (or the latest)."""
+        if self.project is None:
+            raise RuntimeError("this fetch API is not attached to a project cache")
+        if manifest_name is None:
+            self.project._load_last_manifest()
+        else:
+            self.project.load_manifest(manifest_name)
+
+    def get_natural_scene_template(self, *args, **kwargs):
+        raise NotImplementedError("natural scene templates are not part of the Visual Behavior release")
+
+
+class VisualBehaviorOphysProjectCache:
+    """Entry point to a Visual Behavior Ophys release: metadata tables, sessions, experiments, versions.
+
+    Build it with :meth:`from_s3_cache` or :meth:`from_local_cache`.
+    """
+
+    PROJECT_NAME = mf.PROJECT_NAME
+    BUCKET_NAME = mf.BUCKET_NAME
+
+    def __init__(self, fetch_api: CloudFetchApi | None = None, fetch_tries: int = 2, manifest=None,
+                 version=None, cache: bool = True, *, verify_cached: bool = True):
+        warnings.warn(UPDATED_PRESENTATIONS_MESSAGE, UpdatedStimulusPresentationTableWarning, stacklevel=2)
+        self.fetch_api = fetch_api
+        self.cache = None
+        self.fetch_tries = fetch_tries
+        self.verify_cached = verify_cached
+        import logging
+
+        self.logger = logging.getLogger("vbo.cache")
+        self._manifest: dict | None = None
+        self._manifest_name: str | None = None
+        self._tables: dict[str, pd.DataFrame] = {}
+        self._verified: dict[tuple[str, int, int], str] = {}  # (path, size, mtime) → hash, this object only
+        self._warned_outdated: set[str] = set()
+        if fetch_api is not None:
+            fetch_api.project = self
+
+    # --- construction -----------------------------------------------------------------------
+
+    @classmethod
+    def from_s3_cache(cls, cache_dir: str | Path, bucket_name_override: str | None = None, *,
+                      endpoint_url: str | None = None, verify_cached: bool = True):
+        """A cache that downloads from the anonymous S3 bucket into ``cache_dir`` on demand.
+
+        ``endpoint_url`` (or ``AWS_ENDPOINT_URL_S3`` / ``AWS_ENDPOINT_URL``) points at a mirror or test server.
+        """
+        folder = Path(cache_dir).resolve()
+        folder.mkdir(parents=True, exist_ok=True)
+        store = _S3Store(folder, bucket_name_override or mf.BUCKET_NAME, endpoint_url)
+        return cls._start(store, verify_cached)
+
+    @classmethod
+    def from_local_cache(cls, cache_dir: str | Path, use_static_cache: bool = False, *, verify_cached: bool = True):
+        """An offline cache: a folder filled by an S3 cache, or (``use_static_cache``) a copy of the bucket."""
+        folder = Path(cache_dir).resolve()
+        if not folder.is_dir():
+            raise FileNotFoundError(f"cache directory {folder} does not exist")
+        store = _StaticStore(folder) if use_static_cache else _LocalStore(folder)
+        return cls._start(store, verify_cached)
+
+    @classmethod
+    def from_lims(cls, *args, **kwargs):
+        raise NotImplementedError("from_lims reads the Allen Institute's internal database; use from_s3_cache")
+
+    @classmethod
+    def cloud_api_class(cls):
+        return CloudFetchApi
+
+    @classmethod
+    def lims_api_class(cls):
+        raise NotImplementedError("the internal-database fetch API is only available inside the Allen Institute")
+
+    @classmethod
+    def _start(cls, store: _Store, verify_cached: bool):
+        api = CloudFetchApi(store)
+        project = cls(fetch_api=api, verify_cached=verify_cached)
+        if not store.static:
+            project._warn_missing_record()
+        project._load_last_manifest()
+        return project
+
+    @property
+    def _store(self) -> _Store:
+        return self.fetch_api.cache
+
+    @property
+    def manifest(self):
+        raise NotImplementedError("manifest is not available on a cloud-backed cache; use current_manifest()")
+
+    # --- manifests ----------------------------------------------------------------------------
+
+    def list_manifest_file_names(self) -> list[str]:
+        """Names of the available manifests, sorted."""
+        return sorted(self._store.manifest_names())
+
+    def latest_manifest_file(self) -> str:
+        """The available manifest with the highest version."""
+        names = self.list_manifest_file_names()
+        if not names:
+            raise FileNotFoundError(f"no manifest available in {self._store.cache_dir}")
+        return max(names, key=mf.manifest_version)
+
+    def list_all_downloaded_manifests(self) -> list[str]:
+        """Manifests stored in the cache folder, sorted."""
+        if self._store.static:
+            return self.list_manifest_file_names()
+        return sorted(p.name for p in self._store.cache_dir.iterdir()
+                      if p.is_file() and mf._MANIFEST_NAME.fullmatch(p.name))
+
+    def latest_downloaded_manifest_file(self) -> str:
+        """The highest-version manifest in the cache folder ("" if none)."""
+        names = self.list_all_downloaded_manifests()
+        return max(names, key=mf.manifest_version) if names else ""
+
+    def current_manifest(self) -> str | None:
+        """Name of the loaded manifest."""
+        return self._manifest_name
+
+    def _read_manifest(self, name: str) -> dict:
+        path = self._store.fetch_manifest(name)
+        try:
+            manifest = json.loads(Path(path).read_text())
+        except json.JSONDecodeError as err:
+            from vbo.errors import ManifestError
+
+            raise ManifestError(f"manifest {path} is not valid JSON: {err}") from err
+        _check_manifest(manifest, path)
+        return manifest
+
+    def load_manifest(self, manifest_name: str) -> None:
+        """Switch to another release version (checked first: a failed switch changes nothing)."""
+        names = self.list_manifest_file_names()
+        if manifest_name not in names:
+            raise ValueError(f"manifest {manifest_name!r} is not available; choose one of {names}")
+        latest = max(names, key=mf.manifest_version)
+        manifest = self._read_manifest(manifest_name)
+        version = manifest["manifest_version"]
+        if not _compatible(version):
+            pipeline = {p.get("name"): p.get("version") for p in manifest.get("data_pipeline", [])}
+            raise BehaviorCloudCacheVersionException(
+                f"the manifest has manifest_version {version} but this reader is compatible only with manifest "
+                f"versions {MANIFEST_COMPATIBILITY[0]} <= X < {MANIFEST_COMPATIBILITY[1]}. The data were released "
+                f"with AllenSDK {pipeline.get('AllenSDK', 'unknown')}; choose a manifest in that range.")
+        if manifest_name != latest and latest not in self._warned_outdated and not self._store.static:
+            self._warned_outdated.add(latest)
+            warnings.warn(f"You are loading {manifest_name}. A more up to date version of the dataset, {latest}, "
+                          f"is available. To see what changed: compare_manifests('{manifest_name}', '{latest}'); "
+                          "to use it: load_latest_manifest()", OutdatedManifestWarning, stacklevel=2)
+        tables = self._load_tables(manifest)
+        self._manifest, self._manifest_name, self._tables = manifest, manifest_name, tables
+        if not self._store.static:
+            (self._store.cache_dir / LAST_USED).write_text(manifest_name)
+
+    def load_latest_manifest(self) -> None:
+        """Load the newest manifest (warning when it is newer than anything used before)."""
+        latest = self.latest_manifest_file()
+        downloaded = self.latest_downloaded_manifest_file() if not self._store.static else latest
+        if downloaded and downloaded != latest:
+            warnings.warn(f"{latest} is newer than {downloaded}, the latest manifest used in this cache; files that "
+                          "changed will be downloaded, older ones are kept", OutdatedManifestWarning, stacklevel=2)
+        self.load_manifest(latest)
+
+    def _load_last_manifest(self) -> None:
+        store = self._store
+        last = store.cache_dir / LAST_USED
+        if store.static or not last.is_file():
+            self.load_manifest(self.latest_manifest_file())
+            return
+        name = last.read_text().strip()
+        if name not in self.list_manifest_file_names():
+            warnings.warn(f"{last} names {name!r}, which is not an available manifest; loading the latest",
+                          UserWarning, stacklevel=3)
+            name = self.latest_manifest_file()
+        self.load_manifest(name)
+
+    def _warn_missing_record(self) -> None:
+        folder = self._store.cache_dir
+        if (folder / DOWNLOAD_RECORD).exists():
+            return
+        for _, _, files in os.walk(folder):
+            if any("json" not in f for f in files):
+                warnings.warn(f"{folder} holds data files but no {DOWNLOAD_RECORD}; run construct_local_manifest() "
+                              "so unchanged files can be reused across versions", MissingLocalManifestWarning,
+                              stacklevel=3)
+                return
+
+    def compare_manifests(self, manifest_0_name: str, manifest_1_name: str) -> str:
+        """What changed from ``manifest_0_name`` (older) to ``manifest_1_name``, one line per file."""
+        if self._store.static:
+            raise RuntimeError("a static cache has only its latest manifest; compare manifests with an S3 cache")
+        first, second = (self._read_manifest(n) for n in (manifest_0_name, manifest_1_name))
+        return format_comparison(manifest_0_name, manifest_1_name, compare(first, second))
+
+    def construct_local_manifest(self) -> None:
+        """Hash every data file under the cache folder and write ``_downloaded_data.json`` anew."""
+        if self._store.static:
+            raise NotImplementedError("a static copy of the bucket has no download record to construct")
+        from vbo.cache.download import DownloadRecord
+
+        folder = self._store.cache_dir
+        record = DownloadRecord(folder / DOWNLOAD_RECORD)
+        entries = {}
+        for root, _, files in os.walk(folder):
+            for name in files:
+                path = Path(root) / name
+                if "json" in name or name == LAST_USED or path.is_symlink():
+                    continue
+                entries[str(path.resolve())] = mf.file_hash(path)
+        record.replace(entries)
+
+    # --- tables -------------------------------------------------------------------------------
+
+    def _fetch(self, entry: dict, manifest: dict | None = None) -> Path:
+        """Local path of a manifest entry, downloaded/verified as needed (verified once per object)."""
+        manifest = manifest or self._manifest
+        path = self._store.fetch(manifest, entry, verify=False)
+        if self.verify_cached:
+            stat = path.stat()
+            token = (str(path), stat.st_size, stat.st_mtime_ns)
+            if self._verified.get(token) != entry["file_hash"]:
+                path = self._store.fetch(manifest, entry, verify=True)
+                stat = path.stat()
+                self._verified[(str(path), stat.st_size, stat.st_mtime_ns)] = entry["file_hash"]
+        return path
+
+    def _load_tables(self, manifest: dict) -> dict[str, pd.DataFrame]:
+        from vbo.tables import read_metadata_table
+
+        return {name: read_metadata_table(self._fetch(manifest["metadata_files"][name], manifest), name)
+                for name in mf.METADATA_TABLES}
+
+    def _table(self, name: str, ignored: dict[str, Any]) -> pd.DataFrame:
+        passed = [k for k, (value, default) in ignored.items() if value != default]
+        if passed:
+            warnings.warn(f"{', '.join(passed)} {'is' if len(passed) == 1 else 'are'} ignored for the released "
+                          "tables (as in AllenSDK); the released table is returned", UserWarning, stacklevel=3)
+        return self._tables[name].copy()
+
+    def get_behavior_session_table(self, suppress=None, as_df=True, include_ophys_data=True,
+                                   include_trial_metrics=False) -> pd.DataFrame:
+        """One row per behavior session (index ``behavior_session_id``)."""
+        return self._table("behavior_session_table", {
+            "suppress": (suppress, None), "as_df": (as_df, True), "include_ophys_data": (include_ophys_data, True),
+            "include_trial_metrics": (include_trial_metrics, False)})
+
+    def get_ophys_session_table(self, suppress=None, index_column="ophys_session_id", as_df=True,
+                                include_behavior_data=True) -> pd.DataFrame:
+        """One row per imaging session (index ``ophys_session_id``)."""
+        return self._table("ophys_session_table", {
+            "suppress": (suppress, None), "index_column": (index_column, "ophys_session_id"),
+            "as_df": (as_df, True), "include_behavior_data": (include_behavior_data, True)})
+
+    def get_ophys_experiment_table(self, suppress=None, as_df=True) -> pd.DataFrame:
+        """One row per imaging plane per session (index ``ophys_experiment_id``)."""
+        return self._table("ophys_experiment_table", {"suppress": (suppress, None), "as_df": (as_df, True)})
+
+    def get_ophys_cells_table(self) -> pd.DataFrame:
+        """One row per ROI of every released experiment (index ``cell_roi_id``)."""
+        return self._table("ophys_cells_table", {})
+
+    # --- sessions -----------------------------------------------------------------------------
+
+    def _data_entry(self, file_id) -> dict:
+        try:
+            return self._manifest["data_files"][str(int(file_id))]
+        except KeyError:
+            from vbo.errors import ManifestError
+
+            raise ManifestError(f"file_id {file_id} is not in manifest {self._manifest_name}") from None
+
+    def _experiment_path(self, ophys_experiment_id) -> Path:
+        from vbo.tables import normalize_id
+
+        table = self._tables["ophys_experiment_table"]
+        key = normalize_id(ophys_experiment_id)
+        rows = table[table.index == key]
+        if len(rows) != 1:
+            raise RuntimeError(f"ophys_experiment_table should have 1 and only 1 entry for ophys_experiment_id "
+                               f"{ophys_experiment_id}; it has {len(rows)}")
+        return self._fetch(self._data_entry(rows["file_id"].iloc[0]))
+
+    def get_behavior_ophys_experiment(self, ophys_experiment_id, **kwargs):
+        """The :class:`vbo.BehaviorOphysExperiment` of one imaging plane (``id`` as int or str)."""
+        from vbo.experiment import BehaviorOphysExperiment
+
+        return BehaviorOphysExperiment.from_nwb_path(self._experiment_path(ophys_experiment_id), **kwargs)
+
+    def get_behavior_session(self, behavior_session_id, **kwargs):
+        """The :class:`vbo.BehaviorSession` of one session; imaging sessions are read from their lowest
+        experiment's file (the behavior data are identical in every plane's file)."""
+        from vbo.session import BehaviorSession
+        from vbo.tables import lookup
+
+        row = lookup(self._tables["behavior_session_table"], behavior_session_id, "behavior_session_id")
+        file_id = row["file_id"]
+        if pd.notna(file_id) and int(file_id) >= 0:
+            path = self._fetch(self._data_entry(file_id))
+        else:
+            experiments = row["ophys_experiment_id"]
+            if not isinstance(experiments, list) or not experiments:
+                raise RuntimeError(f"behavior session {behavior_session_id} has neither a behavior file nor "
+                                   "released experiments")
+            path = self._experiment_path(min(experiments))
+        return BehaviorSession.from_nwb_path(path, **kwargs)
+
+    def get_raw_natural_movie(self):
+        """The natural movie shown in every session (frames × rows × columns), from ``resources/Movie_TOE1.npy``."""
+        import numpy as np
+
+        path = self._store.cache_dir / "resources" / "Movie_TOE1.npy"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} is not in the cache")
+        return np.load(path)
+
+
+def _check_manifest(manifest: Any, path: Path) -> None:
+    """Refuse a manifest that is not a release manifest (missing keys, wrong tables, bad entries)."""
+    from vbo.errors import ManifestError
+
+    if not isinstance(manifest, dict):
+        raise ManifestError(f"manifest {path} is not a JSON object")
+    required = ("project_name", "manifest_version", "metadata_files", "data_files")
+    missing = [k for k in required if k not in manifest]
+    if missing:
+        raise ManifestError(f"manifest {path} lacks {', '.join(missing)}")
+    if manifest["metadata_files"] is None or set(manifest["metadata_files"]) != set(mf.METADATA_TABLES):
+        raise ManifestError(f"manifest {path} must list exactly the metadata files {list(mf.METADATA_TABLES)}")
+    for group in ("metadata_files", "data_files"):
+        for name, entry in manifest[group].items():
+            if not isinstance(entry, dict) or not all(isinstance(entry.get(f), str)
+                                                      for f in ("url", "version_id", "file_hash")):
+                raise ManifestError(f"manifest {path}: {group}[{name!r}] needs string url, version_id, file_hash")
+
+
+def compare(first: dict, second: dict) -> dict[str, list[tuple[str, str]]]:
+    """Changes from manifest ``first`` (older) to ``second`` (``format.md`` §3.5), metadata and data files apart."""
+    from vbo.cache.s3 import bucket_and_key
+
+    def relative(entries: dict) -> dict[str, str]:
+        return {bucket_and_key(e["url"])[1].split("/", 1)[1]: e["file_hash"] for e in entries.values()}
+
+    out = {}
+    for group, label in (("metadata_files", "metadata_changes"), ("data_files", "data_changes")):
+        old, new = relative(first[group]), relative(second[group])
+        new_by_hash = {h: p for p, h in new.items()}
+        old_hashes = set(old.values())
+        changes = []
+        for path in sorted(set(old) | set(new)):
+            if path in old and path in new:
+                if old[path] != new[path]:
+                    changes.append((path, f"{path} changed"))
+            elif path in old:
+                renamed = new_by_hash.get(old[path])
+                changes.append((path, f"{path} renamed {renamed}" if renamed else f"{path} deleted"))
+            elif new[path] not in old_hashes:
+                changes.append((path, f"{path} created"))
+        out[label] = changes
+    return out
+
+
+def format_comparison(name_0: str, name_1: str, changes: dict[str, list[tuple[str, str]]]) -> str:
+    lines = [msg for _, msg in changes["metadata_changes"]] + [msg for _, msg in changes["data_changes"]]
+    if not lines:
+        return "The two manifests are equivalent"
+    return f"Changes going from\n{name_0}\nto\n{name_1}\n\n" + "\n".join(lines)
