@@ -16,14 +16,16 @@ _LAZY = {
     "BehaviorOphysSession": "vbo.experiment",
     "Image": "vbo.values",
     "Coordinates": "vbo.values",
+    "VisualBehaviorOphysProjectCache": "vbo.cache.project",
     "errors": "vbo.errors",
 }
 
 __all__ = ["BehaviorSession", "BehaviorOphysExperiment", "BehaviorOphysSession", "Image", "Coordinates",
-           "errors", "open_nwb", "__version__"]
+           "VisualBehaviorOphysProjectCache", "errors", "open_nwb", "__version__"]
 
 if TYPE_CHECKING:  # pragma: no cover
     from vbo import errors
+    from vbo.cache.project import VisualBehaviorOphysProjectCache
     from vbo.experiment import BehaviorOphysExperiment, BehaviorOphysSession
     from vbo.session import BehaviorSession
     from vbo.values import Coordinates, Image
