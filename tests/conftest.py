@@ -52,3 +52,11 @@ def load_truth(shared_data):
     finally:
         sys.path.remove(str(SDK_FILES))
     return _load
+
+
+@pytest.fixture(scope="session")
+def tiny_release(tmp_path_factory):
+    """A tiny synthetic release (4 mice, two manifest versions), simulated once per test session."""
+    from vbo.simulate import simulate
+
+    return simulate(tmp_path_factory.mktemp("release"), seed=7, scale="tiny", versions=2)

@@ -77,3 +77,50 @@ class UpdatedStimulusPresentationTableWarning(UserWarning):
 
 class BehaviorCloudCacheVersionException(Exception):
     """A manifest's version is outside the range this reader supports."""
+
+
+# --- S3 access and downloads (vbo.cache.s3, vbo.cache.download) ------------------------------
+
+
+class UnsafeKeyError(VboError, ValueError):
+    """An object key (or URL) that would escape the cache folder or points at a foreign host."""
+
+    def __init__(self, key: str, problem: str):
+        self.key = str(key)
+        self.problem = problem
+        super().__init__(f"{self.key!r}: {problem}")
+
+
+class ForeignHostError(UnsafeKeyError):
+    """A manifest URL whose host is neither the release bucket's nor the configured endpoint's."""
+
+
+class S3Error(VboError):
+    """An S3 request failed for a reason retrying does not fix; ``bucket`` and ``key`` name the object."""
+
+    def __init__(self, bucket: str | None, key: str | None, problem: str):
+        self.bucket, self.key, self.problem = bucket, key, problem
+        super().__init__(f"s3://{bucket}/{key or ''}: {problem}")
+
+
+class S3ObjectNotFoundError(S3Error, FileNotFoundError):
+    """No such bucket, key or version id."""
+
+
+class DownloadError(VboError):
+    """A download did not complete; ``target`` names the object, ``path`` the local destination."""
+
+    def __init__(self, target: str, path: str | Path | None, problem: str):
+        self.target = str(target)
+        self.path = None if path is None else str(path)
+        self.problem = problem
+        where = f" -> {self.path}" if self.path else ""
+        super().__init__(f"{self.target}{where}: {problem}")
+
+
+class HashMismatchError(DownloadError):
+    """A file's blake2b digest differs from the manifest's ``file_hash``."""
+
+    def __init__(self, target: str, path: str | Path | None, expected: str, actual: str, problem: str = ""):
+        self.expected, self.actual = expected, actual
+        super().__init__(target, path, problem or f"blake2b {actual[:16]}... != expected {expected[:16]}...")

@@ -110,3 +110,84 @@ MISSING_PROJECT_CODE = "Not Available"
 # what a file must contain to count as a Visual Behavior session / experiment
 REQUIRED_BEHAVIOR = (METADATA, SUBJECT, TASK_PARAMETERS, STIMULUS_TIMESTAMPS, IDENTIFIER, SESSION_START_TIME)
 REQUIRED_OPHYS = (CELL_TABLE, DFF, IMAGING_PLANE)
+
+# --- names used when writing (format.md §7.2-§7.7); each agrees with the paths above ---------
+PROCESSING = "/processing"
+ACQUISITION = "/acquisition"
+DEVICES = "/general/devices"
+STIMULUS_PRESENTATION = "/stimulus/presentation"
+STIMULUS_MODULE = "stimulus"  # /processing/stimulus
+STIMULUS_TIMESTAMPS_SERIES = "timestamps"  # /processing/stimulus/timestamps
+RUNNING_MODULE = "running"
+RUNNING_SPEED_SERIES = "speed"
+RAW_RUNNING_SPEED_SERIES = "speed_unfiltered"
+RUNNING_DX_SERIES = "dx"
+V_IN_SERIES = "v_in"  # in /acquisition
+V_SIG_SERIES = "v_sig"
+LICKING_MODULE = "licking"
+LICKS_SERIES = "licks"
+REWARDS_MODULE = "rewards"
+REWARD_VOLUME_SERIES = "volume"
+REWARD_AUTOREWARDED_SERIES = "autorewarded"
+TRIALS_TABLE = "trials"  # /intervals/trials
+PRESENTATION_TAGS = "tags"
+PRESENTATION_TAG_VALUE = "stimulus_time_interval"
+PRESENTATION_TIMESERIES = "timeseries"
+START_TIME = "start_time"
+STOP_TIME = "stop_time"
+LICK_TIMES = "lick_times"  # the ragged trials column
+# stored column order of a presentation table after start/stop time; columns missing from a stimulus
+# are skipped, stimulus-specific extras (gratings: orientation, ...) go before stimulus_name
+PRESENTATION_STORED_ORDER = (
+    "stimulus_block", "stimulus_block_name", "image_index", "image_name", "movie_frame_index", "duration",
+    "start_frame", "end_frame", "is_change", "is_image_novel", "omitted", "movie_repeat",
+    "flashes_since_change", "trials_id", "image_set", "active", "is_sham_change",
+)
+PRESENTATION_LAST = "stimulus_name"
+# nullable booleans stored as float 0/1/NaN (format.md §7.5)
+PRESENTATION_NULLABLE_BOOLS = ("omitted", "is_image_novel", "is_change")
+PRESENTATION_IMAGE_SET = "image_set"
+OMITTED = "omitted"
+TEMPLATE_CONTROL = "control"
+EYE_TRACKING_NAME = "EyeTracking"  # /acquisition/EyeTracking
+LIKELY_BLINK_SERIES = "likely_blink"
+ELLIPSE_REFERENCE_FRAME = "nose"
+EYE_RIG_MODULE = "eye_tracking_rig_metadata"
+EYE_RIG_NAME = "eye_tracking_rig_metadata"
+EYE_RIG_UNIT_ATTR = "unit_of_measurement"
+OPHYS_MODULE = "ophys"
+IMAGE_SEGMENTATION = "image_segmentation"
+CELL_TABLE_NAME = "cell_specimen_table"
+# stored column order of the cell table (image_mask last)
+CELL_TABLE_COLUMNS = ("cell_specimen_id", "height", "mask_image_plane", "max_correction_down",
+                      "max_correction_left", "max_correction_right", "max_correction_up", "valid_roi", "width",
+                      "x", "y")
+TRACES_SERIES = "traces"  # RoiResponseSeries name inside dff / corrected_fluorescence / demixed / neuropil
+DFF_INTERFACE = "dff"
+CORRECTED_FLUORESCENCE_INTERFACE = "corrected_fluorescence"
+R_SERIES = "r"
+RMSE_SERIES = "RMSE"
+DEMIXED_INTERFACE = "demixed_trace"
+NEUROPIL_INTERFACE = "neuropil_trace"
+EVENTS_NAME = "event_detection"
+MOTION_X_SERIES = "ophys_motion_correction_x"
+MOTION_Y_SERIES = "ophys_motion_correction_y"
+IMAGES_INTERFACE = "images"
+MAX_PROJECTION_NAME = "max_projection"
+AVERAGE_PROJECTION_NAME = "average_image"
+SEGMENTATION_MASK_NAME = "segmentation_mask_image"
+IMAGING_PLANE_NAME = "imaging_plane_1"
+OPTICAL_CHANNEL_NAME = "channel_1"
+METADATA_NAME = "metadata"  # /general/metadata (LabMetaData)
+TASK_PARAMETERS_NAME = "task_parameters"
+MESOSCOPE_PREFIX = "MESO"  # equipment names of Multiscope rigs
+BEHAVIOR_KEYWORDS = ("visual", "behavior", "task")
+EXPERIMENT_KEYWORDS = ("2-photon", "calcium imaging", "visual cortex", "behavior", "task")
+
+# extension namespaces (format.md §7.4): name -> version
+NS_BEHAVIOR_OPHYS = "ndx-aibs-behavior-ophys"
+NS_ELLIPSE_EYE_TRACKING = "ndx-ellipse-eye-tracking"
+NS_STIMULUS_TEMPLATE = "ndx-aibs-stimulus-template"
+NS_EVENT_DETECTION = "ndx-aibs-ophys-event-detection"
+EXTENSION_NAMESPACES = {NS_BEHAVIOR_OPHYS: "0.2.0", NS_ELLIPSE_EYE_TRACKING: "0.1.0",
+                        NS_STIMULUS_TEMPLATE: "0.1.0", NS_EVENT_DETECTION: "0.1.0"}

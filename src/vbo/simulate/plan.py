@@ -65,6 +65,7 @@ class MousePlan:
     equipment_name: str  # imaging rig: CAM2P.3/4/5 or MESO.1
     familiar_image_set: str  # A, B (Task1B) or G
     novel_image_set: str  # B, A or H
+    isi_experiment_id: int = 0  # intrinsic-signal-imaging experiment (experiment table, v1.1.0 layout)
 
 
 @dataclass
@@ -91,3 +92,8 @@ class SessionPlan:
     # planted behaviour: probabilities of licking in the response window on go and catch trials
     hit_probability: float = 0.0
     false_alarm_probability: float = 0.0
+    # False: the session happened (it counts in prior_exposures_*) but is not in the release
+    released: bool = True
+    # computed over the mouse's complete history in date order (format.md §6.6)
+    prior_exposures_to_session_type: int = 0
+    prior_exposures_to_omissions: int = 0

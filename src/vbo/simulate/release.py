@@ -116,9 +116,15 @@ def _older_experiment(content):
     return dataclasses.replace(content, demixed=None, neuropil=None, r=None, rmse=None)
 
 
+def _write(content, path: Path) -> Path:
+    from vbo.nwb.write import write_nwb
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return write_nwb(content, path)
+
+
 def _simulate_session(job: tuple) -> dict:
     """Simulate and write the files of one behavior session (run in a worker process)."""
-    from vbo.nwb.write import write_nwb
     from vbo.simulate.neurons import simulate_ophys
     from vbo.simulate.task import simulate_behavior
 
@@ -132,7 +138,7 @@ def _simulate_session(job: tuple) -> dict:
         "files": [],
     }
     if not session.is_imaging:
-        path = write_nwb(behavior, root / behavior_key(session.behavior_session_id))
+        path = _write(behavior, root / behavior_key(session.behavior_session_id))
         result["files"].append((session.file_id, behavior_key(session.behavior_session_id), str(path)))
         return result
     for experiment in session.experiments:
@@ -140,10 +146,10 @@ def _simulate_session(job: tuple) -> dict:
         ophys, ophys_truth = simulate_ophys(session, experiment, container, behavior, scale,
                                             _seed(seed, session.behavior_session_id, experiment.ophys_experiment_id))
         key = experiment_key(experiment.ophys_experiment_id)
-        path = write_nwb(ophys, root / key)
+        path = _write(ophys, root / key)
         result["files"].append((experiment.file_id, key, str(path)))
         if experiment.file_id in changed_file_ids:
-            write_nwb(_older_experiment(ophys), older_root / key)
+            _write(_older_experiment(ophys), older_root / key)
         result["truth"]["experiments"][str(experiment.ophys_experiment_id)] = ophys_truth
         for roi, specimen in zip(ophys.rois["cell_roi_id"], ophys.rois["cell_specimen_id"]):
             result["cells"].append((int(roi), None if specimen == -1 else int(specimen), experiment.ophys_experiment_id))
@@ -255,7 +261,8 @@ def _write_tables(folder: Path, tables: dict[str, pd.DataFrame]) -> dict[str, tu
     entries = {}
     for name in mf.METADATA_TABLES:
         key = mf.metadata_key(name)
-        path = write_metadata_csv(tables[name], folder / key) or folder / key
+        (folder / key).parent.mkdir(parents=True, exist_ok=True)
+        path = write_metadata_csv(tables[name], folder / key, name)
         digest = mf.file_hash(path)
         entries[name] = (key, _version_id(digest), digest)
     return entries

@@ -1,0 +1,1102 @@
+"""The behaviour of one simulated session: stimulus clock, trials, licks, rewards, running, eye tracking.
+
+:func:`simulate_behavior` turns a :class:`~vbo.simulate.plan.SessionPlan` into a
+:class:`~vbo.nwb.content.BehaviorContent` in the reader's shapes (``spec/api.md`` §4) plus a dict of what
+was planted. The model follows the change-detection task of ``spec/users.md`` §3.1:
+
+* stimulus frames at 60 Hz (small jitter, rare dropped frames); behavior-only sessions start their clock at
+  0 s, imaging sessions at 8-9 s (``format.md`` §9). Presentation times and ``change_time`` include the rig's
+  monitor delay; stimulus, lick, reward, running and trial start/stop times do not.
+* blocks: ``initial_gray_screen_5min`` → change detection (0.25 s flash every 45 frames) →
+  ``post_behavior_gray_screen_5min`` → ``natural_movie_one`` (30 Hz, one row per movie frame).
+* trials start just before a flash; the change comes on flash 4-12 after the trial start (geometric, p 0.3);
+  a fraction of trials are catch (sham-change) trials; the first non-aborted trials are auto-rewarded
+  (all of them in ``TRAINING_0``); a lick before the change aborts the trial.
+* a mouse is engaged early and disengages late in the session (a logistic fall of the probability of being
+  engaged). Engaged, it licks in the response window with the planted ``hit_probability`` on go trials and
+  ``false_alarm_probability`` on catch trials; disengaged, with a tenth of each. Licks come in bouts.
+* omitted flashes (5 %) when ``plan.has_omissions``: never the first flash, a change or sham-change flash,
+  or the flash before one.
+* running speed rises when the mouse disengages; the pupil follows running; blinks are short bursts of
+  NaN or outlier ellipse areas.
+"""
+
+from __future__ import annotations
+
+import uuid
+import zlib
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+import pandas as pd
+
+from vbo.nwb.content import BehaviorContent, Ellipse, EyeTracking, RigGeometry, StimulusTemplate
+from vbo.simulate.plan import Scale, SessionPlan
+
+INT_NA = -99
+
+# --- stimulus -----------------------------------------------------------------------------------
+FRAME_RATE = 60.0
+FLASH_FRAMES = 15  # 0.25 s image
+FLASH_PERIOD = 45  # onset to onset: 0.25 s image + 0.5 s gray
+MOVIE_STIMULUS_FRAMES = 2  # natural_movie_one runs at 30 Hz
+FRAME_JITTER_S = 1.5e-4  # SD of the inter-frame interval
+DROPPED_FRAME_PROBABILITY = 2e-5
+OMITTED_FLASH_FRACTION = 0.05
+BEHAVIOR_ONLY_MONITOR_DELAY = 0.02115
+MONITOR_DELAY = {  # per-rig fallback values (format.md §9)
+    "CAM2P.1": 0.020842, "CAM2P.2": 0.037566, "CAM2P.3": 0.021390, "CAM2P.4": 0.021102,
+    "CAM2P.5": 0.021192, "MESO.1": 0.03613, "MESO.2": 0.03613,
+}
+IMAGING_CLOCK_START = (8.0, 9.0)  # s: first stimulus frame on the sync clock of imaging sessions
+
+BLOCK_NAMES = ("initial_gray_screen_5min", "change_detection_behavior", "post_behavior_gray_screen_5min",
+               "natural_movie_one")
+PASSIVE_BLOCK_NAME = "change_detection_passive"
+SPONTANEOUS = "spontaneous"
+MOVIE = "natural_movie_one"
+GRATING = "grating"
+GRATING_ORIENTATIONS = (0.0, 90.0, 180.0, 270.0)  # template order
+GRATING_SHOWN = (0.0, 90.0)  # orientations used by the task
+
+# image set letter -> (stimulus_name of the presentations, template name, default image names in template order)
+IMAGE_SETS = {
+    "A": ("Natural_Images_Lum_Matched_set_training_2017", "Natural_Images_Lum_Matched_set_training_2017.07.14",
+          ["im065", "im061", "im062", "im063", "im066", "im069", "im077", "im085"]),
+    "B": ("Natural_Images_Lum_Matched_set_ophys_6_2017", "Natural_Images_Lum_Matched_set_ophys_6_2017.07.14",
+          ["im000", "im031", "im035", "im045", "im054", "im073", "im075", "im106"]),
+    "G": ("Natural_Images_Lum_Matched_set_ophys_G_2019", "Natural_Images_Lum_Matched_set_ophys_G_2019.05.26",
+          ["im012", "im036", "im044", "im047", "im078", "im083", "im111", "im115"]),
+    "H": ("Natural_Images_Lum_Matched_set_ophys_H_2019", "Natural_Images_Lum_Matched_set_ophys_H_2019.05.26",
+          ["im005", "im024", "im034", "im083", "im087", "im104", "im111", "im114"]),  # shares 2 images with G
+}
+
+# --- task ---------------------------------------------------------------------------------------
+RESPONSE_WINDOW_S = (0.15, 0.75)
+BLANK_DURATION_S = (0.5, 0.5)
+STIMULUS_DURATION_S = 0.25
+CHANGE_FLASH_P = 0.3  # geometric distribution of the change flash after the trial start
+MIN_CHANGE_FLASH, MAX_CHANGE_FLASH = 4, 12
+CATCH_FRACTION = 0.15
+AUTO_REWARDED_TRIALS = 5
+TRAINING_0_TASK_S = 900.0  # TRAINING_0_gratings_autorewards_15min
+POST_CHANGE_FRAMES = 255  # trial end after the change (≈ 4.25 s)
+ABORT_STOP_FRAMES = 19  # aborted trial ends ≈ 0.32 s after the aborting lick
+AUTO_REWARD_DELAY_FRAMES = 10
+REWARD_VOLUME = 0.007  # mL
+LARGE_REWARD_VOLUME = 0.010  # 10uL stages and gratings training
+AUTO_REWARD_VOLUME = 0.005
+ABORT_RATE = {True: 0.06, False: 0.01}  # impulsive licks per s before the change (engaged, disengaged)
+LATE_LICK_PROBABILITY = {True: 0.25, False: 0.05}  # a lick after the response window when not responding
+AUTO_LICK_PROBABILITY = {True: 0.95, False: 0.3}
+DISENGAGED_RESPONSE_FACTOR = 0.1  # disengaged hit / false-alarm probability = factor × planted
+RESPONSE_LATENCY_S = (0.2, 0.7)  # first lick of a response, after the change (inside the window)
+LATE_LATENCY_S = (1.0, 2.8)
+LICK_INTERVAL_FRAMES = (7, 8, 9, 10)  # 7-8.6 Hz licking
+SPONTANEOUS_LICK_RATE = 0.02  # per s, gray screens and movie of active sessions
+DISENGAGE_FRACTION = (0.6, 0.8)  # engagement falls at this fraction of the task block
+DISENGAGE_TAU_FRACTION = 0.04  # logistic width, fraction of the task block
+
+# --- running and eye ----------------------------------------------------------------------------
+RUN_TAU_S = 3.0
+RUN_ENGAGED_MEAN, RUN_DISENGAGED_EXTRA, RUN_GRAY_MEAN, RUN_SPREAD = 10.0, 10.0, 8.0, 15.0  # cm/s
+ENCODER_RADIUS_CM = 6.5
+ENCODER_STEP_CM = 0.0095
+RUNNING_CUTOFF_HZ = 10.0
+EYE_RATE = 30.0
+BLINK_RATE = 0.05  # per s
+RIG_GEOMETRY = {  # monitor, camera, LED positions (mm); monitor, camera rotations (degrees)
+    "CAM2P.3": ((118.6, 86.2, 31.6), (130.0, 0.0, 0.0), (246.0, 92.3, 52.6), (0.0, 0.0, 0.0), (0.0, 0.0, 13.1)),
+    "CAM2P.4": ((118.6, 86.2, 31.6), (130.0, 0.0, 0.0), (265.1, -39.3, 1.0), (0.0, 0.0, 0.0), (0.0, 0.0, 13.1)),
+    "CAM2P.5": ((118.6, 86.2, 31.6), (130.0, 0.0, 0.0), (265.1, -39.3, 1.0), (0.0, 0.0, 0.0), (0.0, 0.0, 13.1)),
+    "MESO.1": ((118.6, 86.2, 31.6), (130.0, 0.0, 0.0), (265.1, -39.3, 1.0), (0.0, 0.0, 0.0), (0.0, 0.0, 13.1)),
+}
+SUBJECT_DESCRIPTION = "A visual behavior subject with a LabTracks ID"
+
+
+# --- public entry point -------------------------------------------------------------------------
+
+
+def simulate_behavior(plan: SessionPlan, scale: Scale, rng: np.random.Generator,
+                      image_names: dict[str, list[str]] | None = None) -> tuple[BehaviorContent, dict]:
+    """Simulate the behaviour of one session.
+
+    Parameters
+    ----------
+    plan
+        The session (type, stage, mouse, rig, planted hit and false-alarm probabilities ...).
+    scale
+        Block durations (initial gray, task or training task, final gray, movie) and template shape.
+    rng
+        The session's random generator; the same state gives the same content.
+    image_names
+        Image names per set letter (8 each, template order); defaults to :data:`IMAGE_SETS`.
+
+    Returns
+    -------
+    (BehaviorContent, dict)
+        The file content in the reader's shapes, and the planted truth (JSON-serialisable).
+    """
+    setup = _Setup.build(plan, scale, image_names)
+    layout = _FrameLayout.build(setup, scale)
+    ts = _stimulus_timestamps(layout.n_frames, setup, rng)
+    session_uuid = str(uuid.UUID(bytes=rng.bytes(16), version=4))
+    engagement = _Engagement.build(setup, layout, ts, rng)
+    task = _run_task(setup, layout, ts, engagement, rng)
+    omitted = _omissions(setup, layout, task, rng)
+    presentations = _presentations(setup, layout, ts, task, omitted)
+    trials = _trials_frame(setup, layout, ts, task)
+    running = _running(setup, layout, ts, engagement, rng)
+    eye = _eye_tracking(setup, ts, running["speed"], rng) if setup.imaging else None
+
+    licks = rewards = None
+    if not setup.passive:
+        licks = pd.DataFrame({"timestamps": ts[task.lick_frames], "frame": task.lick_frames.astype(np.int64)})
+        rewards = pd.DataFrame({"volume": np.asarray(task.reward_volumes, float),
+                                "timestamps": ts[np.asarray(task.reward_frames, np.int64)],
+                                "auto_rewarded": np.asarray(task.reward_auto, bool)})
+    shown_flashes = int(layout.n_flashes - omitted.sum())
+    content = BehaviorContent(
+        identifier=str(plan.behavior_session_id),
+        session_start_time=plan.date_of_acquisition,
+        session_type=plan.session_type,
+        experiment_description=experiment_description(plan.session_type),
+        metadata={
+            "behavior_session_id": int(plan.behavior_session_id),
+            "behavior_session_uuid": session_uuid,
+            "equipment_name": plan.equipment_name,
+            "project_code": plan.mouse.project_code,
+            "session_type": plan.session_type,
+            "stimulus_frame_rate": FRAME_RATE,
+        },
+        subject=_subject(plan),
+        task_parameters=_task_parameters(setup, shown_flashes),
+        stimulus_timestamps=ts,
+        running_timestamps=ts.copy(),
+        running_speed=running["speed"],
+        running_speed_unfiltered=running["speed_unfiltered"],
+        running_dx=running["dx"],
+        v_in=running["v_in"],
+        v_sig=running["v_sig"],
+        trials=trials,
+        presentations=presentations,
+        licks=licks,
+        rewards=rewards,
+        templates=[stimulus_template(setup.set_letter, scale.template_shape, tuple(setup.image_names))],
+        eye_tracking=eye,
+        rig_geometry=rig_geometry(plan.equipment_name) if setup.imaging else None,
+    )
+    truth = _truth(plan, setup, layout, ts, engagement, task, omitted, trials, running, eye, session_uuid)
+    return content, truth
+
+
+# --- session set-up -----------------------------------------------------------------------------
+
+
+@dataclass
+class _Setup:
+    plan: SessionPlan
+    gratings: bool
+    set_letter: str | None  # None for gratings
+    stimulus_name: str
+    template_name: str
+    image_names: list[str]  # template order
+    shown: np.ndarray  # template indices the task changes between
+    novel: np.ndarray  # per template image: novel to this mouse (only on Novel 1 sessions)
+    passive: bool
+    imaging: bool
+    training: bool
+    all_auto: bool
+    n_auto: int
+    task_s: float
+    reward_volume: float
+    monitor_delay: float
+    clock_start: float | None  # None: drawn for imaging sessions
+    omissions: bool
+
+    @classmethod
+    def build(cls, plan: SessionPlan, scale: Scale, image_names: dict[str, list[str]] | None) -> _Setup:
+        gratings = plan.image_set is None or "gratings" in plan.session_type
+        if gratings:
+            names = [f"gratings_{o}" for o in GRATING_ORIENTATIONS]
+            stimulus_name = template_name = GRATING
+            letter = None
+            shown = np.array([GRATING_ORIENTATIONS.index(o) for o in GRATING_SHOWN])
+        else:
+            letter = plan.image_set
+            stimulus_name, template_name, default = IMAGE_SETS[letter]
+            names = list((image_names or {}).get(letter) or default)
+            shown = np.arange(len(names))
+        novel = np.zeros(len(names), bool)
+        if plan.novel_images and not gratings:
+            familiar = plan.mouse.familiar_image_set
+            familiar_names = set((image_names or {}).get(familiar) or IMAGE_SETS.get(familiar, ("", "", []))[2])
+            novel = np.array([n not in familiar_names for n in names])
+        stage = plan.stage
+        training = stage.startswith("TRAINING")
+        all_auto = stage == "TRAINING_0" and not plan.passive
+        task_s = scale.training_task_s if training else scale.task_s
+        if stage == "TRAINING_0":
+            task_s = min(task_s, TRAINING_0_TASK_S)
+        large = "10uL" in plan.session_type or stage in ("TRAINING_0", "TRAINING_1", "TRAINING_2")
+        imaging = bool(plan.is_imaging)
+        delay = MONITOR_DELAY.get(plan.equipment_name, BEHAVIOR_ONLY_MONITOR_DELAY) if imaging \
+            else BEHAVIOR_ONLY_MONITOR_DELAY
+        return cls(plan=plan, gratings=gratings, set_letter=letter, stimulus_name=stimulus_name,
+                   template_name=template_name, image_names=names, shown=shown, novel=novel,
+                   passive=bool(plan.passive), imaging=imaging, training=training, all_auto=all_auto,
+                   n_auto=0 if plan.passive else AUTO_REWARDED_TRIALS, task_s=float(task_s),
+                   reward_volume=LARGE_REWARD_VOLUME if large else REWARD_VOLUME, monitor_delay=delay,
+                   clock_start=None if imaging else 0.0, omissions=bool(plan.has_omissions))
+
+
+@dataclass
+class _FrameLayout:
+    first_flash: int  # stimulus frame of the first flash (block 1 start)
+    n_flashes: int
+    task_end: int  # frame after the last flash's gray period
+    movie_start: int  # first movie frame (= n_frames without a movie)
+    movie_rows: int  # movie frames shown (repeats × frames)
+    movie_frames: int
+    n_frames: int
+
+    @classmethod
+    def build(cls, setup: _Setup, scale: Scale) -> _FrameLayout:
+        first = int(round(scale.initial_gray_s * FRAME_RATE)) + 2
+        n_flashes = max(int(setup.task_s * FRAME_RATE) // FLASH_PERIOD, MAX_CHANGE_FLASH + 8)
+        task_end = first + n_flashes * FLASH_PERIOD
+        movie_start = task_end + int(round(scale.final_gray_s * FRAME_RATE))
+        movie_rows = int(scale.movie_repeats) * int(scale.movie_frames)
+        n_frames = movie_start + MOVIE_STIMULUS_FRAMES * movie_rows
+        if movie_rows == 0:
+            n_frames += 1
+        return cls(first, n_flashes, task_end, movie_start, movie_rows, int(scale.movie_frames), n_frames)
+
+    @property
+    def onsets(self) -> np.ndarray:
+        return self.first_flash + FLASH_PERIOD * np.arange(self.n_flashes)
+
+
+def _stimulus_timestamps(n_frames: int, setup: _Setup, rng: np.random.Generator) -> np.ndarray:
+    """Frame times (s) at 60 Hz with small jitter and rare dropped frames; no monitor delay."""
+    start = setup.clock_start if setup.clock_start is not None else rng.uniform(*IMAGING_CLOCK_START)
+    intervals = 1.0 / FRAME_RATE + rng.normal(0.0, FRAME_JITTER_S, n_frames - 1)
+    intervals = np.clip(intervals, 0.8 / FRAME_RATE, None)
+    intervals += (rng.random(n_frames - 1) < DROPPED_FRAME_PROBABILITY) / FRAME_RATE
+    ts = np.empty(n_frames)
+    ts[0] = start
+    np.cumsum(intervals, out=ts[1:])
+    ts[1:] += start
+    return ts
+
+
+# --- engagement ---------------------------------------------------------------------------------
+
+
+@dataclass
+class _Engagement:
+    disengage_time: float | None  # s on the session clock; None for passive sessions
+    tau: float
+
+    @classmethod
+    def build(cls, setup: _Setup, layout: _FrameLayout, ts: np.ndarray, rng: np.random.Generator) -> _Engagement:
+        t0, t1 = ts[layout.first_flash], ts[layout.task_end - 1]
+        if setup.passive:
+            return cls(None, 1.0)
+        return cls(float(t0 + rng.uniform(*DISENGAGE_FRACTION) * (t1 - t0)), DISENGAGE_TAU_FRACTION * (t1 - t0))
+
+    def level(self, t: np.ndarray | float) -> np.ndarray:
+        """Probability of being engaged at time ``t`` (s)."""
+        if self.disengage_time is None:
+            return np.zeros_like(np.asarray(t, float))
+        z = np.clip((np.asarray(t, float) - self.disengage_time) / self.tau, -50, 50)
+        return 1.0 / (1.0 + np.exp(z))
+
+
+# --- trials -------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Task:
+    start_frame: list
+    stop_frame: list
+    initial_image: list  # template index
+    change_image: list
+    change_frame: list  # -99: none
+    change_flash: list  # flash index of the (sham) change, -1: none
+    mode: list  # go / catch / auto
+    aborted: list
+    hit: list
+    miss: list
+    false_alarm: list
+    correct_reject: list
+    engaged: list
+    reward_frame: list  # -1: none
+    reward_volume: list
+    lick_frames: np.ndarray = None
+    reward_frames: list = None
+    reward_volumes: list = None
+    reward_auto: list = None
+    first_image: int = 0
+
+    @property
+    def n(self) -> int:
+        return len(self.start_frame)
+
+
+def _change_flash_count(rng: np.random.Generator) -> int:
+    """Flashes from the trial start to the change: 4 + geometric(p), truncated at 12."""
+    span = MAX_CHANGE_FLASH - MIN_CHANGE_FLASH + 1
+    top = 1.0 - (1.0 - CHANGE_FLASH_P) ** span
+    u = rng.random() * top
+    return MIN_CHANGE_FLASH + int(np.floor(np.log1p(-u) / np.log1p(-CHANGE_FLASH_P)))
+
+
+def _bout(first: int, n: int, rng: np.random.Generator) -> list[int]:
+    steps = rng.choice(LICK_INTERVAL_FRAMES, size=max(n - 1, 0))
+    return (first + np.concatenate([[0], np.cumsum(steps)])).astype(int).tolist()
+
+
+def _frame_at_latency(ts: np.ndarray, change_frame: int, delay: float, latency: float) -> int:
+    """First stimulus frame at or after ``change_time + latency`` (change_time includes the delay)."""
+    return int(np.searchsorted(ts, ts[change_frame] + delay + latency))
+
+
+def _run_task(setup: _Setup, layout: _FrameLayout, ts: np.ndarray, engagement: _Engagement,
+              rng: np.random.Generator) -> _Task:
+    """Walk through the task block trial by trial: schedule the change, decide abort / response / reward."""
+    onsets = layout.onsets
+    plan = setup.plan
+    task = _Task(*([] for _ in range(15)))
+    licks: list[int] = []
+    reward_frames: list[int] = []
+    reward_volumes: list[float] = []
+    reward_auto: list[bool] = []
+    image = int(rng.choice(setup.shown))
+    task.first_image = image
+    auto_left = setup.n_auto
+    start = layout.first_flash - 2
+    delay = setup.monitor_delay
+    p_hit = {True: plan.hit_probability, False: plan.hit_probability * DISENGAGED_RESPONSE_FACTOR}
+    p_fa = {True: plan.false_alarm_probability, False: plan.false_alarm_probability * DISENGAGED_RESPONSE_FACTOR}
+    while True:
+        j0 = int(np.searchsorted(onsets, start, side="left"))
+        jc = j0 + _change_flash_count(rng)
+        if jc >= layout.n_flashes:
+            break
+        change_frame = int(onsets[jc])
+        stop = change_frame + POST_CHANGE_FRAMES + int(rng.integers(0, 2))
+        if stop >= layout.task_end:
+            break
+        engaged = bool(rng.random() < engagement.level(ts[start]))
+        if setup.passive:
+            mode = "catch" if rng.random() < CATCH_FRACTION else "go"
+        elif setup.all_auto or auto_left > 0:
+            mode = "auto"
+        else:
+            mode = "catch" if rng.random() < CATCH_FRACTION else "go"
+        abort_frame = None
+        if not setup.passive:
+            abort_frame = start + 1 + int(rng.exponential(1.0 / ABORT_RATE[engaged]) * FRAME_RATE)
+            if abort_frame >= change_frame:
+                abort_frame = None
+        record = dict(start=start, initial=image, engaged=engaged, mode=mode)
+        if abort_frame is not None:
+            stop = abort_frame + ABORT_STOP_FRAMES
+            licks += _bout(abort_frame, int(rng.integers(1, 3)), rng)
+            _append_trial(task, record, stop=stop, change_image=image, change_frame=INT_NA, change_flash=-1,
+                          aborted=True)
+        else:
+            new_image = image
+            if mode != "catch":
+                others = setup.shown[setup.shown != image]
+                new_image = int(rng.choice(others))
+            outcome = dict(hit=False, miss=False, false_alarm=False, correct_reject=False)
+            reward_frame, volume = -1, 0.0
+            if mode == "auto":
+                auto_left -= 1
+                reward_frame, volume = change_frame + AUTO_REWARD_DELAY_FRAMES, AUTO_REWARD_VOLUME
+                if rng.random() < AUTO_LICK_PROBABILITY[engaged]:
+                    first = _frame_at_latency(ts, change_frame, delay, rng.uniform(*RESPONSE_LATENCY_S))
+                    licks += _bout(first, 6 + min(int(rng.poisson(5)), 10), rng)
+            elif not setup.passive:
+                p = p_hit[engaged] if mode == "go" else p_fa[engaged]
+                responded = bool(rng.random() < p)
+                if responded:
+                    first = _frame_at_latency(ts, change_frame, delay, rng.uniform(*RESPONSE_LATENCY_S))
+                    if mode == "go":
+                        licks += _bout(first, 6 + min(int(rng.poisson(5)), 10), rng)
+                        reward_frame, volume = first, setup.reward_volume
+                    else:
+                        licks += _bout(first, 1 + int(rng.random() < 0.3), rng)
+                elif rng.random() < LATE_LICK_PROBABILITY[engaged]:
+                    first = _frame_at_latency(ts, change_frame, delay, rng.uniform(*LATE_LATENCY_S))
+                    licks += _bout(first, 1 + min(int(rng.poisson(1.5)), 4), rng)
+                key = ("hit" if responded else "miss") if mode == "go" else \
+                    ("false_alarm" if responded else "correct_reject")
+                outcome[key] = True
+            else:
+                outcome["miss" if mode == "go" else "correct_reject"] = True
+            if reward_frame >= 0:
+                reward_frames.append(reward_frame)
+                reward_volumes.append(volume)
+                reward_auto.append(mode == "auto")
+            _append_trial(task, record, stop=stop, change_image=new_image, change_frame=change_frame,
+                          change_flash=jc, aborted=False, reward_frame=reward_frame, reward_volume=volume, **outcome)
+            image = new_image
+        jn = int(np.searchsorted(onsets, stop + 1, side="left"))
+        if jn >= layout.n_flashes:
+            break
+        start = max(int(onsets[jn]) - int(rng.integers(0, 3)), stop + 1)
+
+    if not setup.passive:
+        licks += _spontaneous_licks(layout, ts, rng)
+    task.lick_frames = np.unique(np.asarray(licks, dtype=np.int64))
+    task.reward_frames, task.reward_volumes, task.reward_auto = reward_frames, reward_volumes, reward_auto
+    return task
+
+
+def _append_trial(task: _Task, record: dict, *, stop: int, change_image: int, change_frame: int,
+                  change_flash: int, aborted: bool, hit: bool = False, miss: bool = False,
+                  false_alarm: bool = False, correct_reject: bool = False, reward_frame: int = -1,
+                  reward_volume: float = 0.0) -> None:
+    task.start_frame.append(record["start"])
+    task.stop_frame.append(stop)
+    task.initial_image.append(record["initial"])
+    task.change_image.append(change_image)
+    task.change_frame.append(change_frame)
+    task.change_flash.append(change_flash)
+    task.mode.append(record["mode"])
+    task.aborted.append(aborted)
+    task.hit.append(hit)
+    task.miss.append(miss)
+    task.false_alarm.append(false_alarm)
+    task.correct_reject.append(correct_reject)
+    task.engaged.append(record["engaged"])
+    task.reward_frame.append(reward_frame)
+    task.reward_volume.append(reward_volume)
+
+
+def _spontaneous_licks(layout: _FrameLayout, ts: np.ndarray, rng: np.random.Generator) -> list[int]:
+    """A few isolated licks in the gray screens and the movie (outside the task block)."""
+    spans = [(1, layout.first_flash - 10), (layout.task_end + 30, layout.n_frames - 1)]
+    frames: list[int] = []
+    for lo, hi in spans:
+        if hi <= lo:
+            continue
+        n = int(rng.poisson(SPONTANEOUS_LICK_RATE * (ts[hi] - ts[lo])))
+        frames += rng.integers(lo, hi, size=n).tolist()
+    return frames
+
+
+def _trials_frame(setup: _Setup, layout: _FrameLayout, ts: np.ndarray, task: _Task) -> pd.DataFrame:
+    """The reader's 21-column trials table (api.md §4.2), from the simulated log."""
+    n = task.n
+    start_frame = np.asarray(task.start_frame, np.int64)
+    stop_frame = np.asarray(task.stop_frame, np.int64)
+    change_frame = np.asarray(task.change_frame, np.int64)
+    aborted = np.asarray(task.aborted, bool)
+    mode = np.asarray(task.mode, object)
+    auto = (mode == "auto") & ~aborted
+    catch = (mode == "catch") & ~aborted
+    go = (mode == "go") & ~aborted
+    has_change = change_frame >= 0
+    start_time = ts[start_frame]
+    stop_time = ts[stop_frame]
+    change_time = np.where(has_change, ts[np.clip(change_frame, 0, None)] + setup.monitor_delay, np.nan)
+    names = np.asarray(setup.image_names, object)
+    initial = names[np.asarray(task.initial_image, np.int64)] if n else np.zeros(0, object)
+    changed = names[np.asarray(task.change_image, np.int64)] if n else np.zeros(0, object)
+
+    # lick_times: licks whose frame is in (start frame, next start frame]; the last trial up to the movie
+    licks = task.lick_frames
+    lo = np.searchsorted(licks, start_frame, side="right")
+    hi = np.empty(n, np.int64)
+    hi[:-1] = np.searchsorted(licks, start_frame[1:], side="right")
+    if n:
+        hi[-1] = np.searchsorted(licks, layout.movie_start, side="left") if layout.movie_rows else len(licks)
+    lick_times = pd.Series([ts[licks[a:b]] for a, b in zip(lo, hi)], dtype=object)
+    first_lick = np.array([x[0] if len(x) else np.nan for x in lick_times], float)
+    response_time = np.where(aborted, np.nan, first_lick)
+    with np.errstate(invalid="ignore"):
+        latency = np.where(np.isnan(first_lick), np.inf, first_lick - change_time)
+    latency = np.where(aborted, np.nan, latency)
+
+    reward_frame = np.asarray(task.reward_frame, np.int64)
+    reward_time = np.where(reward_frame >= 0, ts[np.clip(reward_frame, 0, None)], np.nan)
+    frame = pd.DataFrame({
+        "start_time": start_time,
+        "stop_time": stop_time,
+        "initial_image_name": pd.Series(initial, dtype=object),
+        "change_image_name": pd.Series(changed, dtype=object),
+        "is_change": (go | auto),
+        "change_time": change_time,
+        "go": go,
+        "catch": catch,
+        "lick_times": lick_times,
+        "response_time": response_time,
+        "response_latency": latency,
+        "reward_time": reward_time,
+        "reward_volume": np.asarray(task.reward_volume, float),
+        "hit": np.asarray(task.hit, bool),
+        "false_alarm": np.asarray(task.false_alarm, bool),
+        "miss": np.asarray(task.miss, bool),
+        "correct_reject": np.asarray(task.correct_reject, bool),
+        "aborted": aborted,
+        "auto_rewarded": auto,
+        "change_frame": change_frame,
+        "trial_length": stop_time - start_time,
+    })
+    frame.index = pd.Index(np.arange(n, dtype=np.int64), name="trials_id")
+    return frame
+
+
+# --- presentations ------------------------------------------------------------------------------
+
+
+def _omissions(setup: _Setup, layout: _FrameLayout, task: _Task, rng: np.random.Generator) -> np.ndarray:
+    """Omitted flags per flash: ~5 % of flashes, never the first, a (sham) change or the flash before one."""
+    omitted = np.zeros(layout.n_flashes, bool)
+    if not setup.omissions:
+        return omitted
+    eligible = np.ones(layout.n_flashes, bool)
+    eligible[[0, -1]] = False
+    changes = np.asarray([j for j in task.change_flash if j >= 0], np.int64)
+    eligible[changes] = False
+    eligible[changes[changes > 0] - 1] = False
+    p = min(1.0, OMITTED_FLASH_FRACTION * layout.n_flashes / max(int(eligible.sum()), 1))
+    omitted[eligible] = rng.random(int(eligible.sum())) < p
+    return omitted
+
+
+def flashes_since_change(is_change: np.ndarray, omitted_like: np.ndarray) -> np.ndarray:
+    """Count of rows since the last change; omitted rows repeat the previous count (format.md §8.3 step 7)."""
+    n = len(is_change)
+    if n == 0:
+        return np.zeros(0, np.int64)
+    resets = np.asarray(is_change, bool).copy()
+    resets[0] = True
+    step = np.where(omitted_like | resets, 0, 1)
+    total = np.cumsum(step)
+    last = np.maximum.accumulate(np.where(resets, np.arange(n), 0))
+    return (total - total[last]).astype(np.int64)
+
+
+def _presentations(setup: _Setup, layout: _FrameLayout, ts: np.ndarray, task: _Task,
+                   omitted: np.ndarray) -> pd.DataFrame:
+    """The reader's ``stimulus_presentations`` (19 columns, + ``orientation`` for gratings) + ``image_set``."""
+    delay = setup.monitor_delay
+    n_images = len(setup.image_names)
+    onsets = layout.onsets
+    nf = layout.n_flashes
+
+    # image per flash: the image changes at each go / auto-rewarded change flash
+    change_flags = np.zeros(nf, bool)
+    sham_flags = np.zeros(nf, bool)
+    seg_flash, seg_image = [], []
+    for j, img, mode, ab in zip(task.change_flash, task.change_image, task.mode, task.aborted):
+        if ab or j < 0:
+            continue
+        if mode == "catch":
+            sham_flags[j] = True
+        else:
+            change_flags[j] = True
+            seg_flash.append(j)
+            seg_image.append(img)
+    seg_images = np.asarray([task.first_image] + seg_image, np.int64)
+    image_idx = seg_images[np.searchsorted(np.asarray(seg_flash, np.int64), np.arange(nf), side="right")]
+
+    start = ts[onsets] + delay
+    end = np.where(omitted, start + STIMULUS_DURATION_S, ts[onsets + FLASH_FRAMES] + delay)
+    names = np.asarray(setup.image_names, object)
+    flash_names = np.where(omitted, "omitted", names[image_idx]).astype(object)
+    novel = pd.array(np.asarray(setup.novel)[image_idx], dtype="boolean")
+    novel[omitted] = pd.NA
+
+    # non-flash rows: gray before, gray after, movie frames
+    gray0_end = start[0]
+    gray2_start_frame = int(onsets[-1] + FLASH_FRAMES)
+    gray2_end_frame = layout.movie_start if layout.movie_rows else layout.n_frames - 1
+    m = layout.movie_rows
+    movie_start_frames = layout.movie_start + MOVIE_STIMULUS_FRAMES * np.arange(m)
+    movie_end_times = ts[np.minimum(movie_start_frames + MOVIE_STIMULUS_FRAMES, layout.n_frames - 1)] + delay
+
+    n = 1 + nf + 1 + m
+    block = np.concatenate([[0], np.full(nf, 1), [2], np.full(m, 3)]).astype(np.int64)
+    block_names = np.asarray([BLOCK_NAMES[0], PASSIVE_BLOCK_NAME if setup.passive else BLOCK_NAMES[1],
+                              BLOCK_NAMES[2], BLOCK_NAMES[3]], object)
+    start_time = np.concatenate([[0.0], start, [end[-1]], ts[movie_start_frames] + delay])
+    end_time = np.concatenate([[gray0_end], end, [ts[gray2_end_frame] + delay], movie_end_times])
+    start_frame = np.concatenate([[0], onsets, [gray2_start_frame], movie_start_frames]).astype(np.int64)
+    end_frame = np.concatenate([[layout.first_flash], onsets + FLASH_FRAMES, [gray2_end_frame],
+                                movie_start_frames + 1]).astype(np.int64)
+    flash_rows = slice(1, 1 + nf)
+
+    image_name = np.full(n, np.nan, dtype=object)
+    image_name[flash_rows] = flash_names
+    image_index = np.full(n, INT_NA, np.int64)
+    image_index[flash_rows] = np.where(omitted, n_images, image_idx)
+    movie_frame_index = np.full(n, INT_NA, np.int64)
+    movie_repeat = np.full(n, INT_NA, np.int64)
+    movie_frame_index[1 + nf + 1:] = np.arange(m) % max(layout.movie_frames, 1)
+    movie_repeat[1 + nf + 1:] = np.arange(m) // max(layout.movie_frames, 1)
+    is_change = np.zeros(n, bool)
+    is_change[flash_rows] = change_flags
+    is_sham = np.zeros(n, bool)
+    is_sham[flash_rows] = sham_flags
+    omitted_col = pd.array([pd.NA] * n, dtype="boolean")
+    omitted_col[flash_rows] = omitted
+    novel_col = pd.array([pd.NA] * n, dtype="boolean")
+    novel_col[flash_rows] = novel
+    omitted_like = np.zeros(n, bool)
+    omitted_like[flash_rows] = omitted
+
+    # trials_id: the trial whose start most recently precedes the flash start, before the last trial's stop
+    trials_id = np.full(n, INT_NA, np.int64)
+    active = np.zeros(n, bool)
+    if task.n:
+        trial_start = ts[np.asarray(task.start_frame, np.int64)]
+        last_stop = ts[np.asarray(task.stop_frame, np.int64)].max()
+        pos = np.searchsorted(trial_start, start, side="right") - 1
+        inside = (pos >= 0) & (start < last_stop)
+        trials_id[flash_rows] = np.where(inside, pos, INT_NA)
+        if ((start > trial_start.min()) & (start < last_stop)).any():
+            active[block == 1] = True
+    stimulus_name = np.where(block == 1, setup.stimulus_name, SPONTANEOUS).astype(object)
+    stimulus_name[block == 3] = MOVIE
+    image_set = np.full(n, np.nan, dtype=object)
+    image_set[flash_rows] = setup.template_name
+
+    columns = {
+        "stimulus_block": block,
+        "stimulus_block_name": pd.Series(block_names[block], dtype=object),
+        "image_index": image_index,
+        "image_name": pd.Series(image_name, dtype=object),
+        "movie_frame_index": movie_frame_index,
+        "duration": end_time - start_time,
+        "start_time": start_time,
+        "end_time": end_time,
+        "start_frame": start_frame,
+        "end_frame": end_frame,
+        "is_change": is_change,
+        "is_image_novel": novel_col,
+        "omitted": omitted_col,
+        "movie_repeat": movie_repeat,
+        "flashes_since_change": flashes_since_change(is_change, omitted_like),
+        "trials_id": trials_id,
+        "active": active,
+        "stimulus_name": pd.Series(stimulus_name, dtype=object),
+        "is_sham_change": is_sham,
+    }
+    if setup.gratings:
+        orientation = np.full(n, np.nan)
+        orientation[flash_rows] = np.where(omitted, np.nan, np.asarray(GRATING_ORIENTATIONS)[image_idx])
+        columns["orientation"] = orientation
+    columns["image_set"] = pd.Series(image_set, dtype=object)
+    frame = pd.DataFrame(columns)
+    frame.index = pd.RangeIndex(n, name="stimulus_presentations_id")
+    return frame
+
+
+# --- running ------------------------------------------------------------------------------------
+
+
+def _running(setup: _Setup, layout: _FrameLayout, ts: np.ndarray, engagement: _Engagement,
+             rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Wheel running at every stimulus frame: faster when disengaged; encoder dx, voltages, raw and filtered speed."""
+    from scipy import signal
+
+    n = len(ts)
+    frames = np.arange(n)
+    in_task = (frames >= layout.first_flash) & (frames < layout.task_end)
+    level = engagement.level(ts) if engagement.disengage_time is not None else np.ones(n)
+    mean = np.where(in_task, RUN_ENGAGED_MEAN + RUN_DISENGAGED_EXTRA * (1.0 - level), RUN_GRAY_MEAN)
+    mouse_factor = rng.uniform(0.6, 1.4)
+    a = np.exp(-1.0 / (RUN_TAU_S * FRAME_RATE))
+    ou = signal.lfilter([np.sqrt(1 - a * a)], [1.0, -a], rng.standard_normal(n))
+    z = mouse_factor * mean + RUN_SPREAD * ou
+    true_speed = 3.0 * np.logaddexp(0.0, z / 3.0) - 3.0 * np.log(2.0) * np.exp(-np.abs(z))  # ≈ 0 at rest
+    true_speed = np.clip(true_speed, 0.0, None)
+    dt_frame = np.diff(ts, prepend=ts[0] - 1.0 / FRAME_RATE)
+    dx = np.round((true_speed * dt_frame + rng.normal(0.0, 0.002, n)) / ENCODER_STEP_CM) * ENCODER_STEP_CM
+    dx = dx.astype(np.float32)
+    raw = dx.astype(np.float64) / dt_frame
+    b, a_ = signal.butter(3, RUNNING_CUTOFF_HZ / (FRAME_RATE / 2.0))
+    speed = signal.filtfilt(b, a_, raw)
+    v_in_level = rng.uniform(4.85, 4.95)
+    v_in = np.round(v_in_level + rng.normal(0.0, 2e-4, n), 5)
+    angle = np.mod(rng.uniform(0, 2 * np.pi) + np.cumsum(dx.astype(np.float64)) / ENCODER_RADIUS_CM, 2 * np.pi)
+    v_sig = np.round(v_in * angle / (2 * np.pi), 6)
+    return {"speed": speed, "speed_unfiltered": raw, "dx": dx, "v_in": v_in, "v_sig": v_sig,
+            "true_speed": true_speed, "in_task": in_task, "level": level}
+
+
+# --- eye tracking -------------------------------------------------------------------------------
+
+
+def _eye_tracking(setup: _Setup, ts: np.ndarray, running_speed: np.ndarray, rng: np.random.Generator) -> EyeTracking:
+    """Eye, pupil and corneal-reflection ellipses at ~30 Hz over the session, with blinks."""
+    from scipy import signal
+
+    t0 = rng.uniform(0.1, 0.5)
+    t1 = ts[-1] + rng.uniform(0.2, 1.0)
+    n = int((t1 - t0) * EYE_RATE)
+    times = t0 + np.cumsum(np.concatenate([[0.0], 1.0 / EYE_RATE + rng.normal(0, 2e-4, n - 1)]))
+
+    def ou(tau_s: float, size: int = n) -> np.ndarray:
+        a = np.exp(-1.0 / (tau_s * EYE_RATE))
+        return signal.lfilter([np.sqrt(1 - a * a)], [1.0, -a], rng.standard_normal(size))
+
+    speed = np.interp(times, ts, running_speed)
+    pupil_w = np.clip(21.0 + 0.45 * speed + 5.0 * ou(4.0), 8.0, 70.0)
+    pupil_h = pupil_w * rng.uniform(0.93, 0.97) + rng.normal(0, 0.6, n)
+    pupil_phi = rng.uniform(-0.5, 0.5, n)
+    # gaze: fixations with saccades (piecewise constant) plus small drift
+    saccade = rng.random(n) < 0.5 / EYE_RATE
+    gaze_x = np.cumsum(np.where(saccade, rng.normal(0, 6, n), 0.0))
+    gaze_y = np.cumsum(np.where(saccade, rng.normal(0, 3, n), 0.0))
+    gaze_x = gaze_x - signal.lfilter([0.002], [1, -0.998], gaze_x)
+    gaze_y = gaze_y - signal.lfilter([0.002], [1, -0.998], gaze_y)
+    pupil_cx = 320.0 + np.clip(gaze_x, -30, 30) + rng.normal(0, 0.4, n)
+    pupil_cy = 255.0 + np.clip(gaze_y, -16, 16) + rng.normal(0, 0.4, n)
+    cr_cx = pupil_cx + 7.0 + rng.normal(0, 0.3, n)
+    cr_cy = pupil_cy + 9.0 + rng.normal(0, 0.3, n)
+    cr_w = 8.5 + rng.normal(0, 0.6, n)
+    cr_h = 8.0 + rng.normal(0, 0.6, n)
+    cr_phi = rng.uniform(-0.8, 0.8, n)
+    eye_cx = 340.0 + 1.8 * ou(20.0)
+    eye_cy = 265.0 + 1.7 * ou(20.0)
+    eye_w = 150.0 + 4.0 * ou(30.0)
+    eye_h = 105.0 + 5.5 * ou(30.0)
+    eye_phi = 0.05 + 0.02 * ou(10.0)
+
+    # blinks: short bursts; the eye closes (tiny eye area) and the pupil fit fails (NaN) or explodes (outlier)
+    n_blinks = int(rng.poisson(BLINK_RATE * (t1 - t0)))
+    blink_start = rng.integers(0, max(n - 10, 1), n_blinks)
+    blink_len = rng.integers(2, 9, n_blinks)
+    marks = np.zeros(n + 10, np.int64)
+    np.add.at(marks, blink_start, 1)
+    np.add.at(marks, blink_start + blink_len, -1)
+    in_blink = np.cumsum(marks)[:n] > 0
+    blink_id = np.cumsum(np.r_[0, np.diff(in_blink.astype(np.int64)) == 1])  # burst number
+    burst_nan = rng.random(blink_id.max() + 2) < 0.6
+    pupil_nan = in_blink & burst_nan[blink_id]
+    pupil_big = in_blink & ~burst_nan[blink_id]
+    cr_nan = in_blink & (rng.random(blink_id.max() + 2) < 0.5)[blink_id]
+    eye_h = np.where(in_blink, eye_h * rng.uniform(0.05, 0.3, n), eye_h)
+    pupil_w = np.where(pupil_big, pupil_w * rng.uniform(4.0, 6.0, n), pupil_w)
+    pupil_h = np.where(pupil_big, pupil_w * 0.95, pupil_h)
+    for arr in (pupil_w, pupil_h, pupil_phi, pupil_cx, pupil_cy):
+        arr[pupil_nan] = np.nan
+    for arr in (cr_w, cr_h):
+        arr[cr_nan] = np.nan
+
+    eye_area = np.pi * eye_w * eye_h
+    pupil_area = np.pi * np.fmax(pupil_w, pupil_h) ** 2
+    pupil_area[pupil_nan] = np.nan
+    cr_area = np.pi * cr_w * cr_h
+
+    def ellipse(cx, cy, w, h, phi, area):
+        return Ellipse(center=np.column_stack([cx, cy]), area=np.where(in_blink, np.nan, area), area_raw=area,
+                       width=w, height=h, angle=phi)
+
+    from vbo.derive import likely_blinks
+
+    return EyeTracking(
+        timestamps=times,
+        eye=ellipse(eye_cx, eye_cy, eye_w, eye_h, eye_phi, eye_area),
+        pupil=ellipse(pupil_cx, pupil_cy, pupil_w, pupil_h, pupil_phi, pupil_area),
+        corneal_reflection=ellipse(cr_cx, cr_cy, cr_w, cr_h, cr_phi, cr_area),
+        likely_blink=likely_blinks(eye_area, pupil_area),
+    )
+
+
+def rig_geometry(equipment: str) -> RigGeometry:
+    """Eye-tracking rig geometry of an imaging rig (mm, degrees)."""
+    monitor, camera, led, monitor_rot, camera_rot = RIG_GEOMETRY.get(equipment, RIG_GEOMETRY["CAM2P.4"])
+    return RigGeometry(equipment=equipment, monitor_position=monitor, camera_position=camera, led_position=led,
+                       monitor_rotation=monitor_rot, camera_rotation=camera_rot)
+
+
+# --- templates ----------------------------------------------------------------------------------
+
+
+@lru_cache(maxsize=1)
+def stimulus_template(set_letter: str | None, shape: tuple[int, int],
+                      image_names: tuple[str, ...] | None = None) -> StimulusTemplate:
+    """The template of an image set (or the gratings): deterministic for a set and a shape.
+
+    Unwarped images are NaN outside a central visible region; warped images fill the screen (uint8).
+    The returned arrays are shared between calls: do not modify them.
+    """
+    rows, cols = int(shape[0]), int(shape[1])
+    if set_letter is None:
+        names = [f"gratings_{o}" for o in GRATING_ORIENTATIONS]
+        y, x = np.mgrid[0:rows, 0:cols].astype(float)
+        period = max(cols / 12.0, 4.0)
+        unwarped, warped = [], []
+        for o in GRATING_ORIENTATIONS:
+            theta = np.deg2rad(o)
+            phase = 2 * np.pi * (x * np.cos(theta) + y * np.sin(theta)) / period
+            unwarped.append(127.0 + 127.0 * np.sin(phase))
+            warped.append(np.where(np.sin(phase + 0.3 * np.sin(phase / 7.0)) >= 0, 255, 0).astype(np.uint8))
+        return StimulusTemplate(GRATING, names, np.stack(warped), np.stack(unwarped))
+    names = list(image_names) if image_names else IMAGE_SETS[set_letter][2]
+    rng = np.random.default_rng(zlib.crc32(f"vbo-template-{set_letter}".encode()))
+    from scipy import ndimage
+
+    # visible region of the unwarped image (fractions of the screen), like the released templates
+    r0, r1, c0, c1 = 0.12, 0.88, 0.195, 0.805
+    ry = (np.arange(rows) + 0.5) / rows
+    cx = (np.arange(cols) + 0.5) / cols
+    yn = (ry - (r0 + r1) / 2) / ((r1 - r0) / 2)
+    xn = (cx - (c0 + c1) / 2) / ((c1 - c0) / 2)
+    visible = (np.abs(yn)[:, None] ** 6 + np.abs(xn)[None, :] ** 6) <= 1.0
+    # warped screen position -> position in the visible region (separable, magnified in the middle)
+    warp = lambda u: 0.5 + 0.5 * np.sin(np.pi * 0.45 * (2 * u - 1)) / np.sin(np.pi * 0.45)  # noqa: E731
+    wy = r0 + (r1 - r0) * warp(ry)
+    wx = c0 + (c1 - c0) * warp(cx)
+    low = (48, 72)
+    # separable bilinear resampling as two small matrix products: image = Wy @ base @ Wx.T
+    unwarp_y, unwarp_x = _interpolation_matrix(ry, low[0]), _interpolation_matrix(cx, low[1])
+    warp_y, warp_x = _interpolation_matrix(wy, low[0]), _interpolation_matrix(wx, low[1])
+    warped = np.empty((len(names), rows, cols), np.uint8)
+    unwarped = np.empty((len(names), rows, cols), np.float64)
+    for i in range(len(names)):
+        base = ndimage.gaussian_filter(rng.standard_normal(low), 1.6, mode="wrap")
+        base = np.clip(125.0 + 48.0 * (base - base.mean()) / base.std(), 0.0, 255.0)
+        u = unwarped[i]
+        np.matmul(unwarp_y @ base, unwarp_x.T, out=u)
+        u /= 4.0
+        np.round(u, out=u)
+        u *= 4.0
+        np.clip(u, 0.0, 255.0, out=u)
+        u[~visible] = np.nan
+        w = (warp_y @ base) @ warp_x.T
+        np.clip(np.round(w, out=w), 0, 255, out=w)
+        warped[i] = w
+    return StimulusTemplate(IMAGE_SETS[set_letter][1], names, warped, unwarped)
+
+
+def _interpolation_matrix(fraction: np.ndarray, n: int) -> np.ndarray:
+    """Linear-interpolation weights (len(fraction) × n) sampling n grid points spanning [0, 1] at ``fraction``."""
+    position = np.clip(fraction * (n - 1), 0, n - 1)
+    left = np.minimum(position.astype(int), n - 2)
+    t = position - left
+    weights = np.zeros((len(fraction), n))
+    rows = np.arange(len(fraction))
+    weights[rows, left] = 1.0 - t
+    weights[rows, left + 1] = t
+    return weights
+
+
+# --- metadata -----------------------------------------------------------------------------------
+
+_DESCRIPTIONS = (
+    ("OPHYS_0", "Habituation to the imaging rig: the mouse performs the visual change detection task with its "
+                "familiar natural images under the two-photon microscope, without recording. Images are shown "
+                "for 250 ms with 500 ms of gray screen between them."),
+    ("OPHYS_1", "Two-photon calcium imaging in visual cortex while the mouse performs the visual change detection "
+                "task with the natural images it learned in training. Images are shown for 250 ms with 500 ms of "
+                "gray screen between them and 5% of non-change presentations are omitted. Five minutes of gray "
+                "screen precede and follow 60 minutes of behavior, then a 30 s natural movie is repeated 10 "
+                "times."),
+    ("OPHYS_3", "Two-photon calcium imaging in visual cortex while the mouse performs the visual change detection "
+                "task with the natural images it learned in training. Images are shown for 250 ms with 500 ms of "
+                "gray screen between them and 5% of non-change presentations are omitted. Five minutes of gray "
+                "screen precede and follow 60 minutes of behavior, then a 30 s natural movie is repeated 10 "
+                "times."),
+    ("OPHYS_2", "Two-photon calcium imaging in visual cortex during passive viewing of the familiar natural images: "
+                "the lick spout is withdrawn and no rewards are given. Images are shown for 250 ms with 500 ms of "
+                "gray screen between them and 5% of non-change presentations are omitted, followed by 10 repeats "
+                "of a 30 s natural movie."),
+    ("OPHYS_4", "Two-photon calcium imaging in visual cortex while the mouse performs the visual change detection "
+                "task with a set of natural images it has not seen in training. Images are shown for 250 ms with "
+                "500 ms of gray screen between them and 5% of non-change presentations are omitted, between "
+                "gray screens and followed by 10 repeats of a 30 s natural movie."),
+    ("OPHYS_6", "Two-photon calcium imaging in visual cortex while the mouse performs the visual change detection "
+                "task with a set of natural images it has not seen in training. Images are shown for 250 ms with "
+                "500 ms of gray screen between them and 5% of non-change presentations are omitted, between "
+                "gray screens and followed by 10 repeats of a 30 s natural movie."),
+    ("OPHYS_5", "Two-photon calcium imaging in visual cortex during passive viewing of the novel natural images: "
+                "the lick spout is withdrawn and no rewards are given. Images are shown for 250 ms with 500 ms of "
+                "gray screen between them and 5% of non-change presentations are omitted, followed by 10 repeats "
+                "of a 30 s natural movie."),
+    ("TRAINING_0", "First day of training: full-field gratings change orientation and every change is followed by "
+                   "an automatic water reward, for 15 minutes, so the mouse learns where water comes from."),
+    ("TRAINING_1", "Training on the change detection task with full-field gratings: the mouse earns water by "
+                   "licking when the orientation changes."),
+    ("TRAINING_2", "Training on the change detection task with flashed gratings: gratings are shown for 250 ms "
+                   "with 500 ms of gray screen between them and the mouse licks when the orientation changes."),
+    ("TRAINING_3", "Training on the change detection task with natural images, shown for 250 ms with 500 ms of gray "
+                   "screen between them; correct licks earn a 10 uL water reward."),
+    ("TRAINING_4", "Training on the change detection task with natural images shown for 250 ms with 500 ms of gray "
+                   "screen between them; the reward drops to 7 uL."),
+    ("TRAINING_5", "Final training stage of the change detection task with natural images: the mouse must reach "
+                   "criterion performance before it moves to the imaging rig."),
+)
+
+
+def experiment_description(session_type: str) -> str:
+    """The prose stored in ``/general/experiment_description``, chosen by the session type's stage."""
+    for prefix, text in _DESCRIPTIONS:
+        if session_type.startswith(prefix):
+            return text
+    return "Visual change detection task with flashed stimuli and water rewards."
+
+
+def _age_days(plan: SessionPlan) -> int:
+    acquired, born = plan.date_of_acquisition, plan.mouse.date_of_birth
+    if (acquired.tzinfo is None) != (born.tzinfo is None):
+        acquired = acquired.replace(tzinfo=None)
+        born = born.replace(tzinfo=None)
+    return int((acquired - born).days)
+
+
+def _subject(plan: SessionPlan) -> dict:
+    mouse = plan.mouse
+    return {
+        "age": f"P{_age_days(plan)}D",
+        "description": SUBJECT_DESCRIPTION,
+        "genotype": mouse.full_genotype,
+        "sex": mouse.sex,
+        "species": "Mus musculus",
+        "subject_id": str(mouse.mouse_id),
+        "driver_line": list(mouse.driver_line),
+        "reporter_line": mouse.reporter_line,
+    }
+
+
+def _task_parameters(setup: _Setup, shown_flashes: int) -> dict:
+    return {
+        "auto_reward_volume": AUTO_REWARD_VOLUME,
+        "blank_duration_sec": list(BLANK_DURATION_S),
+        "n_stimulus_frames": int(shown_flashes * FLASH_FRAMES),
+        "omitted_flash_fraction": OMITTED_FLASH_FRACTION if setup.omissions else float("nan"),
+        "response_window_sec": list(RESPONSE_WINDOW_S),
+        "reward_volume": setup.reward_volume,
+        "session_type": setup.plan.session_type,
+        "stimulus": GRATING if setup.gratings else "images",
+        "stimulus_distribution": "geometric",
+        "stimulus_duration_sec": STIMULUS_DURATION_S,
+        "stimulus_name": setup.stimulus_name,
+        "task": "change detection",
+    }
+
+
+# --- planted truth ------------------------------------------------------------------------------
+
+
+def _rate(k: int, n: int) -> float | None:
+    return float(k / n) if n else None
+
+
+def _truth(plan: SessionPlan, setup: _Setup, layout: _FrameLayout, ts: np.ndarray, engagement: _Engagement,
+           task: _Task, omitted: np.ndarray, trials: pd.DataFrame, running: dict, eye: EyeTracking | None,
+           session_uuid: str) -> dict:
+    engaged = np.asarray(task.engaged, bool)
+    go, catch = trials["go"].to_numpy(), trials["catch"].to_numpy()
+    hit, fa = trials["hit"].to_numpy(), trials["false_alarm"].to_numpy()
+    delay = setup.monitor_delay
+    onsets = layout.onsets
+    counts = {
+        "trials": int(task.n),
+        "go": int(go.sum()), "catch": int(catch.sum()),
+        "aborted": int(trials["aborted"].sum()), "auto_rewarded": int(trials["auto_rewarded"].sum()),
+        "hit": int(hit.sum()), "miss": int(trials["miss"].sum()),
+        "false_alarm": int(fa.sum()), "correct_reject": int(trials["correct_reject"].sum()),
+        "engaged": int(engaged.sum()),
+        "engaged_go": int((go & engaged).sum()), "engaged_hit": int((hit & engaged).sum()),
+        "engaged_catch": int((catch & engaged).sum()), "engaged_false_alarm": int((fa & engaged).sum()),
+    }
+    is_change = trials["is_change"].to_numpy()
+    in_task = running["in_task"]
+    level = running["level"]
+    speed = running["true_speed"]
+    engaged_frames = in_task & (level > 0.5)
+    disengaged_frames = in_task & (level <= 0.5)
+    truth = {
+        "behavior_session_id": int(plan.behavior_session_id),
+        "behavior_session_uuid": session_uuid,
+        "session_type": plan.session_type,
+        "stage": plan.stage,
+        "passive": setup.passive,
+        "stimulus": GRATING if setup.gratings else "images",
+        "hit_probability": float(plan.hit_probability),
+        "false_alarm_probability": float(plan.false_alarm_probability),
+        "disengaged_hit_probability": float(plan.hit_probability * DISENGAGED_RESPONSE_FACTOR),
+        "disengaged_false_alarm_probability": float(plan.false_alarm_probability * DISENGAGED_RESPONSE_FACTOR),
+        "observed_engaged_hit_rate": _rate(counts["engaged_hit"], counts["engaged_go"]),
+        "observed_engaged_false_alarm_rate": _rate(counts["engaged_false_alarm"], counts["engaged_catch"]),
+        "engagement": {
+            "model": "P(engaged at trial start) = 1 / (1 + exp((t - disengage_time) / tau))",
+            "disengage_time": engagement.disengage_time,
+            "tau_s": float(engagement.tau) if engagement.disengage_time is not None else None,
+            "trial_engaged": engaged.tolist(),
+        },
+        "trial_counts": counts,
+        "catch_fraction": CATCH_FRACTION,
+        "change_flash_distribution": {"kind": "geometric", "p": CHANGE_FLASH_P, "min_flash": MIN_CHANGE_FLASH,
+                                      "max_flash": MAX_CHANGE_FLASH},
+        "change_times": trials.loc[is_change, "change_time"].round(6).tolist(),
+        "sham_change_times": trials.loc[trials["catch"], "change_time"].round(6).tolist(),
+        "omitted_flash_times": np.round(ts[onsets[omitted]] + delay, 6).tolist(),
+        "omitted_flash_fraction": float(omitted.mean()) if layout.n_flashes else 0.0,
+        "image_sequence": {
+            "image_set": setup.set_letter if not setup.gratings else "gratings",
+            "stimulus_name": setup.stimulus_name,
+            "template_name": setup.template_name,
+            "image_names": list(setup.image_names),
+            "novel_images": [n for n, v in zip(setup.image_names, setup.novel) if v],
+            "initial_image": setup.image_names[task.first_image],
+            "n_flashes": int(layout.n_flashes),
+            "n_omitted": int(omitted.sum()),
+            "n_changes": int(is_change.sum()),
+        },
+        "monitor_delay": float(delay),
+        "clock_start": float(ts[0]),
+        "stimulus_frame_rate": FRAME_RATE,
+        "n_stimulus_frames": int(layout.n_frames),
+        "blocks": _block_times(setup, layout, ts),
+        "reward_volume": float(setup.reward_volume),
+        "auto_reward_volume": AUTO_REWARD_VOLUME,
+        "lick_model": {
+            "abort_rate_per_s": {"engaged": ABORT_RATE[True], "disengaged": ABORT_RATE[False]},
+            "response_latency_s": list(RESPONSE_LATENCY_S),
+            "late_lick_probability": {"engaged": LATE_LICK_PROBABILITY[True],
+                                      "disengaged": LATE_LICK_PROBABILITY[False]},
+            "lick_interval_frames": list(LICK_INTERVAL_FRAMES),
+        },
+        "running": {
+            "mean_speed_engaged": float(speed[engaged_frames].mean()) if engaged_frames.any() else None,
+            "mean_speed_disengaged": float(speed[disengaged_frames].mean()) if disengaged_frames.any() else None,
+        },
+    }
+    if eye is not None:
+        truth["eye_tracking"] = {
+            "n_frames": int(len(eye.timestamps)),
+            "rate_hz": EYE_RATE,
+            "n_blink_frames": int(np.isnan(eye.eye.area).sum()),
+            "pupil_width_mean": float(np.nanmean(eye.pupil.width)),
+        }
+    return truth
+
+
+def _block_times(setup: _Setup, layout: _FrameLayout, ts: np.ndarray) -> list[dict]:
+    delay = setup.monitor_delay
+    name1 = PASSIVE_BLOCK_NAME if setup.passive else BLOCK_NAMES[1]
+    last_flash_end = layout.onsets[-1] + FLASH_FRAMES
+    blocks = [
+        {"stimulus_block": 0, "name": BLOCK_NAMES[0], "start_time": 0.0,
+         "end_time": float(ts[layout.first_flash] + delay)},
+        {"stimulus_block": 1, "name": name1, "start_time": float(ts[layout.first_flash] + delay),
+         "end_time": float(ts[last_flash_end] + delay)},
+        {"stimulus_block": 2, "name": BLOCK_NAMES[2], "start_time": float(ts[last_flash_end] + delay),
+         "end_time": float(ts[min(layout.movie_start, layout.n_frames - 1)] + delay)},
+    ]
+    if layout.movie_rows:
+        blocks.append({"stimulus_block": 3, "name": BLOCK_NAMES[3],
+                       "start_time": float(ts[layout.movie_start] + delay),
+                       "end_time": float(ts[-1] + delay)})
+    return blocks

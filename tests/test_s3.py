@@ -1,0 +1,290 @@
+"""vbo.cache.s3: URL forms, safe keys, foreign hosts, anonymous listing, sizes, remote (range) reads.
+
+Network: only 127.0.0.1 (moto's S3 server and a fault proxy from ``s3_server.py``).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import random
+
+import pandas as pd
+import pytest
+
+from s3_server import FaultProxy, moto_s3
+from vbo.cache import manifest as mf
+from vbo.cache import s3
+from vbo.errors import ForeignHostError, S3Error, S3ObjectNotFoundError, UnsafeKeyError, VboError
+
+pytest.importorskip("moto.server", reason="the S3 tests need moto[server] (test extra)")
+
+BUCKET = "vbo-test-s3"
+AWS = "https://visual-behavior-ophys-data"
+KEY_951 = "visual-behavior-ophys/behavior_ophys_experiments/behavior_ophys_experiment_951980471.nwb"
+
+
+@pytest.fixture(scope="module")
+def server():
+    srv = moto_s3()
+    srv.create_bucket(BUCKET)
+    return srv
+
+
+@pytest.fixture(scope="module")
+def module_proxy(server):
+    with FaultProxy(server.endpoint) as px:
+        yield px
+
+
+@pytest.fixture
+def proxy(module_proxy):
+    module_proxy.clear()
+    yield module_proxy
+    module_proxy.clear()
+
+
+@pytest.fixture
+def client(proxy):
+    return s3.anonymous_client(proxy.endpoint, read_timeout=5, max_attempts=1)
+
+
+# --- URL forms -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("url, bucket, key, version", [
+    (f"{AWS}.s3-us-west-2.amazonaws.com/{KEY_951}", mf.BUCKET_NAME, KEY_951, None),  # docs form
+    (f"{AWS}.s3.us-west-2.amazonaws.com/{KEY_951}", mf.BUCKET_NAME, KEY_951, None),  # manifest form
+    (f"{AWS}.s3.amazonaws.com/{KEY_951}", mf.BUCKET_NAME, KEY_951, None),
+    (f"{AWS}.s3.dualstack.us-west-2.amazonaws.com/{KEY_951}", mf.BUCKET_NAME, KEY_951, None),
+    (f"{AWS}.s3.us-west-2.amazonaws.com/visual-behavior-ophys/resources/Movie_TOE1.npy"
+     "?versionId=Czht4ouDiTvs4CC_s8hsaE7VtVt_E9rO", mf.BUCKET_NAME, "visual-behavior-ophys/resources/Movie_TOE1.npy",
+     "Czht4ouDiTvs4CC_s8hsaE7VtVt_E9rO"),
+    (f"https://s3.us-west-2.amazonaws.com/visual-behavior-ophys-data/{KEY_951}", mf.BUCKET_NAME, KEY_951, None),
+    (f"s3://visual-behavior-ophys-data/{KEY_951}", mf.BUCKET_NAME, KEY_951, None),
+    (f"http://127.0.0.1:9000/visual-behavior-ophys-data/{KEY_951}?versionId=v1", mf.BUCKET_NAME, KEY_951, "v1"),
+    (f"{AWS}.s3.us-west-2.amazonaws.com/a%20b/c.csv", mf.BUCKET_NAME, "a b/c.csv", None),
+])
+def test_bucket_and_key_of_real_url_forms(url, bucket, key, version):
+    assert s3.bucket_and_key(url) == (bucket, key)
+    assert s3.parse_object_url(url).version_id == version
+
+
+def test_custom_endpoint_url_names_its_endpoint():
+    loc = s3.parse_object_url("http://127.0.0.1:9000/bkt/a/b.nwb")
+    assert (loc.bucket, loc.key, loc.endpoint_url) == ("bkt", "a/b.nwb", "http://127.0.0.1:9000")
+    assert s3.parse_object_url(f"{AWS}.s3.us-west-2.amazonaws.com/x").endpoint_url is None
+
+
+@pytest.mark.parametrize("url", ["ftp://host/x", "https://visual-behavior-ophys-data.s3.amazonaws.com/",
+                                 "s3://", "not a url"])
+def test_urls_without_object_refused(url):
+    with pytest.raises(UnsafeKeyError):
+        s3.parse_object_url(url)
+
+
+def test_url_builders_follow_the_key_layout():
+    v = "Czht4ouDiTvs4CC_s8hsaE7VtVt_E9rO"
+    host = "https://visual-behavior-ophys-data.s3.us-west-2.amazonaws.com"
+    assert s3.manifest_url("1.1.0") == (f"{host}/visual-behavior-ophys/manifests/"
+                                        "visual-behavior-ophys_project_manifest_v1.1.0.json")
+    assert s3.metadata_url("ophys_session_table") == \
+        f"{host}/visual-behavior-ophys/project_metadata/ophys_session_table.csv"
+    assert s3.metadata_url("ophys_cells_table.csv", version_id=v).endswith(f"ophys_cells_table.csv?versionId={v}")
+    assert s3.behavior_nwb_url(1089912433) == \
+        f"{host}/visual-behavior-ophys/behavior_sessions/behavior_session_1089912433.nwb"
+    assert s3.experiment_nwb_url(951980471) == f"{host}/{KEY_951}"
+    pinned = s3.experiment_nwb_url("951980471", version_id=v, endpoint_url="http://127.0.0.1:9000")
+    assert pinned == f"http://127.0.0.1:9000/visual-behavior-ophys-data/{KEY_951}?versionId={v}"
+    loc = s3.parse_object_url(pinned)
+    assert (loc.bucket, loc.key, loc.version_id) == (mf.BUCKET_NAME, KEY_951, v)
+    with pytest.raises(ValueError, match="unknown metadata table"):
+        s3.metadata_url("cells")
+
+
+# --- unsafe keys and foreign hosts ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("key", ["../x.nwb", "visual-behavior-ophys/../../etc/passwd", "a/..", "/etc/passwd",
+                                 "a\\..\\b", "C:/Windows/x", "visual-behavior-ophys/C:evil", "a//b", "a/", "",
+                                 "a/./b", "a/\x00b"])
+def test_unsafe_keys_refused(key, tmp_path):
+    with pytest.raises(UnsafeKeyError) as info:
+        s3.safe_relative_key(key)
+    assert isinstance(info.value, ValueError) and isinstance(info.value, VboError)
+    assert info.value.key == key and str(info.value).startswith(repr(key))
+    with pytest.raises(UnsafeKeyError):
+        s3.local_path_for_key(tmp_path, key)
+
+
+def test_safe_keys_accepted(tmp_path):
+    assert s3.safe_relative_key(KEY_951) == KEY_951
+    assert s3.local_path_for_key(tmp_path, KEY_951, strip_components=1) == \
+        tmp_path / "behavior_ophys_experiments" / "behavior_ophys_experiment_951980471.nwb"
+
+
+@pytest.mark.parametrize("url", [
+    "https://evil.example.com/visual-behavior-ophys-data/visual-behavior-ophys/x.csv",
+    "https://other-bucket.s3.us-west-2.amazonaws.com/visual-behavior-ophys/x.csv",
+    "https://visual-behavior-ophys-data.s3.us-west-2.amazonaws.com@evil.example.com/visual-behavior-ophys/x",
+    "http://visual-behavior-ophys-data.s3.us-west-2.amazonaws.com/visual-behavior-ophys/x.csv",
+    "http://127.0.0.1:1/visual-behavior-ophys-data/visual-behavior-ophys/x.csv",  # no endpoint configured
+    "s3://other-bucket/visual-behavior-ophys/x.csv",
+])
+def test_foreign_hosts_refused(url, monkeypatch):
+    for name in s3.ENDPOINT_ENV:
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(ForeignHostError) as info:
+        s3.check_object_url(url)
+    assert info.value.key == url and isinstance(info.value, UnsafeKeyError)
+
+
+def test_release_and_endpoint_hosts_accepted(monkeypatch):
+    for name in s3.ENDPOINT_ENV:
+        monkeypatch.delenv(name, raising=False)
+    for url in (f"{AWS}.s3-us-west-2.amazonaws.com/{KEY_951}", f"{AWS}.s3.us-west-2.amazonaws.com/{KEY_951}"):
+        assert s3.check_object_url(url).key == KEY_951
+    local = f"http://127.0.0.1:9000/visual-behavior-ophys-data/{KEY_951}"
+    assert s3.check_object_url(local, endpoint_url="http://127.0.0.1:9000").key == KEY_951
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", "http://127.0.0.1:9000")
+    assert s3.check_object_url(local).key == KEY_951
+    with pytest.raises(UnsafeKeyError, match="leave the cache"):
+        s3.check_object_url(f"{AWS}.s3.us-west-2.amazonaws.com/visual-behavior-ophys/../../x")
+
+
+def test_endpoint_from_argument_then_environment(monkeypatch):
+    for name in s3.ENDPOINT_ENV:
+        monkeypatch.delenv(name, raising=False)
+    assert s3.anonymous_client().meta.endpoint_url == "https://s3.us-west-2.amazonaws.com"
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:2")
+    assert s3.anonymous_client().meta.endpoint_url == "http://127.0.0.1:2"
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", "http://127.0.0.1:3/")
+    assert s3.anonymous_client().meta.endpoint_url == "http://127.0.0.1:3"
+    assert s3.anonymous_client("http://127.0.0.1:4").meta.endpoint_url == "http://127.0.0.1:4"
+
+
+# --- listing, sizes, anonymous access ------------------------------------------------------------------
+
+
+def test_anonymous_listing_paginates(server, client, proxy):
+    keys = [f"list/manifests/visual-behavior-ophys_project_manifest_v0.{i}.0.json" for i in range(23)]
+    for key in keys:
+        server.put(BUCKET, key, b"{}")
+    server.put(BUCKET, "list-other/x", b"x")
+    proxy.clear()
+    assert s3.list_keys(client, BUCKET, "list/", page_size=5) == sorted(keys)
+    pages = [r for r in proxy.requests(method="GET") if "list-type=2" in r.path]
+    assert len(pages) == 5  # 23 keys, 5 per page
+    assert all("max-keys=5" in r.path for r in pages)
+    assert s3.list_keys(client, BUCKET, "nothing-here/") == []
+
+
+def test_object_size_by_version_and_missing_objects(server, client):
+    v1 = server.put(BUCKET, "size/a.bin", b"x" * 1000)
+    server.put(BUCKET, "size/a.bin", b"y" * 10)
+    assert s3.object_size(client, BUCKET, "size/a.bin", v1) == 1000
+    assert s3.object_size(client, BUCKET, "size/a.bin") == 10
+    with pytest.raises(S3ObjectNotFoundError) as info:
+        s3.object_size(client, BUCKET, "size/missing.bin")
+    assert isinstance(info.value, FileNotFoundError) and info.value.key == "size/missing.bin"
+
+
+def test_requests_are_unsigned(server, client):
+    """The client sends no credentials: a private object is refused (as S3Error, not retried forever)."""
+    server.admin.put_object(Bucket=BUCKET, Key="private/x", Body=b"secret")  # default ACL: private
+    with pytest.raises(S3Error):
+        s3.object_size(client, BUCKET, "private/x")
+
+
+# --- remote file ---------------------------------------------------------------------------------------
+
+
+def test_remote_file_reads_like_a_local_file(server, client, proxy):
+    data = random.Random(1).randbytes(700_001)
+    version = server.put(BUCKET, "remote/r.bin", data)
+    server.put(BUCKET, "remote/r.bin", b"overwritten")
+    f = s3.open_remote((BUCKET, "remote/r.bin"), version, client, block_size=16_384, cache_bytes=65_536)
+    assert f.size == len(data) and f.seekable() and f.readable() and not f.writable()
+    rng = random.Random(2)
+    for _ in range(200):
+        pos, n = rng.randrange(0, len(data) + 10), rng.randrange(0, 50_000)
+        f.seek(pos)
+        assert f.read(n) == data[pos:pos + n]
+        assert f.tell() == min(pos + n, len(data)) if pos < len(data) else f.tell() == pos
+        assert sum(len(b) for b in f._blocks.values()) <= 65_536  # the block cache stays bounded
+    f.seek(-5, io.SEEK_END)
+    buf = bytearray(10)
+    assert f.readinto(buf) == 5 and bytes(buf[:5]) == data[-5:]
+    f.seek(0)
+    assert f.read() == data  # a read larger than half the cache goes straight to the network
+    assert f.read(10) == b""
+    with pytest.raises(OSError):
+        f.seek(-1)
+    f.close()
+    with pytest.raises(ValueError):
+        f.read(1)
+    # the latest version, pinned at open; a URL's versionId pins too
+    latest = s3.open_remote(f"{proxy.endpoint}/{BUCKET}/remote/r.bin")
+    assert latest.read() == b"overwritten"
+    pinned = s3.open_remote(f"{proxy.endpoint}/{BUCKET}/remote/r.bin?versionId={version}", buffered=True)
+    assert pinned.read(100) == data[:100]
+
+
+def test_remote_file_survives_faults(server, client, proxy):
+    data = os.urandom(300_000)
+    server.put(BUCKET, "remote/faults.bin", data)
+    f = s3.open_remote((BUCKET, "remote/faults.bin"), client=client, block_size=65_536)
+    f.retries, f.backoff = 6, 0.01
+    for kind in ("reset", "truncate", "status"):
+        proxy.inject(kind, match="faults.bin", after_bytes=1000, status=503)
+    assert f.read() == data
+    assert [r.fault for r in proxy.requests(method="GET", match="faults.bin")] == ["reset", "truncate", "status", None]
+    assert f.bytes_transferred >= len(data)
+
+
+def test_remote_file_missing_object(client):
+    with pytest.raises(S3ObjectNotFoundError):
+        s3.open_remote((BUCKET, "remote/none.bin"), client=client)
+
+
+# --- streaming NWB reads equal local reads -------------------------------------------------------------
+
+
+def _counting_remote(server, proxy, path, key, block_size):
+    version = server.put_file(BUCKET, key, path)
+    proxy.clear()
+    return s3.open_remote(f"{proxy.endpoint}/{BUCKET}/{key}?versionId={version}", block_size=block_size)
+
+
+def test_streamed_behavior_session_equals_local(server, proxy, session_nwb):
+    import vbo
+
+    remote = _counting_remote(server, proxy, session_nwb, "nwb/behavior_session_1089912433.nwb", 64 * 1024)
+    size = session_nwb.stat().st_size
+    local = vbo.BehaviorSession.from_nwb_path(session_nwb)
+    streamed = vbo.BehaviorSession.from_nwb_path(remote)
+    assert streamed.metadata == local.metadata
+    sent = sum(r.bytes_sent for r in proxy.requests(method="GET"))
+    assert sent == remote.bytes_transferred
+    assert sent < 0.15 * size, f"metadata-only access moved {sent} of {size} bytes"
+    pd.testing.assert_frame_equal(streamed.trials, local.trials)
+    pd.testing.assert_frame_equal(streamed.stimulus_presentations, local.stimulus_presentations)
+    assert remote.bytes_transferred < size
+
+
+def test_streamed_experiment_equals_local(server, proxy, experiment_nwb):
+    import numpy as np
+    import vbo
+
+    remote = _counting_remote(server, proxy, experiment_nwb, "nwb/behavior_ophys_experiment_1091765022.nwb",
+                              s3.DEFAULT_BLOCK_SIZE)
+    size = experiment_nwb.stat().st_size
+    local = vbo.BehaviorOphysExperiment.from_nwb_path(experiment_nwb)
+    streamed = vbo.BehaviorOphysExperiment.from_nwb_path(remote)
+    assert streamed.metadata.keys() == local.metadata.keys()
+    for name, value in local.metadata.items():
+        assert np.array_equal(streamed.metadata[name], value) if isinstance(value, np.ndarray) \
+            else streamed.metadata[name] == value, name
+    assert remote.bytes_transferred < 0.2 * size, f"metadata-only access moved {remote.bytes_transferred} of {size}"
+    pd.testing.assert_frame_equal(streamed.trials, local.trials)
+    pd.testing.assert_frame_equal(streamed.stimulus_presentations, local.stimulus_presentations)
