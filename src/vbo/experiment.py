@@ -330,11 +330,13 @@ class BehaviorOphysExperiment(BehaviorSession):
         """Legacy: positions of ``cell_specimen_ids`` in ``cell_specimen_table``."""
         warnings.warn("get_cell_specimen_indices is a legacy method; use cell_specimen_table.index.get_indexer",
                       VisibleDeprecationWarning, stacklevel=2)
-        positions = self._cell_index.get_indexer(list(cell_specimen_ids))
-        if (positions < 0).any():
-            unknown = [c for c, p in zip(cell_specimen_ids, positions) if p < 0]
+        position: dict = {}
+        for i, cell in enumerate(self._cell_index):  # a dict also finds None (unmatched ROIs)
+            position.setdefault(cell, i)
+        unknown = [c for c in cell_specimen_ids if c not in position]
+        if unknown:
             raise KeyError(f"cell_specimen_ids {unknown} are not in {self._name}")
-        return [int(p) for p in positions]
+        return [position[c] for c in cell_specimen_ids]
 
     def get_dff_traces(self, cell_specimen_ids=None) -> tuple[np.ndarray, np.ndarray]:
         """Legacy: ``(ophys_timestamps, dF/F array cells × frames)`` for all or the given cells."""

@@ -344,7 +344,7 @@ def _nwbfile(content: BehaviorContent, keywords: tuple[str, ...]):
     if start.tzinfo is None:  # naive times are UTC (as readers assume), never the writer's local zone
         start = start.replace(tzinfo=dt.timezone.utc)
     return NWBFile(session_description=content.session_type, identifier=content.identifier,
-                   session_start_time=start,
+                   session_start_time=start, file_create_date=[start],
                    experiment_description=content.experiment_description,
                    institution=content.institution, keywords=list(keywords))
 
@@ -708,6 +708,21 @@ def _ignore_layout_warnings() -> None:
     warnings.filterwarnings("ignore", message="The linked table for DynamicTableRegion", category=UserWarning)
 
 
+def _stable_object_ids(nwbfile, content: BehaviorContent | OphysContent) -> None:
+    """Give every container an ``object_id`` derived from the file identifier and its place in the file
+    (hdmf draws random uuid4s), so the same content always gives the same bytes."""
+    identifier = (content.behavior if isinstance(content, OphysContent) else content).identifier
+    namespace = uuid.uuid5(uuid.NAMESPACE_URL, f"vbo:{identifier}")
+    for container in nwbfile.all_children():
+        chain, node = [], container
+        while node is not None:
+            chain.append(f"{type(node).__name__}:{node.name}")
+            node = node.parent
+        # hdmf offers no setter; the id is only read when the file is built
+        container._AbstractContainer__object_id = str(uuid.uuid5(namespace, "/".join(reversed(chain))))
+    nwbfile.all_children()  # rebuild the id → object map under the new ids
+
+
 def write_nwb(content: BehaviorContent | OphysContent, path: str | os.PathLike) -> Path:
     """Write ``content`` as a released-layout Visual Behavior NWB file at ``path``.
 
@@ -746,6 +761,7 @@ def write_nwb(content: BehaviorContent | OphysContent, path: str | os.PathLike) 
         with warnings.catch_warnings():
             _ignore_layout_warnings()
             nwbfile, manager = build_nwbfile(content)
+            _stable_object_ids(nwbfile, content)
             with NWBHDF5IO(str(tmp), mode="w", manager=manager) as io:
                 io.write(nwbfile)
         os.replace(tmp, path)
