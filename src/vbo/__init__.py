@@ -44,23 +44,28 @@ def open_nwb(path, **kwargs):
     Parameters
     ----------
     path
-        Path (or binary file-like object) of a behavior session or ophys experiment NWB file.
+        Path, ``s3://``/``https://`` URL (streamed) or binary file-like object of a behavior session or
+        ophys experiment NWB file.
     **kwargs
         Reading options of the chosen class's ``from_nwb_path``; options that only experiments take
         are ignored for behavior-only files.
     """
     from vbo.experiment import BehaviorOphysExperiment
     from vbo.nwb import layout
-    from vbo.nwb.read import open_hdf5
-    from vbo.session import BehaviorSession
+    from vbo.session import BehaviorSession, open_source
 
-    h5 = open_hdf5(path)
+    h5, remote = open_source(path)
     try:
         if layout.OPHYS in h5:
-            return BehaviorOphysExperiment(h5, **kwargs)
-        session_options = ("eye_tracking_z_threshold", "eye_tracking_dilation_frames",
-                           "add_is_change_to_stimulus_presentations_table")
-        return BehaviorSession(h5, **{k: v for k, v in kwargs.items() if k in session_options})
+            session = BehaviorOphysExperiment(h5, **kwargs)
+        else:
+            session_options = ("eye_tracking_z_threshold", "eye_tracking_dilation_frames",
+                               "add_is_change_to_stimulus_presentations_table")
+            session = BehaviorSession(h5, **{k: v for k, v in kwargs.items() if k in session_options})
     except BaseException:
         h5.close()
+        if remote is not None:
+            remote.close()
         raise
+    session._remote = remote
+    return session

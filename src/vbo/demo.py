@@ -1,7 +1,9 @@
 """``vbo demo``: simulate a small release once, then run the existing workflows on it and save figures.
 
 The release is simulated into the user's cache folder (``$XDG_CACHE_HOME/vbo`` or ``~/.cache/vbo``) and
-reused by later runs; figures and a summary go to the output folder (``./vbo-demo``).
+reused by later runs. It is opened exactly as a mirrored bucket is, through
+``VisualBehaviorOphysProjectCache.from_local_cache(folder, use_static_cache=True)``; figures and a summary go to
+the output folder (``./vbo-demo``).
 """
 
 from __future__ import annotations
@@ -61,18 +63,9 @@ def ensure_release(cache_dir: Path, seed: int = DEMO_SEED, scale: str = DEMO_SCA
     return release_dir, True
 
 
-def _session_file(release_dir: Path, row: pd.Series) -> Path:
-    """Behavior NWB of a session, or (imaging session) the NWB of its lowest experiment id."""
-    from vbo.simulate.release import behavior_key, experiment_key
-
-    if row["file_id"] >= 0:
-        return release_dir / behavior_key(int(row["behavior_session_id"]))
-    experiments = json.loads(str(row["ophys_experiment_id"]).replace("'", '"'))
-    return release_dir / experiment_key(min(experiments))
-
-
 def run_demo(out_dir: str | Path = "vbo-demo", cache_dir: str | Path | None = None, seed: int = DEMO_SEED,
-             scale: str = DEMO_SCALE, progress: Callable[[int, int], None] | None = None) -> DemoResult:
+             scale: str = DEMO_SCALE, progress: Callable[[int, int], None] | None = None,
+             release_dir: str | Path | None = None) -> DemoResult:
     """Simulate (once) and analyse a synthetic release; write figures and ``summary.md`` to ``out_dir``.
 
     Parameters
@@ -85,6 +78,8 @@ def run_demo(out_dir: str | Path = "vbo-demo", cache_dir: str | Path | None = No
         Which synthetic release.
     progress
         Called as ``progress(done, total)`` while simulating.
+    release_dir
+        Use this existing release folder (a bucket copy) instead of the cached synthetic one.
     """
     import vbo
     from vbo import plots
@@ -92,25 +87,27 @@ def run_demo(out_dir: str | Path = "vbo-demo", cache_dir: str | Path | None = No
     start = time.perf_counter()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    release_dir, simulated = ensure_release(Path(cache_dir) if cache_dir else default_cache_dir(), seed, scale,
-                                            progress)
+    if release_dir is not None:
+        release_dir, simulated = Path(release_dir), False
+    else:
+        release_dir, simulated = ensure_release(Path(cache_dir) if cache_dir else default_cache_dir(), seed, scale,
+                                                progress)
     result = DemoResult(out, release_dir, simulated=simulated)
-    project = release_dir / "visual-behavior-ophys" / "project_metadata"
-    sessions = pd.read_csv(project / "behavior_session_table.csv", dtype={"mouse_id": str})
-    sessions = sessions.sort_values("date_of_acquisition", kind="stable")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the SDK-compatible reminder about stimulus blocks
+        cache = vbo.VisualBehaviorOphysProjectCache.from_local_cache(release_dir, use_static_cache=True)
+    sessions = cache.get_behavior_session_table().sort_values("date_of_acquisition", kind="stable")
+    experiments = cache.get_ophys_experiment_table()
     truth = pd.read_parquet(release_dir / "ground_truth" / "sessions.parquet").set_index("behavior_session_id")
 
-    # workflow 1: one mouse's training history (mouse-history tutorial)
-    imaged_mice = sessions.loc[sessions["file_id"] < 0, "mouse_id"]
-    mouse = imaged_mice.iloc[0] if len(imaged_mice) else sessions["mouse_id"].iloc[0]
+    # workflow 1: one imaged mouse's training history (mouse-history tutorial)
+    mouse = experiments["mouse_id"].iloc[0]
     history_rows = []
-    for _, row in sessions[sessions["mouse_id"] == mouse].iterrows():
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            with vbo.BehaviorSession.from_nwb_path(_session_file(release_dir, row)) as session:
-                metrics = session.get_performance_metrics()
-        planted = truth.loc[row["behavior_session_id"]]
-        history_rows.append({"behavior_session_id": row["behavior_session_id"], "session_type": row["session_type"],
+    for behavior_session_id, row in sessions[sessions["mouse_id"] == mouse].iterrows():
+        with cache.get_behavior_session(behavior_session_id) as session:
+            metrics = session.get_performance_metrics()
+        planted = truth.loc[behavior_session_id]
+        history_rows.append({"behavior_session_id": behavior_session_id, "session_type": row["session_type"],
                              "experience_level": row["experience_level"], **metrics,
                              "planted_hit_probability": planted["hit_probability"],
                              "planted_false_alarm_probability": planted["false_alarm_probability"]})
@@ -120,14 +117,10 @@ def run_demo(out_dir: str | Path = "vbo-demo", cache_dir: str | Path | None = No
                                 out / "training_history.png"))
 
     # workflow 2: one active imaging experiment (load-one-experiment and trial-type tutorials)
-    experiments = pd.read_csv(project / "ophys_experiment_table.csv", dtype={"mouse_id": str})
-    active = experiments[~experiments["passive"].astype(bool)].sort_values("ophys_experiment_id")
-    experiment_id = int(active["ophys_experiment_id"].iloc[0])
-    from vbo.simulate.release import experiment_key
-
+    experiment_id = int(experiments[~experiments["passive"]].index.min())
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        with vbo.BehaviorOphysExperiment.from_nwb_path(release_dir / experiment_key(experiment_id)) as experiment:
+        with cache.get_behavior_ophys_experiment(experiment_id) as experiment:
             result.figures.append(_save(plots.experiment_overview(experiment), out / "experiment_overview.png"))
             rolling = experiment.get_rolling_performance_df()
             result.figures.append(_save(plots.rolling_performance(rolling, f"experiment {experiment_id}"),

@@ -20,6 +20,22 @@ from vbo.nwb import read as nwb
 from vbo.values import Coordinates
 
 NwbSource = str | os.PathLike | IO[bytes]
+STREAMED_SCHEMES = ("s3://", "https://", "http://")
+
+
+def open_source(nwb_path: NwbSource) -> tuple[h5py.File, IO[bytes] | None]:
+    """Open a path, URL (streamed by byte ranges) or file object as HDF5; also return the remote file opened."""
+    remote = None
+    if isinstance(nwb_path, str) and nwb_path.startswith(STREAMED_SCHEMES):
+        from vbo.cache.s3 import open_remote
+
+        nwb_path = remote = open_remote(nwb_path)
+    try:
+        return nwb.open_hdf5(nwb_path), remote
+    except BaseException:
+        if remote is not None:
+            remote.close()
+        raise
 
 
 class BehaviorSession:
@@ -44,6 +60,7 @@ class BehaviorSession:
                  add_is_change_to_stimulus_presentations_table: bool = True):
         nwb.require(h5, self._REQUIRED, self._KIND)
         self._file: h5py.File | None = h5
+        self._remote = None  # a remote file object this session opened (streaming), closed with it
         self._name = h5.filename
         self._eye_tracking_z_threshold = eye_tracking_z_threshold
         self._eye_tracking_dilation_frames = eye_tracking_dilation_frames
@@ -58,7 +75,9 @@ class BehaviorSession:
         Parameters
         ----------
         nwb_path
-            Path of a released NWB file, or an open binary file-like object (e.g. a remote file).
+            Path of a released NWB file; an ``s3://``, ``https://`` or ``http://`` URL of one (streamed by
+            byte ranges, nothing downloaded; a ``?versionId=`` pins the object version; the endpoint follows
+            ``AWS_ENDPOINT_URL_S3`` / ``AWS_ENDPOINT_URL``); or an open binary file-like object.
         **kwargs
             Reading options, as for :meth:`from_nwb`.
 
@@ -67,12 +86,16 @@ class BehaviorSession:
         vbo.errors.NwbFileError
             The file is missing, not HDF5, truncated, or not a Visual Behavior file of this kind.
         """
-        h5 = nwb.open_hdf5(nwb_path)
+        h5, remote = open_source(nwb_path)
         try:
-            return cls(h5, **kwargs)
+            session = cls(h5, **kwargs)
         except BaseException:
             h5.close()
+            if remote is not None:
+                remote.close()
             raise
+        session._remote = remote
+        return session
 
     @classmethod
     def from_nwb(cls, nwbfile, **kwargs) -> BehaviorSession:
@@ -103,6 +126,9 @@ class BehaviorSession:
         if self._file is not None:
             self._file.close()
             self._file = None
+        if self._remote is not None:
+            self._remote.close()
+            self._remote = None
 
     def __enter__(self):
         return self

@@ -64,6 +64,16 @@ def manifest_key(version: str) -> str:
     return f"{PROJECT_NAME}/{MANIFEST_PREFIX}/{manifest_name(version)}"
 
 
+def behavior_nwb_key(behavior_session_id: int) -> str:
+    """Object key of a behavior-only session's NWB."""
+    return f"{PROJECT_NAME}/behavior_sessions/behavior_session_{int(behavior_session_id)}.nwb"
+
+
+def experiment_nwb_key(ophys_experiment_id: int) -> str:
+    """Object key of an ophys experiment's NWB."""
+    return f"{PROJECT_NAME}/behavior_ophys_experiments/behavior_ophys_experiment_{int(ophys_experiment_id)}.nwb"
+
+
 def build_manifest(version: str, metadata_files: dict[str, tuple[str, str, str]],
                    data_files: dict[int, tuple[str, str, str]], data_pipeline: list[dict]) -> dict:
     """A manifest dict from ``{name: (key, version_id, file_hash)}`` and ``{file_id: (key, version_id, hash)}``."""

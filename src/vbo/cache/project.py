@@ -83,6 +83,14 @@ class _Store:
     def fetch(self, manifest: dict, entry: dict, verify: bool) -> Path:
         raise NotImplementedError
 
+    def check_entries(self, manifest: dict) -> None:
+        """Refuse a manifest whose keys would escape the cache folder (``..``, absolute paths ...)."""
+        from vbo.cache.s3 import bucket_and_key
+
+        for group in ("metadata_files", "data_files"):
+            for entry in manifest[group].values():
+                _relative(bucket_and_key(entry["url"])[1])
+
 
 class _LocalStore(_Store):
     """A cache folder filled earlier by an S3 cache (AllenSDK's or vbo's), used offline."""
@@ -154,6 +162,15 @@ class _S3Store(_Store):
         self.endpoint_url = endpoint_url
         self.client = anonymous_client(endpoint_url)
 
+    def check_entries(self, manifest: dict) -> None:
+        """Refuse entries on foreign hosts or other buckets, and keys escaping the cache folder."""
+        from vbo.cache.s3 import bucket_and_key, check_object_url
+
+        for group in ("metadata_files", "data_files"):
+            for entry in manifest[group].values():
+                check_object_url(entry["url"], self.bucket, self.endpoint_url)
+                _relative(bucket_and_key(entry["url"])[1])
+
     def manifest_names(self) -> list[str]:
         from vbo.cache.s3 import list_keys
 
@@ -168,6 +185,13 @@ class _S3Store(_Store):
             key = f"{mf.PROJECT_NAME}/{mf.MANIFEST_PREFIX}/{name}"
             download_object(self.client, self.bucket, key, None, None, path)
         return path
+
+    def stream_url(self, entry: dict) -> str:
+        """URL of an entry's object version on this store's endpoint, for byte-range streaming."""
+        from vbo.cache.s3 import bucket_and_key, object_https_url
+
+        bucket, key = bucket_and_key(entry["url"])
+        return object_https_url(key, bucket or self.bucket, entry["version_id"], self.endpoint_url)
 
     def fetch(self, manifest: dict, entry: dict, verify: bool) -> Path:
         from vbo.cache.download import DownloadRecord, download_object, reuse_identical, verify_file
@@ -333,6 +357,7 @@ class VisualBehaviorOphysProjectCache:
 
             raise ManifestError(f"manifest {path} is not valid JSON: {err}") from err
         _check_manifest(manifest, path)
+        self._store.check_entries(manifest)
         return manifest
 
     def load_manifest(self, manifest_name: str) -> None:
@@ -403,7 +428,7 @@ class VisualBehaviorOphysProjectCache:
         """Hash every data file under the cache folder and write ``_downloaded_data.json`` anew."""
         if self._store.static:
             raise NotImplementedError("a static copy of the bucket has no download record to construct")
-        from vbo.cache.download import DownloadRecord
+        from vbo.cache.download import DownloadRecord, is_transient_file
 
         folder = self._store.cache_dir
         record = DownloadRecord(folder / DOWNLOAD_RECORD)
@@ -411,7 +436,7 @@ class VisualBehaviorOphysProjectCache:
         for root, _, files in os.walk(folder):
             for name in files:
                 path = Path(root) / name
-                if "json" in name or name == LAST_USED or path.is_symlink():
+                if "json" in name or name == LAST_USED or path.is_symlink() or is_transient_file(path):
                     continue
                 entries[str(path.resolve())] = mf.file_hash(path)
         record.replace(entries)
@@ -476,7 +501,7 @@ class VisualBehaviorOphysProjectCache:
 
             raise ManifestError(f"file_id {file_id} is not in manifest {self._manifest_name}") from None
 
-    def _experiment_path(self, ophys_experiment_id) -> Path:
+    def _experiment_entry(self, ophys_experiment_id) -> dict:
         from vbo.tables import normalize_id
 
         table = self._tables["ophys_experiment_table"]
@@ -485,31 +510,43 @@ class VisualBehaviorOphysProjectCache:
         if len(rows) != 1:
             raise RuntimeError(f"ophys_experiment_table should have 1 and only 1 entry for ophys_experiment_id "
                                f"{ophys_experiment_id}; it has {len(rows)}")
-        return self._fetch(self._data_entry(rows["file_id"].iloc[0]))
+        return self._data_entry(rows["file_id"].iloc[0])
 
-    def get_behavior_ophys_experiment(self, ophys_experiment_id, **kwargs):
-        """The :class:`vbo.BehaviorOphysExperiment` of one imaging plane (``id`` as int or str)."""
+    def _source(self, entry: dict, stream: bool) -> str | Path:
+        """A local (downloaded, verified) path, or with ``stream`` on an S3 cache the object's URL."""
+        if stream and isinstance(self._store, _S3Store):
+            return self._store.stream_url(entry)
+        return self._fetch(entry)
+
+    def get_behavior_ophys_experiment(self, ophys_experiment_id, stream: bool = False, **kwargs):
+        """The :class:`vbo.BehaviorOphysExperiment` of one imaging plane (``id`` as int or str).
+
+        With ``stream=True`` an S3 cache reads the file by byte ranges instead of downloading it (offline
+        caches read their local copy either way).
+        """
         from vbo.experiment import BehaviorOphysExperiment
 
-        return BehaviorOphysExperiment.from_nwb_path(self._experiment_path(ophys_experiment_id), **kwargs)
+        return BehaviorOphysExperiment.from_nwb_path(self._source(self._experiment_entry(ophys_experiment_id), stream),
+                                                     **kwargs)
 
-    def get_behavior_session(self, behavior_session_id, **kwargs):
+    def get_behavior_session(self, behavior_session_id, stream: bool = False, **kwargs):
         """The :class:`vbo.BehaviorSession` of one session; imaging sessions are read from their lowest
-        experiment's file (the behavior data are identical in every plane's file)."""
+        experiment's file (the behavior data are identical in every plane's file). ``stream`` as for
+        :meth:`get_behavior_ophys_experiment`."""
         from vbo.session import BehaviorSession
         from vbo.tables import lookup
 
         row = lookup(self._tables["behavior_session_table"], behavior_session_id, "behavior_session_id")
         file_id = row["file_id"]
         if pd.notna(file_id) and int(file_id) >= 0:
-            path = self._fetch(self._data_entry(file_id))
+            entry = self._data_entry(file_id)
         else:
             experiments = row["ophys_experiment_id"]
             if not isinstance(experiments, list) or not experiments:
                 raise RuntimeError(f"behavior session {behavior_session_id} has neither a behavior file nor "
                                    "released experiments")
-            path = self._experiment_path(min(experiments))
-        return BehaviorSession.from_nwb_path(path, **kwargs)
+            entry = self._experiment_entry(min(experiments))
+        return BehaviorSession.from_nwb_path(self._source(entry, stream), **kwargs)
 
     def get_raw_natural_movie(self):
         """The natural movie shown in every session (frames × rows × columns), from ``resources/Movie_TOE1.npy``."""

@@ -318,13 +318,8 @@ def metadata_url(table: str, *, bucket: str = mf.BUCKET_NAME, version_id: str | 
     return object_https_url(mf.metadata_key(name), bucket, version_id, endpoint_url)
 
 
-def behavior_nwb_key(behavior_session_id: int) -> str:
-    return f"{mf.PROJECT_NAME}/behavior_sessions/behavior_session_{int(behavior_session_id)}.nwb"
-
-
-def experiment_nwb_key(ophys_experiment_id: int) -> str:
-    return (f"{mf.PROJECT_NAME}/behavior_ophys_experiments/"
-            f"behavior_ophys_experiment_{int(ophys_experiment_id)}.nwb")
+behavior_nwb_key = mf.behavior_nwb_key
+experiment_nwb_key = mf.experiment_nwb_key
 
 
 def behavior_nwb_url(behavior_session_id: int, *, bucket: str = mf.BUCKET_NAME, version_id: str | None = None,

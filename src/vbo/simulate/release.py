@@ -59,14 +59,6 @@ def _seed(seed: int, *parts: int) -> np.random.Generator:
     return np.random.default_rng([seed, *parts])
 
 
-def behavior_key(behavior_session_id: int) -> str:
-    return f"{mf.PROJECT_NAME}/behavior_sessions/behavior_session_{behavior_session_id}.nwb"
-
-
-def experiment_key(ophys_experiment_id: int) -> str:
-    return f"{mf.PROJECT_NAME}/behavior_ophys_experiments/behavior_ophys_experiment_{ophys_experiment_id}.nwb"
-
-
 def _assign_file_ids(sessions: list[SessionPlan]) -> None:
     """Sequential manifest keys: behavior-only NWBs first, then experiment NWBs (−999 for imaging sessions)."""
     next_id = 0
@@ -138,14 +130,14 @@ def _simulate_session(job: tuple) -> dict:
         "files": [],
     }
     if not session.is_imaging:
-        path = _write(behavior, root / behavior_key(session.behavior_session_id))
-        result["files"].append((session.file_id, behavior_key(session.behavior_session_id), str(path)))
+        path = _write(behavior, root / mf.behavior_nwb_key(session.behavior_session_id))
+        result["files"].append((session.file_id, mf.behavior_nwb_key(session.behavior_session_id), str(path)))
         return result
     for experiment in session.experiments:
         container = containers[experiment.ophys_container_id]
         ophys, ophys_truth = simulate_ophys(session, experiment, container, behavior, scale,
                                             _seed(seed, session.behavior_session_id, experiment.ophys_experiment_id))
-        key = experiment_key(experiment.ophys_experiment_id)
+        key = mf.experiment_nwb_key(experiment.ophys_experiment_id)
         path = _write(ophys, root / key)
         result["files"].append((experiment.file_id, key, str(path)))
         if experiment.file_id in changed_file_ids:

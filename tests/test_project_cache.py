@@ -1,0 +1,207 @@
+"""VisualBehaviorOphysProjectCache on a simulated release: static copy, S3 (moto server), offline cache."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import vbo
+from vbo.cache import manifest as mf
+from vbo.cache.publish import publish
+from vbo.errors import (BehaviorCloudCacheVersionException, OutdatedManifestWarning, UnknownIdError, UnsafeKeyError,
+                        UpdatedStimulusPresentationTableWarning)
+
+pytest.importorskip("moto.server", reason="the S3 tests need moto[server] (test extra)")
+from s3_server import moto_s3  # noqa: E402
+
+Cache = vbo.VisualBehaviorOphysProjectCache
+BUCKET = "vbo-test-release"
+
+
+def quiet(factory, *args, **kwargs):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return factory(*args, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def static(tiny_release):
+    return quiet(Cache.from_local_cache, tiny_release.root, use_static_cache=True)
+
+
+@pytest.fixture(scope="module")
+def bucket(tiny_release):
+    server = moto_s3()
+    server.create_bucket(BUCKET)
+    published = publish(tiny_release.root, BUCKET, client=server.admin)
+    return server, published
+
+
+@pytest.fixture
+def s3_cache(bucket, tmp_path):
+    server, _ = bucket
+    return quiet(Cache.from_s3_cache, tmp_path / "cache", bucket_name_override=BUCKET, endpoint_url=server.endpoint)
+
+
+def test_static_cache_tables_and_sessions(static, tiny_release):
+    assert static.list_manifest_file_names() == [mf.manifest_name("1.1.0")]
+    assert static.current_manifest() == mf.manifest_name("1.1.0")
+    behavior = static.get_behavior_session_table()
+    experiments = static.get_ophys_experiment_table()
+    cells = static.get_ophys_cells_table()
+    assert behavior.index.name == "behavior_session_id" and cells.index.name == "cell_roi_id"
+    assert len(experiments) == tiny_release.n_experiment_files
+    assert (behavior["file_id"] >= 0).sum() == tiny_release.n_behavior_files
+    imaging = behavior[behavior["file_id"] == -999].iloc[0]
+    with static.get_behavior_session(str(imaging.name)) as session:  # id as str works
+        assert session.behavior_session_id == imaging.name
+        assert session.metadata["session_type"] == imaging["session_type"]
+    oeid = experiments.index[0]
+    with static.get_behavior_ophys_experiment(int(oeid)) as experiment:
+        assert experiment.ophys_experiment_id == oeid
+        assert len(experiment.cell_specimen_table) == (cells["ophys_experiment_id"] == oeid).sum()
+    with pytest.raises(UnknownIdError):
+        static.get_behavior_session(1)
+    with pytest.raises(RuntimeError, match="1 and only 1"):
+        static.get_behavior_ophys_experiment(1)
+    with pytest.raises(RuntimeError):
+        static.compare_manifests(*tiny_release.versions)
+    with pytest.raises(NotImplementedError):
+        static.construct_local_manifest()
+
+
+def test_every_construction_warns_about_the_presentations(tiny_release):
+    with pytest.warns(UpdatedStimulusPresentationTableWarning):
+        Cache.from_local_cache(tiny_release.root, use_static_cache=True)
+
+
+def test_ignored_arguments_warn(static):
+    with pytest.warns(UserWarning, match="ignored"):
+        table = static.get_ophys_session_table(index_column="ophys_experiment_id")
+    assert table.index.name == "ophys_session_id"
+
+
+def test_s3_cache_downloads_verifies_and_reuses(s3_cache, tiny_release, bucket):
+    server, published = bucket
+    cache_dir = s3_cache._store.cache_dir
+    assert s3_cache.list_manifest_file_names() == [mf.manifest_name(v) for v in tiny_release.versions]
+    assert s3_cache.current_manifest() == mf.manifest_name("1.1.0")
+    assert (cache_dir / "_manifest_last_used.txt").read_text() == mf.manifest_name("1.1.0")
+    experiments = s3_cache.get_ophys_experiment_table()
+    oeid = int(experiments.index[0])
+    with s3_cache.get_behavior_ophys_experiment(oeid) as experiment:
+        local = experiment.dff_traces
+    path = cache_dir / "visual-behavior-ophys-1.1.0" / mf.experiment_nwb_key(oeid).split("/", 1)[1]
+    assert path.is_file()
+    record = json.loads((cache_dir / "_downloaded_data.json").read_text())
+    assert record[str(path)] == mf.file_hash(path)
+    # streaming gives the same values without downloading
+    with s3_cache.get_behavior_ophys_experiment(oeid, stream=True) as streamed:
+        for a, b in zip(streamed.dff_traces["dff"], local["dff"]):
+            np.testing.assert_array_equal(a, b)
+    # a corrupted cached file is noticed and replaced (AllenSDK never re-hashes, Q6)
+    path.write_bytes(b"garbage" + path.read_bytes()[7:])
+    fresh = quiet(Cache.from_s3_cache, cache_dir, bucket_name_override=BUCKET, endpoint_url=server.endpoint)
+    with fresh.get_behavior_ophys_experiment(oeid) as experiment:
+        assert len(experiment.dff_traces) == len(local)
+    assert mf.file_hash(path) == record[str(path)]
+
+
+def test_switching_versions_reuses_unchanged_files(s3_cache, tiny_release):
+    old, new = (mf.manifest_name(v) for v in tiny_release.versions)
+    oeids = s3_cache.get_ophys_experiment_table().index
+    unchanged = int(oeids[-1])
+    with s3_cache.get_behavior_ophys_experiment(unchanged):
+        pass
+    with pytest.warns(OutdatedManifestWarning):
+        s3_cache.load_manifest(old)
+    assert s3_cache.current_manifest() == old
+    behavior = s3_cache.get_behavior_session_table()
+    assert behavior["file_id"].isna().any(), "older releases left file_id empty for imaging sessions"
+    with s3_cache.get_behavior_ophys_experiment(unchanged):
+        pass
+    old_path = s3_cache._store.cache_dir / f"visual-behavior-ophys-{tiny_release.versions[0]}" / \
+        mf.experiment_nwb_key(unchanged).split("/", 1)[1]
+    assert old_path.is_symlink(), "an unchanged file is linked, not downloaded again"
+    text = s3_cache.compare_manifests(old, new)
+    assert text.startswith(f"Changes going from\n{old}\nto\n{new}\n\n")
+    assert "project_metadata/behavior_session_table.csv changed" in text
+    assert sum(line.endswith(" changed") for line in text.splitlines()) >= 2
+    s3_cache.load_latest_manifest()
+    assert s3_cache.current_manifest() == new
+
+
+def test_incompatible_version_changes_nothing(s3_cache, tmp_path):
+    cache_dir = s3_cache._store.cache_dir
+    before = (s3_cache.current_manifest(), (cache_dir / "_manifest_last_used.txt").read_text())
+    old = json.loads((cache_dir / mf.manifest_name("1.1.0")).read_text())
+    old["manifest_version"] = "0.3.0"
+    name = mf.manifest_name("0.3.0")
+    (cache_dir / name).write_text(json.dumps(old))
+    s3_cache._store.manifest_names = lambda: [name, mf.manifest_name("1.1.0")]
+    with pytest.raises(BehaviorCloudCacheVersionException, match="0.3.0"):
+        s3_cache.load_manifest(name)
+    assert (s3_cache.current_manifest(), (cache_dir / "_manifest_last_used.txt").read_text()) == before
+
+
+def test_offline_cache_never_touches_the_network(s3_cache, tmp_path):
+    experiments = s3_cache.get_ophys_experiment_table()
+    with s3_cache.get_behavior_ophys_experiment(int(experiments.index[0])):
+        pass
+    cache_dir = s3_cache._store.cache_dir
+    offline = quiet(Cache.from_local_cache, cache_dir)
+    assert offline.current_manifest() == s3_cache.current_manifest()
+    pd.testing.assert_frame_equal(offline.get_ophys_experiment_table(), experiments)
+    with offline.get_behavior_ophys_experiment(int(experiments.index[0])) as experiment:
+        assert len(experiment.trials) > 0
+    with pytest.raises(FileNotFoundError, match="without a connection to s3"):
+        offline.get_behavior_ophys_experiment(int(experiments.index[-1]))
+
+
+def test_unsafe_manifest_keys_are_refused(tiny_release, tmp_path):
+    copy = tmp_path / "bucket"
+    shutil.copytree(tiny_release.root / "visual-behavior-ophys", copy / "visual-behavior-ophys")
+    path = copy / mf.manifest_key("1.1.0")
+    manifest = json.loads(path.read_text())
+    first = next(iter(manifest["data_files"]))
+    manifest["data_files"][first]["url"] = mf.object_url("visual-behavior-ophys/../../etc/passwd")
+    path.write_text(json.dumps(manifest))
+    with pytest.raises(UnsafeKeyError):
+        quiet(Cache.from_local_cache, copy, use_static_cache=True)
+
+
+def test_published_manifests_point_at_the_bucket(bucket, tiny_release):
+    server, published = bucket
+    for name, manifest in published.items():
+        local = json.loads((tiny_release.root / "visual-behavior-ophys" / "manifests" / name).read_text())
+        for file_id, entry in manifest["data_files"].items():
+            assert entry["url"].startswith(f"https://{BUCKET}.s3.us-west-2.amazonaws.com/visual-behavior-ophys/")
+            assert entry["file_hash"] == local["data_files"][file_id]["file_hash"]
+            assert entry["version_id"] != local["data_files"][file_id]["version_id"]  # the server's, not ours
+    # each manifest's version ids fetch exactly the bytes it names
+    old = published[mf.manifest_name(tiny_release.versions[0])]
+    entry = old["metadata_files"]["behavior_session_table"]
+    key = "visual-behavior-ophys/project_metadata/behavior_session_table.csv"
+    body = server.admin.get_object(Bucket=BUCKET, Key=key, VersionId=entry["version_id"])["Body"].read()
+    from vbo.cache.download import hash_bytes
+
+    assert hash_bytes(body) == entry["file_hash"]
+    latest = server.admin.get_object(Bucket=BUCKET, Key=key)["Body"].read()
+    assert hash_bytes(latest) == published[mf.manifest_name("1.1.0")]["metadata_files"]["behavior_session_table"][
+        "file_hash"] != entry["file_hash"]
+
+
+def test_demo_runs_on_a_release(tiny_release, tmp_path):
+    from vbo.demo import run_demo
+
+    result = run_demo(tmp_path / "demo", release_dir=tiny_release.root)
+    assert result.summary.is_file() and "# vbo demo" in result.summary.read_text()
+    for figure in result.figures:
+        assert figure.stat().st_size > 10_000 and figure.read_bytes()[:4] == b"\x89PNG"
+    history = pd.read_csv(tmp_path / "demo" / "training_history.csv")
+    assert history["session_type"].iloc[0].startswith("TRAINING_0")
