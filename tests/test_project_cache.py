@@ -205,3 +205,56 @@ def test_demo_runs_on_a_release(tiny_release, tmp_path):
         assert figure.stat().st_size > 10_000 and figure.read_bytes()[:4] == b"\x89PNG"
     history = pd.read_csv(tmp_path / "demo" / "training_history.csv")
     assert history["session_type"].iloc[0].startswith("TRAINING_0")
+
+
+def test_cli_publish_download_verify(tiny_release, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from vbo.cli import app
+
+    server = moto_s3()
+    server.create_bucket("vbo-cli-release")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    runner = CliRunner()
+    result = runner.invoke(app, ["publish", str(tiny_release.root), "s3://vbo-cli-release",
+                                 "--endpoint-url", server.endpoint])
+    assert result.exit_code == 0, result.output
+    cache_dir = tmp_path / "cache"
+    common = ["--bucket", "vbo-cli-release", "--endpoint-url", server.endpoint]
+    experiments = quiet(Cache.from_local_cache, tiny_release.root, use_static_cache=True).get_ophys_experiment_table()
+    chosen = [int(i) for i in experiments.index[:2]]
+    result = runner.invoke(app, ["download", str(cache_dir), "--experiments", ",".join(map(str, chosen)), *common])
+    assert result.exit_code == 0, result.output
+    folder = cache_dir / "visual-behavior-ophys-1.1.0" / "behavior_ophys_experiments"
+    assert sorted(p.name for p in folder.glob("*.nwb")) == sorted(f"behavior_ophys_experiment_{i}.nwb" for i in chosen)
+    result = runner.invoke(app, ["verify", str(cache_dir), *common])
+    assert result.exit_code == 0 and "0 corrupt" in result.output, result.output
+    victim = folder / f"behavior_ophys_experiment_{chosen[0]}.nwb"
+    good = victim.read_bytes()
+    victim.write_bytes(good[:-10] + b"0123456789")
+    result = runner.invoke(app, ["verify", str(cache_dir), "--offline"])
+    assert result.exit_code == 1 and "CORRUPT" in result.output
+    result = runner.invoke(app, ["verify", str(cache_dir), *common])
+    assert result.exit_code == 0 and "1 repaired" in result.output, result.output
+    assert victim.read_bytes() == good
+    result = runner.invoke(app, ["download", str(cache_dir), "--experiments", "12345", *common])
+    assert result.exit_code == 2 and "12345" in result.output
+
+
+def test_cache_survives_network_faults(bucket, tmp_path):
+    from s3_server import FaultProxy
+
+    server, _ = bucket
+    with FaultProxy(server.endpoint) as proxy:
+        cache = quiet(Cache.from_s3_cache, tmp_path / "cache", bucket_name_override=BUCKET, endpoint_url=proxy.endpoint)
+        oeid = int(cache.get_ophys_experiment_table().index[1])
+        proxy.inject("reset", count=1, match="behavior_ophys_experiment", after_bytes=50_000)
+        proxy.inject("status", count=2, match="behavior_ophys_experiment", status=503)
+        proxy.inject("truncate", count=1, match="behavior_ophys_experiment")
+        with cache.get_behavior_ophys_experiment(oeid) as experiment:
+            assert len(experiment.dff_traces) > 0
+        path = cache._store.cache_dir / "visual-behavior-ophys-1.1.0" / mf.experiment_nwb_key(oeid).split("/", 1)[1]
+        record = json.loads((cache._store.cache_dir / "_downloaded_data.json").read_text())
+        assert mf.file_hash(path) == record[str(path)]
+        assert any(r.fault for r in proxy.requests("GET", "behavior_ophys_experiment"))

@@ -336,5 +336,96 @@ def demo(
     typer.echo(f"figures and summary: {result.out_dir.resolve()} ({result.seconds:.1f} s)")
 
 
+def _ids(text: Optional[str]) -> list[int]:
+    """Comma-separated ids (``1,2,3``) → ints."""
+    from vbo.tables import normalize_id
+
+    return [normalize_id(part) for part in text.split(",") if part.strip()] if text else []
+
+
+def _open_cache(cache_dir: Path, bucket: Optional[str], endpoint_url: Optional[str], offline: bool):
+    import warnings
+
+    import vbo
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", vbo.errors.UpdatedStimulusPresentationTableWarning)
+        if offline:
+            return vbo.VisualBehaviorOphysProjectCache.from_local_cache(cache_dir)
+        return vbo.VisualBehaviorOphysProjectCache.from_s3_cache(cache_dir, bucket_name_override=bucket,
+                                                                endpoint_url=endpoint_url)
+
+
+@app.command()
+def download(
+    cache_dir: Annotated[Path, typer.Argument(help="The cache folder (AllenSDK-compatible layout).")],
+    experiments: Annotated[Optional[str], typer.Option(help="Comma-separated ophys_experiment_ids.")] = None,
+    sessions: Annotated[Optional[str], typer.Option(help="Comma-separated behavior_session_ids.")] = None,
+    everything: Annotated[bool, typer.Option("--all", help="Every file of the release.")] = False,
+    bucket: Annotated[Optional[str], typer.Option(help="Bucket (default: the release bucket).")] = None,
+    endpoint_url: Annotated[Optional[str], typer.Option(help="S3 endpoint of a mirror or test server.")] = None,
+    workers: Annotated[int, typer.Option(help="Parallel downloads.")] = 8,
+) -> None:
+    """Download files of the release into CACHE_DIR: verified, resumable, in parallel, with progress."""
+    from vbo.cache.download import progress_bar
+    from vbo.errors import VboError
+
+    if not (experiments or sessions or everything):
+        raise typer.BadParameter("name --experiments, --sessions or --all", param_hint="--experiments")
+    try:
+        cache = _open_cache(cache_dir, bucket, endpoint_url, offline=False)
+        with progress_bar(description="downloading") as update:
+            paths = cache.download(_ids(sessions), _ids(experiments), everything, workers=workers, progress=update)
+    except (VboError, KeyError, TypeError, RuntimeError) as err:
+        raise _fail(cache_dir, str(err)) from None
+    typer.echo(f"{len(paths)} files verified in {cache_dir}")
+
+
+@app.command()
+def verify(
+    cache_dir: Annotated[Path, typer.Argument(help="The cache folder to check.")],
+    repair: Annotated[bool, typer.Option(help="Download corrupt files again.")] = True,
+    bucket: Annotated[Optional[str], typer.Option(help="Bucket (default: the release bucket).")] = None,
+    endpoint_url: Annotated[Optional[str], typer.Option(help="S3 endpoint of a mirror or test server.")] = None,
+    offline: Annotated[bool, typer.Option(help="Only check; never touch the network.")] = False,
+) -> None:
+    """Re-hash every cached file of the current manifest; repair what is wrong. Exit 1 if corrupt files remain."""
+    from vbo.errors import VboError
+
+    try:
+        cache = _open_cache(cache_dir, bucket, endpoint_url, offline)
+        report = cache.verify(repair=repair and not offline)
+    except (VboError, RuntimeError) as err:
+        raise _fail(cache_dir, str(err)) from None
+    for path in report["repaired"]:
+        typer.echo(f"repaired {path}")
+    for path in report["corrupt"]:
+        typer.echo(f"CORRUPT {path}", err=True)
+    typer.echo(f"{len(report['ok'])} ok, {len(report['repaired'])} repaired, {len(report['corrupt'])} corrupt, "
+               f"{len(report['missing'])} not downloaded ({cache.current_manifest()})")
+    if report["corrupt"]:
+        raise typer.Exit(code=1)
+
+
+@app.command()
+def publish(
+    release_dir: Annotated[Path, typer.Argument(help="A release folder written by `vbo simulate`.")],
+    target: Annotated[str, typer.Argument(help="s3://BUCKET (an existing, versioned bucket).", metavar="s3://BUCKET")],
+    endpoint_url: Annotated[Optional[str], typer.Option(help="S3 endpoint (mirror or test server).")] = None,
+) -> None:
+    """Upload a release to a versioned bucket and rewrite its manifests with the server's version ids."""
+    from vbo.cache.publish import publish as run
+
+    if not target.startswith("s3://") or not target[5:].strip("/"):
+        raise typer.BadParameter(f"{target!r} is not s3://BUCKET", param_hint="TARGET")
+    bar, update = _progress_bar("uploading")
+    with bar:
+        try:
+            published = run(release_dir, target[5:].strip("/"), endpoint_url=endpoint_url, progress=update)
+        except (FileNotFoundError, ValueError) as err:
+            raise _fail(release_dir, str(err)) from None
+    typer.echo(f"published {', '.join(sorted(published))} to {target}")
+
+
 def main() -> None:  # pragma: no cover - thin wrapper for `python -m vbo`
     app(prog_name="vbo")

@@ -548,6 +548,94 @@ class VisualBehaviorOphysProjectCache:
             entry = self._experiment_entry(min(experiments))
         return BehaviorSession.from_nwb_path(self._source(entry, stream), **kwargs)
 
+    # --- bulk download and verification -------------------------------------------------------
+
+    def _entries(self, behavior_session_ids=None, ophys_experiment_ids=None, everything: bool = False) -> list[dict]:
+        """Manifest entries of the files that hold the given sessions and experiments (or all files)."""
+        if everything:
+            return [*self._manifest["metadata_files"].values(), *self._manifest["data_files"].values()]
+        from vbo.tables import lookup
+
+        entries = [self._experiment_entry(i) for i in ophys_experiment_ids or ()]
+        for session_id in behavior_session_ids or ():
+            row = lookup(self._tables["behavior_session_table"], session_id, "behavior_session_id")
+            file_id = row["file_id"]
+            if pd.notna(file_id) and int(file_id) >= 0:
+                entries.append(self._data_entry(file_id))
+            else:
+                entries.extend(self._experiment_entry(i) for i in row["ophys_experiment_id"])
+        unique = {e["url"]: e for e in entries}
+        return list(unique.values())
+
+    def download(self, behavior_session_ids=None, ophys_experiment_ids=None, everything: bool = False,
+                 workers: int = 8, progress=None) -> list[Path]:
+        """Download (verified, resumable, in parallel) the files of sessions/experiments, or the whole release.
+
+        Parameters
+        ----------
+        behavior_session_ids, ophys_experiment_ids
+            Ids (int or str); an imaging session brings every experiment file of the session.
+        everything
+            Every file of the current manifest.
+        workers
+            Parallel downloads.
+        progress
+            Called with a :class:`vbo.cache.download.DownloadProgress` (bytes, rate, ETA).
+
+        Returns
+        -------
+        list of pathlib.Path
+            Local paths, in request order.
+        """
+        if not isinstance(self._store, _S3Store):
+            return [self._fetch(e) for e in self._entries(behavior_session_ids, ophys_experiment_ids, everything)]
+        from vbo.cache.download import DownloadJob, DownloadRecord, download_many, reuse_identical
+        from vbo.cache.s3 import bucket_and_key
+
+        store = self._store
+        record = DownloadRecord(store.cache_dir / DOWNLOAD_RECORD)
+        entries = self._entries(behavior_session_ids, ophys_experiment_ids, everything)
+        paths, jobs = [], []
+        for entry in entries:
+            bucket, key = bucket_and_key(entry["url"])
+            path = store.local_path(self._manifest, key)
+            paths.append(path)
+            if not path.is_file() and not reuse_identical(record, entry["file_hash"], path):
+                jobs.append(DownloadJob(bucket or store.bucket, key, entry["version_id"], entry["file_hash"], path))
+        if jobs:
+            download_many(jobs, workers=workers, progress=progress, client=store.client, record=record)
+        return [self._fetch(e) for e in entries]  # verifies what was already there
+
+    def verify(self, repair: bool = True) -> dict[str, list[str]]:
+        """Re-hash every cached file of the current manifest (AllenSDK never does).
+
+        A file whose hash is wrong is deleted and, with ``repair`` on an S3 cache, downloaded again.
+
+        Returns
+        -------
+        dict
+            ``{"ok": [...], "repaired": [...], "corrupt": [...], "missing": [...]}`` (local paths as str).
+        """
+        from vbo.cache.download import file_matches
+        from vbo.cache.s3 import bucket_and_key
+
+        store = self._store
+        report: dict[str, list[str]] = {"ok": [], "repaired": [], "corrupt": [], "missing": []}
+        for entry in self._entries(everything=True):
+            path = store.local_path(self._manifest, bucket_and_key(entry["url"])[1])
+            if not path.is_file():
+                report["missing"].append(str(path))
+            elif file_matches(path, entry["file_hash"]):
+                report["ok"].append(str(path))
+            elif repair and isinstance(store, _S3Store):
+                path.unlink()
+                store.fetch(self._manifest, entry, verify=True)
+                report["repaired"].append(str(path))
+            else:
+                report["corrupt"].append(str(path))
+        self._verified.clear()
+        return report
+
     def get_raw_natural_movie(self):
         """The natural movie shown in every session (frames × rows × columns), from ``resources/Movie_TOE1.npy``."""
         import numpy as np
