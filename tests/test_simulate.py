@@ -164,3 +164,57 @@ def test_bad_arguments(tmp_path):
         simulate(tmp_path, scale="huge")
     with pytest.raises(ValueError, match="versions"):
         simulate(tmp_path, versions=9)
+
+
+def _normalised_tree(path) -> dict[str, tuple]:
+    """The HDF5 tree with content-dependent names (rig, image set) replaced by placeholders."""
+    import re
+
+    from test_write import _tree
+
+    def name(p: str) -> str:
+        p = re.sub(r"^/general/devices/[^/]+", "/general/devices/<rig>", p)
+        p = re.sub(r"^/stimulus/(templates|presentation)/[^/]+", r"/stimulus/\1/<image set>", p)
+        if not re.match(r"^/intervals/(spontaneous|natural_movie_one)_presentations", p):
+            p = re.sub(r"^/intervals/[^/]+_presentations", "/intervals/<images>_presentations", p)
+        return p
+
+    return {name(p): (kind, name(detail) if kind == "L" else detail, attrs.get("neurodata_type", (None, None))[1])
+            for p, (kind, detail, shape, attrs) in _tree(path).items()}
+
+
+@pytest.mark.parametrize("kind", ["experiment", "session"])
+def test_simulated_files_have_the_released_layout_and_validate(tiny_release, shared_data, kind):
+    """Everything the AllenSDK-written shared files contain (paths, kinds, dtypes, links, neurodata
+    types) is in a simulated file of the same kind; pynwb validation finds no error."""
+    import pynwb
+
+    from vbo.tables import read_metadata_table
+
+    folder = tiny_release.root / PROJECT
+    if kind == "experiment":
+        reference = shared_data / "sdk-files" / "behavior_ophys_experiment_1091765022.nwb"
+        table = read_metadata_table(folder / "project_metadata" / "ophys_experiment_table.csv", "ophys_experiment_table")
+        chosen = table[(table["session_type"] == "OPHYS_1_images_A") & table["imaging_plane_group"].isna()].index[0]
+        path = tiny_release.root / mf.experiment_nwb_key(chosen)
+    else:
+        reference = shared_data / "sdk-files" / "behavior_session_1089912433.nwb"
+        table = read_metadata_table(folder / "project_metadata" / "behavior_session_table.csv", "behavior_session_table")
+        chosen = table[table["session_type"].str.startswith("TRAINING_5_images") & (table["file_id"] >= 0)].index[0]
+        path = tiny_release.root / mf.behavior_nwb_key(chosen)
+    expected, actual = _normalised_tree(reference), _normalised_tree(path)
+    missing = sorted(set(expected) - set(actual))
+    assert missing == [], f"{path.name} lacks {missing}"
+    for p, (kind_, detail, neurodata_type) in expected.items():
+        got = actual[p]
+        assert got[0] == kind_ and got[2] == neurodata_type, (p, got, expected[p])
+        ragged_index = neurodata_type == "VectorIndex"
+        if kind_ == "L" or (kind_ == "D" and detail != "object" and not ragged_index):
+            assert got[1] == detail, (p, got[1], detail)
+        elif ragged_index:  # the index width follows the data size
+            assert np.dtype(got[1]).kind == np.dtype(detail).kind == "u", (p, got[1], detail)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        errors = pynwb.validate(path=str(path))
+    errors = errors[0] if isinstance(errors, tuple) else errors
+    assert list(errors) == []
