@@ -258,3 +258,50 @@ def test_cache_survives_network_faults(bucket, tmp_path):
         record = json.loads((cache._store.cache_dir / "_downloaded_data.json").read_text())
         assert mf.file_hash(path) == record[str(path)]
         assert any(r.fault for r in proxy.requests("GET", "behavior_ophys_experiment"))
+
+
+def test_from_nwb_path_streams_an_s3_url(bucket, monkeypatch, tiny_release):
+    server, published = bucket
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", server.endpoint)
+    manifest = published[mf.manifest_name("1.1.0")]
+    entry = next(e for e in manifest["data_files"].values() if "behavior_sessions/" in e["url"])
+    key = entry["url"].split(".amazonaws.com/", 1)[1]
+    url = f"s3://{BUCKET}/{key}?versionId={entry['version_id']}"
+    with vbo.BehaviorSession.from_nwb_path(url) as streamed, \
+            vbo.BehaviorSession.from_nwb_path(tiny_release.root / key) as local:
+        pd.testing.assert_frame_equal(streamed.stimulus_presentations, local.stimulus_presentations)
+        assert streamed.metadata == local.metadata
+        n_trials = len(local.trials)
+    with vbo.open_nwb(url) as session:
+        assert isinstance(session, vbo.BehaviorSession) and len(session.trials) == n_trials
+
+
+def test_s3_cache_refuses_foreign_hosts(bucket, tmp_path):
+    from vbo.errors import ForeignHostError
+
+    server, _ = bucket
+    cache = quiet(Cache.from_s3_cache, tmp_path / "cache", bucket_name_override=BUCKET, endpoint_url=server.endpoint)
+    path = cache._store.cache_dir / mf.manifest_name("1.1.0")
+    manifest = json.loads(path.read_text())
+    first = next(iter(manifest["data_files"]))
+    manifest["data_files"][first]["url"] = "https://evil.example.com/visual-behavior-ophys/x.nwb"
+    path.write_text(json.dumps(manifest))
+    with pytest.raises(ForeignHostError):
+        cache.load_manifest(mf.manifest_name("1.1.0"))
+    assert cache.current_manifest() == mf.manifest_name("1.1.0")
+
+
+def test_malformed_manifest_is_a_clear_error(tiny_release, tmp_path):
+    from vbo.errors import ManifestError
+
+    copy = tmp_path / "bucket"
+    shutil.copytree(tiny_release.root / "visual-behavior-ophys", copy / "visual-behavior-ophys")
+    path = copy / mf.manifest_key("1.1.0")
+    path.write_text("{not json")
+    with pytest.raises(ManifestError, match="not valid JSON"):
+        quiet(Cache.from_local_cache, copy, use_static_cache=True)
+    manifest = json.loads((tiny_release.root / mf.manifest_key("1.1.0")).read_text())
+    del manifest["metadata_files"]["ophys_cells_table"]
+    path.write_text(json.dumps(manifest))
+    with pytest.raises(ManifestError, match="exactly the metadata files"):
+        quiet(Cache.from_local_cache, copy, use_static_cache=True)

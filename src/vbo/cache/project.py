@@ -276,7 +276,7 @@ class VisualBehaviorOphysProjectCache:
 
         ``endpoint_url`` (or ``AWS_ENDPOINT_URL_S3`` / ``AWS_ENDPOINT_URL``) points at a mirror or test server.
         """
-        folder = Path(cache_dir).resolve()
+        folder = Path(cache_dir).expanduser().resolve()
         folder.mkdir(parents=True, exist_ok=True)
         store = _S3Store(folder, bucket_name_override or mf.BUCKET_NAME, endpoint_url)
         return cls._start(store, verify_cached)
@@ -284,7 +284,7 @@ class VisualBehaviorOphysProjectCache:
     @classmethod
     def from_local_cache(cls, cache_dir: str | Path, use_static_cache: bool = False, *, verify_cached: bool = True):
         """An offline cache: a folder filled by an S3 cache, or (``use_static_cache``) a copy of the bucket."""
-        folder = Path(cache_dir).resolve()
+        folder = Path(cache_dir).expanduser().resolve()
         if not folder.is_dir():
             raise FileNotFoundError(f"cache directory {folder} does not exist")
         store = _StaticStore(folder) if use_static_cache else _LocalStore(folder)
