@@ -26,8 +26,6 @@ from __future__ import annotations
 import uuid
 import zlib
 from dataclasses import dataclass
-from functools import lru_cache
-
 import numpy as np
 import pandas as pd
 
@@ -822,13 +820,11 @@ def rig_geometry(equipment: str) -> RigGeometry:
 # --- templates ----------------------------------------------------------------------------------
 
 
-@lru_cache(maxsize=1)
 def stimulus_template(set_letter: str | None, shape: tuple[int, int],
                       image_names: tuple[str, ...] | None = None) -> StimulusTemplate:
     """The template of an image set (or the gratings): deterministic for a set and a shape.
 
     Unwarped images are NaN outside a central visible region; warped images fill the screen (uint8).
-    The returned arrays are shared between calls: do not modify them.
     """
     rows, cols = int(shape[0]), int(shape[1])
     if set_letter is None:
