@@ -308,3 +308,30 @@ class _ProxyHandler(BaseHTTPRequestHandler):
             except OSError:
                 pass
         self.connection.close()
+
+
+# --- fixtures shared by the S3 test modules (import them there; each module names its BUCKET) ---------------
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def server(request):
+    """The moto server, with the importing module's ``BUCKET`` created (versioned)."""
+    srv = moto_s3()
+    srv.create_bucket(request.module.BUCKET)
+    return srv
+
+
+@pytest.fixture(scope="module")
+def module_proxy(server):
+    with FaultProxy(server.endpoint) as px:
+        yield px
+
+
+@pytest.fixture
+def proxy(module_proxy):
+    """The module's fault proxy with no fault pending before and after the test."""
+    module_proxy.clear()
+    yield module_proxy
+    module_proxy.clear()

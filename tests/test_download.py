@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from s3_server import FaultProxy, moto_s3
+from s3_server import FaultProxy, module_proxy, moto_s3, proxy, server  # noqa: F401 (fixtures)
 from vbo.cache import download as dl
 from vbo.cache import s3
 from vbo.cache.manifest import file_hash
@@ -26,26 +26,6 @@ pytest.importorskip("moto.server", reason="the S3 tests need moto[server] (test 
 
 BUCKET = "vbo-test-download"
 SIZE = 1_500_000
-
-
-@pytest.fixture(scope="module")
-def server():
-    srv = moto_s3()
-    srv.create_bucket(BUCKET)
-    return srv
-
-
-@pytest.fixture(scope="module")
-def module_proxy(server):
-    with FaultProxy(server.endpoint) as px:
-        yield px
-
-
-@pytest.fixture
-def proxy(module_proxy):
-    module_proxy.clear()
-    yield module_proxy
-    module_proxy.clear()
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ import random
 import pandas as pd
 import pytest
 
-from s3_server import FaultProxy, moto_s3
+from s3_server import FaultProxy, module_proxy, moto_s3, proxy, server  # noqa: F401 (fixtures)
 from vbo.cache import manifest as mf
 from vbo.cache import s3
 from vbo.errors import ForeignHostError, S3Error, S3ObjectNotFoundError, UnsafeKeyError, VboError
@@ -22,26 +22,6 @@ pytest.importorskip("moto.server", reason="the S3 tests need moto[server] (test 
 BUCKET = "vbo-test-s3"
 AWS = "https://visual-behavior-ophys-data"
 KEY_951 = "visual-behavior-ophys/behavior_ophys_experiments/behavior_ophys_experiment_951980471.nwb"
-
-
-@pytest.fixture(scope="module")
-def server():
-    srv = moto_s3()
-    srv.create_bucket(BUCKET)
-    return srv
-
-
-@pytest.fixture(scope="module")
-def module_proxy(server):
-    with FaultProxy(server.endpoint) as px:
-        yield px
-
-
-@pytest.fixture
-def proxy(module_proxy):
-    module_proxy.clear()
-    yield module_proxy
-    module_proxy.clear()
 
 
 @pytest.fixture

@@ -52,20 +52,14 @@ def open_nwb(path, **kwargs):
     """
     from vbo.experiment import BehaviorOphysExperiment
     from vbo.nwb import layout
-    from vbo.session import BehaviorSession, open_source
+    from vbo.session import BehaviorSession, adopt, open_source
 
-    h5, remote = open_source(path)
-    try:
+    session_options = ("eye_tracking_z_threshold", "eye_tracking_dilation_frames",
+                       "add_is_change_to_stimulus_presentations_table")
+
+    def build(h5):
         if layout.OPHYS in h5:
-            session = BehaviorOphysExperiment(h5, **kwargs)
-        else:
-            session_options = ("eye_tracking_z_threshold", "eye_tracking_dilation_frames",
-                               "add_is_change_to_stimulus_presentations_table")
-            session = BehaviorSession(h5, **{k: v for k, v in kwargs.items() if k in session_options})
-    except BaseException:
-        h5.close()
-        if remote is not None:
-            remote.close()
-        raise
-    session._remote = remote
-    return session
+            return BehaviorOphysExperiment(h5, **kwargs)
+        return BehaviorSession(h5, **{k: v for k, v in kwargs.items() if k in session_options})
+
+    return adopt(build, *open_source(path))

@@ -38,6 +38,19 @@ def open_source(nwb_path: NwbSource) -> tuple[h5py.File, IO[bytes] | None]:
         raise
 
 
+def adopt(build, h5: h5py.File, remote: IO[bytes] | None):
+    """``build(h5)`` a session on an open file, which it then owns; close the file (and remote) if that fails."""
+    try:
+        session = build(h5)
+    except BaseException:
+        h5.close()
+        if remote is not None:
+            remote.close()
+        raise
+    session._remote = remote
+    return session
+
+
 class BehaviorSession:
     """A Visual Behavior session (behavior data of a training or imaging session).
 
@@ -86,16 +99,7 @@ class BehaviorSession:
         vbo.errors.NwbFileError
             The file is missing, not HDF5, truncated, or not a Visual Behavior file of this kind.
         """
-        h5, remote = open_source(nwb_path)
-        try:
-            session = cls(h5, **kwargs)
-        except BaseException:
-            h5.close()
-            if remote is not None:
-                remote.close()
-            raise
-        session._remote = remote
-        return session
+        return adopt(lambda h5: cls(h5, **kwargs), *open_source(nwb_path))
 
     @classmethod
     def from_nwb(cls, nwbfile, **kwargs) -> BehaviorSession:
@@ -397,5 +401,5 @@ class BehaviorSession:
         engaged_trial_reward_rate_threshold
             Reward rate (rewards/min) above which a trial counts as engaged.
         """
-        return behavior.performance_metrics(self.trials, self.rewards, self._rolling_performance,
-                                            engaged_trial_reward_rate_threshold)
+        return behavior.performance_metrics(self.trials, self.rewards, self._response_window_start,
+                                            engaged_trial_reward_rate_threshold, rolling=self._rolling_performance)

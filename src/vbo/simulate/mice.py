@@ -22,6 +22,8 @@ from statistics import NormalDist
 import numpy as np
 import pandas as pd
 
+from vbo import derive
+
 from vbo.simulate.plan import ExperimentPlan, MousePlan, Scale, SessionPlan
 
 UTC = dt.timezone.utc
@@ -104,14 +106,7 @@ def behavior_type_of(session_type: str) -> str:
     return "passive_viewing" if ("passive" in session_type and "OPHYS" in session_type) else "active_behavior"
 
 
-def image_set_of(session_type: str) -> str:
-    """Behavior / ophys-session table form: ``images_X`` or ``gratings``."""
-    tokens = session_type.split("_")
-    if tokens[2] == "images":
-        return "images_" + tokens[3]
-    if tokens[2] == "gratings":
-        return "gratings"
-    raise ValueError(f"no image set in session_type {session_type!r}")
+image_set_of = derive.image_set  # behavior / ophys-session table form: ``images_X`` or ``gratings``
 
 
 def experiment_image_set_of(session_type: str) -> str:
@@ -137,20 +132,8 @@ def experience_level_of(session_type: str, prior_exposures_to_image_set: int | N
     return level
 
 
-def cre_line_of(full_genotype: str) -> str | None:
-    if ";" not in full_genotype:
-        return None
-    return full_genotype.split(";")[0].replace("/wt", "")
-
-
-def indicator_of(reporter_line: str | None) -> str | None:
-    if reporter_line is None:
-        return None
-    if "GCaMP6f" in reporter_line or "GC6f" in reporter_line:
-        return "GCaMP6f"
-    if "GCaMP6s" in reporter_line:
-        return "GCaMP6s"
-    return None
+cre_line_of = derive.cre_line
+indicator_of = derive.indicator
 
 
 def d_prime(hit_probability: float, false_alarm_probability: float) -> float:
