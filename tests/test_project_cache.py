@@ -305,3 +305,21 @@ def test_malformed_manifest_is_a_clear_error(tiny_release, tmp_path):
     path.write_text(json.dumps(manifest))
     with pytest.raises(ManifestError, match="exactly the metadata files"):
         quiet(Cache.from_local_cache, copy, use_static_cache=True)
+
+
+def test_natural_movie(static, s3_cache, tiny_release, tmp_path):
+    from vbo.simulate.plan import SCALES
+
+    movie = static.get_raw_natural_movie()
+    assert movie.dtype == np.uint8 and movie.ndim == 3 and len(movie) == SCALES["tiny"].movie_frames
+    downloaded = s3_cache.get_raw_natural_movie()
+    np.testing.assert_array_equal(downloaded, movie)
+    assert (s3_cache._store.cache_dir / "resources" / "Movie_TOE1.npy").is_file()
+    offline = quiet(Cache.from_local_cache, s3_cache._store.cache_dir)
+    np.testing.assert_array_equal(offline.get_raw_natural_movie(), movie)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / mf.manifest_name("1.1.0")).write_text((tiny_release.root / mf.manifest_key("1.1.0")).read_text())
+    shutil.copytree(s3_cache._store.cache_dir / "visual-behavior-ophys-1.1.0", empty / "visual-behavior-ophys-1.1.0")
+    with pytest.raises(FileNotFoundError, match="without a connection"):
+        quiet(Cache.from_local_cache, empty).get_raw_natural_movie()

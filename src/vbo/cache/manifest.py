@@ -74,6 +74,13 @@ def experiment_nwb_key(ophys_experiment_id: int) -> str:
     return f"{PROJECT_NAME}/behavior_ophys_experiments/behavior_ophys_experiment_{int(ophys_experiment_id)}.nwb"
 
 
+NATURAL_MOVIE_KEY = f"{PROJECT_NAME}/resources/Movie_TOE1.npy"
+# the real bucket's natural movie: fixed object version and hash (format.md §5.7)
+NATURAL_MOVIE_VERSION_ID = "Czht4ouDiTvs4CC_s8hsaE7VtVt_E9rO"
+NATURAL_MOVIE_HASH = ("7e44cba154b29e1511ab8e5453b7aa5070f1ae456724b5b2541c97c052fbd80a"
+                      "ebf159e5f933ab319bda8fdab7b863a096cdb44f129abd20a8c4cc791af4bc41")
+
+
 def build_manifest(version: str, metadata_files: dict[str, tuple[str, str, str]],
                    data_files: dict[int, tuple[str, str, str]], data_pipeline: list[dict]) -> dict:
     """A manifest dict from ``{name: (key, version_id, file_hash)}`` and ``{file_id: (key, version_id, hash)}``."""

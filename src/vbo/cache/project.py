@@ -637,12 +637,29 @@ class VisualBehaviorOphysProjectCache:
         return report
 
     def get_raw_natural_movie(self):
-        """The natural movie shown in every session (frames × rows × columns), from ``resources/Movie_TOE1.npy``."""
+        """The natural movie shown in every session (frames × rows × columns, uint8), ``Movie_TOE1.npy``.
+
+        Kept in ``<cache_dir>/resources/`` (not versioned); an S3 cache downloads it once (verified against the
+        release's known hash on the real bucket); offline caches never touch the network.
+        """
         import numpy as np
 
-        path = self._store.cache_dir / "resources" / "Movie_TOE1.npy"
+        store = self._store
+        if store.static:
+            path = store.cache_dir / mf.NATURAL_MOVIE_KEY
+        else:
+            path = store.cache_dir / "resources" / Path(mf.NATURAL_MOVIE_KEY).name
         if not path.is_file():
-            raise FileNotFoundError(f"{path} is not in the cache")
+            if not isinstance(store, _S3Store):
+                raise FileNotFoundError(f"You started a cache without a connection to s3 and {path} is not already "
+                                        "on your system")
+            from vbo.cache.download import DownloadRecord, download_object
+
+            real_bucket = store.bucket == mf.BUCKET_NAME and store.endpoint_url is None
+            digest = mf.NATURAL_MOVIE_HASH if real_bucket else None
+            download_object(store.client, store.bucket, mf.NATURAL_MOVIE_KEY,
+                            mf.NATURAL_MOVIE_VERSION_ID if real_bucket else None, digest, path)
+            DownloadRecord(path.parent / DOWNLOAD_RECORD).add(path, digest or mf.file_hash(path))
         return np.load(path)
 
 

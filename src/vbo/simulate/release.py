@@ -216,6 +216,7 @@ def simulate(out_dir: str | Path, seed: int = 0, mice: int | None = None, scale:
                        for fid, (key, path) in data_files.items()}
         for version in all_versions[:-1]:
             _write_version(root, older_root, version, older_tables, older_files, seed)
+    _write_natural_movie(root / mf.NATURAL_MOVIE_KEY, sc, seed)
     _write_ground_truth(root / GROUND_TRUTH, sessions, results, seed, scale)
     return Release(root, all_versions, sum(not s.is_imaging for s in sessions),
                    sum(len(s.experiments) for s in sessions))
@@ -277,6 +278,17 @@ def _older_behavior_table(table: pd.DataFrame) -> pd.DataFrame:
     older = table.copy()
     older["file_id"] = older["file_id"].astype(float).where(older["file_id"] != -999)
     return older
+
+
+def _write_natural_movie(path: Path, scale: Scale, seed: int) -> None:
+    """``resources/Movie_TOE1.npy``: the movie frames shown in every session (frames × rows × columns, uint8)."""
+    rng = _seed(seed, 2)
+    rows, columns = (max(8, s // 4) for s in scale.template_shape)
+    drift = np.cumsum(rng.normal(0, 1, (scale.movie_frames, 1, 1)), axis=0)
+    y, x = np.mgrid[0:rows, 0:columns]
+    frames = 127 + 100 * np.sin((x[None] + drift) / 9.0) * np.cos((y[None] - drift) / 13.0)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.save(path, np.clip(frames, 0, 255).astype(np.uint8))
 
 
 def _write_ground_truth(folder: Path, sessions: list[SessionPlan], results: list[dict], seed: int,
