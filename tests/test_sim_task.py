@@ -535,20 +535,6 @@ def test_metadata_subject_parameters(sessions):
     assert "passive" in descriptions["passive"] and "15 minutes" in descriptions["training0"]
 
 
-def test_full_scale_is_fast():
-    import time
-
-    sim.stimulus_template.cache_clear()
-    start = time.perf_counter()
-    simulate_behavior(_plan("OPHYS_6_images_B"), FULL, np.random.default_rng(1))
-    assert time.perf_counter() - start < 8.0
-
-
-# --- round trip through the NWB writer -----------------------------------------------------------
-
-
-@pytest.mark.skipif(not HAS_WRITER, reason="vbo.nwb.write not available")
-@pytest.mark.parametrize("name", ["ophys1", "passive", "gratings"])
 def test_write_read_round_trip(tmp_path, name):
     import warnings
 
