@@ -82,7 +82,8 @@ def run_demo(out_dir: str | Path = "vbo-demo", cache_dir: str | Path | None = No
         Use this existing release folder (a bucket copy) instead of the cached synthetic one.
     """
     import vbo
-    from vbo import plots
+    from vbo import behavior, plots
+    from vbo.history import training_history
 
     start = time.perf_counter()
     out = Path(out_dir)
@@ -100,21 +101,12 @@ def run_demo(out_dir: str | Path = "vbo-demo", cache_dir: str | Path | None = No
     experiments = cache.get_ophys_experiment_table()
     truth = pd.read_parquet(release_dir / "ground_truth" / "sessions.parquet").set_index("behavior_session_id")
 
-    # workflow 1: one imaged mouse's training history (mouse-history tutorial)
+    # workflow 1: one imaged mouse's training history (mouse-history tutorial), computed in parallel, cached on disk
     mouse = experiments["mouse_id"].iloc[0]
-    history_rows = []
-    for behavior_session_id, row in sessions[sessions["mouse_id"] == mouse].iterrows():
-        with cache.get_behavior_session(behavior_session_id) as session:
-            metrics = session.get_performance_metrics()
-        planted = truth.loc[behavior_session_id]
-        history_rows.append({"behavior_session_id": behavior_session_id, "session_type": row["session_type"],
-                             "experience_level": row["experience_level"], **metrics,
-                             "planted_hit_probability": planted["hit_probability"],
-                             "planted_false_alarm_probability": planted["false_alarm_probability"]})
-    history = pd.DataFrame(history_rows)
-    history.to_csv(out / "training_history.csv", index=False)
-    result.figures.append(_save(plots.training_history(history, f"mouse {mouse}: max d′ per session"),
-                                out / "training_history.png"))
+    history = training_history(cache, mouse, cache_path=out / "behavior_performance.parquet")
+    history = history.join(truth[["hit_probability", "false_alarm_probability"]].add_prefix("planted_"))
+    history.to_csv(out / "training_history.csv")
+    result.figures.append(_save(plots.training_history(history), out / "training_history.png"))
 
     # workflow 2: one active imaging experiment (load-one-experiment and trial-type tutorials)
     experiment_id = int(experiments[~experiments["passive"]].index.min())
@@ -123,11 +115,33 @@ def run_demo(out_dir: str | Path = "vbo-demo", cache_dir: str | Path | None = No
         with cache.get_behavior_ophys_experiment(experiment_id) as experiment:
             result.figures.append(_save(plots.experiment_overview(experiment), out / "experiment_overview.png"))
             rolling = experiment.get_rolling_performance_df()
-            result.figures.append(_save(plots.rolling_performance(rolling, f"experiment {experiment_id}"),
+            result.figures.append(_save(plots.rolling_performance(rolling, f"experiment {experiment_id}",
+                                                                  start_time=experiment.trials),
                                         out / "rolling_performance.png"))
+            result.figures.append(_save(plots.session_summary(experiment), out / "session_summary.png"))
+            result.figures.append(_save(plots.trial_type_panels(experiment), out / "trial_type_panels.png"))
+            probabilities = behavior.response_probability_matrix(behavior.annotate_session(experiment),
+                                                                 engaged_only=False)
+            result.figures.append(_save(plots.response_probability_matrix(probabilities),
+                                        out / "response_probability_matrix.png"))
+            result.figures.append(_save(plots.roi_projection(experiment), out / "roi_projection.png"))
+            result.figures.append(_save(plots.dff_heatmap(experiment), out / "dff_heatmap.png"))
+            result.figures.append(_save(plots.change_responses_by_trial_type(experiment),
+                                        out / "change_responses_by_trial_type.png"))
             n_cells = len(experiment.cell_specimen_table)
             session_type = experiment.metadata["session_type"]
             metrics = experiment.get_performance_metrics()
+
+        # workflow 3: change and omission responses by cell type, a few active experiments per Cre line
+        def opened(ids):
+            for oeid in ids:
+                with cache.get_behavior_ophys_experiment(int(oeid)) as each:
+                    yield each
+
+        chosen = experiments[~experiments["passive"]].groupby("cre_line").head(3).index
+        result.figures.append(_save(plots.responses_by_cell_type(opened(chosen),
+                                                                 title="change and omission responses by cell type"),
+                                    out / "responses_by_cell_type.png"))
 
     lines = [
         "# vbo demo",

@@ -1,0 +1,205 @@
+"""Training histories: one row per behavior session with its metadata and performance metrics.
+
+The metrics are those of ``get_performance_metrics`` (``analysis.md`` §1.6), computed from each session's
+NWB file in a process pool and kept on disk next to the data, so that a second call reads them back:
+
+- :func:`training_history` — every behavior session of one mouse, in date order (tutorial "Examine the full
+  training history of one mouse");
+- :func:`project_history` — the same for every behavior session of the release (or a selection).
+
+The disk cache (``<cache folder>/vbo-derived/behavior_performance.parquet``) holds one row per
+(behavior session, file hash, metrics version): a file that changes between manifest versions, or a new
+version of the metric definitions, is recomputed; unchanged files are reused across manifests.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+METRICS_VERSION = 1
+"""Bumped whenever the metric definitions change: rows computed by another version are recomputed."""
+CACHE_FOLDER = "vbo-derived"
+CACHE_FILE = "behavior_performance.parquet"
+METRIC_KEYS = (
+    "trial_count", "go_trial_count", "catch_trial_count", "hit_trial_count", "miss_trial_count",
+    "false_alarm_trial_count", "correct_reject_trial_count", "auto_reward_count", "earned_reward_count",
+    "total_reward_count", "total_reward_volume", "maximum_reward_rate", "engaged_trial_count", "mean_hit_rate",
+    "mean_hit_rate_uncorrected", "mean_hit_rate_engaged", "mean_false_alarm_rate",
+    "mean_false_alarm_rate_uncorrected", "mean_false_alarm_rate_engaged", "mean_dprime", "mean_dprime_engaged",
+    "max_dprime", "max_dprime_engaged",
+)
+_KEY = ("behavior_session_id", "file_hash", "metrics_version")
+
+
+def session_metrics(nwb_path: str | os.PathLike, engaged_trial_reward_rate_threshold: float = 2.0) -> dict:
+    """``get_performance_metrics`` of the behavior session stored in one NWB file (runs in a worker)."""
+    from vbo.session import BehaviorSession
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with BehaviorSession.from_nwb_path(nwb_path) as session:
+            metrics = session.get_performance_metrics(engaged_trial_reward_rate_threshold)
+            metrics["behavior_session_id"] = int(session.behavior_session_id)
+    return {k: (v.item() if isinstance(v, np.generic) else v) for k, v in metrics.items()}
+
+
+def _job(args: tuple) -> dict:
+    path, threshold = args
+    return session_metrics(path, threshold)
+
+
+def _entry(cache, behavior_session_id: int) -> dict:
+    """The manifest entry of the file holding a behavior session (behavior NWB, or lowest experiment NWB)."""
+    table = cache._tables["behavior_session_table"]
+    row = table.loc[behavior_session_id]
+    file_id = row["file_id"]
+    if pd.notna(file_id) and int(file_id) >= 0:
+        return cache._data_entry(file_id)
+    experiments = row["ophys_experiment_id"]
+    if not isinstance(experiments, list) or not experiments:
+        raise RuntimeError(f"behavior session {behavior_session_id} has neither a behavior file nor released "
+                           "experiments")
+    return cache._experiment_entry(min(experiments))
+
+
+def default_cache_path(cache) -> Path:
+    """Where the performance rows of ``cache`` are kept: ``<cache folder>/vbo-derived/behavior_performance.parquet``."""
+    return Path(cache._store.cache_dir) / CACHE_FOLDER / CACHE_FILE
+
+
+def _read_cache(path: Path | None) -> pd.DataFrame:
+    if path is None or not path.is_file():
+        return pd.DataFrame(columns=[*_KEY, *METRIC_KEYS])
+    try:
+        return pd.read_parquet(path)
+    except Exception as error:  # a damaged cache file is recomputed, not fatal
+        warnings.warn(f"ignoring unreadable performance cache {path}: {error}", RuntimeWarning, stacklevel=3)
+        return pd.DataFrame(columns=[*_KEY, *METRIC_KEYS])
+
+
+def _write_cache(path: Path, rows: pd.DataFrame) -> None:
+    """Atomic replace (write to a temporary file, then rename); an unwritable folder only warns."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        rows.to_parquet(tmp, index=False)
+        os.replace(tmp, path)
+    except OSError as error:
+        warnings.warn(f"could not write the performance cache {path}: {error}", RuntimeWarning, stacklevel=3)
+
+
+def _compute(jobs: list[tuple], workers: int | None) -> list[dict]:
+    if not jobs:
+        return []
+    workers = min(len(jobs), workers or os.cpu_count() or 1)
+    if workers <= 1:
+        return [_job(job) for job in jobs]
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        return list(pool.map(_job, jobs, chunksize=max(1, len(jobs) // (4 * workers))))
+
+
+def performance_table(cache, behavior_session_ids, *, workers: int | None = None, use_disk_cache: bool = True,
+                      cache_path: str | os.PathLike | None = None,
+                      engaged_trial_reward_rate_threshold: float = 2.0) -> pd.DataFrame:
+    """The 23 performance metrics of the given behavior sessions (index ``behavior_session_id``, input order).
+
+    Files are located (and, on an S3 cache, downloaded) through ``cache``; the metrics are computed in
+    ``workers`` processes (default: one per CPU; 1 computes in this process). With ``use_disk_cache`` rows are
+    read from and added to ``cache_path`` (default :func:`default_cache_path`), keyed by session id and the
+    file's hash, so a later call — also on another manifest version with the same files — reads them back.
+    Only the default threshold (2.0 rewards/min) is cached.
+    """
+    from vbo.tables import normalize_id
+
+    ids = [normalize_id(i) for i in behavior_session_ids]
+    cacheable = use_disk_cache and engaged_trial_reward_rate_threshold == 2.0
+    path = Path(cache_path) if cache_path is not None else default_cache_path(cache)
+    stored = _read_cache(path if cacheable else None)
+    entries = {i: _entry(cache, i) for i in ids}
+    wanted = pd.DataFrame({"behavior_session_id": ids, "file_hash": [entries[i]["file_hash"] for i in ids],
+                           "metrics_version": METRICS_VERSION})
+    found = wanted.merge(stored, on=list(_KEY), how="left", indicator=True)
+    missing = found.loc[found["_merge"] == "left_only", "behavior_session_id"].drop_duplicates().tolist()
+    jobs = [(str(cache._fetch(entries[i])), engaged_trial_reward_rate_threshold) for i in missing]
+    computed = pd.DataFrame(_compute(jobs, workers))
+    if len(computed):
+        for i, expected in zip(missing, computed["behavior_session_id"]):
+            if int(expected) != i:
+                raise RuntimeError(f"the file of behavior session {i} holds session {expected}")
+        computed["file_hash"] = [entries[i]["file_hash"] for i in missing]
+        computed["metrics_version"] = METRICS_VERSION
+        if cacheable:
+            fresh = computed[[*_KEY, *METRIC_KEYS]]
+            keep = stored.merge(fresh[list(_KEY)], on=list(_KEY), how="left", indicator=True)
+            kept = stored[(keep["_merge"] == "left_only").to_numpy()]
+            _write_cache(path, pd.concat([kept, fresh], ignore_index=True) if len(kept) else fresh)
+    rows = found.loc[found["_merge"] == "both", ["behavior_session_id", *METRIC_KEYS]]
+    if len(computed):
+        rows = pd.concat([rows, computed[["behavior_session_id", *METRIC_KEYS]]], ignore_index=True)
+    rows = rows.drop_duplicates("behavior_session_id").set_index("behavior_session_id").reindex(ids)
+    for key in METRIC_KEYS:
+        if key.endswith("_count"):
+            rows[key] = rows[key].astype(np.int64)
+        else:
+            rows[key] = rows[key].astype(float)
+    return rows
+
+
+def _with_metadata(cache, metrics: pd.DataFrame) -> pd.DataFrame:
+    """Behavior-table metadata (without its release-time trial counts) joined to the computed metrics."""
+    table = cache.get_behavior_session_table()
+    metadata = table.drop(columns=[c for c in table.columns if c in METRIC_KEYS]).loc[metrics.index]
+    out = metadata.join(metrics)
+    return out.sort_values("date_of_acquisition", kind="stable") if "date_of_acquisition" in out else out
+
+
+def training_history(cache, mouse_id, **kwargs) -> pd.DataFrame:
+    """Every behavior session of one mouse, oldest first: behavior-table metadata plus the 23 metrics.
+
+    Parameters
+    ----------
+    cache
+        A :class:`vbo.VisualBehaviorOphysProjectCache`.
+    mouse_id
+        The mouse, as int or str (``445002`` or ``'445002'``).
+    **kwargs
+        ``workers``, ``use_disk_cache``, ``cache_path``, ``engaged_trial_reward_rate_threshold`` as for
+        :func:`performance_table`.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Index ``behavior_session_id``, sorted by ``date_of_acquisition``. The count columns
+        (``trial_count`` … ``engaged_trial_count``) are computed from the files, like the rates and d′.
+
+    Raises
+    ------
+    vbo.errors.UnknownIdError
+        (a ``KeyError``) if the mouse has no session in the release.
+    """
+    from vbo.errors import UnknownIdError
+    from vbo.tables import normalize_id
+
+    key = str(normalize_id(mouse_id))
+    table = cache.get_behavior_session_table()
+    ids = table.index[table["mouse_id"].astype(str) == key]
+    if not len(ids):
+        raise UnknownIdError(f"mouse_id {mouse_id!r} has no behavior session in this release")
+    return _with_metadata(cache, performance_table(cache, ids, **kwargs))
+
+
+def project_history(cache, behavior_session_ids=None, **kwargs) -> pd.DataFrame:
+    """:func:`training_history` for every behavior session of the release (or ``behavior_session_ids``),
+    sorted by mouse and date; keyword arguments as for :func:`performance_table`."""
+    table = cache.get_behavior_session_table()
+    ids = table.index if behavior_session_ids is None else behavior_session_ids
+    out = _with_metadata(cache, performance_table(cache, ids, **kwargs))
+    if "mouse_id" in out and "date_of_acquisition" in out:
+        out = out.sort_values(["mouse_id", "date_of_acquisition"], kind="stable")
+    return out
