@@ -42,13 +42,11 @@ class DemoResult:
 
 
 def _release_is_current(release_dir: Path, seed: int, scale: str) -> bool:
-    from vbo import __version__
+    """True when the release there was made by this simulator with this seed and scale."""
+    from vbo.simulate.release import release_marker
 
     marker = release_dir / "ground_truth" / "release.json"
-    if not marker.exists():
-        return False
-    info = json.loads(marker.read_text())
-    return info == {"seed": seed, "scale": scale, "vbo_version": __version__}
+    return marker.exists() and json.loads(marker.read_text()) == release_marker(seed, scale)
 
 
 def ensure_release(cache_dir: Path, seed: int = DEMO_SEED, scale: str = DEMO_SCALE,

@@ -310,5 +310,24 @@ def _write_ground_truth(folder: Path, sessions: list[SessionPlan], results: list
     pd.DataFrame(rows).to_parquet(folder / "sessions.parquet", index=False)
     per_session = {str(r["behavior_session_id"]): r["truth"] for r in results}
     (folder / "truth.json").write_text(json.dumps(_jsonable(per_session), indent=1, sort_keys=True) + "\n")
-    (folder / "release.json").write_text(json.dumps({"seed": seed, "scale": scale, "vbo_version": __version__},
-                                                    indent=1, sort_keys=True) + "\n")
+    (folder / "release.json").write_text(json.dumps(release_marker(seed, scale), indent=1, sort_keys=True) + "\n")
+
+
+def simulator_fingerprint() -> str:
+    """BLAKE2b of the simulator's and writer's source: a release made by other code is not reused."""
+    import hashlib
+
+    import vbo
+
+    package = Path(vbo.__file__).parent
+    sources = sorted([*(package / "simulate").glob("*.py"), package / "nwb" / "write.py",
+                      *(package / "nwb" / "extensions").glob("*.yaml")])
+    digest = hashlib.blake2b(digest_size=16)
+    for path in sources:
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
+def release_marker(seed: int, scale: str) -> dict:
+    """What ``ground_truth/release.json`` records about how a release was made."""
+    return {"seed": seed, "scale": scale, "vbo_version": __version__, "simulator": simulator_fingerprint()}
