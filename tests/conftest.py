@@ -60,3 +60,15 @@ def tiny_release(tmp_path_factory):
     from vbo.simulate import simulate
 
     return simulate(tmp_path_factory.mktemp("release"), seed=7, scale="tiny", versions=2)
+
+
+@pytest.fixture(scope="session")
+def tiny_cache(tiny_release):
+    """The tiny release opened as a mirrored bucket: a static ``VisualBehaviorOphysProjectCache``."""
+    import warnings
+
+    from vbo.cache.project import VisualBehaviorOphysProjectCache
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the SDK-compatible reminder about stimulus blocks
+        return VisualBehaviorOphysProjectCache.from_local_cache(tiny_release.root, use_static_cache=True)

@@ -134,12 +134,8 @@ def test_only_auto_rewarded_session_has_nan_rates():
         assert np.isnan(metrics[key])
 
 
-def test_session_methods_call_the_functions(tiny_release):
-    from vbo.cache.project import VisualBehaviorOphysProjectCache
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        cache = VisualBehaviorOphysProjectCache.from_local_cache(tiny_release.root, use_static_cache=True)
+def test_session_methods_call_the_functions(tiny_release, tiny_cache):
+    cache = tiny_cache
     table = cache.get_behavior_session_table()
     session_id = table.index[table["session_type"].str.startswith("OPHYS_1")][0]
     with cache.get_behavior_session(session_id) as session:

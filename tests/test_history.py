@@ -12,12 +12,8 @@ from vbo import history
 
 
 @pytest.fixture(scope="module")
-def cache(tiny_release):
-    from vbo.cache.project import VisualBehaviorOphysProjectCache
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return VisualBehaviorOphysProjectCache.from_local_cache(tiny_release.root, use_static_cache=True)
+def cache(tiny_cache):
+    return tiny_cache
 
 
 @pytest.fixture(scope="module")

@@ -309,12 +309,8 @@ def test_trial_type_comparison(shared_experiment):
 
 
 @pytest.fixture(scope="module")
-def tiny(tiny_release):
-    from vbo.cache.project import VisualBehaviorOphysProjectCache
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        cache = VisualBehaviorOphysProjectCache.from_local_cache(tiny_release.root, use_static_cache=True)
+def tiny(tiny_release, tiny_cache):
+    cache = tiny_cache
     truth = json.loads((tiny_release.root / "ground_truth" / "truth.json").read_text())
     rois = {int(r): dict(v) for b in truth.values() for x in b["experiments"].values() for r, v in x["rois"].items()}
     return cache, rois
