@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import importlib.util
 import json
 import math
 import uuid
@@ -20,7 +19,6 @@ from vbo.simulate.task import simulate_behavior
 
 TINY, SMALL, FULL = SCALES["tiny"], SCALES["small"], SCALES["full"]
 OUTCOMES = ["hit", "miss", "false_alarm", "correct_reject", "auto_rewarded", "aborted"]
-HAS_WRITER = importlib.util.find_spec("vbo.nwb.write") is not None
 
 
 def _mouse(familiar: str = "A", novel: str = "B") -> MousePlan:
@@ -535,6 +533,10 @@ def test_metadata_subject_parameters(sessions):
     assert "passive" in descriptions["passive"] and "15 minutes" in descriptions["training0"]
 
 
+# --- round trip through the NWB writer -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["ophys1", "passive", "gratings"])
 def test_write_read_round_trip(tmp_path, name):
     import warnings
 
