@@ -159,7 +159,10 @@ def test_every_member_matches_allensdk(loaded):
 
 def test_performance_metrics_threshold(loaded):
     stem, obj, truth, _ = loaded
+    from vbo.behavior import PERFORMANCE_METRIC_KEYS
+
     actual = obj.get_performance_metrics(engaged_trial_reward_rate_threshold=1.0)
+    assert tuple(actual) == PERFORMANCE_METRIC_KEYS
     assert_values_equal(actual, truth["get_performance_metrics__threshold_1.0"], f"{stem}.threshold_1.0")
     # a threshold above every reward rate leaves no engaged trial
     high = obj.get_performance_metrics(engaged_trial_reward_rate_threshold=1e9)

@@ -15,6 +15,15 @@ DPRIME_LIMITS = (0.01, 0.99)
 REWARD_WINDOW_S = 0.75
 REWARD_RATE_TRIAL_WINDOW = 25
 REWARD_RATE_INITIAL_TRIALS = 10
+PERFORMANCE_METRIC_KEYS = (
+    "trial_count", "go_trial_count", "catch_trial_count", "hit_trial_count", "miss_trial_count",
+    "false_alarm_trial_count", "correct_reject_trial_count", "auto_reward_count", "earned_reward_count",
+    "total_reward_count", "total_reward_volume", "maximum_reward_rate", "engaged_trial_count", "mean_hit_rate",
+    "mean_hit_rate_uncorrected", "mean_hit_rate_engaged", "mean_false_alarm_rate",
+    "mean_false_alarm_rate_uncorrected", "mean_false_alarm_rate_engaged", "mean_dprime", "mean_dprime_engaged",
+    "max_dprime", "max_dprime_engaged",
+)
+"""Keys of :func:`performance_metrics`, in AllenSDK's order."""
 ROLLING_COLUMNS = ("reward_rate", "hit_rate_raw", "hit_rate", "false_alarm_rate_raw", "false_alarm_rate",
                    "rolling_dprime")
 

@@ -22,18 +22,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from vbo import behavior
+
 METRICS_VERSION = 1
 """Bumped whenever the metric definitions change: rows computed by another version are recomputed."""
 CACHE_FOLDER = "vbo-derived"
 CACHE_FILE = "behavior_performance.parquet"
-METRIC_KEYS = (
-    "trial_count", "go_trial_count", "catch_trial_count", "hit_trial_count", "miss_trial_count",
-    "false_alarm_trial_count", "correct_reject_trial_count", "auto_reward_count", "earned_reward_count",
-    "total_reward_count", "total_reward_volume", "maximum_reward_rate", "engaged_trial_count", "mean_hit_rate",
-    "mean_hit_rate_uncorrected", "mean_hit_rate_engaged", "mean_false_alarm_rate",
-    "mean_false_alarm_rate_uncorrected", "mean_false_alarm_rate_engaged", "mean_dprime", "mean_dprime_engaged",
-    "max_dprime", "max_dprime_engaged",
-)
+METRIC_KEYS = behavior.PERFORMANCE_METRIC_KEYS
 _KEY = ("behavior_session_id", "file_hash", "metrics_version")
 
 
