@@ -444,16 +444,17 @@ class VisualBehaviorOphysProjectCache:
     # --- tables -------------------------------------------------------------------------------
 
     def _fetch(self, entry: dict, manifest: dict | None = None) -> Path:
-        """Local path of a manifest entry, downloaded/verified as needed (verified once per object)."""
+        """Local path of a manifest entry, downloaded/verified as needed (each object hashed once per process)."""
+        from vbo.cache.s3 import bucket_and_key
+
         manifest = manifest or self._manifest
-        path = self._store.fetch(manifest, entry, verify=False)
+        verify = self.verify_cached
+        if verify:
+            expected = self._store.local_path(manifest, bucket_and_key(entry["url"])[1])
+            verify = self._verified.get(_stat_token(expected)) != entry["file_hash"]
+        path = self._store.fetch(manifest, entry, verify=verify)
         if self.verify_cached:
-            stat = path.stat()
-            token = (str(path), stat.st_size, stat.st_mtime_ns)
-            if self._verified.get(token) != entry["file_hash"]:
-                path = self._store.fetch(manifest, entry, verify=True)
-                stat = path.stat()
-                self._verified[(str(path), stat.st_size, stat.st_mtime_ns)] = entry["file_hash"]
+            self._verified[_stat_token(path)] = entry["file_hash"]
         return path
 
     def _load_tables(self, manifest: dict) -> dict[str, pd.DataFrame]:
@@ -661,6 +662,15 @@ class VisualBehaviorOphysProjectCache:
                             mf.NATURAL_MOVIE_VERSION_ID if real_bucket else None, digest, path)
             DownloadRecord(path.parent / DOWNLOAD_RECORD).add(path, digest or mf.file_hash(path))
         return np.load(path)
+
+
+def _stat_token(path: Path) -> tuple[str, int, int] | None:
+    """(path, size, mtime) of an existing file, None otherwise: a cached verification stays valid while it holds."""
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        return None
+    return str(path), stat.st_size, stat.st_mtime_ns
 
 
 def _check_manifest(manifest: Any, path: Path) -> None:

@@ -493,7 +493,6 @@ def _impulses(times: np.ndarray, amplitudes: np.ndarray, frame_times: np.ndarray
               n_frames: int) -> np.ndarray:
     """Drive (frames × ROIs) of impulses ``amplitudes`` (ROIs × events) at ``times``, sampled exactly: each
     lands on the first frame after its time, attenuated by the exponential decay over the sub-frame delay."""
-    n_rois = amplitudes.shape[0]
     k = np.searchsorted(frame_times, times, side="left")
     ok = (k < len(frame_times)) & (times >= frame_times[0] - 1.0)
     k, times, amplitudes = k[ok], times[ok], amplitudes[:, ok]

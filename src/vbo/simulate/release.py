@@ -24,7 +24,7 @@ import pandas as pd
 
 from vbo import __version__
 from vbo.cache import manifest as mf
-from vbo.simulate.plan import SCALES, ExperimentPlan, Scale, SessionPlan
+from vbo.simulate.plan import SCALES, Scale, SessionPlan
 
 LATEST_VERSION = "1.1.0"
 OLDER_VERSIONS = ("1.0.0", "1.0.1")  # used when more than one version is asked for, newest last
@@ -174,7 +174,7 @@ def simulate(out_dir: str | Path, seed: int = 0, mice: int | None = None, scale:
     -------
     Release
     """
-    from vbo.simulate.mice import cells_table, metadata_tables, plan_release, write_metadata_csv
+    from vbo.simulate.mice import cells_table, metadata_tables, plan_release
     from vbo.simulate.neurons import make_container
 
     if scale not in SCALES:
