@@ -101,6 +101,8 @@ def assert_frames_equal(actual: pd.DataFrame, expected: pd.DataFrame, where: str
     assert actual.index.name == expected.index.name, f"{where}: index name {actual.index.name!r}"
     assert str(actual.index.dtype) == str(expected.index.dtype), f"{where}: index dtype {actual.index.dtype}"
     np.testing.assert_array_equal(actual.index.to_numpy(), expected.index.to_numpy(), err_msg=f"{where}.index")
+    # the SDK names some frames through a plain attribute (stimulus_templates: the image set)
+    assert vars(actual).get("name") == vars(expected).get("name"), f"{where}: DataFrame.name"
     if where.endswith("stimulus_presentations"):
         fixed = list(expected.columns[:PRESENTATION_FIXED])
         assert list(actual.columns[:PRESENTATION_FIXED]) == fixed, where

@@ -323,3 +323,32 @@ def test_natural_movie(static, s3_cache, tiny_release, tmp_path):
     shutil.copytree(s3_cache._store.cache_dir / "visual-behavior-ophys-1.1.0", empty / "visual-behavior-ophys-1.1.0")
     with pytest.raises(FileNotFoundError, match="without a connection"):
         quiet(Cache.from_local_cache, empty).get_raw_natural_movie()
+
+
+def test_natural_movie_template(static, s3_cache, tiny_release):
+    from vbo import screen
+
+    movie = static.get_raw_natural_movie()
+    before = sorted(p.name for p in (tiny_release.root / mf.NATURAL_MOVIE_KEY).parent.iterdir())
+    part = static.get_natural_movie_template(frames=[0, len(movie) - 1])
+    assert list(part.index) == [0, len(movie) - 1] and part.index.name == "movie_frame_index"
+    placed = screen.movie_frames_to_screen(movie[-1])
+    np.testing.assert_array_equal(part.loc[len(movie) - 1, "warped"], screen.warp(placed))
+    np.testing.assert_array_equal(part.loc[0, "unwarped"], screen.unwarped(screen.movie_frames_to_screen(movie[0])))
+    # a static cache is a read-only mirror: nothing is written into it
+    assert sorted(p.name for p in (tiny_release.root / mf.NATURAL_MOVIE_KEY).parent.iterdir()) == before
+
+    s3_cache.get_raw_natural_movie()
+    resources = s3_cache._store.cache_dir / "resources"
+    np.save(resources / "Movie_TOE1.npy", movie[:3])  # a short movie keeps the full template small
+    full = s3_cache.get_natural_movie_template(n_workers=2)
+    assert list(full.index) == [0, 1, 2]
+    cached = list(resources.glob("Movie_TOE1.warped.*.npy"))
+    assert len(cached) == 1
+    offline = quiet(Cache.from_local_cache, s3_cache._store.cache_dir)
+    again = offline.get_natural_movie_template(frames=[1])
+    assert isinstance(again.loc[1, "warped"], np.memmap)  # served from the stored warp
+    np.testing.assert_array_equal(again.loc[1, "warped"], full.loc[1, "warped"])
+    np.testing.assert_array_equal(again.loc[1, "unwarped"], full.loc[1, "unwarped"])
+    with pytest.raises(ValueError, match="n_workers"):
+        offline.get_natural_movie_template(n_workers=0)

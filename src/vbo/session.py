@@ -337,8 +337,10 @@ class BehaviorSession:
         warped = nwb.read(h5, f"{path}/{layout.DATA}")
         unwarped = nwb.read(h5, f"{path}/{layout.TEMPLATE_UNWARPED}")
         index = pd.Index(derive.object_strings(np.atleast_1d(image_names)), name="image_name")
-        return pd.DataFrame({"unwarped": pd.Series(list(unwarped), index=index, dtype=object),
-                             "warped": pd.Series(list(warped), index=index, dtype=object)}, index=index)
+        templates = pd.DataFrame({"unwarped": pd.Series(list(unwarped), index=index, dtype=object),
+                                  "warped": pd.Series(list(warped), index=index, dtype=object)}, index=index)
+        templates.name = names[0]  # the image set, as the SDK names this frame
+        return templates
 
     # --- eye tracking -----------------------------------------------------------------------
 

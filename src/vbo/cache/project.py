@@ -637,14 +637,8 @@ class VisualBehaviorOphysProjectCache:
         self._verified.clear()
         return report
 
-    def get_raw_natural_movie(self):
-        """The natural movie shown in every session (frames × rows × columns, uint8), ``Movie_TOE1.npy``.
-
-        Kept in ``<cache_dir>/resources/`` (not versioned); an S3 cache downloads it once (verified against the
-        release's known hash on the real bucket); offline caches never touch the network.
-        """
-        import numpy as np
-
+    def _natural_movie_path(self) -> Path:
+        """Local path of ``Movie_TOE1.npy``, downloaded first on an S3 cache (offline caches never connect)."""
         store = self._store
         if store.static:
             path = store.cache_dir / mf.NATURAL_MOVIE_KEY
@@ -661,7 +655,48 @@ class VisualBehaviorOphysProjectCache:
             download_object(store.client, store.bucket, mf.NATURAL_MOVIE_KEY,
                             mf.NATURAL_MOVIE_VERSION_ID if real_bucket else None, digest, path)
             DownloadRecord(path.parent / DOWNLOAD_RECORD).add(path, digest or mf.file_hash(path))
-        return np.load(path)
+        return path
+
+    def get_raw_natural_movie(self):
+        """The natural movie shown in every session (frames × rows × columns, uint8), ``Movie_TOE1.npy``.
+
+        Kept in ``<cache_dir>/resources/`` (not versioned); an S3 cache downloads it once (verified against the
+        release's known hash on the real bucket); offline caches never touch the network.
+        """
+        import numpy as np
+
+        return np.load(self._natural_movie_path())
+
+    def get_natural_movie_template(self, n_workers: int | None = None, *, frames=None) -> pd.DataFrame:
+        """The natural movie as shown on the monitor: each frame placed on the screen and warped.
+
+        Same values as the AllenSDK, computed once with whole-array geometry and threads instead of a
+        per-frame process pool, and kept: an S3 or local cache stores the warped movie (uint8, about 2 GB
+        for the real 900 frames) in ``<cache_dir>/resources/`` and maps it from disk afterwards. A static
+        (read-only mirror) cache computes without storing.
+
+        Parameters
+        ----------
+        n_workers : int, optional
+            Threads warping frames (default: all cores).
+        frames : int, slice or sequence of int, optional
+            Only these movie frames (default: all, as the SDK). ``unwarped`` takes about 18 MB per frame.
+
+        Returns
+        -------
+        pd.DataFrame
+            Index ``movie_frame_index`` (int); columns ``unwarped`` (float64 1200 × 1920, NaN where the
+            mouse cannot see) and ``warped`` (uint8 1200 × 1920), one array per frame.
+        """
+        import numpy as np
+
+        from vbo.screen import movie_template
+
+        if n_workers is not None and (not isinstance(n_workers, int) or n_workers < 1):
+            raise ValueError(f"n_workers must be a positive int or None, got {n_workers!r}")
+        path = self._natural_movie_path()
+        cache_file = None if self._store.static else path.with_name(path.stem + ".warped.npy")
+        return movie_template(np.load(path), frames, n_workers=n_workers, cache_file=cache_file)
 
 
 def _stat_token(path: Path) -> tuple[str, int, int] | None:
