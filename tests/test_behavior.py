@@ -487,3 +487,63 @@ def test_planted_rates_recovered_through_flash_annotations(full_session):
     late_enough = np.arange(len(rolling)) > 150
     sel = rolling.loc[early.to_numpy() & late_enough & ~content.trials["aborted"].to_numpy(), "rolling_dprime"]
     assert abs(sel.mean() - planted) < 4 * sd, (sel.mean(), planted, sd)
+
+
+def test_pupil_trace_preprocessing_steps():
+    times = 10.0 + np.arange(20) / 30.0
+    area = 1000.0 + 10.0 * np.arange(20)
+    blink = np.zeros(20, bool)
+    blink[[0, 5, 6, 12, 13, 14, 15, 19]] = True  # an edge, a short gap, a long gap, the other edge
+    eye = pd.DataFrame({"timestamps": times, "pupil_area": area, "likely_blink": blink})
+    eye.index.name = "frame"
+
+    raw = behavior.pupil_trace(eye)
+    assert raw.index.name == "timestamps" and raw.name == "pupil_area" and raw.attrs["interpolated"] is False
+    np.testing.assert_array_equal(raw.index.to_numpy(), times)
+    assert raw.isna().sum() == blink.sum()
+
+    filled = behavior.pupil_trace(eye, interpolate=True)
+    np.testing.assert_allclose(filled.to_numpy()[1:19], area[1:19])  # linear data: exact fill
+    assert np.isnan(filled.iat[0]) and np.isnan(filled.iat[19])  # edges are never extrapolated
+    gapped = behavior.pupil_trace(eye, interpolate=True, max_gap=0.05)  # 2 samples = 0.033 s, 4 samples = 0.1 s
+    assert np.isfinite(gapped.iloc[5:7]).all() and gapped.iloc[12:16].isna().all()
+
+    normalised = behavior.pupil_trace(eye, baseline=(10.0, 10.1))  # samples 0..3, 0 is a blink
+    assert normalised.attrs["baseline_interval"] == (10.0, 10.1)
+    assert normalised.attrs["baseline_mean"] == pytest.approx(np.mean(area[1:4]))
+    np.testing.assert_allclose(normalised.to_numpy(), raw.to_numpy() / np.mean(area[1:4]))
+    with pytest.raises(ValueError, match="baseline"):
+        behavior.pupil_trace(eye, baseline=(0.0, 1.0))
+
+    z = behavior.pupil_trace(eye, "pupil_diameter", zscore=True)
+    assert np.nanmean(z) == pytest.approx(0.0, abs=1e-12) and np.nanstd(z, ddof=1) == pytest.approx(1.0)
+    assert z.attrs["zscore_ddof"] == 1
+
+    target = np.array([9.0, 10.05, 10.2, 11.0])
+    resampled = behavior.pupil_trace(eye, interpolate=True, resample_to=target)
+    np.testing.assert_array_equal(resampled.index.to_numpy(), target)
+    assert np.isnan(resampled.iat[0]) and np.isnan(resampled.iat[3])  # outside the eye-tracking clock
+    assert resampled.iat[1] == pytest.approx(1000.0 + 10.0 * 0.05 * 30) and resampled.attrs["resampled"]
+
+
+def test_pupil_trace_on_the_sdk_experiment(experiment_nwb):
+    import vbo
+
+    with vbo.BehaviorOphysExperiment.from_nwb_path(experiment_nwb) as exp:
+        gray = behavior.gray_screen_interval(exp.stimulus_presentations)
+        sp = exp.stimulus_presentations
+        task_start = sp.loc[sp["stimulus_block_name"].str.contains("change_detection"), "start_time"].min()
+        assert gray[0] == 0.0 and gray[1] == pytest.approx(task_start) and gray[1] > 250.0
+        after = behavior.gray_screen_interval(exp.stimulus_presentations, "post_behavior_gray_screen")
+        assert after[0] > gray[1]
+        with pytest.raises(KeyError, match="no stimulus block"):
+            behavior.gray_screen_interval(exp.stimulus_presentations, "no_such_block")
+        trace = behavior.pupil_trace(exp.eye_tracking, "pupil_width", interpolate=True, max_gap=0.5,
+                                     baseline=gray)
+        eye = exp.eye_tracking
+        inside = (trace.index >= gray[0]) & (trace.index <= gray[1])
+        assert np.nanmean(trace[inside]) == pytest.approx(1.0)
+        ophys = behavior.pupil_trace(exp.eye_tracking, "pupil_width", interpolate=True, baseline=gray,
+                                     resample_to=exp.ophys_timestamps)
+        assert len(ophys) == len(exp.ophys_timestamps) and ophys.notna().mean() > 0.9
+        assert trace.index[0] == eye["timestamps"].min()  # the eye-tracking clock, not frame numbers

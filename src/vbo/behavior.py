@@ -464,6 +464,103 @@ def pupil_series(eye_tracking: pd.DataFrame, column: str) -> tuple[np.ndarray, n
     return times[order], values[order]
 
 
+INITIAL_GRAY_SCREEN = "initial_gray_screen"
+
+
+def gray_screen_interval(stimulus_presentations: pd.DataFrame,
+                         block: str = INITIAL_GRAY_SCREEN) -> tuple[float, float]:
+    """(start, end) in s of the gray-screen block whose ``stimulus_block_name`` contains ``block``.
+
+    The pre-task gray screen (``initial_gray_screen_5min``) is the pupil-normalisation baseline of
+    ``analysis.md`` §7; ``block="post_behavior_gray_screen"`` gives the one after the task.
+    """
+    sp = stimulus_presentations
+    if "stimulus_block_name" not in sp:
+        raise KeyError("stimulus_presentations has no stimulus_block_name column (file older than v1.1.0)")
+    rows = sp[sp["stimulus_block_name"].astype(str).str.contains(block, regex=False).to_numpy()]
+    if rows.empty:
+        raise KeyError(f"no stimulus block named like {block!r}; blocks: "
+                       f"{sorted(set(sp['stimulus_block_name'].astype(str)))}")
+    return float(rows["start_time"].min()), float(rows["end_time"].max())
+
+
+def pupil_trace(eye_tracking: pd.DataFrame, column: str = "pupil_area", *, interpolate: bool = False,
+                max_gap: float | None = None, baseline: tuple[float, float] | None = None, zscore: bool = False,
+                ddof: int = 1, resample_to=None) -> pd.Series:
+    """One pupil measure, preprocessed in the order of ``analysis.md`` §7.
+
+    Parameters
+    ----------
+    eye_tracking : pd.DataFrame
+        ``session.eye_tracking`` (blinks already detected: ``likely_blink``).
+    column : str
+        An eye-tracking column (``pupil_area`` px², ``pupil_width`` px, …) or a derived size,
+        ``pupil_radius`` = √(area/π) or ``pupil_diameter`` = 2·√(area/π) (px).
+    interpolate : bool
+        Fill blink and dropout gaps by linear interpolation in time (edges stay NaN).
+    max_gap : float, optional
+        With ``interpolate``: gaps longer than this (s, first to last missing sample) stay NaN.
+    baseline : (float, float), optional
+        Divide by the mean over this time interval (s), e.g. :func:`gray_screen_interval` of the session.
+    zscore : bool
+        Subtract the session mean and divide by the standard deviation (``ddof``), ignoring NaN.
+    resample_to : array-like, optional
+        Times (s; e.g. ``ophys_timestamps``) to resample to by linear interpolation; NaN outside the
+        eye-tracking time range and next to a missing sample.
+
+    Returns
+    -------
+    pd.Series
+        Values indexed by time (``timestamps``, s, from the eye-tracking clock, never the frame index), named
+        ``column``; ``attrs`` records every step applied (``baseline_interval``, ``baseline_mean``, ``zscore_mean``,
+        ``zscore_std``, ``zscore_ddof``, ``interpolated``, ``max_gap``, ``resampled``).
+    """
+    times, values = pupil_series(eye_tracking, column)
+    steps: dict = {"blinks": "NaN", "interpolated": bool(interpolate), "max_gap": max_gap}
+    if interpolate:
+        values = _fill_gaps(times, values, max_gap)
+    if baseline is not None:
+        start, end = (float(v) for v in baseline)
+        inside = (times >= start) & (times <= end)
+        mean = float(np.nanmean(values[inside])) if np.isfinite(values[inside]).any() else np.nan
+        if not np.isfinite(mean) or mean == 0:
+            raise ValueError(f"no usable {column} samples in the baseline interval [{start}, {end}] s")
+        values = values / mean
+        steps.update(baseline_interval=(start, end), baseline_mean=mean)
+    if zscore:
+        mean, std = float(np.nanmean(values)), float(np.nanstd(values, ddof=ddof))
+        values = (values - mean) / std
+        steps.update(zscore_mean=mean, zscore_std=std, zscore_ddof=ddof)
+    if resample_to is not None:
+        target = np.asarray(resample_to, dtype=float)
+        values = np.interp(target, times, values, left=np.nan, right=np.nan) if len(times) else \
+            np.full(len(target), np.nan)
+        times = target
+    steps["resampled"] = resample_to is not None
+    trace = pd.Series(values, index=pd.Index(times, name="timestamps"), name=column)
+    trace.attrs.update(steps)
+    return trace
+
+
+def _fill_gaps(times: np.ndarray, values: np.ndarray, max_gap: float | None) -> np.ndarray:
+    """Linear interpolation in time over interior NaN runs; runs longer than ``max_gap`` s are left NaN."""
+    missing = np.isnan(values)
+    if not missing.any() or missing.all():
+        return values
+    known = np.flatnonzero(~missing)
+    filled = values.copy()
+    inner = missing.copy()
+    inner[:known[0]] = inner[known[-1] + 1:] = False  # edges are not interpolated
+    filled[inner] = np.interp(times[inner], times[known], values[known])
+    if max_gap is not None and inner.any():
+        starts = inner & ~np.r_[False, inner[:-1]]
+        ends = inner & ~np.r_[inner[1:], False]
+        too_long = (times[ends] - times[starts]) > max_gap  # one entry per run of missing samples
+        run = np.cumsum(starts) - 1
+        filled[inner & too_long[np.maximum(run, 0)]] = np.nan
+    return filled
+
+
 def annotate_flashes(stimulus_presentations: pd.DataFrame, trials: pd.DataFrame,
                      licks: pd.DataFrame | None = None, rewards: pd.DataFrame | None = None,
                      running_speed: pd.DataFrame | None = None, eye_tracking: pd.DataFrame | None = None, *,
