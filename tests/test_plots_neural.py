@@ -107,3 +107,34 @@ def test_responses_by_cell_type_on_the_tiny_release(tiny_release):
             _png(plots.roi_projection(e))
             _png(plots.dff_heatmap(e))
             _png(plots.behavior_neural_window(e))
+
+
+def test_container_projections_and_plane_traces(tiny_cache):
+    table = tiny_cache.get_ophys_experiment_table()
+    container = table["ophys_container_id"].value_counts().index[0]
+    members = table[table["ophys_container_id"] == container]
+    fig = plots.container_projections(tiny_cache, str(container))  # ids as str work
+    images = [ax for ax in fig.axes if ax.images]
+    assert len(images) == len(members)
+    order = members.sort_values("date_of_acquisition").index
+    assert [ax.get_title().split("\n")[0] for ax in images] == [str(i) for i in order]
+    _png(fig)
+    with pytest.raises(ValueError, match="no experiments in container 1"):
+        plots.container_projections(tiny_cache, 1)
+
+    planes = table.groupby("ophys_session_id").size()
+    session = planes.idxmax()  # the session with the most planes
+    rows = table[table["ophys_session_id"] == session]
+    fig = plots.plane_population_traces(tiny_cache, session, t_range=(0.0, 60.0))
+    ax = fig.axes[0]
+    labels = sorted(t.get_text() for t in ax.get_legend().get_texts())
+    assert labels == sorted(f"{r.targeted_structure}_{r.imaging_depth}" for r in rows.itertuples())
+    assert ax.get_xlabel() == "time (seconds)" and ax.get_ylabel() == "dF/F" and ax.get_xlim() == (0.0, 60.0)
+    assert ax.get_title() == f"{rows['cre_line'].iloc[0]}, ophys session {session}"
+    with tiny_cache.get_behavior_ophys_experiment(int(rows.sort_values(["targeted_structure",
+                                                                         "imaging_depth"]).index[0])) as e:
+        expected = R.population_trace(e)
+    first = ax.lines[0]
+    shown = expected[(expected["timestamps"] >= 0) & (expected["timestamps"] <= 60)]
+    assert list(first.get_xdata()) == list(shown["timestamps"])
+    _png(fig)

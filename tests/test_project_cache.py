@@ -201,6 +201,7 @@ def test_demo_runs_on_a_release(tiny_release, tmp_path):
 
     result = run_demo(tmp_path / "demo", release_dir=tiny_release.root)
     assert result.summary.is_file() and "# vbo demo" in result.summary.read_text()
+    assert {"container_projections.png", "plane_population_traces.png"} <= {f.name for f in result.figures}
     for figure in result.figures:
         assert figure.stat().st_size > 10_000 and figure.read_bytes()[:4] == b"\x89PNG"
     history = pd.read_csv(tmp_path / "demo" / "training_history.csv")

@@ -141,6 +141,13 @@ def run_demo(out_dir: str | Path = "vbo-demo", cache_dir: str | Path | None = No
                                                                  title="change and omission responses by cell type"),
                                     out / "responses_by_cell_type.png"))
 
+        # workflow 4: the manifest tutorial's figures: one container's fields of view, one session's planes
+        container = experiments.loc[experiment_id, "ophys_container_id"]
+        result.figures.append(_save(plots.container_projections(cache, container), out / "container_projections.png"))
+        session_id = experiments.groupby("ophys_session_id").size().idxmax()  # the most planes (Multiscope)
+        result.figures.append(_save(plots.plane_population_traces(cache, session_id, t_range=None),
+                                    out / "plane_population_traces.png"))
+
     lines = [
         "# vbo demo",
         "",

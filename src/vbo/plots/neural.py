@@ -138,6 +138,69 @@ def roi_projection(experiment, projection: str = "max", ax=None, outline_color: 
     return fig
 
 
+def container_projections(cache, ophys_container_id, projection: str = "max"):
+    """The field of view of every experiment of a container, side by side in acquisition order (plot P3).
+
+    Parameters
+    ----------
+    cache
+        A :class:`vbo.VisualBehaviorOphysProjectCache`.
+    ophys_container_id
+        int or str.
+    projection
+        ``"max"`` or ``"average"``.
+    """
+    from vbo.tables import normalize_id
+
+    plt = pyplot()
+    container = normalize_id(ophys_container_id)
+    table = cache.get_ophys_experiment_table()
+    rows = table[table["ophys_container_id"] == container].sort_values("date_of_acquisition")
+    if rows.empty:
+        raise ValueError(f"no experiments in container {container}")
+    fig, axes = plt.subplots(1, len(rows), figsize=(2.2 * len(rows), 2.8), squeeze=False, layout="constrained")
+    for ax, (experiment_id, row) in zip(axes[0], rows.iterrows()):
+        with cache.get_behavior_ophys_experiment(int(experiment_id)) as experiment:
+            image = experiment.max_projection if projection == "max" else experiment.average_projection
+            ax.imshow(np.asarray(image), cmap="gray")
+        ax.set_title(f"{experiment_id}\n{row['session_type']}", fontsize=8)
+        ax.axis("off")
+    fig.suptitle(f"container {container}: {projection} projections")
+    return fig
+
+
+def plane_population_traces(cache, ophys_session_id, t_range=(300.0, 600.0), data_type: str = "dff", ax=None):
+    """Mean dF/F over cells of every imaging plane of one session, one line per plane (plot P4).
+
+    Lines are labelled ``<targeted_structure>_<imaging_depth>``; x "time (seconds)" limited to ``t_range``
+    (s), y "dF/F"; the title is the cre line and the session id.
+    """
+    from vbo.responses import population_trace
+    from vbo.tables import normalize_id
+
+    plt = pyplot()
+    session = normalize_id(ophys_session_id)
+    table = cache.get_ophys_experiment_table()
+    rows = table[table["ophys_session_id"] == session].sort_values(["targeted_structure", "imaging_depth"])
+    if rows.empty:
+        raise ValueError(f"no experiments in ophys session {session}")
+    fig, ax = (plt.subplots(figsize=(11, 4)) if ax is None else (ax.figure, ax))
+    for experiment_id, row in rows.iterrows():
+        with cache.get_behavior_ophys_experiment(int(experiment_id)) as experiment:
+            mean = population_trace(experiment, data_type)
+        if t_range is not None:
+            mean = mean[(mean["timestamps"] >= t_range[0]) & (mean["timestamps"] <= t_range[1])]
+        ax.plot(mean["timestamps"], mean[data_type], lw=0.8,
+                label=f"{row['targeted_structure']}_{row['imaging_depth']}")
+    if t_range is not None:
+        ax.set_xlim(*t_range)
+    ax.set_xlabel("time (seconds)")
+    ax.set_ylabel("dF/F" if data_type == "dff" else data_type)
+    ax.set_title(f"{rows['cre_line'].iloc[0]}, ophys session {session}")
+    ax.legend(loc="upper right", fontsize=8)
+    return fig
+
+
 def dff_heatmap(experiment, t_range=None, data_type: str = "dff", max_columns: int = 4000, ax=None):
     """Cells × time heatmap of dF/F (``pcolormesh``, magma, vmax = 99th percentile, colorbar "dF/F").
 
