@@ -45,12 +45,17 @@ def test_history_of_one_mouse(cache, mouse, tmp_path):
     assert path.is_file()
     import vbo.history as module
 
-    original = module._compute
-    module._compute = lambda jobs, workers: (_ for _ in ()).throw(AssertionError("recomputed")) if jobs else []
+    def no_recomputation(func, paths, *args, **kwargs):
+        if paths:
+            raise AssertionError("recomputed")
+        return []
+
+    original = module.map_files
+    module.map_files = no_recomputation
     try:
         again = history.training_history(cache, str(mouse), cache_path=path)
     finally:
-        module._compute = original
+        module.map_files = original
     pd.testing.assert_frame_equal(again, h)
 
 

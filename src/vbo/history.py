@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import os
 import warnings
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from vbo import behavior
+from vbo.parallel import map_files
 
 METRICS_VERSION = 1
 """Bumped whenever the metric definitions change: rows computed by another version are recomputed."""
@@ -42,11 +42,6 @@ def session_metrics(nwb_path: str | os.PathLike, engaged_trial_reward_rate_thres
             metrics = session.get_performance_metrics(engaged_trial_reward_rate_threshold)
             metrics["behavior_session_id"] = int(session.behavior_session_id)
     return {k: (v.item() if isinstance(v, np.generic) else v) for k, v in metrics.items()}
-
-
-def _job(args: tuple) -> dict:
-    path, threshold = args
-    return session_metrics(path, threshold)
 
 
 def _entry(cache, behavior_session_id: int) -> dict:
@@ -89,23 +84,16 @@ def _write_cache(path: Path, rows: pd.DataFrame) -> None:
         warnings.warn(f"could not write the performance cache {path}: {error}", RuntimeWarning, stacklevel=3)
 
 
-def _compute(jobs: list[tuple], workers: int | None) -> list[dict]:
-    if not jobs:
-        return []
-    workers = min(len(jobs), workers or os.cpu_count() or 1)
-    if workers <= 1:
-        return [_job(job) for job in jobs]
-    with ProcessPoolExecutor(max_workers=workers) as pool:
-        return list(pool.map(_job, jobs, chunksize=max(1, len(jobs) // (4 * workers))))
-
-
-def performance_table(cache, behavior_session_ids, *, workers: int | None = None, use_disk_cache: bool = True,
+def performance_table(cache, behavior_session_ids, *, workers: int | None = None, client=None,
+                      use_disk_cache: bool = True,
                       cache_path: str | os.PathLike | None = None,
                       engaged_trial_reward_rate_threshold: float = 2.0) -> pd.DataFrame:
     """The 23 performance metrics of the given behavior sessions (index ``behavior_session_id``, input order).
 
     Files are located (and, on an S3 cache, downloaded) through ``cache``; the metrics are computed in
-    ``workers`` processes (default: one per CPU; 1 computes in this process). With ``use_disk_cache`` rows are
+    ``workers`` processes (default: one per CPU; 1 computes in this process), or on a Dask cluster when a
+    ``dask.distributed.Client`` is given as ``client`` (:func:`vbo.parallel.map_files`). With
+    ``use_disk_cache`` rows are
     read from and added to ``cache_path`` (default :func:`default_cache_path`), keyed by session id and the
     file's hash, so a later call — also on another manifest version with the same files — reads them back.
     Only the default threshold (2.0 rewards/min) is cached.
@@ -121,8 +109,9 @@ def performance_table(cache, behavior_session_ids, *, workers: int | None = None
                            "metrics_version": METRICS_VERSION})
     found = wanted.merge(stored, on=list(_KEY), how="left", indicator=True)
     missing = found.loc[found["_merge"] == "left_only", "behavior_session_id"].drop_duplicates().tolist()
-    jobs = [(str(cache._fetch(entries[i])), engaged_trial_reward_rate_threshold) for i in missing]
-    computed = pd.DataFrame(_compute(jobs, workers))
+    paths = [str(cache._fetch(entries[i])) for i in missing]
+    computed = pd.DataFrame(map_files(session_metrics, paths, engaged_trial_reward_rate_threshold, client=client,
+                                      workers=workers))
     if len(computed):
         for i, expected in zip(missing, computed["behavior_session_id"]):
             if int(expected) != i:
@@ -164,7 +153,8 @@ def training_history(cache, mouse_id, **kwargs) -> pd.DataFrame:
     mouse_id
         The mouse, as int or str (``445002`` or ``'445002'``).
     **kwargs
-        ``workers``, ``use_disk_cache``, ``cache_path``, ``engaged_trial_reward_rate_threshold`` as for
+        ``workers``, ``client`` (Dask), ``use_disk_cache``, ``cache_path``,
+        ``engaged_trial_reward_rate_threshold`` as for
         :func:`performance_table`.
 
     Returns

@@ -965,27 +965,21 @@ def container_responses(cache, ophys_container_id: int, event_type: str = "image
                         window=(-1.0, 1.5), p_value: bool = False, **kwargs) -> pd.DataFrame:
     """Per-cell response summaries of every experiment of a container, for matching across sessions.
 
-    Opens each experiment of the container from ``cache`` (a ``VisualBehaviorOphysProjectCache``), computes
-    :func:`stimulus_responses` (other keyword arguments are passed on) and returns :func:`experiment_summary`
+    :func:`vbo.population.population_responses` over the container's experiments: :func:`experiment_summary`
     rows with ``ophys_experiment_id`` and the experiment table's ``session_type``, ``experience_level``,
-    ``passive``, … columns.
+    ``passive``, … columns. Other keyword arguments go to :func:`stimulus_responses`, except ``client`` and
+    ``workers`` (where the files are read; default: in this process).
     """
+    from vbo.population import population_responses
+    from vbo.tables import normalize_id
+
     table = cache.get_ophys_experiment_table()
-    rows = table[table["ophys_container_id"] == ophys_container_id]
-    if rows.empty:
+    ids = table.index[table["ophys_container_id"] == normalize_id(ophys_container_id)]
+    if not len(ids):
         raise ValueError(f"no experiments in container {ophys_container_id}")
-    out = []
-    for experiment_id, row in rows.iterrows():
-        with cache.get_behavior_ophys_experiment(int(experiment_id)) as experiment:
-            responses = stimulus_responses(experiment, event_type, data_type, window=window, p_value=p_value,
-                                           **kwargs)
-        summary = experiment_summary(responses)
-        summary.insert(0, "ophys_experiment_id", int(experiment_id))
-        for name in EXPERIMENT_COLUMNS:
-            if name in row.index:
-                summary[name] = row[name]
-        out.append(summary)
-    return pd.concat(out, ignore_index=True)
+    kwargs.setdefault("workers", 1)
+    return population_responses(cache, ids, event_type, data_type, window=window, p_value=p_value,
+                                metadata_columns=EXPERIMENT_COLUMNS, **kwargs)
 
 
 def match_cells(summaries: pd.DataFrame, value: str = "mean_response", by: str = "experience_level",
