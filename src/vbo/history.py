@@ -93,9 +93,9 @@ def performance_table(cache, behavior_session_ids, *, workers: int | None = None
     Files are located (and, on an S3 cache, downloaded) through ``cache``; the metrics are computed in
     ``workers`` processes (default: one per CPU; 1 computes in this process), or on a Dask cluster when a
     ``dask.distributed.Client`` is given as ``client`` (:func:`vbo.parallel.map_files`). With
-    ``use_disk_cache`` rows are
-    read from and added to ``cache_path`` (default :func:`default_cache_path`), keyed by session id and the
-    file's hash, so a later call — also on another manifest version with the same files — reads them back.
+    ``use_disk_cache`` rows are read from and added to ``cache_path`` (default :func:`default_cache_path`),
+    keyed by session id and the file's hash, so a later call — also on another manifest version with the
+    same files — reads them back.
     Only the default threshold (2.0 rewards/min) is cached.
     """
     from vbo.tables import normalize_id
