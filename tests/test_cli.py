@@ -276,3 +276,16 @@ def test_benchmark_smoke(session_nwb):
     everything = next(line for line in out.splitlines() if line.startswith("| everything"))
     cells = [c.strip() for c in everything.strip("|").split("|")]
     assert all(c not in ("", "—") for c in cells[1:6]), everything  # three timings and two ratios
+
+
+def test_analysis_modules_are_reachable_from_a_plain_import():
+    """`import vbo` stays light; `vbo.population`, `vbo.behavior`, … are imported on first use."""
+    code = (
+        "import sys, vbo; "
+        "before = 'vbo.population' in sys.modules or 'pandas' in sys.modules; "
+        "f = vbo.population.cells_table; g = vbo.behavior.pupil_trace; h = vbo.screen.warp; "
+        "print(before, 'vbo.population' in sys.modules, vbo.errors.UnknownIdError.__name__)"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["False", "True", "UnknownIdError"]

@@ -17,8 +17,9 @@ _LAZY = {
     "Image": "vbo.values",
     "Coordinates": "vbo.values",
     "VisualBehaviorOphysProjectCache": "vbo.cache.project",
-    "errors": "vbo.errors",
 }
+_SUBMODULES = ("errors", "behavior", "history", "responses", "population", "plots", "screen", "tables")
+"""Modules reachable as ``vbo.<name>`` after a plain ``import vbo`` (imported on first use)."""
 
 __all__ = ["BehaviorSession", "BehaviorOphysExperiment", "BehaviorOphysSession", "Image", "Coordinates",
            "VisualBehaviorOphysProjectCache", "errors", "open_nwb", "__version__"]
@@ -33,8 +34,9 @@ if TYPE_CHECKING:  # pragma: no cover
 
 def __getattr__(name: str):
     if name in _LAZY:
-        module = importlib.import_module(_LAZY[name])
-        return module if name == "errors" else getattr(module, name)
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    if name in _SUBMODULES:
+        return importlib.import_module(f"vbo.{name}")
     raise AttributeError(f"module 'vbo' has no attribute {name!r}")
 
 
