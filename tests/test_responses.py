@@ -71,6 +71,32 @@ def test_event_locked_interpolates_linearly(ramp):
     assert da.attrs["rate"] == 30.0 and da.attrs["interpolate"] is True
 
 
+def test_tidy_and_wide_exports(ramp):
+    traces, t = ramp
+    events = pd.Series([2.0, 5.0], index=pd.Index([11, 17], name="stimulus_presentations_id"))
+    da = R.event_locked(pd.DataFrame({"dff": list(traces)}, index=pd.Index([7, 8, 9], name="cell_roi_id")),
+                        t, events, window=(-0.5, 0.5), rate=10.0)
+    tidy = R.to_tidy(da)
+    assert list(tidy.columns) == ["cell_roi_id", "time", "dff", "event_number", "stimulus_presentations_id",
+                                  "event_time"]
+    assert len(tidy) == 3 * 2 * 11
+    row = tidy[(tidy["cell_roi_id"] == 8) & (tidy["event_number"] == 1)]
+    np.testing.assert_allclose(row["dff"], 2 * (5.0 + row["time"]), atol=1e-12)
+    assert set(row["stimulus_presentations_id"]) == {17} and set(row["event_time"]) == {5.0}
+    one = R.to_tidy(da.isel(cell=[2]))
+    assert list(one.columns) == ["time", "dff", "event_number", "stimulus_presentations_id", "event_time"]
+    np.testing.assert_allclose(one["dff"], -(one["event_time"] + one["time"]), atol=1e-12)
+
+    wide = R.to_wide(da, cell=9)
+    assert list(wide.columns) == ["event_0_t=2.0", "event_1_t=5.0"] and wide.index.name == "time"
+    np.testing.assert_allclose(wide["event_1_t=5.0"], -(5.0 + wide.index.to_numpy()), atol=1e-12)
+    pd.testing.assert_frame_equal(R.to_wide(da.isel(cell=[0])), R.to_wide(da, cell=7))
+    with pytest.raises(ValueError, match="3 cells"):
+        R.to_wide(da)
+    with pytest.raises(KeyError, match="cell 1 is not in the tensor's cell_roi_id"):
+        R.to_wide(da, cell=1)
+
+
 def test_event_locked_default_rate_is_empirical(ramp):
     traces, t = ramp
     da = R.event_locked(traces, t, [5.0], window=(-0.5, 0.5))

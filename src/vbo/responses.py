@@ -313,6 +313,54 @@ def event_locked(traces, timestamps, event_times, window=(-1.0, 2.0), rate: floa
                                "cell_id": cell_name, "event_id": event_name})
 
 
+def to_tidy(tensor: xr.DataArray) -> pd.DataFrame:
+    """An :func:`event_locked` tensor as the reference helpers' tidy table (``analysis.md`` §3.4).
+
+    Returns
+    -------
+    pd.DataFrame
+        One row per (cell, event, time): ``time`` (s from the event), the value column (the tensor's name,
+        e.g. ``dff``; ``value`` if unnamed), ``event_number`` (0…n−1 in event order), the event id column
+        (``attrs["event_id"]``, e.g. ``stimulus_presentations_id``), ``event_time`` (s) and, for several cells,
+        the cell id column first (``attrs["cell_id"]``, e.g. ``cell_roi_id``).
+    """
+    n_cells, n_events, n_times = tensor.shape
+    value = tensor.name or "value"
+    event_name = tensor.attrs.get("event_id") or "event"
+    per_cell = {"time": np.tile(tensor["time"].to_numpy(), n_events),
+                value: None,
+                "event_number": np.repeat(np.arange(n_events), n_times),
+                event_name: np.repeat(tensor["event"].to_numpy(), n_times),
+                "event_time": np.repeat(tensor["event_time"].to_numpy(), n_times)}
+    columns = {k: (np.tile(v, n_cells) if v is not None else tensor.to_numpy().reshape(-1))
+               for k, v in per_cell.items()}
+    if n_cells > 1:
+        cell_name = tensor.attrs.get("cell_id") or "cell"
+        columns = {cell_name: np.repeat(tensor["cell"].to_numpy(), n_events * n_times), **columns}
+    return pd.DataFrame(columns)
+
+
+def to_wide(tensor: xr.DataArray, cell=None) -> pd.DataFrame:
+    """One cell of an :func:`event_locked` tensor as a wide table (``analysis.md`` §3.4): index ``time`` (s from
+    the event), one column per event named ``event_{n}_t={event time}``.
+
+    ``cell``: a value of the tensor's ``cell`` coordinate (e.g. a ``cell_roi_id``); may be left out when the
+    tensor holds one cell.
+    """
+    if cell is None:
+        if tensor.sizes["cell"] != 1:
+            raise ValueError(f"the tensor holds {tensor.sizes['cell']} cells: choose one with cell=")
+        one = tensor.isel(cell=0)
+    else:
+        try:
+            one = tensor.sel(cell=cell)
+        except KeyError:
+            raise KeyError(f"cell {cell!r} is not in the tensor's {tensor.attrs.get('cell_id') or 'cell'} "
+                           "coordinate") from None
+    names = [f"event_{n}_t={t}" for n, t in enumerate(one["event_time"].to_numpy().tolist())]
+    return pd.DataFrame(one.to_numpy().T, index=pd.Index(one["time"].to_numpy(), name="time"), columns=names)
+
+
 # --- event selection ---------------------------------------------------------------------------------
 
 
