@@ -251,6 +251,27 @@ def test_stimulus_responses_table_and_tensor(shared_experiment):
     assert legacy.table["p_value_gray_screen"].isna().all()
 
 
+def test_legacy_anova_p_values(shared_experiment):
+    from scipy import stats
+
+    result = R.stimulus_responses(shared_experiment, "changes", window=(-1.0, 1.0), p_value=False, anova=True)
+    table, tensor = result.table, result.tensor
+    p = table["p_value_anova"].to_numpy()
+    assert np.isfinite(p).all() and ((p >= 0) & (p <= 1)).all() and len(np.unique(p)) > 10
+    tau = tensor["time"].to_numpy()
+    tol = R.WINDOW_TOLERANCE_S
+    response, baseline = (tau >= -tol) & (tau < 0.5 - tol), (tau >= -0.5 - tol) & (tau < -tol)
+    cell, event = 3, 2
+    trace = tensor.to_numpy()[cell, event]
+    # two groups: the one-way ANOVA is the equal-variance two-sample t-test
+    expected = stats.ttest_ind(trace[response], trace[baseline]).pvalue
+    assert p[cell * tensor.sizes["event"] + event] == pytest.approx(expected, rel=1e-9)
+    assert "p_value_anova" not in R.stimulus_responses(shared_experiment, "changes", window=(-1.0, 1.0),
+                                                       p_value=False).table
+    with pytest.raises(ValueError, match="at least 2 samples"):
+        R.anova_p_values(tensor, response_window_duration=0.04)
+
+
 def test_event_selection(shared_experiment):
     e = shared_experiment
     sp = e.stimulus_presentations

@@ -655,6 +655,26 @@ def window_means(tensor: xr.DataArray, response_window_duration: float = 0.5,
                 np.nanmean(data[:, :, np.flatnonzero(baseline)], axis=2))
 
 
+def anova_p_values(tensor: xr.DataArray, response_window_duration: float = 0.5,
+                   closed_windows: bool = False) -> np.ndarray:
+    """Legacy workshop significance (``trial_response_df``): one-way ANOVA between the samples of the
+    response window ``[0, rwd)`` and the equal-length window before the event ``[−rwd, 0)``, per cell and
+    event (cells × events; NaN where a window holds NaN or has no variance)."""
+    from scipy import stats
+
+    times = tensor["time"].to_numpy()
+    rwd = float(response_window_duration)
+    response = np.flatnonzero(_window_slice(times, 0.0, rwd, closed_windows))
+    baseline = np.flatnonzero(_window_slice(times, -rwd, 0.0, closed_windows))
+    if len(response) < 2 or len(baseline) < 2:
+        raise ValueError(f"an ANOVA needs at least 2 samples per window; rwd {rwd} s at "
+                         f"{tensor.attrs.get('rate')} Hz gives {len(response)} and {len(baseline)}")
+    data = tensor.to_numpy()
+    with np.errstate(invalid="ignore", divide="ignore"), _quiet():
+        result = stats.f_oneway(data[:, :, response], data[:, :, baseline], axis=2)
+    return np.asarray(result.pvalue, dtype=np.float64)
+
+
 class _quiet:
     def __enter__(self):
         import warnings
@@ -683,7 +703,7 @@ def stimulus_responses(experiment, event_type: str = "changes", data_type: str =
                        output_sampling_rate: float | None = None, stimulus_block="change_detection",
                        p_value: bool = True, n_shuffles: int = 10_000, spontaneous: str = "both",
                        seed: int | np.random.Generator | None = 0, closed_windows: bool = False,
-                       events: pd.DataFrame | None = None) -> StimulusResponses:
+                       events: pd.DataFrame | None = None, anova: bool = False) -> StimulusResponses:
     """Responses of every trace of an experiment to a set of events.
 
     Parameters
@@ -712,6 +732,8 @@ def stimulus_responses(experiment, event_type: str = "changes", data_type: str =
         Legacy closed response/baseline windows (count the ``t = 0`` sample in both).
     events
         Use these event rows (with ``event_time``) instead of selecting them.
+    anova
+        Also the legacy ``p_value_anova`` column (:func:`anova_p_values`, the workshop ``trial_response_df``).
 
     Returns
     -------
@@ -755,6 +777,8 @@ def stimulus_responses(experiment, event_type: str = "changes", data_type: str =
     columns["mean_response"] = mean_response.ravel()
     columns["baseline_response"] = baseline_response.ravel()
     columns["p_value_gray_screen"] = p.ravel()
+    if anova:
+        columns["p_value_anova"] = anova_p_values(tensor, response_window_duration, closed_windows).ravel()
     table = pd.DataFrame(columns)
     meta = events[[c for c in _metadata_columns(events) if c not in table.columns]]
     meta = meta.iloc[np.tile(np.arange(n_events), n_cells)].reset_index(drop=True)
