@@ -75,6 +75,10 @@ class UpdatedStimulusPresentationTableWarning(UserWarning):
     """Reminder that stimulus_presentations gained blocks in release 1.1.0."""
 
 
+class KnownIssueWarning(UserWarning):
+    """The session or experiment asked for has a documented data issue (``vbo.known_issues``)."""
+
+
 class BehaviorCloudCacheVersionException(Exception):
     """A manifest's version is outside the range this reader supports."""
 

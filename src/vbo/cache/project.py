@@ -526,18 +526,26 @@ class VisualBehaviorOphysProjectCache:
         caches read their local copy either way).
         """
         from vbo.experiment import BehaviorOphysExperiment
+        from vbo.known_issues import warn_if_known
+        from vbo.tables import normalize_id
 
-        return BehaviorOphysExperiment.from_nwb_path(self._source(self._experiment_entry(ophys_experiment_id), stream),
-                                                     **kwargs)
+        entry = self._experiment_entry(ophys_experiment_id)
+        key = normalize_id(ophys_experiment_id)
+        row = self._tables["ophys_experiment_table"].loc[key]
+        warn_if_known(ophys_experiment_id=key, ophys_session_id=row.get("ophys_session_id"),
+                      behavior_session_id=row.get("behavior_session_id"))
+        return BehaviorOphysExperiment.from_nwb_path(self._source(entry, stream), **kwargs)
 
     def get_behavior_session(self, behavior_session_id, stream: bool = False, **kwargs):
         """The :class:`vbo.BehaviorSession` of one session; imaging sessions are read from their lowest
         experiment's file (the behavior data are identical in every plane's file). ``stream`` as for
         :meth:`get_behavior_ophys_experiment`."""
+        from vbo.known_issues import warn_if_known
         from vbo.session import BehaviorSession
         from vbo.tables import lookup
 
         row = lookup(self._tables["behavior_session_table"], behavior_session_id, "behavior_session_id")
+        warn_if_known(behavior_session_id=row.name, ophys_session_id=row.get("ophys_session_id"))
         file_id = row["file_id"]
         if pd.notna(file_id) and int(file_id) >= 0:
             entry = self._data_entry(file_id)
