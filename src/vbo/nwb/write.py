@@ -133,7 +133,10 @@ def _types() -> _Types:
         if _TYPES is None:
             import pynwb
 
-            type_map = pynwb.get_type_map(copy=True)
+            try:
+                type_map = pynwb.get_type_map(copy=True)  # newer pynwb: copying is a choice
+            except TypeError:  # pynwb 3.0 always returns a copy and has no such argument
+                type_map = pynwb.get_type_map()
             for namespace in _EXTENSION_TYPES:
                 type_map.load_namespaces(str(namespace_path(namespace)))
             classes = {name: type_map.get_dt_container_cls(name, namespace)
