@@ -353,3 +353,17 @@ def test_natural_movie_template(static, s3_cache, tiny_release):
     np.testing.assert_array_equal(again.loc[1, "unwarped"], full.loc[1, "unwarped"])
     with pytest.raises(ValueError, match="n_workers"):
         offline.get_natural_movie_template(n_workers=0)
+
+
+def test_population_tables_stream_from_s3(static, s3_cache):
+    from vbo import population
+
+    experiments = static.get_ophys_experiment_table()
+    ids = list(experiments[~experiments["passive"]].index[:2])
+    streamed = population.roi_table(s3_cache, ids, stream=True, workers=2)  # worker processes read by range
+    pd.testing.assert_frame_equal(streamed, population.roi_table(static, ids, workers=1))
+    assert not list(s3_cache._store.cache_dir.rglob("*.nwb"))  # nothing was downloaded
+    responses = population.population_responses(s3_cache, ids[:1], "changes", stream=True, workers=1,
+                                                 window=(-0.5, 0.75))
+    local = population.population_responses(static, ids[:1], "changes", workers=1, window=(-0.5, 0.75))
+    pd.testing.assert_frame_equal(responses, local)
