@@ -167,3 +167,14 @@ def test_movie_template_cache_survives_faults(movie, tmp_path, monkeypatch):
     screen.movie_template(other, cache_file=cache_file)
     remaining = list(tmp_path.glob("Movie_TOE1.warped.*.npy"))
     assert len(remaining) == 1 and remaining[0] != written
+
+
+def test_movie_template_refuses_what_cannot_fit_in_memory(monkeypatch):
+    import os
+
+    huge = np.zeros((2000, 2, 2), dtype=np.uint8)  # 2000 frames need ~39 GiB at screen size
+    page = os.sysconf("SC_PAGE_SIZE")
+    monkeypatch.setattr(os, "sysconf", lambda name: page if name == "SC_PAGE_SIZE" else 2**30 // page)  # report 1 GiB
+    with pytest.raises(MemoryError, match=r"2000 movie frames .* need .* GiB .*frames="):
+        screen.movie_template(huge)
+    assert len(screen.movie_template(huge, frames=[0, 1])) == 2  # a part fits

@@ -210,6 +210,7 @@ def movie_template(movie: np.ndarray, frames=None, *, n_workers: int | None = No
     if movie.ndim != 3 or movie.dtype != np.uint8:
         raise ValueError(f"a movie must be uint8 frames × rows × columns, got {movie.dtype} {movie.shape}")
     chosen = _frame_numbers(frames, len(movie))
+    _check_memory(len(chosen))
     cached = _cached_warp(movie, cache_file, build=frames is None, n_workers=n_workers) \
         if cache_file is not None else None
     unwarped_frames = np.empty((len(chosen), *SCREEN_SHAPE), dtype=np.float64)
@@ -227,6 +228,19 @@ def movie_template(movie: np.ndarray, frames=None, *, n_workers: int | None = No
                              "warped": pd.Series(warped_cells, index=index, dtype=object)}, index=index)
     template.name = MOVIE_NAME
     return template
+
+
+def _check_memory(n_frames: int) -> None:
+    """MemoryError up front (not an out-of-memory kill later) when the float64 frames cannot fit in RAM."""
+    needed = n_frames * SCREEN_SHAPE[0] * SCREEN_SHAPE[1] * (8 + 1)
+    try:
+        total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):  # no sysconf (Windows): let the allocation decide
+        return
+    if needed > total:
+        raise MemoryError(f"{n_frames} movie frames at screen size need {needed / 2**30:.1f} GiB "
+                          f"(float64 unwarped + uint8 warped) but this machine has {total / 2**30:.1f} GiB; "
+                          "ask for part of the movie with frames=, e.g. frames=range(0, 300)")
 
 
 def _frame_numbers(frames, n_frames: int) -> np.ndarray:
