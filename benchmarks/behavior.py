@@ -70,7 +70,7 @@ def loop_annotate(presentations, trials, licks, rewards, running) -> pd.DataFram
     previous = None
     count = 0
     lick_on_trial = False
-    for idx, row in sp.iterrows():
+    for _, row in sp.iterrows():
         s = row["start_time"]
         inside = lick_t[(lick_t > s) & (lick_t < s + 0.75)]
         window = (rt >= s) & (rt < s + 0.75)
@@ -78,7 +78,7 @@ def loop_annotate(presentations, trials, licks, rewards, running) -> pd.DataFram
         if previous is None or row["trials_id"] != previous["trials_id"]:
             count, lick_on_trial = 0, False
         trial_rate = np.nan
-        for (t_id, trial), r in zip(trials.iterrows(), rate):
+        for (_, trial), r in zip(trials.iterrows(), rate):
             key = trial["change_time"] if not math.isnan(trial["change_time"]) else trial["start_time"]
             if not trial["aborted"] and key >= s:
                 trial_rate = r

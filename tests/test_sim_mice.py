@@ -168,7 +168,7 @@ def test_planes_and_groups(cohort):
 def test_containers_follow_one_plane(cohort):
     released, _, tables = cohort
     exp = tables["ophys_experiment_table"]
-    for cid, rows in exp.groupby("ophys_container_id"):
+    for _, rows in exp.groupby("ophys_container_id"):
         assert rows.mouse_id.nunique() == 1 and rows.targeted_structure.nunique() == 1
         assert rows.imaging_plane_group.nunique(dropna=False) == 1
         assert rows.ophys_session_id.is_unique

@@ -3,7 +3,6 @@ way users measure them (mean ΔF/F in a window after stimulus onsets)."""
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import datetime as dt
 import json

@@ -339,7 +339,7 @@ def test_trials_id_and_active(sessions):
 
 
 def test_omitted_flash_rules(sessions, full_session):
-    for name, (content, truth) in sessions.items():
+    for name, (content, _truth) in sessions.items():
         p = content.presentations
         flashes = p[p["stimulus_block"] == 1].reset_index(drop=True)
         omitted = flashes["omitted"].to_numpy(bool)

@@ -84,7 +84,7 @@ def publish(release_dir: str | Path, bucket: str, *, endpoint_url: str | None = 
     for path in manifests:
         manifest = json.loads(path.read_text())
         for group in ("metadata_files", "data_files"):
-            for name, entry in manifest[group].items():
+            for entry in manifest[group].values():
                 key = bucket_and_key(entry["url"])[1]
                 try:
                     entry["version_id"] = versions[(key, entry["file_hash"])]
