@@ -138,3 +138,22 @@ def test_container_projections_and_plane_traces(tiny_cache):
     shown = expected[(expected["timestamps"] >= 0) & (expected["timestamps"] <= 60)]
     assert list(first.get_xdata()) == list(shown["timestamps"])
     _png(fig)
+
+
+def test_stimulus_template(experiment):
+    import numpy as np
+
+    from vbo import screen
+
+    templates = experiment.stimulus_templates
+    name = templates.index[2]
+    fig = plots.stimulus_template(templates, name)
+    assert [ax.get_title() for ax in fig.axes] == [f"{name} (unwarped)", f"{name} (warped)"]
+    shown = fig.axes[1].images[0].get_array()
+    np.testing.assert_array_equal(np.asarray(shown), templates.loc[name, "warped"].astype(float))
+    assert fig.axes[0].images[0].get_cmap().name == "gray"
+    _png(fig)
+    movie = screen.movie_template(np.full((2, 8, 16), 90, dtype=np.uint8), frames=[1])
+    _png(plots.stimulus_template(movie, 1, versions=("warped",)))
+    with pytest.raises(KeyError, match="'im999' is not in the templates' image_name index"):
+        plots.stimulus_template(templates, "im999")

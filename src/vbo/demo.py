@@ -122,6 +122,9 @@ def run_demo(out_dir: str | Path = "vbo-demo", cache_dir: str | Path | None = No
                                                                  engaged_only=False)
             result.figures.append(_save(plots.response_probability_matrix(probabilities),
                                         out / "response_probability_matrix.png"))
+            templates = experiment.stimulus_templates
+            result.figures.append(_save(plots.stimulus_template(templates, templates.index[0]),
+                                        out / "stimulus_template.png"))
             result.figures.append(_save(plots.roi_projection(experiment), out / "roi_projection.png"))
             result.figures.append(_save(plots.dff_heatmap(experiment), out / "dff_heatmap.png"))
             result.figures.append(_save(plots.change_responses_by_trial_type(experiment),
@@ -140,6 +143,10 @@ def run_demo(out_dir: str | Path = "vbo-demo", cache_dir: str | Path | None = No
         result.figures.append(_save(plots.responses_by_cell_type(opened(chosen),
                                                                  title="change and omission responses by cell type"),
                                     out / "responses_by_cell_type.png"))
+
+        # the natural movie as the mouse saw it (the warped movie is computed once per cache; one frame here)
+        movie = cache.get_natural_movie_template(frames=[0])
+        result.figures.append(_save(plots.stimulus_template(movie, 0), out / "natural_movie_frame.png"))
 
         # workflow 4: the manifest tutorial's figures: one container's fields of view, one session's planes
         container = experiments.loc[experiment_id, "ophys_container_id"]

@@ -138,6 +138,32 @@ def roi_projection(experiment, projection: str = "max", ax=None, outline_color: 
     return fig
 
 
+def stimulus_template(templates, name, versions=("unwarped", "warped")):
+    """One stimulus as the template stores it (plot P1): ``imshow`` in gray, one panel per version.
+
+    Parameters
+    ----------
+    templates : pd.DataFrame
+        ``session.stimulus_templates`` (index ``image_name``) or ``cache.get_natural_movie_template()``
+        (index ``movie_frame_index``).
+    name
+        The row: an image name (e.g. ``"gratings_90.0"``, ``"im065"``) or a movie frame number.
+    versions
+        Columns to draw: ``"unwarped"`` (NaN where the mouse cannot see, drawn blank) and/or ``"warped"``
+        (as on the monitor).
+    """
+    plt = pyplot()
+    if name not in templates.index:
+        raise KeyError(f"{name!r} is not in the templates' {templates.index.name} index")
+    fig, axes = plt.subplots(1, len(versions), figsize=(5.2 * len(versions), 3.6), squeeze=False,
+                             layout="constrained")
+    for ax, version in zip(axes[0], versions):
+        ax.imshow(np.asarray(templates.loc[name, version], dtype=float), cmap="gray", vmin=0, vmax=255)
+        ax.set_title(f"{name} ({version})")
+        ax.axis("off")
+    return fig
+
+
 def container_projections(cache, ophys_container_id, projection: str = "max"):
     """The field of view of every experiment of a container, side by side in acquisition order (plot P3).
 
