@@ -84,8 +84,19 @@ def test_warp_threads_serial_and_single_image_agree(movie):
     np.testing.assert_array_equal(serial[1], reference)
     floats = screen.warp(placed[:1].astype(np.float64), n_workers=1)
     assert floats.dtype == np.float64 and np.abs(floats - serial[:1]).max() <= 0.5 + 1e-9
-    with pytest.raises(ValueError, match="1200 x 1920"):
-        screen.warp(movie)
+    with pytest.raises(ValueError, match="at least 4 px"):
+        screen.warp(np.zeros((2, 2), dtype=np.uint8))
+
+
+def test_coarser_screens_model_the_same_panel():
+    """A 300 x 480 screen (the simulator's small templates) warps and masks like the real one, scaled."""
+    small = screen.visible_mask((300, 480))
+    full = screen.visible_mask()
+    assert small.shape == (300, 480) and abs(small.mean() - full.mean()) < 0.02
+    np.testing.assert_allclose(screen.warp_coordinates((300, 480)).reshape(2, 300, 480)[:, ::75, ::120] * 4,
+                               screen.warp_coordinates().reshape(2, 1200, 1920)[:, ::300, ::480], atol=6.0)
+    image = np.full((300, 480), 127, dtype=np.uint8)
+    assert (screen.warp(image) == 127).all()  # a uniform screen stays uniform
 
 
 def test_unwarped_is_nan_where_invisible(movie):

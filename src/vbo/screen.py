@@ -58,12 +58,14 @@ def _texture_offsets(first: np.ndarray, second: np.ndarray, resolution: tuple[fl
 
 
 @cache
-def warp_coordinates() -> np.ndarray:
-    """Source (row, column) sampled by each screen pixel, shape (2, 1200 × 1920), float64 px.
+def warp_coordinates(shape: tuple[int, int] = SCREEN_SHAPE) -> np.ndarray:
+    """Source (row, column) sampled by each screen pixel, shape (2, rows × columns), float64 px.
 
-    Computed once per process (about 0.2 s); read-only.
+    ``shape``: the screen's resolution; the real 1200 × 1920 by default (other resolutions model the same
+    panel with coarser pixels, as the simulator's small templates do). Computed once per process and shape
+    (about 0.5 s at full resolution); read-only.
     """
-    rows, columns = SCREEN_SHAPE
+    rows, columns = shape
     height, width = panel_size_cm()
     row_offset, column_offset = np.meshgrid(np.arange(rows) - rows / 2, np.arange(columns) - columns / 2,
                                             indexing="ij")
@@ -77,17 +79,16 @@ def warp_coordinates() -> np.ndarray:
 
 
 @cache
-def visible_mask() -> np.ndarray:
-    """Screen pixels the warp shows to the mouse (bool, 1200 × 1920): every pixel some warped pixel samples.
-
-    Computed once per process; read-only.
+def visible_mask(shape: tuple[int, int] = SCREEN_SHAPE) -> np.ndarray:
+    """Screen pixels the warp shows to the mouse (bool, ``shape``, default 1200 × 1920): every pixel some
+    warped pixel samples. Computed once per process and shape; read-only.
     """
-    rows, columns = SCREEN_SHAPE
+    rows, columns = shape
     x, y = np.meshgrid(np.arange(columns) - columns / 2, np.arange(rows) - rows / 2, indexing="ij")
     height, width = MASK_PANEL_CM
     dx, dy = _texture_offsets(x.ravel(), y.ravel(), (float(columns), float(rows)), (width, height),
                               EYE_DISTANCE_CM)
-    mask = np.zeros(SCREEN_SHAPE, dtype=bool)
+    mask = np.zeros(shape, dtype=bool)
     # offsets truncate toward zero, as the reference does
     mask[dy.astype(np.int64) + rows // 2, dx.astype(np.int64) + columns // 2] = True
     mask.flags.writeable = False
@@ -127,7 +128,7 @@ def movie_frames_to_screen(frames: np.ndarray) -> np.ndarray:
 def unwarped(screen: np.ndarray) -> np.ndarray:
     """Screen images as float64 with NaN where the mouse cannot see (outside :func:`visible_mask`)."""
     out = np.asarray(screen, dtype=np.float64).copy()
-    out[..., ~visible_mask()] = np.nan
+    out[..., ~visible_mask(out.shape[-2:])] = np.nan
     return out
 
 
@@ -137,8 +138,8 @@ def warp(screen: np.ndarray, n_workers: int | None = None, out: np.ndarray | Non
     Parameters
     ----------
     screen : np.ndarray
-        (n, 1200, 1920) or one (1200, 1920) image; the output keeps its dtype (uint8 stays uint8,
-        rounded half up and clipped).
+        (n, rows, columns) or one (rows, columns) image at the screen's resolution (1200 × 1920 for the real
+        monitor); the output keeps its dtype (uint8 stays uint8, rounded half up and clipped).
     n_workers : int, optional
         Threads warping frames in parallel; default: all cores.
     out : np.ndarray, optional
@@ -152,16 +153,17 @@ def warp(screen: np.ndarray, n_workers: int | None = None, out: np.ndarray | Non
     from scipy import ndimage
 
     screen = np.asarray(screen)
-    if screen.shape[-2:] != SCREEN_SHAPE:
-        raise ValueError(f"screen images must be {SCREEN_SHAPE[0]} x {SCREEN_SHAPE[1]} px, got {screen.shape}")
+    if screen.ndim not in (2, 3) or min(screen.shape[-2:]) < 4:
+        raise ValueError(f"screen images must be (n,) rows x columns with at least 4 px a side, got {screen.shape}")
     if screen.ndim == 2:
         return warp(screen[None], n_workers)[0]
-    coordinates = warp_coordinates()
+    shape = tuple(int(n) for n in screen.shape[-2:])
+    coordinates = warp_coordinates(shape)
     if out is None:
         out = np.empty_like(screen)
 
     def one(i: int) -> None:
-        out[i] = ndimage.map_coordinates(screen[i], coordinates, order=3).reshape(SCREEN_SHAPE)
+        out[i] = ndimage.map_coordinates(screen[i], coordinates, order=3).reshape(shape)
 
     workers = n_workers or os.cpu_count() or 1
     if workers == 1 or len(screen) == 1:

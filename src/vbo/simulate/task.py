@@ -26,6 +26,7 @@ from __future__ import annotations
 import uuid
 import zlib
 from dataclasses import dataclass
+from functools import lru_cache
 import numpy as np
 import pandas as pd
 
@@ -838,41 +839,41 @@ def stimulus_template(set_letter: str | None, shape: tuple[int, int],
             unwarped.append(127.0 + 127.0 * np.sin(phase))
             warped.append(np.where(np.sin(phase + 0.3 * np.sin(phase / 7.0)) >= 0, 255, 0).astype(np.uint8))
         return StimulusTemplate(GRATING, names, np.stack(warped), np.stack(unwarped))
-    names = list(image_names) if image_names else IMAGE_SETS[set_letter][2]
-    rng = np.random.default_rng(zlib.crc32(f"vbo-template-{set_letter}".encode()))
+    names = tuple(image_names) if image_names else tuple(IMAGE_SETS[set_letter][2])
+    warped, unwarped = _image_set(set_letter, (rows, cols), names)
+    return StimulusTemplate(IMAGE_SETS[set_letter][1], list(names), warped, unwarped)
+
+
+NATURAL_SCENE_SHAPE = (918, 1174)  # px of a natural image on the 1200 x 1920 screen
+
+
+@lru_cache(maxsize=8)
+def _image_set(set_letter: str, shape: tuple[int, int], names: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """(warped, unwarped) images of a set, as the release prepares them: each image centred on a gray screen
+    (scaled from 918 x 1174 on 1200 x 1920), NaN where the mouse cannot see, and warped by the monitor warp
+    (:mod:`vbo.screen`, at this template resolution). Cached per set and shape; read-only arrays."""
     from scipy import ndimage
 
-    # visible region of the unwarped image (fractions of the screen), like the released templates
-    r0, r1, c0, c1 = 0.12, 0.88, 0.195, 0.805
-    ry = (np.arange(rows) + 0.5) / rows
-    cx = (np.arange(cols) + 0.5) / cols
-    yn = (ry - (r0 + r1) / 2) / ((r1 - r0) / 2)
-    xn = (cx - (c0 + c1) / 2) / ((c1 - c0) / 2)
-    visible = (np.abs(yn)[:, None] ** 6 + np.abs(xn)[None, :] ** 6) <= 1.0
-    # warped screen position -> position in the visible region (separable, magnified in the middle)
-    warp = lambda u: 0.5 + 0.5 * np.sin(np.pi * 0.45 * (2 * u - 1)) / np.sin(np.pi * 0.45)  # noqa: E731
-    wy = r0 + (r1 - r0) * warp(ry)
-    wx = c0 + (c1 - c0) * warp(cx)
+    from vbo import screen
+
+    rows, cols = shape
+    rng = np.random.default_rng(zlib.crc32(f"vbo-template-{set_letter}".encode()))
+    image_rows = max(2, round(NATURAL_SCENE_SHAPE[0] * rows / screen.SCREEN_SHAPE[0]))
+    image_cols = max(2, round(NATURAL_SCENE_SHAPE[1] * cols / screen.SCREEN_SHAPE[1]))
+    top, left = (rows - image_rows) // 2, (cols - image_cols) // 2
     low = (48, 72)
-    # separable bilinear resampling as two small matrix products: image = Wy @ base @ Wx.T
-    unwarp_y, unwarp_x = _interpolation_matrix(ry, low[0]), _interpolation_matrix(cx, low[1])
-    warp_y, warp_x = _interpolation_matrix(wy, low[0]), _interpolation_matrix(wx, low[1])
-    warped = np.empty((len(names), rows, cols), np.uint8)
-    unwarped = np.empty((len(names), rows, cols), np.float64)
+    # separable bilinear resampling of a smooth low-resolution texture: image = Wy @ base @ Wx.T
+    resample_y = _interpolation_matrix((np.arange(image_rows) + 0.5) / image_rows, low[0])
+    resample_x = _interpolation_matrix((np.arange(image_cols) + 0.5) / image_cols, low[1])
+    placed = np.full((len(names), rows, cols), screen.GRAY, dtype=np.uint8)
     for i in range(len(names)):
         base = ndimage.gaussian_filter(rng.standard_normal(low), 1.6, mode="wrap")
         base = np.clip(125.0 + 48.0 * (base - base.mean()) / base.std(), 0.0, 255.0)
-        u = unwarped[i]
-        np.matmul(unwarp_y @ base, unwarp_x.T, out=u)
-        u /= 4.0
-        np.round(u, out=u)
-        u *= 4.0
-        np.clip(u, 0.0, 255.0, out=u)
-        u[~visible] = np.nan
-        w = (warp_y @ base) @ warp_x.T
-        np.clip(np.round(w, out=w), 0, 255, out=w)
-        warped[i] = w
-    return StimulusTemplate(IMAGE_SETS[set_letter][1], names, warped, unwarped)
+        placed[i, top:top + image_rows, left:left + image_cols] = np.rint(resample_y @ base @ resample_x.T)
+    warped = screen.warp(placed, n_workers=1)
+    unwarped = screen.unwarped(placed)
+    warped.flags.writeable = unwarped.flags.writeable = False
+    return warped, unwarped
 
 
 def _interpolation_matrix(fraction: np.ndarray, n: int) -> np.ndarray:
