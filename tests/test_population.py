@@ -98,3 +98,20 @@ def test_training_histories_on_dask(tiny_cache, client, tmp_path):
     on_dask = project_history(tiny_cache, sessions, client=client, cache_path=tmp_path / "perf.parquet")
     pd.testing.assert_frame_equal(on_dask, local)
     assert (tmp_path / "perf.parquet").is_file()
+
+
+def test_cli_cell_lists_where_a_cell_was_imaged(tiny_release, tiny_cache):
+    from typer.testing import CliRunner
+
+    from vbo.cli import app
+
+    cells = tiny_cache.get_ophys_cells_table()
+    specimen = int(cells["cell_specimen_id"].dropna().value_counts().index[0])
+    expected = set(cells.loc[cells["cell_specimen_id"] == specimen, "ophys_experiment_id"])
+    runner = CliRunner()
+    result = runner.invoke(app, ["cell", str(tiny_release.root), str(specimen), "--static"])
+    assert result.exit_code == 0, result.output
+    assert f"cell_specimen_id {specimen}: {len(expected)} experiments" in result.output
+    assert all(str(e) in result.output for e in expected) and "targeted_structure" in result.output
+    result = runner.invoke(app, ["cell", str(tiny_release.root), "1", "--static"])
+    assert result.exit_code == 2 and "cell_specimen_id '1' is not in" in result.output

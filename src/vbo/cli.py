@@ -343,13 +343,16 @@ def _ids(text: Optional[str]) -> list[int]:
     return [normalize_id(part) for part in text.split(",") if part.strip()] if text else []
 
 
-def _open_cache(cache_dir: Path, bucket: Optional[str], endpoint_url: Optional[str], offline: bool):
+def _open_cache(cache_dir: Path, bucket: Optional[str], endpoint_url: Optional[str], offline: bool,
+                static: bool = False):
     import warnings
 
     import vbo
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", vbo.errors.UpdatedStimulusPresentationTableWarning)
+        if static:
+            return vbo.VisualBehaviorOphysProjectCache.from_local_cache(cache_dir, use_static_cache=True)
         if offline:
             return vbo.VisualBehaviorOphysProjectCache.from_local_cache(cache_dir)
         return vbo.VisualBehaviorOphysProjectCache.from_s3_cache(cache_dir, bucket_name_override=bucket,
@@ -405,6 +408,32 @@ def verify(
                f"{len(report['missing'])} not downloaded ({cache.current_manifest()})")
     if report["corrupt"]:
         raise typer.Exit(code=1)
+
+
+@app.command()
+def cell(
+    cache_dir: Annotated[Path, typer.Argument(help="The cache folder, or a copy of the bucket with --static.")],
+    cell_specimen_id: Annotated[str, typer.Argument(help="A cell_specimen_id (matched across sessions).")],
+    static: Annotated[bool, typer.Option(help="CACHE_DIR is a mirrored copy of the bucket.")] = False,
+    offline: Annotated[bool, typer.Option(help="Never touch the network.")] = False,
+    bucket: Annotated[Optional[str], typer.Option(help="Bucket (default: the release bucket).")] = None,
+    endpoint_url: Annotated[Optional[str], typer.Option(help="S3 endpoint of a mirror or test server.")] = None,
+) -> None:
+    """Where one cell was imaged: its experiments with session, date, area and depth (metadata only)."""
+    from vbo.errors import VboError
+    from vbo.population import experiments_of_cell
+
+    try:
+        rows = experiments_of_cell(_open_cache(cache_dir, bucket, endpoint_url, offline, static), cell_specimen_id)
+    except (VboError, KeyError, TypeError) as err:
+        raise _fail(cache_dir, str(err.args[0] if isinstance(err, KeyError) and err.args else err)) from None
+    columns = [c for c in ("ophys_experiment_id", "session_type", "experience_level", "date_of_acquisition",
+                           "targeted_structure", "imaging_depth", "cre_line", "mouse_id") if c in rows.columns]
+    table = rows.reset_index()[["cell_roi_id", *columns]]
+    if "date_of_acquisition" in table:
+        table["date_of_acquisition"] = table["date_of_acquisition"].dt.strftime("%Y-%m-%d")
+    typer.echo(f"cell_specimen_id {cell_specimen_id}: {len(table)} experiments")
+    typer.echo(table.to_string(index=False))
 
 
 @app.command()
