@@ -111,8 +111,10 @@ def movie_frames_to_screen(frames: np.ndarray) -> np.ndarray:
     from PIL import Image
 
     frames = np.asarray(frames)
+    if frames.ndim not in (2, 3):
+        raise ValueError(f"movie frames must be (n,) rows x columns, got shape {frames.shape}")
     single = frames.ndim == 2
-    stack = np.atleast_3d(frames) if not single else frames[None]
+    stack = frames[None] if single else frames
     if stack.dtype != np.uint8:
         raise TypeError(f"movie frames must be uint8, got {stack.dtype}")
     screen = np.full((len(stack), *SCREEN_SHAPE), GRAY, dtype=np.uint8)
