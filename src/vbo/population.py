@@ -42,10 +42,15 @@ def cells_table(cache) -> pd.DataFrame:
         <NA> when unmatched), then :data:`CELL_METADATA_COLUMNS`. ROIs of experiments missing from the
         experiment table (AllenSDK#2242) keep NaN metadata.
     """
-    cells = cache.get_ophys_cells_table()
+    return _with_metadata(cache.get_ophys_cells_table(), cache)
+
+
+def _with_metadata(frame: pd.DataFrame, cache, columns=CELL_METADATA_COLUMNS) -> pd.DataFrame:
+    """``frame`` with the experiment-table ``columns`` (those in the release, not already in ``frame``) joined
+    on its ``ophys_experiment_id``."""
     experiments = cache.get_ophys_experiment_table()
-    columns = [c for c in CELL_METADATA_COLUMNS if c in experiments.columns]
-    return cells.join(experiments[columns], on="ophys_experiment_id")
+    present = [c for c in columns if c in experiments.columns and c not in frame.columns]
+    return frame.join(experiments[present], on="ophys_experiment_id")
 
 
 def experiments_of_cell(cache, cell_specimen_id) -> pd.DataFrame:
@@ -120,21 +125,17 @@ def roi_table(cache, ophys_experiment_ids=None, *, client=None, workers: int | N
     Returns
     -------
     pd.DataFrame
-        Index ``cell_roi_id``; the :func:`cells_table` columns plus ``x``, ``y``, ``width``, ``height`` (px)
-        and ``valid_roi``, for the ROIs of the chosen experiments.
+        Index ``cell_roi_id`` (every ROI of the chosen files, in file order); the :func:`cells_table` columns
+        (``cell_specimen_id`` <NA> for ROIs the cells table does not list) plus ``x``, ``y``, ``width``,
+        ``height`` (px) and ``valid_roi``.
     """
     ids = _experiment_ids(cache, ophys_experiment_ids)
     parts = map_files(experiment_rois, experiment_sources(cache, ids, stream), client=client, workers=workers)
     rois = pd.concat(parts, ignore_index=True).set_index("cell_roi_id") if parts else \
         pd.DataFrame(columns=["ophys_experiment_id", *ROI_COLUMNS]).rename_axis("cell_roi_id")
-    cells = cells_table(cache)
-    table = cells[cells["ophys_experiment_id"].isin(ids)]
-    extra = rois.index.difference(table.index)
-    if len(extra):  # ROIs in the files but not in the cells table (invalid ROIs): keep them, metadata joined
-        table = pd.concat([table, rois.loc[extra, ["ophys_experiment_id"]].join(
-            cache.get_ophys_experiment_table()[[c for c in CELL_METADATA_COLUMNS
-                                                 if c in cells.columns]], on="ophys_experiment_id")])
-    return table.join(rois[list(ROI_COLUMNS)], how="left")
+    cells = cache.get_ophys_cells_table()
+    table = rois[["ophys_experiment_id"]].join(cells[["cell_specimen_id"]])
+    return _with_metadata(table, cache).join(rois[list(ROI_COLUMNS)])
 
 
 def experiment_responses(source: str, event_type: str, data_type: str, options: dict) -> pd.DataFrame:
@@ -181,7 +182,4 @@ def population_responses(cache, ophys_experiment_ids=None, event_type: str = "ch
                       client=client, workers=workers)
     if not parts:
         return pd.DataFrame()
-    out = pd.concat(parts, ignore_index=True)
-    experiments = cache.get_ophys_experiment_table()
-    columns = [c for c in metadata_columns if c in experiments.columns and c not in out.columns]
-    return out.join(experiments[columns], on="ophys_experiment_id")
+    return _with_metadata(pd.concat(parts, ignore_index=True), cache, metadata_columns)
