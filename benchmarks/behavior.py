@@ -24,20 +24,10 @@ REFERENCE_S = {"annotate flashes": "3.8 (annotate_stimuli) / 11.1 (get_annotated
 
 
 def _session(seed: int):
-    from vbo.simulate.plan import SCALES, MousePlan, SessionPlan
+    from vbo.simulate.plan import SCALES, example_session
     from vbo.simulate.task import simulate_behavior
-    import datetime as dt
 
-    mouse = MousePlan(mouse_id="453911", full_genotype="Slc17a7-IRES2-Cre/wt;Camk2a-tTA/wt;Ai93(TITL-GCaMP6f)/wt",
-                      driver_line=["Slc17a7-IRES2-Cre", "Camk2a-tTA"], reporter_line="Ai93(TITL-GCaMP6f)",
-                      cre_line="Slc17a7-IRES2-Cre", indicator="GCaMP6f", sex="F",
-                      date_of_birth=dt.datetime(2020, 10, 20, tzinfo=dt.timezone.utc), project_code="VisualBehavior",
-                      equipment_name="CAM2P.4", familiar_image_set="A", novel_image_set="B")
-    plan = SessionPlan(behavior_session_id=1, mouse=mouse, session_type="OPHYS_1_images_A",
-                       date_of_acquisition=dt.datetime(2021, 3, 9, tzinfo=dt.timezone.utc), equipment_name="CAM2P.4",
-                       session_index=12, stage="OPHYS_1", image_set="A", passive=False, is_imaging=True,
-                       has_omissions=True, novel_images=False, experience_level="Familiar",
-                       prior_exposures_to_image_set=3, hit_probability=0.8, false_alarm_probability=0.2)
+    plan = example_session()
     content, _ = simulate_behavior(plan, SCALES["full"], np.random.default_rng(seed))
     running = pd.DataFrame({"timestamps": content.running_timestamps, "speed": content.running_speed})
     return content, running

@@ -3,7 +3,6 @@ response matrices, defects not copied (analysis.md §8), and recovery of the pla
 
 from __future__ import annotations
 
-import datetime as dt
 import math
 import warnings
 
@@ -188,19 +187,10 @@ def test_lick_rate_is_triangular_rolling_mean(center):
 @pytest.fixture(scope="module")
 def full_session():
     """A 60-minute simulated imaging session (≈ 4,800 flashes) and its planted truth."""
-    from vbo.simulate.plan import SCALES, MousePlan, SessionPlan
+    from vbo.simulate.plan import SCALES, example_session
     from vbo.simulate.task import simulate_behavior
 
-    mouse = MousePlan(mouse_id="453911", full_genotype="Slc17a7-IRES2-Cre/wt;Camk2a-tTA/wt;Ai93(TITL-GCaMP6f)/wt",
-                      driver_line=["Slc17a7-IRES2-Cre", "Camk2a-tTA"], reporter_line="Ai93(TITL-GCaMP6f)",
-                      cre_line="Slc17a7-IRES2-Cre", indicator="GCaMP6f", sex="F",
-                      date_of_birth=dt.datetime(2020, 10, 20, tzinfo=dt.timezone.utc), project_code="VisualBehavior",
-                      equipment_name="CAM2P.4", familiar_image_set="A", novel_image_set="B")
-    plan = SessionPlan(behavior_session_id=1091562010, mouse=mouse, session_type="OPHYS_1_images_A",
-                       date_of_acquisition=dt.datetime(2021, 3, 9, 9, 47, 12, tzinfo=dt.timezone.utc),
-                       equipment_name="CAM2P.4", session_index=12, stage="OPHYS_1", image_set="A", passive=False,
-                       is_imaging=True, has_omissions=True, novel_images=False, experience_level="Familiar",
-                       prior_exposures_to_image_set=3, hit_probability=0.75, false_alarm_probability=0.2)
+    plan = example_session(hit_probability=0.75)
     content, truth = simulate_behavior(plan, SCALES["full"], np.random.default_rng(21))
     running = pd.DataFrame({"timestamps": content.running_timestamps, "speed": content.running_speed})
     return content, truth, running

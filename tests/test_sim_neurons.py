@@ -13,7 +13,7 @@ import pytest
 
 from vbo.nwb.content import BehaviorContent, OphysContent
 from vbo.simulate import neurons as N
-from vbo.simulate.plan import SCALES, ExperimentPlan, MousePlan, SessionPlan
+from vbo.simulate.plan import SCALES, ExperimentPlan, MousePlan, SessionPlan, example_mouse
 
 IMAGES = ["im065", "im077", "im066", "im085", "im061", "im062", "im063", "im069"]
 SMALL = SCALES["small"]
@@ -90,11 +90,7 @@ def fake_behavior(task_s: float = 600.0, gray_s: float = 30.0, movie_frames: int
 
 
 def make_mouse(cre: str = "Slc17a7-IRES2-Cre", rig: str = "CAM2P.4", indicator: str = "GCaMP6f") -> MousePlan:
-    return MousePlan(mouse_id="453911", full_genotype=f"{cre}/wt;Camk2a-tTA/wt;Ai93(TITL-GCaMP6f)/wt",
-                     driver_line=[cre], reporter_line="Ai93(TITL-GCaMP6f)", cre_line=cre, indicator=indicator,
-                     sex="F", date_of_birth=dt.datetime(2020, 10, 20, tzinfo=dt.timezone.utc),
-                     project_code="VisualBehavior", equipment_name=rig, familiar_image_set="A",
-                     novel_image_set="B")
+    return example_mouse(cre, equipment_name=rig, indicator=indicator, driver_line=[cre])
 
 
 def make_experiment(eid: int = 1091765022, cid: int = 1018028080, group: int | None = None,

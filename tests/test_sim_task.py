@@ -14,32 +14,21 @@ import pytest
 
 from vbo import behavior, derive
 from vbo.simulate import task as sim
-from vbo.simulate.plan import SCALES, MousePlan, SessionPlan
+from vbo.simulate.plan import SCALES, SessionPlan, example_mouse, example_session
 from vbo.simulate.task import simulate_behavior
 
 TINY, SMALL, FULL = SCALES["tiny"], SCALES["small"], SCALES["full"]
 OUTCOMES = ["hit", "miss", "false_alarm", "correct_reject", "auto_rewarded", "aborted"]
 
 
-def _mouse(familiar: str = "A", novel: str = "B") -> MousePlan:
-    return MousePlan(
-        mouse_id="453911", full_genotype="Slc17a7-IRES2-Cre/wt;Camk2a-tTA/wt;Ai93(TITL-GCaMP6f)/wt",
-        driver_line=["Slc17a7-IRES2-Cre", "Camk2a-tTA"], reporter_line="Ai93(TITL-GCaMP6f)",
-        cre_line="Slc17a7-IRES2-Cre", indicator="GCaMP6f", sex="F",
-        date_of_birth=dt.datetime(2020, 10, 20, tzinfo=dt.timezone.utc), project_code="VisualBehavior",
-        equipment_name="CAM2P.4", familiar_image_set=familiar, novel_image_set=novel)
-
-
 def _plan(session_type: str = "OPHYS_1_images_A", *, image_set: str | None = "A", passive: bool = False,
           imaging: bool = True, omissions: bool = True, novel: bool = False, equipment: str = "CAM2P.4",
           hit: float = 0.8, fa: float = 0.2, familiar: str = "A", novel_set: str = "B") -> SessionPlan:
-    stage = "_".join(session_type.split("_")[:2])
-    return SessionPlan(
-        behavior_session_id=1091562010, mouse=_mouse(familiar, novel_set), session_type=session_type,
+    return example_session(
+        session_type, example_mouse(familiar_image_set=familiar, novel_image_set=novel_set),
         date_of_acquisition=dt.datetime(2021, 3, 9, 9, 47, 12, 58000, tzinfo=dt.timezone.utc),
-        equipment_name=equipment, session_index=12, stage=stage, image_set=image_set, passive=passive,
-        is_imaging=imaging, has_omissions=omissions, novel_images=novel, experience_level="Familiar",
-        prior_exposures_to_image_set=3, hit_probability=hit, false_alarm_probability=fa)
+        equipment_name=equipment, image_set=image_set, passive=passive, is_imaging=imaging,
+        has_omissions=omissions, novel_images=novel, hit_probability=hit, false_alarm_probability=fa)
 
 
 PLANS = {

@@ -97,3 +97,28 @@ class SessionPlan:
     # computed over the mouse's complete history in date order (format.md §6.6)
     prior_exposures_to_session_type: int = 0
     prior_exposures_to_omissions: int = 0
+
+
+def example_mouse(cre_line: str = "Slc17a7-IRES2-Cre", *, equipment_name: str = "CAM2P.4",
+                  indicator: str = "GCaMP6f", driver_line: list[str] | None = None, familiar_image_set: str = "A",
+                  novel_image_set: str = "B") -> MousePlan:
+    """One mouse (453911, Ai93 reporter) to simulate single sessions with, outside a release plan."""
+    return MousePlan(mouse_id="453911", full_genotype=f"{cre_line}/wt;Camk2a-tTA/wt;Ai93(TITL-GCaMP6f)/wt",
+                     driver_line=driver_line if driver_line is not None else [cre_line, "Camk2a-tTA"],
+                     reporter_line="Ai93(TITL-GCaMP6f)", cre_line=cre_line, indicator=indicator, sex="F",
+                     date_of_birth=dt.datetime(2020, 10, 20, tzinfo=dt.timezone.utc), project_code="VisualBehavior",
+                     equipment_name=equipment_name, familiar_image_set=familiar_image_set,
+                     novel_image_set=novel_image_set)
+
+
+def example_session(session_type: str = "OPHYS_1_images_A", mouse: MousePlan | None = None,
+                    **fields) -> SessionPlan:
+    """One active, familiar session of :func:`example_mouse` (hit p 0.8, false-alarm p 0.2) to feed
+    ``simulate_behavior``; any :class:`SessionPlan` field can be given to change it."""
+    plan = dict(behavior_session_id=1091562010, mouse=mouse or example_mouse(), session_type=session_type,
+                date_of_acquisition=dt.datetime(2021, 3, 9, 9, 47, 12, tzinfo=dt.timezone.utc),
+                equipment_name="CAM2P.4", session_index=12, stage="_".join(session_type.split("_")[:2]),
+                image_set="A", passive=False, is_imaging=True, has_omissions=True, novel_images=False,
+                experience_level="Familiar", prior_exposures_to_image_set=3, hit_probability=0.8,
+                false_alarm_probability=0.2)
+    return SessionPlan(**{**plan, **fields})
