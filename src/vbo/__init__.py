@@ -59,9 +59,11 @@ def open_nwb(path, **kwargs):
     session_options = ("eye_tracking_z_threshold", "eye_tracking_dilation_frames",
                        "add_is_change_to_stimulus_presentations_table")
 
-    def build(h5):
-        if layout.OPHYS in h5:
-            return BehaviorOphysExperiment(h5, **kwargs)
-        return BehaviorSession(h5, **{k: v for k, v in kwargs.items() if k in session_options})
+    def build(handle):
+        with handle.pinned() as h5:
+            is_experiment = layout.OPHYS in h5
+        if is_experiment:
+            return BehaviorOphysExperiment(handle, **kwargs)
+        return BehaviorSession(handle, **{k: v for k, v in kwargs.items() if k in session_options})
 
-    return adopt(build, *open_source(path))
+    return adopt(build, open_source(path))

@@ -34,6 +34,10 @@ class NotVisualBehaviorFileError(NwbFileError):
     """The file is HDF5/NWB but lacks a group or field every Visual Behavior file has."""
 
 
+class FileChangedError(NwbFileError):
+    """The file was replaced or rewritten on disk after an object opened it; open it again to read it."""
+
+
 class MissingDataError(NwbFileError, KeyError):
     """A stream that this member needs is absent from the file."""
 

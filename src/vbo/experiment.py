@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import warnings
-from functools import cached_property
 from typing import Any, Iterable
 
 import h5py
@@ -12,8 +11,10 @@ import pandas as pd
 
 from vbo import derive
 from vbo.errors import InvalidDataError, MissingDataError
+from vbo.members import data_member
 from vbo.nwb import layout
 from vbo.nwb import read as nwb
+from vbo.nwb.pool import FileHandle
 from vbo.session import BehaviorSession
 from vbo.values import Image
 
@@ -46,7 +47,7 @@ class BehaviorOphysExperiment(BehaviorSession):
     _REQUIRED = layout.REQUIRED_BEHAVIOR + layout.REQUIRED_OPHYS
     _KIND = "imaging experiment (behavior + ophys)"
 
-    def __init__(self, h5: h5py.File, *, eye_tracking_z_threshold: float = 3.0,
+    def __init__(self, h5: h5py.File | FileHandle, *, eye_tracking_z_threshold: float = 3.0,
                  eye_tracking_dilation_frames: int = 2, events_filter_scale_seconds: float = 2 / 31,
                  events_filter_n_time_steps: int = 20, exclude_invalid_rois: bool = True,
                  add_is_change_to_stimulus_presentations_table: bool = True):
@@ -59,7 +60,7 @@ class BehaviorOphysExperiment(BehaviorSession):
 
     # --- ids and metadata -------------------------------------------------------------------
 
-    @cached_property
+    @data_member
     def ophys_experiment_id(self) -> int:
         """Ophys experiment id (one imaging plane in one session)."""
         return int(nwb.read(self._h5, layout.IDENTIFIER))
@@ -73,12 +74,12 @@ class BehaviorOphysExperiment(BehaviorSession):
     def _is_multiplane(self) -> bool:
         return int(self._metadata_attrs.get("imaging_plane_group_count", 0)) > 1
 
-    @cached_property
+    @data_member
     def metadata(self) -> dict[str, Any]:
         """Session metadata (14 keys) plus the imaging plane's (14 more): 28 keys, as in AllenSDK."""
         h5 = self._h5
         meta = self._metadata_attrs
-        out = dict(BehaviorSession.metadata.func(self))
+        out = dict(BehaviorSession.metadata.fget(self))
         multiplane = self._is_multiplane
         out.update({
             "indicator": derive.indicator(out["reporter_line"]),
@@ -106,12 +107,12 @@ class BehaviorOphysExperiment(BehaviorSession):
 
     # --- time base --------------------------------------------------------------------------
 
-    @cached_property
+    @data_member
     def _n_frames(self) -> int:
         """Number of ophys frames (rows of the dF/F data; shape only, nothing read)."""
         return int(self._h5[f"{layout.DFF}/{layout.DATA}"].shape[0])
 
-    @cached_property
+    @data_member
     def ophys_timestamps(self) -> np.ndarray:
         """Time of every ophys frame of this plane (s), aligned with every trace."""
         timestamps = np.asarray(nwb.read(self._h5, f"{layout.DFF}/{layout.TIMESTAMPS}"), dtype=np.float64)
@@ -125,7 +126,7 @@ class BehaviorOphysExperiment(BehaviorSession):
 
     # --- ROIs ---------------------------------------------------------------------------------
 
-    @cached_property
+    @data_member
     def _rois(self) -> pd.DataFrame:
         """Light ROI index of the stored table: cell_roi_id, cell_specimen_id, valid_roi, stored row."""
         h5 = self._h5
@@ -140,21 +141,21 @@ class BehaviorOphysExperiment(BehaviorSession):
             rois = rois[rois["valid_roi"]]
         return rois.reset_index(drop=True)
 
-    @cached_property
+    @data_member
     def _cell_index(self) -> pd.Index:
         ids = self._rois["cell_specimen_id"].tolist()
         if any(i is None for i in ids):
             return pd.Index(ids, dtype=object, name="cell_specimen_id")
         return pd.Index(np.asarray(ids, dtype=np.int64), name="cell_specimen_id")
 
-    @cached_property
+    @data_member
     def _roi_masks(self) -> np.ndarray:
         """Boolean masks (ROI, rows, columns) of the retained ROIs, full field of view."""
         masks = nwb.read(self._h5, f"{layout.CELL_TABLE}/{layout.CELL_TABLE_MASK}").astype(bool, copy=False)
         rows = self._rois["row"].to_numpy()
         return masks if len(rows) == len(masks) else masks[rows]
 
-    @cached_property
+    @data_member
     def cell_specimen_table(self) -> pd.DataFrame:
         """ROIs of this plane (index ``cell_specimen_id``, None when unmatched): ROI id, bounding box (px),
         motion-correction borders (px), validity and full-field boolean ``roi_mask``."""
@@ -173,7 +174,7 @@ class BehaviorOphysExperiment(BehaviorSession):
         data["roi_mask"] = _object_column(self._roi_masks, index)
         return pd.DataFrame(data, index=index)
 
-    @cached_property
+    @data_member
     def roi_masks(self) -> pd.DataFrame:
         """``cell_roi_id`` and the boolean full-field ``roi_mask`` of each ROI (index ``cell_specimen_id``)."""
         return self.cell_specimen_table[["cell_roi_id", "roi_mask"]]
@@ -217,13 +218,13 @@ class BehaviorOphysExperiment(BehaviorSession):
         return pd.DataFrame({"cell_roi_id": pd.Series(self._rois["cell_roi_id"].to_numpy(), index=index),
                              column: _object_column(data[order], index)}, index=index)
 
-    @cached_property
+    @data_member
     def dff_traces(self) -> pd.DataFrame:
         """ΔF/F per ROI (array, one value per ophys frame), index ``cell_specimen_id``."""
         self.ophys_timestamps  # validates the time base as the SDK does
         return self._trace_frame(layout.DFF, "dff")
 
-    @cached_property
+    @data_member
     def corrected_fluorescence_traces(self) -> pd.DataFrame:
         """Neuropil-corrected fluorescence per ROI (a.u.), with the fit's ``r`` and ``RMSE`` where stored."""
         frame = self._trace_frame(layout.CORRECTED_FLUORESCENCE, "corrected_fluorescence")
@@ -235,12 +236,12 @@ class BehaviorOphysExperiment(BehaviorSession):
                 frame[name] = np.asarray(values, dtype=np.float64).reshape(-1)[order]
         return frame
 
-    @cached_property
+    @data_member
     def demixed_traces(self) -> pd.DataFrame | None:
         """Demixed fluorescence per ROI (a.u.); None in files that predate it."""
         return self._trace_frame(layout.DEMIXED, "demixed_trace", required=False)
 
-    @cached_property
+    @data_member
     def neuropil_traces(self) -> pd.DataFrame | None:
         """Neuropil fluorescence per ROI (a.u.); None in files that predate it.
 
@@ -248,7 +249,7 @@ class BehaviorOphysExperiment(BehaviorSession):
         """
         return self._trace_frame(layout.NEUROPIL, "neuropil_trace", required=False)
 
-    @cached_property
+    @data_member
     def events(self) -> pd.DataFrame:
         """Detected events per ROI (array per ophys frame), causally ``filtered_events``, and the detection's
         ``lambda`` and ``noise_std``. ROIs absent from the event series are dropped with a warning."""
@@ -275,7 +276,7 @@ class BehaviorOphysExperiment(BehaviorSession):
             "noise_std": pd.Series(noise, index=index),
         }, index=index)
 
-    @cached_property
+    @data_member
     def motion_correction(self) -> pd.DataFrame:
         """Rigid motion-correction offsets ``x``, ``y`` (px), one row per ophys frame."""
         h5 = self._h5
@@ -291,17 +292,17 @@ class BehaviorOphysExperiment(BehaviorSession):
         resolution = float(h5[path].attrs[layout.IMAGE_RESOLUTION_ATTR]) * layout.RESOLUTION_TO_MM
         return Image(nwb.read(h5, path), (resolution, resolution), "mm")
 
-    @cached_property
+    @data_member
     def max_projection(self) -> Image:
         """Maximum-intensity projection of the motion-corrected movie (spacing in mm)."""
         return self._image(layout.MAX_PROJECTION)
 
-    @cached_property
+    @data_member
     def average_projection(self) -> Image:
         """Average-intensity projection of the motion-corrected movie (spacing in mm)."""
         return self._image(layout.AVERAGE_PROJECTION)
 
-    @cached_property
+    @data_member
     def segmentation_mask_image(self) -> Image:
         """1 where any retained ROI covers the pixel, else 0 (int64), with the max projection's spacing.
 

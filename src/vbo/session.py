@@ -6,7 +6,6 @@ import datetime as dt
 import os
 import uuid
 import warnings
-from functools import cached_property
 from typing import IO, Any
 
 import h5py
@@ -14,49 +13,101 @@ import numpy as np
 import pandas as pd
 
 from vbo import behavior, derive
-from vbo.errors import SessionClosedError
+from vbo.errors import FileChangedError
+from vbo.members import data_member
 from vbo.nwb import layout
 from vbo.nwb import read as nwb
+from vbo.nwb.pool import FileHandle
 from vbo.values import Coordinates
 
 NwbSource = str | os.PathLike | IO[bytes]
 STREAMED_SCHEMES = ("s3://", "https://", "http://")
 
 
-def open_source(nwb_path: NwbSource) -> tuple[h5py.File, IO[bytes] | None]:
-    """Open a path, URL (streamed by byte ranges) or file object as HDF5; also return the remote file opened."""
-    remote = None
+def open_source(nwb_path: NwbSource) -> FileHandle:
+    """Open a path, URL (streamed by byte ranges) or file object as HDF5, as a handle on the file pool.
+
+    A path or URL can be opened again, so the pool (:mod:`vbo.nwb.pool`) may close its file between reads and
+    the handle reopens it on the next one; a file object cannot, so its handle holds it until closed.
+
+    Raises
+    ------
+    vbo.errors.NwbFileError
+        The file is missing, not HDF5 or truncated.
+    """
     if isinstance(nwb_path, str) and nwb_path.startswith(STREAMED_SCHEMES):
-        from vbo.cache.s3 import open_remote
+        return _streamed_handle(nwb_path)
+    if isinstance(nwb_path, (str, os.PathLike)):
+        return _local_handle(nwb_path)
+    return FileHandle(nwb.source_name(nwb_path), None, (nwb.open_hdf5(nwb_path), None))
 
-        nwb_path = remote = open_remote(nwb_path)
+
+def _file_state(path: str) -> tuple[int, int]:
+    """(size, modification time in ns) of a local file: what tells that it was replaced or rewritten."""
+    stat = os.stat(path)
+    return stat.st_size, stat.st_mtime_ns
+
+
+def _local_handle(nwb_path: str | os.PathLike) -> FileHandle:
+    """A pooled handle on a local file; reopening checks that the file was not changed meanwhile."""
+    h5 = nwb.open_hdf5(nwb_path)
+    path = os.path.abspath(nwb_path)
+    state = _file_state(path)
+
+    def reopen() -> tuple[h5py.File, None]:
+        if os.path.exists(path) and _file_state(path) != state:
+            raise FileChangedError(nwb_path, "the file changed on disk since it was opened; open it again "
+                                             "to read the new file")
+        return nwb.open_hdf5(path), None
+
+    return FileHandle(h5.filename, reopen, (h5, None))
+
+
+def _streamed_handle(url: str) -> FileHandle:
+    """A pooled handle on an S3/HTTP object, pinned to the version first seen; reopening skips the HEAD request
+    and shares one client per endpoint and process."""
+    from vbo.cache import s3
+
+    endpoint = s3.parse_object_url(url).endpoint_url
+    remote = s3.open_remote(url, client=s3.shared_client(endpoint))
     try:
-        return nwb.open_hdf5(nwb_path), remote
+        h5 = nwb.open_hdf5(remote)
     except BaseException:
-        if remote is not None:
-            remote.close()
+        remote.close()
         raise
+    bucket, key, version_id, size = remote.bucket, remote.key, remote.version_id, remote.size
+
+    def reopen() -> tuple[h5py.File, object]:
+        again = s3.RemoteFile(s3.shared_client(endpoint), bucket, key, version_id, size=size)
+        try:
+            return nwb.open_hdf5(again), again.close
+        except BaseException:
+            again.close()
+            raise
+
+    return FileHandle(remote.name, reopen, (h5, remote.close))
 
 
-def adopt(build, h5: h5py.File, remote: IO[bytes] | None):
-    """``build(h5)`` a session on an open file, which it then owns; close the file (and remote) if that fails."""
+def adopt(build, handle: FileHandle):
+    """``build(handle)`` a session on an opened file, which it then owns; close the handle if that fails."""
     try:
-        session = build(h5)
+        return build(handle)
     except BaseException:
-        h5.close()
-        if remote is not None:
-            remote.close()
+        handle.close()
         raise
-    session._remote = remote
-    return session
 
 
 class BehaviorSession:
     """A Visual Behavior session (behavior data of a training or imaging session).
 
     Open with :meth:`from_nwb_path`. Construction checks the file and reads nothing else; every
-    member is read from the file on first access (whole datasets) and kept on the object. Use as a
-    context manager, or call :meth:`close`, to release the file.
+    member is read from the file on first access (whole datasets) and kept on the object.
+
+    The object holds no open file: opened from a path or URL, it borrows its file from a bounded,
+    process-wide pool (:mod:`vbo.nwb.pool`) while it reads a member, and the pool closes the least
+    recently used files when it is full (reopening them transparently), so any number of sessions can be
+    alive at once. A session made from an open ``h5py.File`` or file object cannot reopen it and keeps it
+    open. Use as a context manager, or call :meth:`close`, to give the file back for good.
     """
 
     _DATA_MEMBERS = (
@@ -68,13 +119,14 @@ class BehaviorSession:
     _REQUIRED = layout.REQUIRED_BEHAVIOR
     _KIND = "behavior session"
 
-    def __init__(self, h5: h5py.File, *, eye_tracking_z_threshold: float = 3.0,
+    def __init__(self, h5: h5py.File | FileHandle, *, eye_tracking_z_threshold: float = 3.0,
                  eye_tracking_dilation_frames: int = 2,
                  add_is_change_to_stimulus_presentations_table: bool = True):
-        nwb.require(h5, self._REQUIRED, self._KIND)
-        self._file: h5py.File | None = h5
-        self._remote = None  # a remote file object this session opened (streaming), closed with it
-        self._name = h5.filename
+        handle = h5 if isinstance(h5, FileHandle) else FileHandle(h5.filename, None, (h5, None))
+        with handle.pinned() as file:
+            nwb.require(file, self._REQUIRED, self._KIND)
+        self._handle = handle
+        self._name = handle.name
         self._eye_tracking_z_threshold = eye_tracking_z_threshold
         self._eye_tracking_dilation_frames = eye_tracking_dilation_frames
         self._recompute_is_change = add_is_change_to_stimulus_presentations_table
@@ -99,11 +151,12 @@ class BehaviorSession:
         vbo.errors.NwbFileError
             The file is missing, not HDF5, truncated, or not a Visual Behavior file of this kind.
         """
-        return adopt(lambda h5: cls(h5, **kwargs), *open_source(nwb_path))
+        return adopt(lambda handle: cls(handle, **kwargs), open_source(nwb_path))
 
     @classmethod
     def from_nwb(cls, nwbfile, **kwargs) -> BehaviorSession:
-        """Wrap an already open file: an ``h5py.File`` or a pynwb ``NWBFile`` read from disk."""
+        """Wrap an already open file: an ``h5py.File`` (kept open by the object, closed by :meth:`close`)
+        or a pynwb ``NWBFile`` read from disk (its file is opened again by path)."""
         if isinstance(nwbfile, h5py.File):
             return cls(nwbfile, **kwargs)
         source = getattr(nwbfile, "container_source", None)
@@ -126,13 +179,10 @@ class BehaviorSession:
         raise NotImplementedError("vbo reads released NWB files; writing them back is not supported")
 
     def close(self) -> None:
-        """Close the file. Members already read stay available; others raise SessionClosedError."""
-        if self._file is not None:
-            self._file.close()
-            self._file = None
-        if self._remote is not None:
-            self._remote.close()
-            self._remote = None
+        """Close the file for good. Members already read stay available; others raise SessionClosedError."""
+        handle = self.__dict__.get("_handle")
+        if handle is not None:
+            handle.close()
 
     def __enter__(self):
         return self
@@ -147,14 +197,17 @@ class BehaviorSession:
             pass
 
     def __repr__(self) -> str:
-        state = "closed" if self._file is None else "open"
+        state = "closed" if self._handle.closed else "open"
         return f"<{type(self).__name__} {self._name} ({state})>"
 
     @property
     def _h5(self) -> h5py.File:
-        if self._file is None:
-            raise SessionClosedError(f"{self._name}: the session is closed; reopen it to read more members")
-        return self._file
+        """The open file; inside :meth:`_reading` (every data member) the pool cannot close it meanwhile."""
+        return self._handle.file()
+
+    def _reading(self):
+        """Context manager keeping the file open (pinned in the pool) while a member is read."""
+        return self._handle.pinned()
 
     def list_data_attributes_and_methods(self) -> list[str]:
         """The sorted names of the AllenSDK data members of this object (16 for a session)."""
@@ -162,7 +215,7 @@ class BehaviorSession:
 
     # --- metadata ---------------------------------------------------------------------------
 
-    @cached_property
+    @data_member
     def _metadata_attrs(self) -> dict[str, Any]:
         return nwb.attrs(self._h5, layout.METADATA)
 
@@ -171,7 +224,7 @@ class BehaviorSession:
         """Behavior session id."""
         return self._metadata_attrs["behavior_session_id"]
 
-    @cached_property
+    @data_member
     def metadata(self) -> dict[str, Any]:
         """Session metadata: 14 keys (mouse, genotype, rig, session type, date ...), as in AllenSDK."""
         h5 = self._h5
@@ -201,7 +254,7 @@ class BehaviorSession:
             "behavior_session_id": meta["behavior_session_id"],
         }
 
-    @cached_property
+    @data_member
     def task_parameters(self) -> dict[str, Any]:
         """Task settings (13 keys, alphabetical): reward volumes (mL), durations and windows (s), stimulus."""
         stored = nwb.attrs(self._h5, layout.TASK_PARAMETERS)
@@ -220,7 +273,7 @@ class BehaviorSession:
 
     # --- behavior streams -------------------------------------------------------------------
 
-    @cached_property
+    @data_member
     def stimulus_timestamps(self) -> np.ndarray:
         """Time of every displayed stimulus frame (60 Hz), seconds, without monitor delay."""
         return np.asarray(nwb.read(self._h5, layout.STIMULUS_TIMESTAMPS), dtype=np.float64)
@@ -232,7 +285,7 @@ class BehaviorSession:
             return None
         return nwb.read(h5, f"{path}/{layout.TIMESTAMPS}"), nwb.read(h5, f"{path}/{layout.DATA}")
 
-    @cached_property
+    @data_member
     def licks(self) -> pd.DataFrame:
         """Lick times (s, no monitor delay) and the stimulus frame of each lick."""
         series = self._series(layout.LICKS)
@@ -241,7 +294,7 @@ class BehaviorSession:
         timestamps, frames = series
         return pd.DataFrame({"timestamps": timestamps, "frame": frames.astype(np.int64)})
 
-    @cached_property
+    @data_member
     def rewards(self) -> pd.DataFrame:
         """Reward volume (mL), time (s) and whether each reward was automatic."""
         volume = self._series(layout.REWARD_VOLUME)
@@ -258,17 +311,17 @@ class BehaviorSession:
             speed = -speed
         return pd.DataFrame({"timestamps": timestamps, "speed": speed})
 
-    @cached_property
+    @data_member
     def running_speed(self) -> pd.DataFrame:
         """Running speed (cm/s, 10 Hz low-pass filtered) at each stimulus frame time (s)."""
         return self._running(layout.RUNNING_SPEED)
 
-    @cached_property
+    @data_member
     def raw_running_speed(self) -> pd.DataFrame:
         """Unfiltered running speed (cm/s) at each stimulus frame time (s)."""
         return self._running(layout.RAW_RUNNING_SPEED)
 
-    @cached_property
+    @data_member
     def running_acquisition(self) -> pd.DataFrame:
         """Raw wheel-encoder signals (not exposed by AllenSDK): ``dx`` (cm), ``v_in``, ``v_sig`` (V), by time (s)."""
         columns = {}
@@ -282,7 +335,7 @@ class BehaviorSession:
                                                      dtype=float))
         return frame
 
-    @cached_property
+    @data_member
     def trials(self) -> pd.DataFrame:
         """One row per trial (index ``trials_id``), the 21 columns of AllenSDK; times in s, volumes in mL."""
         h5 = self._h5
@@ -308,7 +361,7 @@ class BehaviorSession:
         frame.index = pd.Index(ids.astype(np.int64), name="trials_id")
         return frame
 
-    @cached_property
+    @data_member
     def stimulus_presentations(self) -> pd.DataFrame:
         """Every stimulus shown (flashes, omissions, gray screens, movie frames), sorted by start time (s)."""
         h5 = self._h5
@@ -323,7 +376,7 @@ class BehaviorSession:
         trials = self.trials if needs_trials and layout.TRIALS in h5 else None
         return derive.stimulus_presentations(tables, trials, self._recompute_is_change)
 
-    @cached_property
+    @data_member
     def stimulus_templates(self) -> pd.DataFrame | None:
         """The images shown, indexed by ``image_name``: ``unwarped`` (float, NaN off-screen) and ``warped`` (uint8)."""
         h5 = self._h5
@@ -344,7 +397,7 @@ class BehaviorSession:
 
     # --- eye tracking -----------------------------------------------------------------------
 
-    @cached_property
+    @data_member
     def eye_tracking(self) -> pd.DataFrame:
         """Eye, pupil and corneal-reflection ellipses per eye-camera frame (px, px², rad; times in s).
 
@@ -364,7 +417,7 @@ class BehaviorSession:
         return derive.eye_tracking_frame(nwb.read(h5, layout.EYE_TIMESTAMPS), ellipses,
                                          self._eye_tracking_z_threshold, self._eye_tracking_dilation_frames)
 
-    @cached_property
+    @data_member
     def eye_tracking_rig_geometry(self) -> dict[str, Any]:
         """Positions (mm) and rotations (degrees) of camera, LED and monitor; ``{}`` when absent."""
         h5 = self._h5
@@ -387,7 +440,7 @@ class BehaviorSession:
         """Rewards per minute for every trial (centred window of up to 50 trials; NaN for the first 10)."""
         return behavior.reward_rate(self.trials, self._response_window_start)
 
-    @cached_property
+    @data_member
     def _rolling_performance(self) -> pd.DataFrame:
         return behavior.rolling_performance(self.trials, self._response_window_start)
 

@@ -385,6 +385,31 @@ def object_size(client, bucket: str, key: str, version_id: str | None = None) ->
     return int(head_object(client, bucket, key, version_id)["ContentLength"])
 
 
+_SHARED_CLIENTS: dict[tuple[int, str | None], object] = {}
+_SHARED_CLIENTS_LOCK = threading.Lock()
+
+
+def shared_client(endpoint_url: str | None = None):
+    """One :func:`anonymous_client` per endpoint and process, shared by streamed files (boto3 clients are
+    thread-safe; a forked child makes its own, since connections must not cross processes)."""
+    key = (os.getpid(), resolve_endpoint(endpoint_url))
+    with _SHARED_CLIENTS_LOCK:
+        client = _SHARED_CLIENTS.get(key)
+        if client is None:
+            client = _SHARED_CLIENTS[key] = anonymous_client(key[1])
+        return client
+
+
+def _forget_parent_clients() -> None:
+    global _SHARED_CLIENTS_LOCK
+    _SHARED_CLIENTS_LOCK = threading.Lock()
+    _SHARED_CLIENTS.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_parent_clients)
+
+
 # --- remote file -------------------------------------------------------------------------------------
 
 
@@ -394,27 +419,30 @@ class RemoteFile(io.RawIOBase):
     Reads are served from fixed-size blocks fetched with ranged GETs (contiguous missing blocks in one
     request) and kept in an LRU cache of at most ``cache_bytes``; a read larger than half the cache is
     fetched directly. Sequential misses fetch ahead, doubling up to a quarter of the cache. The version is pinned at open (the given ``version_id`` or the one HeadObject
-    reports), so an overwrite during reading cannot mix versions. Thread-safe. ``bytes_transferred`` and
+    reports), so an overwrite during reading cannot mix versions; given ``size`` (with the version), no HeadObject
+    request is made (reopening a known object). Thread-safe. ``bytes_transferred`` and
     ``requests`` count network use.
     """
 
     def __init__(self, client, bucket: str, key: str, version_id: str | None = None, *,
                  block_size: int = DEFAULT_BLOCK_SIZE, cache_bytes: int = DEFAULT_CACHE_BYTES,
-                 retries: int = 5, backoff: float = 0.2, max_backoff: float = 5.0):
+                 retries: int = 5, backoff: float = 0.2, max_backoff: float = 5.0, size: int | None = None):
         super().__init__()
         if block_size <= 0:
             raise ValueError("block_size must be positive")
         self.client, self.bucket, self.key = client, bucket, key
-        head = head_object(client, bucket, key, version_id)
-        self.version_id = version_id or head.get("VersionId") or None
-        if self.version_id == "null":
-            self.version_id = None
-        self.size = int(head["ContentLength"])
+        asked_head = size is None  # a known size (a reopened file) skips the HeadObject request
+        if asked_head:
+            head = head_object(client, bucket, key, version_id)
+            version_id = version_id or head.get("VersionId") or None
+            size = int(head["ContentLength"])
+        self.version_id = None if version_id == "null" else version_id
+        self.size = int(size)
         self.block_size = int(block_size)
         self.cache_bytes = max(int(cache_bytes), self.block_size)
         self.retries, self.backoff, self.max_backoff = retries, backoff, max_backoff
         self.bytes_transferred = 0
-        self.requests = 1
+        self.requests = int(asked_head)
         self._pos = 0
         self._next_block = -1  # block after the last fetch, to detect sequential reads
         self._ahead = 1

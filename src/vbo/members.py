@@ -1,0 +1,60 @@
+"""Lazily read data members: a ``property`` (so IPython and pydoc show their documentation) cached per object."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import nullcontext
+from typing import Any
+
+_MISSING = object()
+
+
+class DataMember(property):
+    """A data member read from the file on first access and then kept on the object.
+
+    Subclassing ``property`` is what lets ``obj.member?`` in IPython, ``help(Class)`` and
+    ``help(Class.member)`` show the member's own documentation without reading anything: IPython
+    inspects a ``property`` found on the class instead of evaluating it, and pydoc lists it with its
+    docstring. The value is stored in the object's ``__dict__`` under the member's name (a ``property``
+    takes precedence over the instance dictionary, so the lookup is explicit). While the value is being
+    computed the object's file is pinned (``obj._reading()``), so the file pool cannot close it mid-read.
+    Assigning to the member replaces the stored value; ``del`` forgets it (the next access reads again).
+    """
+
+    def __init__(self, fget: Callable[[Any], Any], doc: str | None = None):
+        super().__init__(fget, None, None, doc if doc is not None else fget.__doc__)
+        self.name = fget.__name__
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    @property
+    def func(self) -> Callable[[Any], Any]:
+        """The function computing the value (as ``functools.cached_property.func``)."""
+        return self.fget
+
+    def __get__(self, obj, objtype=None):
+        if obj is None:
+            return self
+        stored = obj.__dict__.get(self.name, _MISSING)
+        if stored is not _MISSING:
+            return stored
+        reading = getattr(obj, "_reading", None)
+        with reading() if reading is not None else nullcontext():
+            value = self.fget(obj)
+        return obj.__dict__.setdefault(self.name, value)
+
+    def __set__(self, obj, value) -> None:
+        obj.__dict__[self.name] = value
+
+    def __delete__(self, obj) -> None:
+        obj.__dict__.pop(self.name, None)
+
+    def is_read(self, obj) -> bool:
+        """True when ``obj`` already holds this member's value."""
+        return self.name in obj.__dict__
+
+
+def data_member(fget: Callable[[Any], Any]) -> DataMember:
+    """Decorate a method computing a data member from the object's file (see :class:`DataMember`)."""
+    return DataMember(fget)
