@@ -62,12 +62,12 @@ class BehaviorOphysExperiment(BehaviorSession):
 
     @data_member
     def ophys_experiment_id(self) -> int:
-        """Ophys experiment id (one imaging plane in one session)."""
+        """Id of this imaging plane in this session (an ``int``; index of ``ophys_experiment_table``)."""
         return int(nwb.read(self._h5, layout.IDENTIFIER))
 
     @property
     def ophys_session_id(self) -> int:
-        """Ophys session id."""
+        """Id of the imaging session this plane belongs to (an ``int``; index of ``ophys_session_table``)."""
         return self._metadata_attrs["ophys_session_id"]
 
     @property
@@ -76,7 +76,36 @@ class BehaviorOphysExperiment(BehaviorSession):
 
     @data_member
     def metadata(self) -> dict[str, Any]:
-        """Session metadata (14 keys) plus the imaging plane's (14 more): 28 keys, as in AllenSDK."""
+        """Session and imaging-plane metadata: a ``dict`` of 28 keys, in this order, as AllenSDK returns them.
+
+        The 14 keys of :attr:`BehaviorSession.metadata` (``equipment_name``, ``sex``, ``age_in_days``,
+        ``stimulus_frame_rate``, ``session_type``, ``date_of_acquisition``, ``reporter_line``, ``cre_line``,
+        ``behavior_session_uuid``, ``driver_line``, ``mouse_id``, ``project_code``, ``full_genotype``,
+        ``behavior_session_id``), then:
+
+        Keys
+        ----
+        indicator : str
+            Calcium indicator, e.g. ``GCaMP6f``.
+        emission_lambda, excitation_lambda : float
+            Emission and two-photon excitation wavelengths (nm), e.g. 520.0 and 910.0.
+        ophys_container_id : int
+            Container of the same imaging plane across sessions.
+        field_of_view_height, field_of_view_width : int
+            Size of the imaged field (px), e.g. 512.
+        imaging_depth, targeted_imaging_depth : int
+            Depth below the brain surface (µm).
+        imaging_plane_group : int or None
+            Pair of planes imaged together (multi-plane sessions); None for single-plane.
+        imaging_plane_group_count : int
+            Number of plane groups; 0 for single-plane sessions.
+        ophys_experiment_id, ophys_session_id : int
+            As :attr:`ophys_experiment_id`, :attr:`ophys_session_id`.
+        ophys_frame_rate : float
+            Imaging frame rate of this plane (Hz), rounded to a whole number as in AllenSDK.
+        targeted_structure : str
+            Visual area, e.g. ``VISp``, ``VISl``.
+        """
         h5 = self._h5
         meta = self._metadata_attrs
         out = dict(BehaviorSession.metadata.fget(self))
@@ -102,7 +131,13 @@ class BehaviorOphysExperiment(BehaviorSession):
         return out
 
     def update_targeted_imaging_depth(self, *args, **kwargs):
-        """Not available: needs the Allen Institute's internal database."""
+        """Not available outside the Allen Institute: AllenSDK looks the depth up in its internal database.
+
+        Raises
+        ------
+        NotImplementedError
+            Always; ``metadata["targeted_imaging_depth"]`` holds the released value.
+        """
         raise NotImplementedError("update_targeted_imaging_depth needs the Allen Institute's internal database")
 
     # --- time base --------------------------------------------------------------------------
@@ -114,7 +149,12 @@ class BehaviorOphysExperiment(BehaviorSession):
 
     @data_member
     def ophys_timestamps(self) -> np.ndarray:
-        """Time of every ophys frame of this plane (s), aligned with every trace."""
+        """Time of every ophys frame of this plane: a float64 ``numpy.ndarray`` in seconds.
+
+        Every trace array has one value per entry (≈ 31 Hz single-plane, ≈ 11 Hz per plane for multi-plane
+        sessions). As in AllenSDK, single-plane timestamps longer than the traces are truncated; fewer
+        timestamps than frames (or any mismatch for multi-plane) raise ``vbo.errors.InvalidDataError``.
+        """
         timestamps = np.asarray(nwb.read(self._h5, f"{layout.DFF}/{layout.TIMESTAMPS}"), dtype=np.float64)
         n = self._n_frames
         if len(timestamps) == n:
@@ -157,8 +197,29 @@ class BehaviorOphysExperiment(BehaviorSession):
 
     @data_member
     def cell_specimen_table(self) -> pd.DataFrame:
-        """ROIs of this plane (index ``cell_specimen_id``, None when unmatched): ROI id, bounding box (px),
-        motion-correction borders (px), validity and full-field boolean ``roi_mask``."""
+        """The segmented ROIs (cells) of this plane: a ``pandas.DataFrame``, one row per ROI.
+
+        Index: ``cell_specimen_id`` (cross-session cell id; null for ROIs not matched across sessions).
+
+        Columns
+        -------
+        cell_roi_id : int64
+            ROI id (unique within the segmentation run).
+        height, width : int64
+            Size of the ROI's bounding box (px).
+        mask_image_plane : int64
+            Stored mask-plane index of the ROI.
+        max_correction_down, max_correction_left, max_correction_right, max_correction_up : float64
+            Motion-correction border on each side (px).
+        valid_roi : bool
+            The ROI passed classification (True for all released ROIs).
+        x, y : int64
+            Top-left corner of the bounding box (px, field-of-view coordinates).
+        roi_mask : object
+            Boolean array of the full field of view (e.g. 512 × 512), True inside the ROI.
+
+        With ``exclude_invalid_rois=True`` (default) only valid ROIs are kept.
+        """
         h5 = self._h5
         group = h5[layout.CELL_TABLE]
         rows = self._rois["row"].to_numpy()
@@ -176,7 +237,18 @@ class BehaviorOphysExperiment(BehaviorSession):
 
     @data_member
     def roi_masks(self) -> pd.DataFrame:
-        """``cell_roi_id`` and the boolean full-field ``roi_mask`` of each ROI (index ``cell_specimen_id``)."""
+        """The mask of every ROI: a ``pandas.DataFrame``, one row per ROI (two columns of :attr:`cell_specimen_table`).
+
+        Index: ``cell_specimen_id`` (cross-session cell id; null for ROIs not matched across sessions), rows in
+        the order of :attr:`cell_specimen_table`.
+
+        Columns
+        -------
+        cell_roi_id : int64
+            ROI id.
+        roi_mask : object
+            Boolean array of the full field of view (e.g. 512 × 512 px), True inside the ROI.
+        """
         return self.cell_specimen_table[["cell_roi_id", "roi_mask"]]
 
     # --- traces -------------------------------------------------------------------------------
@@ -220,13 +292,41 @@ class BehaviorOphysExperiment(BehaviorSession):
 
     @data_member
     def dff_traces(self) -> pd.DataFrame:
-        """ΔF/F per ROI (array, one value per ophys frame), index ``cell_specimen_id``."""
+        """ΔF/F (change of fluorescence over baseline) of every ROI: a ``pandas.DataFrame``, one row per ROI.
+
+        Index: ``cell_specimen_id`` (cross-session cell id; null for ROIs not matched across sessions), rows in
+        the order of :attr:`cell_specimen_table`.
+
+        Columns
+        -------
+        cell_roi_id : int64
+            ROI id (unique within the segmentation run).
+        dff : object
+            float64 array per ROI, one value per ophys frame (aligned with :attr:`ophys_timestamps`):
+            ΔF/F (unitless).
+        """
         self.ophys_timestamps  # validates the time base as the SDK does
         return self._trace_frame(layout.DFF, "dff")
 
     @data_member
     def corrected_fluorescence_traces(self) -> pd.DataFrame:
-        """Neuropil-corrected fluorescence per ROI (a.u.), with the fit's ``r`` and ``RMSE`` where stored."""
+        """Neuropil-corrected fluorescence of every ROI: a ``pandas.DataFrame``, one row per ROI.
+
+        Index: ``cell_specimen_id`` (cross-session cell id; null for ROIs not matched across sessions), rows in
+        the order of :attr:`cell_specimen_table`.
+
+        Columns
+        -------
+        cell_roi_id : int64
+            ROI id (unique within the segmentation run).
+        corrected_fluorescence : object
+            float64 array per ROI, one value per ophys frame (aligned with :attr:`ophys_timestamps`):
+            fluorescence (a.u.).
+        r : float64
+            Neuropil contamination ratio of the fit (files of release 1.1.0 on).
+        RMSE : float64
+            Root-mean-square error of the fit (a.u.; files of release 1.1.0 on).
+        """
         frame = self._trace_frame(layout.CORRECTED_FLUORESCENCE, "corrected_fluorescence")
         for name, path in (("r", layout.CORRECTED_FLUORESCENCE_R), ("RMSE", layout.CORRECTED_FLUORESCENCE_RMSE)):
             stored = self._traces(path, required=False)
@@ -238,21 +338,66 @@ class BehaviorOphysExperiment(BehaviorSession):
 
     @data_member
     def demixed_traces(self) -> pd.DataFrame | None:
-        """Demixed fluorescence per ROI (a.u.); None in files that predate it."""
+        """Fluorescence of every ROI after demixing overlapping ROIs: a ``pandas.DataFrame``, one row per ROI.
+
+        Index: ``cell_specimen_id`` (cross-session cell id; null for ROIs not matched across sessions), rows in
+        the order of :attr:`cell_specimen_table`.
+
+        Columns
+        -------
+        cell_roi_id : int64
+            ROI id (unique within the segmentation run).
+        demixed_trace : object
+            float64 array per ROI, one value per ophys frame (aligned with :attr:`ophys_timestamps`):
+            fluorescence (a.u.).
+
+        None in files that predate demixing.
+        """
         return self._trace_frame(layout.DEMIXED, "demixed_trace", required=False)
 
     @data_member
     def neuropil_traces(self) -> pd.DataFrame | None:
-        """Neuropil fluorescence per ROI (a.u.); None in files that predate it.
+        """Fluorescence of the neuropil around every ROI: a ``pandas.DataFrame``, one row per ROI.
 
-        AllenSDK 2.16.2 returns the demixed traces here (a bug); vbo returns the neuropil traces.
+        Index: ``cell_specimen_id`` (cross-session cell id; null for ROIs not matched across sessions), rows in
+        the order of :attr:`cell_specimen_table`.
+
+        Columns
+        -------
+        cell_roi_id : int64
+            ROI id (unique within the segmentation run).
+        neuropil_trace : object
+            float64 array per ROI, one value per ophys frame (aligned with :attr:`ophys_timestamps`):
+            fluorescence (a.u.).
+
+        None in files that predate it. AllenSDK 2.16.2 returns the demixed traces here (a bug); vbo
+        returns the neuropil traces.
         """
         return self._trace_frame(layout.NEUROPIL, "neuropil_trace", required=False)
 
     @data_member
     def events(self) -> pd.DataFrame:
-        """Detected events per ROI (array per ophys frame), causally ``filtered_events``, and the detection's
-        ``lambda`` and ``noise_std``. ROIs absent from the event series are dropped with a warning."""
+        """Detected calcium events of every ROI: a ``pandas.DataFrame``, one row per ROI.
+
+        Index: ``cell_specimen_id`` (cross-session cell id; null for ROIs not matched across sessions), rows in
+        the order of :attr:`cell_specimen_table`.
+
+        Columns
+        -------
+        cell_roi_id : int64
+            ROI id.
+        events : object
+            float64 array per ROI, one value per ophys frame: event magnitude (a.u., 0 where no event).
+        filtered_events : object
+            ``events`` smoothed by a causal half-Gaussian filter (``events_filter_scale_seconds``, default 2/31 s,
+            over ``events_filter_n_time_steps``, default 20 frames), computed on read as in AllenSDK.
+        lambda : float64
+            Sparsity penalty of the event detection.
+        noise_std : float64
+            Estimated noise standard deviation of the ROI's trace (ΔF/F).
+
+        ROIs missing from the stored events are left out, with a warning.
+        """
         h5 = self._h5
         rows, data = self._traces(layout.EVENTS)
         order = self._align(layout.EVENTS, rows, data.shape[1], drop_missing=True)
@@ -278,7 +423,15 @@ class BehaviorOphysExperiment(BehaviorSession):
 
     @data_member
     def motion_correction(self) -> pd.DataFrame:
-        """Rigid motion-correction offsets ``x``, ``y`` (px), one row per ophys frame."""
+        """Rigid motion correction of every ophys frame: a ``pandas.DataFrame``, one row per frame.
+
+        Index: ``RangeIndex`` (ophys frame).
+
+        Columns
+        -------
+        x, y : int64
+            Offset applied to the frame (px).
+        """
         h5 = self._h5
         return pd.DataFrame({"x": nwb.read(h5, layout.MOTION_X).astype(np.int64, copy=False),
                              "y": nwb.read(h5, layout.MOTION_Y).astype(np.int64, copy=False)})
@@ -294,32 +447,59 @@ class BehaviorOphysExperiment(BehaviorSession):
 
     @data_member
     def max_projection(self) -> Image:
-        """Maximum-intensity projection of the motion-corrected movie (spacing in mm)."""
+        """Maximum-intensity projection of the motion-corrected movie: a ``vbo.values.Image``.
+
+        ``.data`` is the 2-D image (field-of-view pixels, e.g. 512 × 512), ``.spacing`` the (row, column) pixel size
+        and ``.unit`` ``"mm"``; ``numpy.asarray(image)`` and ``plt.imshow(image)`` work on it directly.
+        """
         return self._image(layout.MAX_PROJECTION)
 
     @data_member
     def average_projection(self) -> Image:
-        """Average-intensity projection of the motion-corrected movie (spacing in mm)."""
+        """Average-intensity projection of the motion-corrected movie: a ``vbo.values.Image``.
+
+        ``.data`` is the 2-D image (field-of-view pixels, e.g. 512 × 512), ``.spacing`` the (row, column) pixel size
+        and ``.unit`` ``"mm"``; ``numpy.asarray(image)`` and ``plt.imshow(image)`` work on it directly.
+        """
         return self._image(layout.AVERAGE_PROJECTION)
 
     @data_member
     def segmentation_mask_image(self) -> Image:
-        """1 where any retained ROI covers the pixel, else 0 (int64), with the max projection's spacing.
+        """Where the ROIs are: a ``vbo.values.Image`` of the field of view, 1 where any retained ROI covers the pixel.
 
-        Computed from the ROI masks, as AllenSDK 2.16.2 does (its recorded output is binary, not the
-        overlap count that its documentation suggests).
+        ``.data`` is an int64 array (e.g. 512 × 512) of 0 and 1, ``.spacing`` the max projection's pixel size in mm.
+        Computed from :attr:`roi_masks`, as AllenSDK 2.16.2 does (its output is binary, not the overlap count its
+        documentation suggests).
         """
         mask = self._roi_masks.any(axis=0).astype(np.int64)
         return Image(mask, self.max_projection.spacing, "mm")
 
     def get_segmentation_mask_image(self) -> Image:
-        """Same as :attr:`segmentation_mask_image`."""
+        """Image of where the ROIs are: 1 where any retained ROI covers the pixel, else 0.
+
+        Returns
+        -------
+        vbo.values.Image
+            int64 array of the field of view (e.g. 512 × 512 px), spacing in mm (the max projection's); the value of
+            :attr:`segmentation_mask_image`.
+        """
         return self.segmentation_mask_image
 
     # --- legacy methods -----------------------------------------------------------------------
 
     def get_cell_specimen_ids(self) -> np.ndarray:
-        """Legacy: the ``cell_specimen_table`` index values. Raises ValueError if every id is null."""
+        """Legacy: the cell specimen ids of this plane's ROIs (warns ``VisibleDeprecationWarning``).
+
+        Returns
+        -------
+        numpy.ndarray
+            The index of :attr:`cell_specimen_table`, in its order.
+
+        Raises
+        ------
+        ValueError
+            Every ROI's ``cell_specimen_id`` is null.
+        """
         warnings.warn("get_cell_specimen_ids is a legacy method; use cell_specimen_table.index",
                       VisibleDeprecationWarning, stacklevel=2)
         ids = self._cell_index
@@ -328,7 +508,23 @@ class BehaviorOphysExperiment(BehaviorSession):
         return ids.to_numpy()
 
     def get_cell_specimen_indices(self, cell_specimen_ids) -> list[int]:
-        """Legacy: positions of ``cell_specimen_ids`` in ``cell_specimen_table``."""
+        """Legacy: row positions of cells in :attr:`cell_specimen_table` (warns ``VisibleDeprecationWarning``).
+
+        Parameters
+        ----------
+        cell_specimen_ids : iterable of int
+            Cell specimen ids of this plane.
+
+        Returns
+        -------
+        list of int
+            Position of each id, in the given order.
+
+        Raises
+        ------
+        KeyError
+            An id is not in this plane.
+        """
         warnings.warn("get_cell_specimen_indices is a legacy method; use cell_specimen_table.index.get_indexer",
                       VisibleDeprecationWarning, stacklevel=2)
         position: dict = {}
@@ -340,7 +536,19 @@ class BehaviorOphysExperiment(BehaviorSession):
         return [position[c] for c in cell_specimen_ids]
 
     def get_dff_traces(self, cell_specimen_ids=None) -> tuple[np.ndarray, np.ndarray]:
-        """Legacy: ``(ophys_timestamps, dF/F array cells × frames)`` for all or the given cells."""
+        """Legacy: ΔF/F traces as one matrix (warns ``VisibleDeprecationWarning``).
+
+        Parameters
+        ----------
+        cell_specimen_ids : iterable of int, optional
+            Cells to return, in this order (default all, in :attr:`cell_specimen_table` order).
+
+        Returns
+        -------
+        tuple of numpy.ndarray
+            ``(ophys_timestamps, traces)``: timestamps (s, one per ophys frame) and a float64 array of cells × frames
+            (ΔF/F, unitless).
+        """
         warnings.warn("get_dff_traces is a legacy method; use dff_traces and ophys_timestamps",
                       VisibleDeprecationWarning, stacklevel=2)
         dff = self.dff_traces

@@ -10,23 +10,27 @@ _MISSING = object()
 
 
 class DataMember(property):
-    """A data member read from the file on first access and then kept on the object.
+    """A data member of a session or experiment: read from its file on first access, then kept on the object."""
 
-    Subclassing ``property`` is what lets ``obj.member?`` in IPython, ``help(Class)`` and
-    ``help(Class.member)`` show the member's own documentation without reading anything: IPython
-    inspects a ``property`` found on the class instead of evaluating it, and pydoc lists it with its
-    docstring. The value is stored in the object's ``__dict__`` under the member's name (a ``property``
-    takes precedence over the instance dictionary, so the lookup is explicit). While the value is being
-    computed the object's file is pinned (``obj._reading()``), so the file pool cannot close it mid-read.
-    Assigning to the member replaces the stored value; ``del`` forgets it (the next access reads again).
-    """
+    # Subclassing ``property`` is what lets ``obj.member?`` in IPython, ``help(Class)`` and ``help(Class.member)``
+    # show the member's own documentation without reading anything: IPython inspects a ``property`` found on the
+    # class instead of evaluating it, and pydoc lists it with its docstring. The value is stored in the object's
+    # ``__dict__`` under the member's name (a ``property`` takes precedence over the instance dictionary, so the
+    # lookup is explicit). While the value is computed the object's file is pinned (``obj._reading()``), so the
+    # file pool cannot close it mid-read. Assigning to the member replaces the stored value; ``del`` forgets it.
 
     def __init__(self, fget: Callable[[Any], Any], doc: str | None = None):
-        super().__init__(fget, None, None, doc if doc is not None else fget.__doc__)
+        doc = doc if doc is not None else fget.__doc__
+        super().__init__(fget, None, None, doc)
+        self.__doc__ = doc  # in the instance: the class docstring would otherwise shadow it
         self.name = fget.__name__
 
     def __set_name__(self, owner: type, name: str) -> None:
         self.name = name
+        self.owner = owner.__name__
+
+    def __repr__(self) -> str:
+        return f"<data member {getattr(self, 'owner', '?')}.{self.name}>"
 
     @property
     def func(self) -> Callable[[Any], Any]:

@@ -221,12 +221,47 @@ class BehaviorSession:
 
     @property
     def behavior_session_id(self) -> int:
-        """Behavior session id."""
+        """Id of this behavior session in the release (an ``int``; index of ``behavior_session_table``).
+
+        Read from the file's metadata attributes (a few bytes), like every id.
+        """
         return self._metadata_attrs["behavior_session_id"]
 
     @data_member
     def metadata(self) -> dict[str, Any]:
-        """Session metadata: 14 keys (mouse, genotype, rig, session type, date ...), as in AllenSDK."""
+        """Session metadata: a ``dict`` of 14 keys, in this order, as AllenSDK returns them.
+
+        Keys
+        ----
+        equipment_name : str
+            Rig, e.g. ``MESO.1``, ``CAM2P.3``, ``BEH.B-Box2``.
+        sex : str
+            ``F`` or ``M``.
+        age_in_days : int or None
+            Age of the mouse at the session (days), from the stored ``P<n>D``.
+        stimulus_frame_rate : float
+            Stimulus monitor frame rate (Hz), 60.0.
+        session_type : str
+            Stage of the task, e.g. ``OPHYS_4_images_B``, ``TRAINING_3_images_A_10uL_reward``.
+        date_of_acquisition : datetime.datetime
+            Session start, time-zone aware, in UTC.
+        reporter_line : str or None
+            e.g. ``Ai148(TIT2L-GC6f-ICL-tTA2)``.
+        cre_line : str or None
+            e.g. ``Sst-IRES-Cre``, taken from the full genotype.
+        behavior_session_uuid : uuid.UUID or None
+            Id of the behavior log.
+        driver_line : list of str
+            Driver lines, sorted.
+        mouse_id : str
+            Mouse id (a string, as in AllenSDK).
+        project_code : str
+            e.g. ``VisualBehaviorMultiscope``; ``"Not Available"`` when not stored.
+        full_genotype : str
+            e.g. ``Sst-IRES-Cre/wt;Ai148(TIT2L-GC6f-ICL-tTA2)/wt``.
+        behavior_session_id : int
+            As :attr:`behavior_session_id`.
+        """
         h5 = self._h5
         meta = self._metadata_attrs
         subject = nwb.attrs(h5, layout.SUBJECT)
@@ -256,7 +291,37 @@ class BehaviorSession:
 
     @data_member
     def task_parameters(self) -> dict[str, Any]:
-        """Task settings (13 keys, alphabetical): reward volumes (mL), durations and windows (s), stimulus."""
+        """Task settings of the session: a ``dict`` of 13 keys in alphabetical order.
+
+        Keys
+        ----
+        auto_reward_volume : float
+            Volume of an automatic reward (mL), e.g. 0.005.
+        blank_duration_sec : list of 2 float
+            Gray screen before the first stimulus, range (s).
+        image_set : str
+            ``images_A`` … ``images_H`` or ``gratings``, from the session type.
+        n_stimulus_frames : int
+            Number of stimulus frames shown in the change-detection block.
+        omitted_flash_fraction : float
+            Fraction of flashes omitted; NaN when not applicable.
+        response_window_sec : list of 2 float
+            Window after a change in which a lick counts as a response (s), e.g. ``[0.15, 0.75]``.
+        reward_volume : float
+            Volume of an earned reward (mL), e.g. 0.007.
+        session_type : str
+            As ``metadata["session_type"]``.
+        stimulus : str
+            ``images`` or ``grating``.
+        stimulus_distribution : str
+            ``geometric`` or ``exponential`` (distribution of change times).
+        stimulus_duration_sec : float
+            Flash duration (s), 0.25; NaN for static stimuli.
+        stimulus_name : str
+            e.g. ``Natural_Images_Lum_Matched_set_ophys_6_2017`` (absent in some older files).
+        task : str
+            ``change detection``.
+        """
         stored = nwb.attrs(self._h5, layout.TASK_PARAMETERS)
         params: dict[str, Any] = {}
         for key, value in stored.items():
@@ -275,7 +340,11 @@ class BehaviorSession:
 
     @data_member
     def stimulus_timestamps(self) -> np.ndarray:
-        """Time of every displayed stimulus frame (60 Hz), seconds, without monitor delay."""
+        """Time of every displayed stimulus frame (≈ 60 Hz): a float64 ``numpy.ndarray`` in seconds.
+
+        Times do not include the monitor delay. ``licks.frame`` and the ``start_frame`` / ``end_frame`` columns of
+        :attr:`stimulus_presentations` index into this array.
+        """
         return np.asarray(nwb.read(self._h5, layout.STIMULUS_TIMESTAMPS), dtype=np.float64)
 
     def _series(self, path: str) -> tuple[np.ndarray, np.ndarray] | None:
@@ -287,7 +356,19 @@ class BehaviorSession:
 
     @data_member
     def licks(self) -> pd.DataFrame:
-        """Lick times (s, no monitor delay) and the stimulus frame of each lick."""
+        """Every lick the lick detector recorded: a ``pandas.DataFrame``, one row per lick.
+
+        Index: ``RangeIndex`` (unnamed).
+
+        Columns
+        -------
+        timestamps : float64
+            Lick time (s, without monitor delay).
+        frame : int64
+            Stimulus frame of the lick (index into :attr:`stimulus_timestamps`).
+
+        Empty (with both columns) for sessions without a lick record (e.g. passive sessions).
+        """
         series = self._series(layout.LICKS)
         if series is None:
             return pd.DataFrame({"timestamps": pd.Series(dtype=float), "frame": pd.Series(dtype=float)})
@@ -296,7 +377,21 @@ class BehaviorSession:
 
     @data_member
     def rewards(self) -> pd.DataFrame:
-        """Reward volume (mL), time (s) and whether each reward was automatic."""
+        """Every water reward given: a ``pandas.DataFrame``, one row per reward.
+
+        Index: ``RangeIndex`` (unnamed).
+
+        Columns
+        -------
+        volume : float64
+            Reward volume (mL); typically 0.005 automatic, 0.007 earned (0.010 in ``10uL_reward`` stages).
+        timestamps : float64
+            Reward time (s, without monitor delay).
+        auto_rewarded : bool
+            True for rewards given automatically (not earned by a lick).
+
+        Empty (with the three columns) for sessions without rewards.
+        """
         volume = self._series(layout.REWARD_VOLUME)
         if volume is None:
             return pd.DataFrame({name: pd.Series(dtype=float) for name in ("volume", "timestamps", "auto_rewarded")})
@@ -313,17 +408,52 @@ class BehaviorSession:
 
     @data_member
     def running_speed(self) -> pd.DataFrame:
-        """Running speed (cm/s, 10 Hz low-pass filtered) at each stimulus frame time (s)."""
+        """Running speed of the mouse on the wheel, filtered: a ``pandas.DataFrame``, one row per stimulus frame.
+
+        Index: ``RangeIndex`` (unnamed).
+
+        Columns
+        -------
+        timestamps : float64
+            Stimulus frame time (s, without monitor delay), ≈ 60 Hz.
+        speed : float64
+            Running speed (cm/s), 10 Hz low-pass filtered. If its mean is below −1 cm/s (encoder wired backwards)
+            the whole column is negated, as AllenSDK does.
+        """
         return self._running(layout.RUNNING_SPEED)
 
     @data_member
     def raw_running_speed(self) -> pd.DataFrame:
-        """Unfiltered running speed (cm/s) at each stimulus frame time (s)."""
+        """Running speed of the mouse on the wheel, unfiltered: a ``pandas.DataFrame``, one row per stimulus frame.
+
+        Index: ``RangeIndex`` (unnamed).
+
+        Columns
+        -------
+        timestamps : float64
+            Stimulus frame time (s, without monitor delay), ≈ 60 Hz.
+        speed : float64
+            Running speed (cm/s), not filtered; negated as a whole when its mean is below −1 cm/s.
+        """
         return self._running(layout.RAW_RUNNING_SPEED)
 
     @data_member
     def running_acquisition(self) -> pd.DataFrame:
-        """Raw wheel-encoder signals (not exposed by AllenSDK): ``dx`` (cm), ``v_in``, ``v_sig`` (V), by time (s)."""
+        """Raw wheel-encoder signals (a vbo addition, not in AllenSDK): a ``pandas.DataFrame``, one row per sample.
+
+        Index: ``timestamps`` (float64, s).
+
+        Columns
+        -------
+        dx : float64
+            Wheel displacement per sample (cm).
+        v_in : float64
+            Encoder supply voltage (V).
+        v_sig : float64
+            Encoder signal voltage (V).
+
+        Columns absent from the file are left out.
+        """
         columns = {}
         timestamps = None
         for name, path in (("dx", layout.RUNNING_DX), ("v_in", layout.V_IN), ("v_sig", layout.V_SIG)):
@@ -337,7 +467,39 @@ class BehaviorSession:
 
     @data_member
     def trials(self) -> pd.DataFrame:
-        """One row per trial (index ``trials_id``), the 21 columns of AllenSDK; times in s, volumes in mL."""
+        """One row per trial of the change-detection task: a ``pandas.DataFrame`` of 21 columns, as AllenSDK returns it.
+
+        Index: ``trials_id`` (int64).
+
+        Columns
+        -------
+        start_time, stop_time : float64
+            Trial start and end (s, without monitor delay).
+        initial_image_name, change_image_name : str
+            Image (or ``gratings_<orientation>``) at the trial start, and after the change (the same when none).
+        is_change : bool
+            The stimulus changed in this trial.
+        change_time : float64
+            Time of the change (s, with monitor delay); NaN without a change.
+        go, catch : bool
+            Go trial (not aborted, not catch, not auto-rewarded); catch trial (sham change).
+        lick_times : object
+            Array of the trial's lick times (s, without monitor delay).
+        response_time : float64
+            First lick time (s); NaN if aborted or without lick.
+        response_latency : float64
+            First lick − change time (s); ``inf`` without lick; NaN for aborted trials.
+        reward_time : float64
+            Reward time (s); NaN without reward.
+        reward_volume : float64
+            Water given in the trial (mL).
+        hit, false_alarm, miss, correct_reject, aborted, auto_rewarded : bool
+            Trial outcome; exactly one of these six is True.
+        change_frame : int64
+            Stimulus frame of the (sham) change; −99 without one.
+        trial_length : float64
+            ``stop_time − start_time`` (s).
+        """
         h5 = self._h5
         if layout.TRIALS not in h5:
             return pd.DataFrame(index=pd.Index([], dtype=np.int64, name="trials_id"))
@@ -363,7 +525,50 @@ class BehaviorSession:
 
     @data_member
     def stimulus_presentations(self) -> pd.DataFrame:
-        """Every stimulus shown (flashes, omissions, gray screens, movie frames), sorted by start time (s)."""
+        """Every stimulus shown (image flashes, omissions, gray screens, movie frames): a ``pandas.DataFrame``.
+
+        Index: ``stimulus_presentations_id`` (int64, 0…N−1 in order of start time).
+
+        Columns
+        -------
+        stimulus_block : int64
+            Block number: 0 initial gray screen, 1 change detection, 2 gray screen, 3 natural movie.
+        stimulus_block_name : str
+            e.g. ``initial_gray_screen_5min``, ``change_detection_behavior``, ``natural_movie_one``.
+        image_index : int64
+            Position of the image in its set (0–7); 8 for omitted flashes; −99 outside image blocks.
+        image_name : str
+            e.g. ``im065``, ``omitted``, ``gratings_90.0``; NaN for gray-screen and movie rows.
+        movie_frame_index : int64
+            Frame of ``natural_movie_one`` (0–899); −99 otherwise.
+        duration : float64
+            ``end_time − start_time`` (s); 0.25 for omitted flashes.
+        start_time, end_time : float64
+            Onset and offset (s, with monitor delay).
+        start_frame, end_frame : int64
+            Stimulus frames (indices into :attr:`stimulus_timestamps`).
+        is_change : bool
+            The image differs from the previous image flash (recomputed on read, as AllenSDK does).
+        is_image_novel : boolean
+            The mouse had not seen the image before this session; NA for omissions and non-image rows.
+        omitted : boolean
+            An omitted flash (gray instead of an image); NA outside image blocks.
+        movie_repeat : int64
+            Repeat of the movie (0–9); −99 otherwise.
+        flashes_since_change : int64
+            Flashes since the last change (recomputed on read).
+        trials_id : int64
+            Trial the flash belongs to; −99 outside trials.
+        active : bool
+            The row's block is the one in which the mouse performed the task (it has flashes inside trials).
+        stimulus_name : str
+            ``spontaneous``, the image set name, ``natural_movie_one`` or ``grating``.
+        is_sham_change : bool
+            The flash is the sham change of a catch trial.
+
+        An imaging session with natural images has these 19 columns; gratings sessions add their stimulus
+        columns (``orientation``, …) at the end.
+        """
         h5 = self._h5
         tables = []
         for name in sorted(h5[layout.INTERVALS]) if layout.INTERVALS in h5 else []:
@@ -378,7 +583,20 @@ class BehaviorSession:
 
     @data_member
     def stimulus_templates(self) -> pd.DataFrame | None:
-        """The images shown, indexed by ``image_name``: ``unwarped`` (float, NaN off-screen) and ``warped`` (uint8)."""
+        """The images of the session's image set as shown on the monitor: a ``pandas.DataFrame``, or None.
+
+        Index: ``image_name`` (str, e.g. ``im065`` or ``gratings_90.0``), in the stored order. The frame's ``name``
+        is the image set.
+
+        Columns
+        -------
+        unwarped : object
+            Image as a float array of 1200 × 1920 monitor pixels (pixel intensity 0–255), NaN where not visible.
+        warped : object
+            Image as displayed, spherically warped: uint8 array of 1200 × 1920 pixels.
+
+        None when the file holds no image template.
+        """
         h5 = self._h5
         if layout.STIMULUS_TEMPLATES not in h5:
             return None
@@ -399,10 +617,35 @@ class BehaviorSession:
 
     @data_member
     def eye_tracking(self) -> pd.DataFrame:
-        """Eye, pupil and corneal-reflection ellipses per eye-camera frame (px, px², rad; times in s).
+        """Eye, pupil and corneal-reflection ellipses fitted to each eye-camera frame: a ``pandas.DataFrame``.
 
-        Areas and ``likely_blink`` are recomputed from the raw areas (z-score outliers, dilated);
-        blink frames are NaN in the masked columns. Empty frame (and a warning) without eye tracking.
+        Index: ``frame`` (eye-camera frame, 0…n−1; ≈ 30 Hz).
+
+        Columns
+        -------
+        timestamps : float64
+            Frame time (s).
+        cr_area, eye_area, pupil_area : float64
+            Ellipse areas (px²), NaN on likely blinks.
+        likely_blink : bool
+            Frame is part of a likely blink: an area is NaN or a z-score outlier (``eye_tracking_z_threshold``,
+            default 3), dilated by ``eye_tracking_dilation_frames`` (default 2). Recomputed on read.
+        pupil_area_raw, cr_area_raw, eye_area_raw : float64
+            Areas (px²) without blink masking.
+        cr_center_x, cr_center_y, cr_width, cr_height : float64
+            Corneal reflection ellipse (px, eye-camera coordinates, origin upper left).
+        cr_phi : float64
+            Its rotation (rad).
+        eye_center_x, eye_center_y, eye_width, eye_height : float64
+            Eye ellipse (px); width and height NaN on blinks.
+        eye_phi : float64
+            Its rotation (rad), NaN on blinks.
+        pupil_center_x, pupil_center_y, pupil_width, pupil_height : float64
+            Pupil ellipse (px); width and height NaN on blinks.
+        pupil_phi : float64
+            Its rotation (rad), NaN on blinks.
+
+        Empty (with these columns), and a warning, when the file has no eye tracking.
         """
         h5 = self._h5
         if layout.EYE_TIMESTAMPS not in h5:
@@ -419,7 +662,17 @@ class BehaviorSession:
 
     @data_member
     def eye_tracking_rig_geometry(self) -> dict[str, Any]:
-        """Positions (mm) and rotations (degrees) of camera, LED and monitor; ``{}`` when absent."""
+        """Geometry of the eye-tracking rig: a ``dict``, ``{}`` when the file has none.
+
+        Keys
+        ----
+        camera_position_mm, monitor_position_mm, led_position : Coordinates
+            Positions (mm) as (x, y, z) with ``.x``, ``.y``, ``.z``.
+        camera_rotation_deg, monitor_rotation_deg : Coordinates
+            Rotations (degrees) about x, y, z.
+        equipment : str
+            Rig name, e.g. ``CAM2P.3``.
+        """
         h5 = self._h5
         if layout.EYE_RIG_GEOMETRY not in h5:
             return {}
@@ -437,7 +690,14 @@ class BehaviorSession:
         return self.task_parameters["response_window_sec"][0]
 
     def get_reward_rate(self) -> np.ndarray:
-        """Rewards per minute for every trial (centred window of up to 50 trials; NaN for the first 10)."""
+        """Reward rate around every trial (rewards per minute), as AllenSDK computes it.
+
+        Returns
+        -------
+        numpy.ndarray
+            float64, one value per row of :attr:`trials`: rewards (responses within the response window) per minute
+            over a centred window of up to ±25 trials; NaN for the first 10 trials.
+        """
         return behavior.reward_rate(self.trials, self._response_window_start)
 
     @data_member
@@ -445,16 +705,37 @@ class BehaviorSession:
         return behavior.rolling_performance(self.trials, self._response_window_start)
 
     def get_rolling_performance_df(self) -> pd.DataFrame:
-        """Trial-by-trial reward rate, hit/false-alarm rates (raw and corrected) and d′ (index ``trials_id``)."""
+        """Rolling performance of the mouse, trial by trial.
+
+        Returns
+        -------
+        pandas.DataFrame
+            Index ``trials_id`` (as :attr:`trials`). Columns: ``reward_rate`` (rewards/min), ``hit_rate_raw``,
+            ``hit_rate``, ``false_alarm_rate_raw``, ``false_alarm_rate`` (fractions 0–1 over a rolling window; the
+            non-raw ones corrected for the trial count), ``rolling_dprime`` (d′, unitless). NaN on aborted trials
+            except ``reward_rate``.
+        """
         return self._rolling_performance.copy()
 
     def get_performance_metrics(self, engaged_trial_reward_rate_threshold: float = 2.0) -> dict:
-        """Session performance summary (23 keys): trial counts, reward counts and volume (mL), rates, d′.
+        """Summary of the mouse's performance in the session, as AllenSDK computes it.
 
         Parameters
         ----------
-        engaged_trial_reward_rate_threshold
-            Reward rate (rewards/min) above which a trial counts as engaged.
+        engaged_trial_reward_rate_threshold : float, default 2.0
+            Reward rate (rewards/min, :meth:`get_reward_rate`) above which a trial counts as engaged.
+
+        Returns
+        -------
+        dict
+            23 keys in this order: ``trial_count``, ``go_trial_count``, ``catch_trial_count``,
+            ``hit_trial_count``, ``miss_trial_count``, ``false_alarm_trial_count``, ``correct_reject_trial_count``,
+            ``auto_reward_count``, ``earned_reward_count``, ``total_reward_count`` (counts, int);
+            ``total_reward_volume`` (mL); ``maximum_reward_rate`` (rewards/min); ``engaged_trial_count`` (int);
+            ``mean_hit_rate``, ``mean_hit_rate_uncorrected``, ``mean_hit_rate_engaged``, ``mean_false_alarm_rate``,
+            ``mean_false_alarm_rate_uncorrected``, ``mean_false_alarm_rate_engaged`` (fractions 0–1);
+            ``mean_dprime``, ``mean_dprime_engaged``, ``max_dprime``, ``max_dprime_engaged`` (d′, unitless).
+            "engaged" values use only trials whose reward rate exceeds the threshold.
         """
         return behavior.performance_metrics(self.trials, self.rewards, self._response_window_start,
                                             engaged_trial_reward_rate_threshold, rolling=self._rolling_performance)
