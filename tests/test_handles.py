@@ -1,0 +1,339 @@
+"""Objects hold no file: any number of live sessions and experiments under a small open-file limit.
+
+Each object borrows its file from the bounded pool of :mod:`vbo.nwb.pool` while it reads a member; the
+pool closes the least recently used files and reopens them on demand. The big checks run in a subprocess
+whose soft ``RLIMIT_NOFILE`` is 64 (set before vbo is imported, so the pool's bound is derived from it).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import warnings
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pandas as pd
+import pytest
+
+import vbo
+from vbo import errors as E
+from vbo.nwb import pool as file_pool
+from s3_server import moto_s3
+
+REPO = Path(__file__).resolve().parents[1]
+SESSION_NAME = "behavior_session_1089912433.nwb"
+EXPERIMENT_NAME = "behavior_ophys_experiment_1091765022.nwb"
+N_SESSIONS, N_EXPERIMENTS = 700, 300
+N_STREAMED = 120
+BUCKET = "handles"
+
+# Runs in a fresh interpreter: lower the limit first, then import vbo; print a JSON summary.
+LIMITED_SCRIPT = r'''
+import gc, json, os, random, resource, sys
+_, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (64, hard))
+
+import h5py, numpy as np, pandas as pd, psutil
+import vbo
+from vbo.errors import SessionClosedError
+from vbo.nwb import pool
+
+args = json.loads(sys.argv[1])
+sessions = [vbo.BehaviorSession.from_nwb_path(p) for p in args["sessions"]]
+experiments = [vbo.BehaviorOphysExperiment.from_nwb_path(p) for p in args["experiments"]]
+streamed = [vbo.BehaviorSession.from_nwb_path(u) for u in args["urls"]]
+live = sessions + experiments + streamed
+summary = {"bound": pool.max_open_files(), "live": len(live)}
+
+ref_session = sessions[0]
+ref_experiment = experiments[0]
+expected = {
+    "licks": ref_session.licks, "rewards": ref_session.rewards, "trials": ref_session.trials,
+    "ophys_timestamps": ref_experiment.ophys_timestamps, "motion_correction": ref_experiment.motion_correction,
+}
+session_members = ["metadata", "licks", "rewards", "trials"]
+experiment_members = ["metadata", "ophys_timestamps", "motion_correction", "licks"]
+
+def check(obj, name):
+    value = getattr(obj, name)
+    if name == "metadata":
+        ref = ref_experiment.metadata if isinstance(obj, vbo.BehaviorOphysExperiment) else ref_session.metadata
+        assert value == ref, name
+    elif isinstance(value, pd.DataFrame):
+        pd.testing.assert_frame_equal(value, expected[name])
+    else:
+        np.testing.assert_array_equal(value, expected[name])
+
+jobs = [(obj, name) for obj in live
+        for name in (experiment_members if isinstance(obj, vbo.BehaviorOphysExperiment) else session_members)]
+random.Random(0).shuffle(jobs)  # interleaved: every read lands on a different object than the last
+max_fds = 0
+for i, (obj, name) in enumerate(jobs):
+    check(obj, name)
+    if i % 50 == 0:
+        max_fds = max(max_fds, len(os.listdir("/proc/self/fd")))
+        assert pool.open_files() <= pool.max_open_files()
+summary["reads"] = len(jobs)
+summary["max_fds"] = max_fds
+summary["reopens"] = sum(o._handle.reopens for o in live)
+summary["open_pooled"] = pool.open_files()
+
+# the limit is real: holding the same files open directly fails
+held = []
+try:
+    for p in args["sessions"]:
+        held.append(h5py.File(p, "r"))
+    summary["direct_open_failed_after"] = None
+except OSError as err:
+    summary["direct_open_failed_after"] = len(held)
+    summary["direct_open_error"] = str(err)
+for f in held:
+    f.close()
+del held
+
+# close() and `with` still work; closing gives the slot back
+victim = sessions[1]
+victim.close()
+try:
+    victim.running_speed
+    summary["read_after_close"] = "no error"
+except SessionClosedError:
+    summary["read_after_close"] = "SessionClosedError"
+pd.testing.assert_frame_equal(victim.trials, expected["trials"])  # read before close: still there
+with vbo.BehaviorOphysExperiment.from_nwb_path(args["experiments"][1]) as exp:
+    np.testing.assert_array_equal(exp.ophys_timestamps, expected["ophys_timestamps"])
+try:
+    exp.events
+    summary["read_after_with"] = "no error"
+except SessionClosedError:
+    summary["read_after_with"] = "SessionClosedError"
+
+# RSS flat over a loop of open / read / close while the 1,000+ objects stay alive
+def cycle(i):
+    path = args["sessions"][i % len(args["sessions"])]
+    with vbo.BehaviorSession.from_nwb_path(path) as s:
+        pd.testing.assert_frame_equal(s.trials, expected["trials"])
+        s.licks, s.rewards, s.metadata
+    dropped = vbo.BehaviorSession.from_nwb_path(path)  # never closed: garbage collection gives it back
+    dropped.licks
+
+def rss():
+    gc.collect()
+    return psutil.Process().memory_info().rss
+
+for i in range(20):
+    cycle(i)
+before = rss()
+for i in range(300):
+    cycle(i)
+summary["rss_growth"] = rss() - before
+summary["open_pooled_end"] = pool.open_files()
+print(json.dumps(summary))
+'''
+
+
+@pytest.fixture(scope="module")
+def linked_files(tmp_path_factory, shared_data):
+    """Many paths to the two shared SDK files (hard links of one private copy each)."""
+    root = tmp_path_factory.mktemp("many")
+    paths = {}
+    for name, count in ((SESSION_NAME, N_SESSIONS), (EXPERIMENT_NAME, N_EXPERIMENTS)):
+        original = root / name
+        shutil.copyfile(shared_data / "sdk-files" / name, original)
+        links = []
+        for i in range(count):
+            link = root / f"{i:04d}_{name}"
+            os.link(original, link)
+            links.append(str(link))
+        paths[name] = links
+    return paths
+
+
+@pytest.fixture(scope="module")
+def streamed_urls(shared_data):
+    server = moto_s3()
+    server.create_bucket(BUCKET)
+    key = f"nwb/{SESSION_NAME}"
+    version = server.put_file(BUCKET, key, shared_data / "sdk-files" / SESSION_NAME)
+    return [f"{server.endpoint}/{BUCKET}/{key}?versionId={version}"] * N_STREAMED
+
+
+def test_a_thousand_live_objects_under_a_64_file_limit(linked_files, streamed_urls):
+    args = {"sessions": linked_files[SESSION_NAME], "experiments": linked_files[EXPERIMENT_NAME],
+            "urls": streamed_urls}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")])}
+    env.pop(file_pool.MAX_OPEN_FILES_ENV, None)
+    done = subprocess.run([sys.executable, "-c", LIMITED_SCRIPT, json.dumps(args)], capture_output=True,
+                          text=True, env=env, timeout=900)
+    assert done.returncode == 0, done.stderr[-4000:]
+    summary = json.loads(done.stdout.strip().splitlines()[-1])
+
+    assert summary["live"] == N_SESSIONS + N_EXPERIMENTS + N_STREAMED
+    assert summary["bound"] == 16  # a quarter of the soft limit of 64
+    assert summary["max_fds"] <= 64
+    assert summary["reads"] == 4 * summary["live"]
+    assert summary["reopens"] > summary["live"], "interleaved reads must have reopened evicted files"
+    assert summary["open_pooled"] <= summary["bound"]
+    # negative control: keeping the files open directly runs out of descriptors
+    assert summary["direct_open_failed_after"] is not None and summary["direct_open_failed_after"] < 64
+    assert "Too many open files" in summary["direct_open_error"]
+    assert summary["read_after_close"] == "SessionClosedError"
+    assert summary["read_after_with"] == "SessionClosedError"
+    assert summary["rss_growth"] < 40 * 2**20, f"RSS grew {summary['rss_growth'] / 2**20:.1f} MB over 300 cycles"
+    assert summary["open_pooled_end"] <= summary["bound"]
+
+
+# --- in-process checks of the pool's behaviour -------------------------------------------------------------
+
+
+@pytest.fixture
+def small_pool():
+    """The process pool shrunk to 2 slots for one test."""
+    old = file_pool.max_open_files()
+    file_pool.set_max_open_files(2)
+    yield file_pool.POOL
+    file_pool.set_max_open_files(old)
+
+
+def test_evicted_files_reopen_transparently(small_pool, session_nwb, experiment_nwb):
+    objects = [vbo.BehaviorSession.from_nwb_path(session_nwb) for _ in range(4)]
+    objects.append(vbo.BehaviorOphysExperiment.from_nwb_path(experiment_nwb))
+    assert len(small_pool) <= 2
+    assert sum(o._handle.is_open for o in objects) <= 2
+    reference = {type(o): o.trials for o in objects[:1] + objects[-1:]}
+    for obj in objects:
+        pd.testing.assert_frame_equal(obj.trials, reference[type(obj)])
+    # the first four were evicted by later opens and reopened once; the last was read while still open
+    assert [o._handle.reopens for o in objects] == [1, 1, 1, 1, 0]
+    for obj in objects:
+        obj.close()
+    assert len(small_pool) == 0
+
+
+def test_member_reads_pin_the_file(small_pool, session_nwb):
+    """A member being read keeps its file open even when other objects open theirs meanwhile."""
+    a = vbo.BehaviorSession.from_nwb_path(session_nwb)
+    b = vbo.BehaviorSession.from_nwb_path(session_nwb)
+    others = []
+    with a._reading() as h5_a, b._reading() as h5_b:
+        for _ in range(3):  # more than the pool holds
+            others.append(vbo.BehaviorSession.from_nwb_path(session_nwb))
+        assert h5_a.id.valid and h5_b.id.valid
+        # the two pinned files fill the pool: each new file is closed as soon as its object is built
+        assert a._handle.is_open and b._handle.is_open and not any(o._handle.is_open for o in others)
+    assert len(small_pool) <= 2
+    pd.testing.assert_frame_equal(a.licks, others[0].licks)
+    for obj in [a, b, *others]:
+        obj.close()
+
+
+def test_threads_share_the_pool(small_pool, session_nwb, experiment_nwb):
+    objects = [vbo.BehaviorSession.from_nwb_path(session_nwb) for _ in range(6)]
+    objects += [vbo.BehaviorOphysExperiment.from_nwb_path(experiment_nwb) for _ in range(3)]
+    expected = {}
+    for cls, path in ((vbo.BehaviorSession, session_nwb), (vbo.BehaviorOphysExperiment, experiment_nwb)):
+        with cls.from_nwb_path(path) as ref:
+            expected[cls] = {"licks": ref.licks, "trials": ref.trials}
+            if cls is vbo.BehaviorOphysExperiment:
+                expected[cls]["motion_correction"] = ref.motion_correction
+    failures: list[BaseException] = []
+
+    def work(offset: int) -> None:
+        try:
+            for i in range(len(objects)):
+                obj = objects[(i + offset) % len(objects)]
+                for name, value in expected[type(obj)].items():
+                    pd.testing.assert_frame_equal(getattr(obj, name), value)
+        except BaseException as err:  # noqa: BLE001 (reported below)
+            failures.append(err)
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not failures, failures
+    assert len(small_pool) <= 2
+
+
+_FORKED_OBJECTS: list = []
+
+
+def _read_in_child(index: int) -> list:
+    obj = _FORKED_OBJECTS[index]
+    return [float(obj.running_speed["speed"].sum()), len(obj.trials), os.getpid()]
+
+
+def test_objects_work_in_forked_workers(small_pool, session_nwb):
+    _FORKED_OBJECTS[:] = [vbo.BehaviorSession.from_nwb_path(session_nwb) for _ in range(3)]
+    try:
+        for obj in _FORKED_OBJECTS:
+            obj.metadata  # opened (some evicted) in the parent before the fork
+        with ProcessPoolExecutor(max_workers=2, mp_context=get_context("fork")) as workers:
+            results = list(workers.map(_read_in_child, range(3)))
+        expected = [float(_FORKED_OBJECTS[0].running_speed["speed"].sum()), len(_FORKED_OBJECTS[0].trials)]
+        assert all(r[:2] == expected for r in results)
+        assert all(r[2] != os.getpid() for r in results)
+        for obj in _FORKED_OBJECTS:  # the parent's files still work
+            assert obj.licks.shape == _FORKED_OBJECTS[0].licks.shape
+    finally:
+        for obj in _FORKED_OBJECTS:
+            obj.close()
+        _FORKED_OBJECTS.clear()
+
+
+def test_a_file_changed_on_disk_is_not_read_silently(small_pool, session_nwb, tmp_path):
+    path = tmp_path / SESSION_NAME
+    shutil.copyfile(session_nwb, path)
+    obj = vbo.BehaviorSession.from_nwb_path(path)
+    others = [vbo.BehaviorSession.from_nwb_path(session_nwb) for _ in range(2)]  # evict obj's file
+    assert not obj._handle.is_open
+    stat = path.stat()
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    with pytest.raises(E.FileChangedError) as info:
+        obj.licks
+    assert isinstance(info.value, E.NwbFileError) and str(path) in str(info.value)
+    path.unlink()
+    with pytest.raises(E.NwbFileNotFoundError):
+        obj.licks
+    for o in others + [obj]:
+        o.close()
+
+
+def test_user_supplied_files_are_kept_and_not_pooled(small_pool, session_nwb):
+    h5 = h5py.File(session_nwb, "r")
+    with open(session_nwb, "rb") as fileobj:
+        from_h5 = vbo.BehaviorSession.from_nwb(h5)
+        from_fileobj = vbo.BehaviorSession.from_nwb_path(fileobj)
+        assert len(small_pool) == 0
+        pooled = [vbo.BehaviorSession.from_nwb_path(session_nwb) for _ in range(3)]
+        assert from_h5._handle.is_open and from_fileobj._handle.is_open
+        pd.testing.assert_frame_equal(from_h5.trials, pooled[0].trials)
+        pd.testing.assert_frame_equal(from_fileobj.trials, pooled[0].trials)
+        from_fileobj.close()
+        assert not fileobj.closed  # the caller's file object stays the caller's
+    from_h5.close()
+    assert not h5.id.valid  # close() closes an h5py.File given to from_nwb, as before
+    for obj in pooled:
+        obj.close()
+
+
+def test_default_bound_follows_the_open_file_limit(monkeypatch):
+    import resource
+
+    monkeypatch.delenv(file_pool.MAX_OPEN_FILES_ENV, raising=False)
+    for soft, bound in ((64, 16), (256, 64), (1024, 128), (8, 4)):
+        monkeypatch.setattr(resource, "getrlimit", lambda _: (soft, 1 << 20))
+        assert file_pool.default_max_open_files() == bound
+    monkeypatch.setenv(file_pool.MAX_OPEN_FILES_ENV, "7")
+    assert file_pool.default_max_open_files() == 7
+    with pytest.raises(ValueError):
+        file_pool.set_max_open_files(0)
