@@ -31,7 +31,8 @@ from s3_server import moto_s3
 REPO = Path(__file__).resolve().parents[1]
 SESSION_NAME = "behavior_session_1089912433.nwb"
 EXPERIMENT_NAME = "behavior_ophys_experiment_1091765022.nwb"
-N_SESSIONS, N_EXPERIMENTS = 700, 300
+COPIES_PER_DISTINCT_FILE = 5  # objects per simulated file (141 distinct files)
+N_SDK_SESSIONS, N_SDK_EXPERIMENTS = 120, 60  # objects on hard links of the shared SDK files
 N_STREAMED = 120
 BUCKET = "handles"
 
@@ -46,50 +47,54 @@ import vbo
 from vbo.errors import SessionClosedError
 from vbo.nwb import pool
 
-args = json.loads(sys.argv[1])
-sessions = [vbo.BehaviorSession.from_nwb_path(p) for p in args["sessions"]]
-experiments = [vbo.BehaviorOphysExperiment.from_nwb_path(p) for p in args["experiments"]]
-streamed = [vbo.BehaviorSession.from_nwb_path(u) for u in args["urls"]]
-live = sessions + experiments + streamed
-summary = {"bound": pool.max_open_files(), "live": len(live)}
+args = json.loads(sys.stdin.read())
+CLASSES = {"session": vbo.BehaviorSession, "experiment": vbo.BehaviorOphysExperiment}
+MEMBERS = {"session": ["metadata", "licks", "rewards", "trials"],
+           "experiment": ["metadata", "ophys_timestamps", "motion_correction", "licks"]}
 
-ref_session = sessions[0]
-ref_experiment = experiments[0]
-expected = {
-    "licks": ref_session.licks, "rewards": ref_session.rewards, "trials": ref_session.trials,
-    "ophys_timestamps": ref_experiment.ophys_timestamps, "motion_correction": ref_experiment.motion_correction,
-}
-session_members = ["metadata", "licks", "rewards", "trials"]
-experiment_members = ["metadata", "ophys_timestamps", "motion_correction", "licks"]
+def values_of(path, kind):
+    """Reference values of one file, read by an object of its own, not interleaved with others."""
+    with CLASSES[kind].from_nwb_path(path) as ref:
+        return {name: getattr(ref, name) for name in MEMBERS[kind]}
 
-def check(obj, name):
-    value = getattr(obj, name)
-    if name == "metadata":
-        ref = ref_experiment.metadata if isinstance(obj, vbo.BehaviorOphysExperiment) else ref_session.metadata
-        assert value == ref, name
-    elif isinstance(value, pd.DataFrame):
-        pd.testing.assert_frame_equal(value, expected[name])
+expected = {}
+for path, kind in args["objects"] + [[url, "session"] for url in args["urls"][:1]]:
+    if path not in expected:
+        expected[path] = values_of(path, kind)
+
+live = [(CLASSES[kind].from_nwb_path(path), path, kind) for path, kind in args["objects"]]
+live += [(vbo.BehaviorSession.from_nwb_path(url), url, "session") for url in args["urls"]]
+summary = {"bound": pool.max_open_files(), "live": len(live), "files": len(expected)}
+
+def check(obj, path, name):
+    value, ref = getattr(obj, name), expected[path][name]
+    if isinstance(value, pd.DataFrame):
+        pd.testing.assert_frame_equal(value, ref)
+    elif isinstance(value, np.ndarray):
+        np.testing.assert_array_equal(value, ref)
     else:
-        np.testing.assert_array_equal(value, expected[name])
+        assert value == ref, (path, name)
+    if name == "metadata":  # the object reads its own file, not another one's
+        assert str(value["ophys_experiment_id" if isinstance(obj, vbo.BehaviorOphysExperiment)
+                         else "behavior_session_id"]) in path, (path, value)
 
-jobs = [(obj, name) for obj in live
-        for name in (experiment_members if isinstance(obj, vbo.BehaviorOphysExperiment) else session_members)]
-random.Random(0).shuffle(jobs)  # interleaved: every read lands on a different object than the last
+jobs = [(obj, path, name) for obj, path, kind in live for name in MEMBERS[kind]]
+random.Random(0).shuffle(jobs)  # interleaved: consecutive reads land on different objects and files
 max_fds = 0
-for i, (obj, name) in enumerate(jobs):
-    check(obj, name)
+for i, (obj, path, name) in enumerate(jobs):
+    check(obj, path, name)
     if i % 50 == 0:
         max_fds = max(max_fds, len(os.listdir("/proc/self/fd")))
         assert pool.open_files() <= pool.max_open_files()
 summary["reads"] = len(jobs)
 summary["max_fds"] = max_fds
-summary["reopens"] = sum(o._handle.reopens for o in live)
+summary["reopens"] = sum(obj._handle.reopens for obj, _, _ in live)
 summary["open_pooled"] = pool.open_files()
 
 # the limit is real: holding the same files open directly fails
 held = []
 try:
-    for p in args["sessions"]:
+    for p in args["distinct"]:
         held.append(h5py.File(p, "r"))
     summary["direct_open_failed_after"] = None
 except OSError as err:
@@ -100,16 +105,17 @@ for f in held:
 del held
 
 # close() and `with` still work; closing gives the slot back
-victim = sessions[1]
+victim, victim_path, _ = next(item for item in live if item[2] == "session")
 victim.close()
 try:
     victim.running_speed
     summary["read_after_close"] = "no error"
 except SessionClosedError:
     summary["read_after_close"] = "SessionClosedError"
-pd.testing.assert_frame_equal(victim.trials, expected["trials"])  # read before close: still there
-with vbo.BehaviorOphysExperiment.from_nwb_path(args["experiments"][1]) as exp:
-    np.testing.assert_array_equal(exp.ophys_timestamps, expected["ophys_timestamps"])
+pd.testing.assert_frame_equal(victim.trials, expected[victim_path]["trials"])  # read before close: still there
+exp_path = next(path for _, path, kind in live if kind == "experiment")
+with vbo.BehaviorOphysExperiment.from_nwb_path(exp_path) as exp:
+    np.testing.assert_array_equal(exp.ophys_timestamps, expected[exp_path]["ophys_timestamps"])
 try:
     exp.events
     summary["read_after_with"] = "no error"
@@ -117,10 +123,12 @@ except SessionClosedError:
     summary["read_after_with"] = "SessionClosedError"
 
 # RSS flat over a loop of open / read / close while the 1,000+ objects stay alive
+session_paths = sorted({path for _, path, kind in live if kind == "session" and "://" not in path})
+
 def cycle(i):
-    path = args["sessions"][i % len(args["sessions"])]
+    path = session_paths[i % len(session_paths)]
     with vbo.BehaviorSession.from_nwb_path(path) as s:
-        pd.testing.assert_frame_equal(s.trials, expected["trials"])
+        pd.testing.assert_frame_equal(s.trials, expected[path]["trials"])
         s.licks, s.rewards, s.metadata
     dropped = vbo.BehaviorSession.from_nwb_path(path)  # never closed: garbage collection gives it back
     dropped.licks
@@ -141,20 +149,21 @@ print(json.dumps(summary))
 
 
 @pytest.fixture(scope="module")
-def linked_files(tmp_path_factory, shared_data):
-    """Many paths to the two shared SDK files (hard links of one private copy each)."""
+def many_files(tmp_path_factory, shared_data, tiny_release):
+    """Paths of distinct NWB files (the tiny simulated release) and many hard links to the two SDK files."""
     root = tmp_path_factory.mktemp("many")
-    paths = {}
-    for name, count in ((SESSION_NAME, N_SESSIONS), (EXPERIMENT_NAME, N_EXPERIMENTS)):
+    linked = []
+    for name, kind, count in ((SESSION_NAME, "session", N_SDK_SESSIONS), (EXPERIMENT_NAME, "experiment",
+                                                                          N_SDK_EXPERIMENTS)):
         original = root / name
         shutil.copyfile(shared_data / "sdk-files" / name, original)
-        links = []
         for i in range(count):
             link = root / f"{i:04d}_{name}"
             os.link(original, link)
-            links.append(str(link))
-        paths[name] = links
-    return paths
+            linked.append([str(link), kind])
+    distinct = [[str(p), "experiment" if "ophys_experiment" in p.name else "session"]
+                for p in sorted(tiny_release.root.rglob("*.nwb"))]
+    return distinct, linked
 
 
 @pytest.fixture(scope="module")
@@ -166,23 +175,26 @@ def streamed_urls(shared_data):
     return [f"{server.endpoint}/{BUCKET}/{key}?versionId={version}"] * N_STREAMED
 
 
-def test_a_thousand_live_objects_under_a_64_file_limit(linked_files, streamed_urls):
-    args = {"sessions": linked_files[SESSION_NAME], "experiments": linked_files[EXPERIMENT_NAME],
-            "urls": streamed_urls}
+def test_a_thousand_live_objects_under_a_64_file_limit(many_files, streamed_urls):
+    distinct, linked = many_files
+    assert len({os.stat(p).st_ino for p, _ in distinct}) == len(distinct) > 64  # really distinct files
+    objects = distinct * COPIES_PER_DISTINCT_FILE + linked
+    args = {"objects": objects, "urls": streamed_urls, "distinct": [p for p, _ in distinct]}
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")])}
     env.pop(file_pool.MAX_OPEN_FILES_ENV, None)
-    done = subprocess.run([sys.executable, "-c", LIMITED_SCRIPT, json.dumps(args)], capture_output=True,
-                          text=True, env=env, timeout=900)
+    done = subprocess.run([sys.executable, "-c", LIMITED_SCRIPT], input=json.dumps(args), capture_output=True,
+                          text=True, env=env, timeout=1800)
     assert done.returncode == 0, done.stderr[-4000:]
     summary = json.loads(done.stdout.strip().splitlines()[-1])
 
-    assert summary["live"] == N_SESSIONS + N_EXPERIMENTS + N_STREAMED
+    assert summary["live"] == len(objects) + N_STREAMED >= 1000
+    assert summary["files"] == len(distinct) + len(linked) + 1
     assert summary["bound"] == 16  # a quarter of the soft limit of 64
     assert summary["max_fds"] <= 64
     assert summary["reads"] == 4 * summary["live"]
     assert summary["reopens"] > summary["live"], "interleaved reads must have reopened evicted files"
     assert summary["open_pooled"] <= summary["bound"]
-    # negative control: keeping the files open directly runs out of descriptors
+    # negative control: keeping the distinct files open directly runs out of descriptors
     assert summary["direct_open_failed_after"] is not None and summary["direct_open_failed_after"] < 64
     assert "Too many open files" in summary["direct_open_error"]
     assert summary["read_after_close"] == "SessionClosedError"
