@@ -690,7 +690,7 @@ class BehaviorSession:
         return self.task_parameters["response_window_sec"][0]
 
     def get_reward_rate(self) -> np.ndarray:
-        """Reward rate around every trial (rewards per minute), as AllenSDK computes it.
+        """Reward rate around every trial (rewards/min), as AllenSDK computes it.
 
         Returns
         -------
