@@ -338,6 +338,35 @@ def test_user_supplied_files_are_kept_and_not_pooled(small_pool, session_nwb):
         obj.close()
 
 
+def test_finaliser_never_waits_for_the_pool(small_pool, session_nwb):
+    """``__del__`` may run inside another thread's HDF5 call while that thread holds the pool's lock:
+    it must not wait (a deadlock), the file is closed at the pool's next use instead."""
+    dropped = vbo.BehaviorSession.from_nwb_path(session_nwb)
+    other = vbo.BehaviorSession.from_nwb_path(session_nwb)
+    handle = dropped._handle
+    locked, release = threading.Event(), threading.Event()
+
+    def hold_lock():
+        with small_pool._lock:
+            locked.set()
+            release.wait(10)
+
+    holder = threading.Thread(target=hold_lock)
+    holder.start()
+    locked.wait(10)
+    finaliser = threading.Thread(target=dropped.__del__)
+    finaliser.start()
+    finaliser.join(5)
+    finished_while_locked = not finaliser.is_alive()
+    release.set()
+    holder.join()
+    assert finished_while_locked, "__del__ waited for the pool's lock"
+    assert not handle.closed  # deferred
+    other.licks  # the pool's next use closes it
+    assert handle.closed and not handle.is_open
+    other.close()
+
+
 def test_default_bound_follows_the_open_file_limit(monkeypatch):
     import resource
 

@@ -191,10 +191,12 @@ class BehaviorSession:
         self.close()
 
     def __del__(self):
-        try:
-            self.close()
-        except Exception:
-            pass
+        handle = self.__dict__.get("_handle")
+        if handle is not None:
+            try:
+                handle.close_soon()  # never blocks: a finaliser may run inside another thread's HDF5 call
+            except Exception:
+                pass
 
     def __repr__(self) -> str:
         state = "closed" if self._handle.closed else "open"

@@ -108,6 +108,11 @@ class FileHandle:
         """Close the file for good and give back its slot; later reads raise SessionClosedError."""
         self._pool.close(self)
 
+    def close_soon(self) -> None:
+        """Like :meth:`close` but never waits for the pool's lock (for ``__del__``, which may run inside
+        another thread's HDF5 call): if the lock is busy, the pool closes the file at its next use."""
+        self._pool.close(self, wait=False)
+
     # --- used by the pool, under its lock ---------------------------------------------------
 
     def _check_usable(self) -> None:
@@ -149,6 +154,7 @@ class FilePool:
         self._lock = threading.RLock()
         self._open: OrderedDict[int, FileHandle] = OrderedDict()  # pooled handles with a file, LRU first
         self._inherited: list[tuple[h5py.File | None, Callable[[], None] | None]] = []
+        self._closing: list[FileHandle] = []  # closed by a finaliser while the lock was busy
 
     def __len__(self) -> int:
         return len(self._open)
@@ -156,7 +162,7 @@ class FilePool:
     def register(self, handle: FileHandle) -> None:
         """Count a freshly opened pooled handle (most recently used), closing others over the bound."""
         with self._lock:
-            self._close_inherited()
+            self._close_deferred()
             self._open[id(handle)] = handle
             self._evict(keep=handle)
 
@@ -168,7 +174,7 @@ class FilePool:
                 if pin:
                     handle._pins += 1
                 return handle._file
-            self._close_inherited()
+            self._close_deferred()
             if handle._file is None:
                 handle._open()
             self._open[id(handle)] = handle
@@ -181,17 +187,23 @@ class FilePool:
     def unpin(self, handle: FileHandle) -> None:
         with self._lock:
             handle._pins = max(0, handle._pins - 1)
+            self._close_deferred()
             if handle.reopenable:
                 self._evict(keep=None)
 
-    def close(self, handle: FileHandle) -> None:
-        """Close ``handle`` for good (idempotent)."""
-        with self._lock:
+    def close(self, handle: FileHandle, *, wait: bool = True) -> None:
+        """Close ``handle`` for good (idempotent); with ``wait=False`` defer it if the lock is busy."""
+        if not self._lock.acquire(blocking=wait):
+            self._closing.append(handle)  # list.append is atomic; drained under the lock
+            return
+        try:
             if handle._closed:
                 return
             handle._closed = True
             self._open.pop(id(handle), None)
             detached = handle._detach()
+        finally:
+            self._lock.release()
         _close_quietly(*detached)
 
     def resize(self, capacity: int) -> None:
@@ -209,19 +221,22 @@ class FilePool:
         for key, handle in list(self._open.items()):
             if excess <= 0:
                 break
-            if handle is keep or handle._pins:
-                continue
+            if handle is keep or handle._pins or handle._closed or key not in self._open:
+                continue  # (closing a file may run finalisers that close other handles meanwhile)
             del self._open[key]
             _close_quietly(*handle._detach())
             excess -= 1
 
-    def _close_inherited(self) -> None:
+    def _close_deferred(self) -> None:
         while self._inherited:
             _close_quietly(*self._inherited.pop())
+        while self._closing:
+            self.close(self._closing.pop())
 
     def _after_fork_in_child(self) -> None:
         """Forget the parent's files (closed on the child's next use) and any lock state of its threads."""
         self._lock = threading.RLock()
+        self._closing.clear()
         for handle in self._open.values():
             self._inherited.append(handle._detach())
             handle._pins = 0
