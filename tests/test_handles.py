@@ -26,7 +26,7 @@ import pytest
 import vbo
 from vbo import errors as E
 from vbo.nwb import pool as file_pool
-from s3_server import moto_s3
+from s3_server import module_proxy, moto_s3, proxy, server  # noqa: F401 (fixtures)
 
 REPO = Path(__file__).resolve().parents[1]
 SESSION_NAME = "behavior_session_1089912433.nwb"
@@ -300,6 +300,27 @@ def test_objects_work_in_forked_workers(small_pool, session_nwb):
         for obj in _FORKED_OBJECTS:
             obj.close()
         _FORKED_OBJECTS.clear()
+
+
+def test_streamed_objects_reopen_the_pinned_version_without_head_requests(small_pool, server, proxy, session_nwb,
+                                                                         tmp_path):
+    key = "nwb/reopen/behavior_session_1089912433.nwb"
+    first = server.put_file(BUCKET, key, session_nwb)
+    url = f"{proxy.endpoint}/{BUCKET}/{key}"  # no version in the URL: the one seen at opening is pinned
+    streamed = vbo.BehaviorSession.from_nwb_path(url)
+    other_file = tmp_path / "other.nwb"
+    other_file.write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 4096)  # a different object under the same key
+    server.put_file(BUCKET, key, other_file)
+    locals_ = [vbo.BehaviorSession.from_nwb_path(session_nwb) for _ in range(2)]  # evict the streamed file
+    assert not streamed._handle.is_open
+    pd.testing.assert_frame_equal(streamed.trials, locals_[0].trials)  # reopened: still the first version
+    assert streamed._handle.reopens == 1
+    heads = proxy.requests(method="HEAD", match=key)
+    assert len(heads) == 1, [h.path for h in heads]
+    gets = proxy.requests(method="GET", match=key)
+    assert gets and all(f"versionId={first}" in g.path for g in gets), [g.path for g in gets]
+    for obj in [streamed, *locals_]:
+        obj.close()
 
 
 def test_a_file_changed_on_disk_is_not_read_silently(small_pool, session_nwb, tmp_path):
