@@ -31,6 +31,15 @@ def _object_column(rows: Iterable, index: pd.Index) -> pd.Series:
     return pd.Series(cells, index=index, dtype=object)
 
 
+def _index_has(index: pd.Index, value) -> bool:
+    """Whether ``index.get_loc(value)`` finds ``value`` (NaN and None find the unmatched ROIs)."""
+    try:
+        index.get_loc(value)
+    except (KeyError, TypeError):
+        return False
+    return True
+
+
 class BehaviorOphysExperiment(BehaviorSession):
     """One imaging plane of a Visual Behavior imaging session: everything of :class:`BehaviorSession`
     plus ROIs, fluorescence traces (one value per ophys frame), events and projection images.
@@ -132,8 +141,7 @@ class BehaviorOphysExperiment(BehaviorSession):
         roi_ids = nwb.read(h5, f"{layout.CELL_TABLE}/{layout.ID}").astype(np.int64)
         specimen = nwb.read(h5, layout.CELL_SPECIMEN_ID)
         valid = nwb.read(h5, layout.VALID_ROI).astype(bool)
-        specimen_ids = [None if s == layout.NULL_CELL_SPECIMEN_ID else int(s) for s in specimen]
-        rois = pd.DataFrame({"cell_roi_id": roi_ids, "cell_specimen_id": pd.Series(specimen_ids, dtype=object),
+        rois = pd.DataFrame({"cell_roi_id": roi_ids, "cell_specimen_id": specimen.astype(np.int64),
                              "valid_roi": valid,
                              "row": np.arange(len(roi_ids))})
         if self._exclude_invalid_rois:
@@ -142,10 +150,17 @@ class BehaviorOphysExperiment(BehaviorSession):
 
     @cached_property
     def _cell_index(self) -> pd.Index:
-        ids = self._rois["cell_specimen_id"].tolist()
-        if any(i is None for i in ids):
-            return pd.Index(ids, dtype=object, name="cell_specimen_id")
-        return pd.Index(np.asarray(ids, dtype=np.int64), name="cell_specimen_id")
+        """``cell_specimen_id`` of the retained ROIs as AllenSDK 2.16.2 builds it (api.md Q38): int64 when
+        every ROI is matched; float64 with NaN for the unmatched ones (−1 in the file) when some are; object
+        holding None when none is (pandas' inference on AllenSDK's list of ids and Nones)."""
+        ids = self._rois["cell_specimen_id"].to_numpy(np.int64)
+        unmatched = ids == layout.NULL_CELL_SPECIMEN_ID
+        if not unmatched.any():
+            return pd.Index(ids, dtype=np.int64, name="cell_specimen_id")
+        if unmatched.all():
+            return pd.Index([None] * len(ids), dtype=object, name="cell_specimen_id")
+        return pd.Index(np.where(unmatched, np.nan, ids.astype(np.float64)), dtype=np.float64,
+                        name="cell_specimen_id")
 
     @cached_property
     def _roi_masks(self) -> np.ndarray:
@@ -156,7 +171,7 @@ class BehaviorOphysExperiment(BehaviorSession):
 
     @cached_property
     def cell_specimen_table(self) -> pd.DataFrame:
-        """ROIs of this plane (index ``cell_specimen_id``, None when unmatched): ROI id, bounding box (px),
+        """ROIs of this plane (index ``cell_specimen_id``, NaN when unmatched): ROI id, bounding box (px),
         motion-correction borders (px), validity and full-field boolean ``roi_mask``."""
         h5 = self._h5
         group = h5[layout.CELL_TABLE]
@@ -318,35 +333,54 @@ class BehaviorOphysExperiment(BehaviorSession):
     # --- legacy methods -----------------------------------------------------------------------
 
     def get_cell_specimen_ids(self) -> np.ndarray:
-        """Legacy: the ``cell_specimen_table`` index values. Raises ValueError if every id is null."""
+        """Legacy: the ``cell_specimen_table`` index values (float64 with NaN when some ROIs are unmatched).
+
+        Raises
+        ------
+        ValueError
+            If no ROI has a ``cell_specimen_id`` (as AllenSDK does).
+        """
         warnings.warn("get_cell_specimen_ids is a legacy method; use cell_specimen_table.index",
                       VisibleDeprecationWarning, stacklevel=2)
         ids = self._cell_index
-        if all(i is None for i in ids):
-            raise ValueError(f"{self._name}: no ROI of this experiment has a cell_specimen_id")
+        if pd.isna(ids).all():
+            raise ValueError(f"{self._name}: no ROI of this experiment has a cell_specimen_id "
+                             "(every ROI is unmatched); use cell_specimen_table['cell_roi_id']")
         return ids.to_numpy()
 
-    def get_cell_specimen_indices(self, cell_specimen_ids) -> list[int]:
-        """Legacy: positions of ``cell_specimen_ids`` in ``cell_specimen_table``."""
+    def get_cell_specimen_indices(self, cell_specimen_ids) -> list:
+        """Legacy: ``cell_specimen_table.index.get_loc`` of each id, as AllenSDK returns it: the row position
+        of an id found once; a boolean row mask for an id found several times (NaN, the unmatched ROIs)."""
         warnings.warn("get_cell_specimen_indices is a legacy method; use cell_specimen_table.index.get_indexer",
                       VisibleDeprecationWarning, stacklevel=2)
-        position: dict = {}
-        for i, cell in enumerate(self._cell_index):  # a dict also finds None (unmatched ROIs)
-            position.setdefault(cell, i)
-        unknown = [c for c in cell_specimen_ids if c not in position]
+        index = self._cell_index
+        unknown = [c for c in cell_specimen_ids if not _index_has(index, c)]
         if unknown:
             raise KeyError(f"cell_specimen_ids {unknown} are not in {self._name}")
-        return [position[c] for c in cell_specimen_ids]
+        return [index.get_loc(c) for c in cell_specimen_ids]
 
     def get_dff_traces(self, cell_specimen_ids=None) -> tuple[np.ndarray, np.ndarray]:
-        """Legacy: ``(ophys_timestamps, dF/F array cells × frames)`` for all or the given cells."""
+        """Legacy: ``(ophys_timestamps, dF/F array cells × frames)`` for all cells or the rows of the given
+        ``cell_specimen_ids``, in ``cell_specimen_table`` order (as AllenSDK orders them).
+
+        Raises
+        ------
+        ValueError
+            Without ``cell_specimen_ids`` when no ROI has a ``cell_specimen_id`` (as AllenSDK does).
+        KeyError
+            If the given ids do not select exactly one row each.
+        """
         warnings.warn("get_dff_traces is a legacy method; use dff_traces and ophys_timestamps",
                       VisibleDeprecationWarning, stacklevel=2)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", VisibleDeprecationWarning)
+            ids = self.get_cell_specimen_ids() if cell_specimen_ids is None else list(cell_specimen_ids)
         dff = self.dff_traces
-        if cell_specimen_ids is not None:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", VisibleDeprecationWarning)
-                dff = dff.iloc[self.get_cell_specimen_indices(cell_specimen_ids)]
+        selected = dff.index.isin(ids)  # NaN selects the unmatched ROIs
+        if selected.sum() != len(ids):
+            raise KeyError(f"cell_specimen_ids {ids} select {selected.sum()} rows of {self._name}, "
+                           "not one row each; use dff_traces (indexed by cell_specimen_id)")
+        dff = dff[selected]
         traces = np.stack(dff["dff"].to_list()) if len(dff) else np.zeros((0, self._n_frames))
         return self.ophys_timestamps, traces
 

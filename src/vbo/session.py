@@ -293,8 +293,9 @@ class BehaviorSession:
         for name, values in columns.items():
             if name == "lick_events":
                 continue
-            if isinstance(values, list):
-                series = pd.Series([np.asarray(v, dtype=np.float64) for v in values], dtype=object)
+            if isinstance(values, list):  # ragged; text flat data (no lick at all, §7.6) stays object
+                series = pd.Series([v if v.dtype == object else np.asarray(v, dtype=np.float64) for v in values],
+                                   dtype=object)
             elif name == "lick_times":  # the writer's quirk: one lick per trial stored as a plain column
                 series = pd.Series([np.atleast_1d(np.float64(v)) for v in values], dtype=object)
             elif values.dtype == object:
