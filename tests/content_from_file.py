@@ -126,7 +126,7 @@ def _ophys(exp, h5: h5py.File, behavior: BehaviorContent) -> OphysContent:
     meta = exp.metadata
     cells = exp.cell_specimen_table
     rois = cells.drop(columns=["roi_mask"]).reset_index()
-    rois["cell_specimen_id"] = [layout.NULL_CELL_SPECIMEN_ID if v is None else int(v)
+    rois["cell_specimen_id"] = [layout.NULL_CELL_SPECIMEN_ID if v is None or v != v else int(v)  # None, NaN
                                 for v in rois["cell_specimen_id"]]
     roi_ids = rois["cell_roi_id"].to_numpy()
 

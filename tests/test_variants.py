@@ -575,20 +575,26 @@ def test_v1_0_trials_load(v1_0_nwb, experiment_truth):
 # ------------------------------------------------------------------------------------------------
 
 
-def test_null_cell_specimen_ids_become_none(null_csid_nwb, experiment_truth):
+def test_null_cell_specimen_ids_become_nan(null_csid_nwb, experiment_truth):
+    """Q38: AllenSDK's list of ids and Nones makes a float64 index with NaN for the unmatched ROIs,
+    in every per-cell member."""
     truth_index = list(experiment_truth["cell_specimen_table"].index)
-    expected = [None if i in NULL_ROWS else v for i, v in enumerate(truth_index)]
+    expected = np.array([np.nan if i in NULL_ROWS else float(v) for i, v in enumerate(truth_index)])
     with BehaviorOphysExperiment.from_nwb_path(null_csid_nwb) as exp:
         tables = {m: getattr(exp, m) for m in PER_CELL_MEMBERS}
+        with pytest.warns(np.exceptions.VisibleDeprecationWarning):
+            ids = exp.get_cell_specimen_ids()
     cst = tables["cell_specimen_table"]
     assert cst.index.name == "cell_specimen_id"
-    assert cst.index.dtype == object
-    assert list(cst.index) == expected
-    assert all(cst.index[i] is None for i in NULL_ROWS)
+    assert cst.index.dtype == np.float64
+    np.testing.assert_array_equal(cst.index.to_numpy(), expected)
+    assert ids.dtype == np.float64
+    np.testing.assert_array_equal(ids, expected)
     assert list(cst["cell_roi_id"]) == list(experiment_truth["cell_specimen_table"]["cell_roi_id"])
     for member, df in tables.items():
         assert df.index.name == "cell_specimen_id", member
-        assert list(df.index) == expected, member
+        assert df.index.dtype == np.float64, member
+        np.testing.assert_array_equal(df.index.to_numpy(), expected, err_msg=member)
         assert df.columns[0] == "cell_roi_id", member
         assert list(df["cell_roi_id"]) == list(cst["cell_roi_id"]), member
 

@@ -98,8 +98,9 @@ class BehaviorOphysExperiment(BehaviorSession):
             "field_of_view_width": meta["field_of_view_width"],
             "imaging_depth": meta["imaging_depth"],
             "targeted_imaging_depth": meta["targeted_imaging_depth"],
-            "imaging_plane_group": int(meta["imaging_plane_group"]) if multiplane else None,
-            "imaging_plane_group_count": int(meta["imaging_plane_group_count"]) if multiplane else 0,
+            # multi-plane: the stored numpy integers, as AllenSDK returns them; single plane: None and int 0
+            "imaging_plane_group": meta["imaging_plane_group"] if multiplane else None,
+            "imaging_plane_group_count": meta["imaging_plane_group_count"] if multiplane else 0,
             "ophys_experiment_id": self.ophys_experiment_id,
             "ophys_frame_rate": nwb.read(h5, layout.IMAGING_RATE),
             "ophys_session_id": meta["ophys_session_id"],
