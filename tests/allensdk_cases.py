@@ -164,6 +164,25 @@ def without_eye_tracking(o: OphysContent) -> OphysContent:
     return dataclasses.replace(o, behavior=dataclasses.replace(o.behavior, eye_tracking=None))
 
 
+def as_released_before_v1_1(o: OphysContent) -> OphysContent:
+    """An experiment file of release v1.0.x: no demixed or neuropil traces, no ``r`` / ``RMSE``."""
+    return dataclasses.replace(o, demixed=None, neuropil=None, r=None, rmse=None)
+
+
+def events_without(o: OphysContent, row: int) -> OphysContent:
+    """Event detection that left out the ROI of ``row`` (its ``rois`` region is a subset of the table)."""
+    keep = o.event_rows != row
+    return dataclasses.replace(o, events=o.events[:, keep], event_lambdas=o.event_lambdas[keep],
+                               event_noise_stds=o.event_noise_stds[keep], event_rows=o.event_rows[keep])
+
+
+def invalidate(o: OphysContent, row: int) -> OphysContent:
+    """The ROI of ``row`` marked ``valid_roi`` False (left out by ``exclude_invalid_rois``, the default)."""
+    rois = o.rois.copy()
+    rois.loc[row, "valid_roi"] = False
+    return dataclasses.replace(o, rois=rois)
+
+
 def without_rewards(b: BehaviorContent) -> BehaviorContent:
     """An active session in which no reward was delivered (no ``rewards`` module; hits become misses)."""
     trials = b.trials.copy()
@@ -272,6 +291,12 @@ CASES = (
          "OPHYS_6 active plane on MESO.1 (plane group 0 of 4), images H",
          _experiment(1190100006, "OPHYS_6_images_H", 17, equipment_name="MESO.1", plane_group=0,
                      plane_group_count=4, structure="VISp", depth=75)),
+    Case("v1_0_events_subset_invalid_roi", "behavior_ophys_experiment_1190100007",
+         "OPHYS_6 plane as released before v1.1.0 (no demixed/neuropil traces, no r/RMSE), events on a subset of "
+         "the ROIs, one invalid ROI, no eye tracking",
+         _experiment(1190100007, "OPHYS_6_images_B", 18, novel_images=False, experience_level="Novel >1",
+                     edit=lambda o: without_eye_tracking(invalidate(events_without(as_released_before_v1_1(o), 0),
+                                                                    2)))),
     Case("training_0_gratings_autorewards", "behavior_session_1190000002",
          "TRAINING_0 gratings with automatic rewards on every change",
          _session(1190000002, "TRAINING_0_gratings_autorewards_15min", 21, equipment_name="BEH.B-Box3")),

@@ -151,14 +151,19 @@ class BehaviorOphysExperiment(BehaviorSession):
 
     @cached_property
     def _cell_index(self) -> pd.Index:
-        """``cell_specimen_id`` of the retained ROIs as AllenSDK 2.16.2 builds it (api.md Q38): int64 when
-        every ROI is matched; float64 with NaN for the unmatched ones (−1 in the file) when some are; object
-        holding None when none is (pandas' inference on AllenSDK's list of ids and Nones)."""
-        ids = self._rois["cell_specimen_id"].to_numpy(np.int64)
+        """``cell_specimen_id`` of the retained ROIs as AllenSDK 2.16.2 builds it (api.md Q38, docs/quirks.md).
+
+        AllenSDK replaces −1 by None in the stored table's column and lets pandas infer its dtype **before**
+        it leaves out invalid ROIs, so the dtype follows every stored ROI: int64 when all are matched;
+        float64 (NaN for the unmatched) when some are; object holding None when none is.
+        """
+        stored = np.asarray(nwb.read(self._h5, layout.CELL_SPECIMEN_ID), dtype=np.int64)
+        stored_unmatched = stored == layout.NULL_CELL_SPECIMEN_ID
+        ids = stored[self._rois["row"].to_numpy()]
         unmatched = ids == layout.NULL_CELL_SPECIMEN_ID
-        if not unmatched.any():
+        if not stored_unmatched.any():
             return pd.Index(ids, dtype=np.int64, name="cell_specimen_id")
-        if unmatched.all():
+        if stored_unmatched.all():
             return pd.Index([None] * len(ids), dtype=object, name="cell_specimen_id")
         return pd.Index(np.where(unmatched, np.nan, ids.astype(np.float64)), dtype=np.float64,
                         name="cell_specimen_id")
