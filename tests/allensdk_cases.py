@@ -219,6 +219,12 @@ def one_lick_per_trial(b: BehaviorContent) -> BehaviorContent:
     return dataclasses.replace(b, trials=trials, licks=licks)
 
 
+def unknown_subject_details(b: BehaviorContent) -> BehaviorContent:
+    """A subject stored without the optional ``driver_line`` attribute and with age ``"null"``."""
+    subject = {**b.subject, "driver_line": None, "age": "null"}
+    return dataclasses.replace(b, subject=subject)
+
+
 def never_licks(b: BehaviorContent) -> BehaviorContent:
     """A passive-like session written as the release writes passive sessions: no licks anywhere."""
     trials = without_rewards(b).trials
@@ -316,8 +322,10 @@ CASES = (
          "TRAINING_5 images A epilogue (handoff lapsed mouse)",
          _session(1190000007, "TRAINING_5_images_A_epilogue", 26)),
     Case("ophys_0_habituation", "behavior_session_1190000008",
-         "OPHYS_0 habituation on the imaging rig without imaging (behavior-only file)",
-         _session(1190000008, "OPHYS_0_images_A_habituation", 27, equipment_name="CAM2P.4")),
+         "OPHYS_0 habituation on the imaging rig without imaging (behavior-only file); subject without "
+         "driver_line attribute and age 'null'",
+         _session(1190000008, "OPHYS_0_images_A_habituation", 27, equipment_name="CAM2P.4",
+                  edit=unknown_subject_details)),
     Case("active_never_licks", "behavior_session_1190000009",
          "TRAINING_5 active session in which the mouse never licked (no licks/rewards modules, lick_times "
          "one empty string)",

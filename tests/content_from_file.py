@@ -60,7 +60,7 @@ def _behavior(session, h5: h5py.File) -> BehaviorContent:
         "sex": meta["sex"],
         "species": _text(h5, "/general/subject/species"),
         "subject_id": meta["mouse_id"],
-        "driver_line": list(meta["driver_line"]),
+        "driver_line": None if meta["driver_line"] is None else list(meta["driver_line"]),
         "reporter_line": meta["reporter_line"],
     }
     task = {k: v for k, v in session.task_parameters.items() if k != "image_set"}

@@ -183,7 +183,8 @@ class BehaviorSession:
             start = start.replace(tzinfo=dt.timezone.utc)
         session_uuid = derive.none_if_none_string(meta.get("behavior_session_uuid"))
         driver_line = subject.get("driver_line")
-        driver_line = sorted(str(d) for d in np.atleast_1d(driver_line)) if driver_line is not None else []
+        # no stored driver line (the attribute is optional): None, as AllenSDK returns
+        driver_line = sorted(str(d) for d in np.atleast_1d(driver_line)) if driver_line is not None else None
         return {
             "equipment_name": meta["equipment_name"],
             "sex": nwb.read(h5, layout.SUBJECT_SEX),
