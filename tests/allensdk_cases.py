@@ -46,7 +46,7 @@ ORACLE = HERE.parents[1] / "shared" / "oracle" / "dump_allen_truth.py"
 # 3-4 ROIs on a 32 x 32 field of view; 12 x 20 px templates
 MICRO = Scale("micro", 1, 1.0, 22.0, 0.5, 1, 10, 35.0, (3, 4), (32, 32), (12, 20), 1)
 # one longer training session, so that some go and catch trials come after the automatic rewards
-LONGER = dataclasses.replace(MICRO, name="longer", training_task_s=100.0)
+LONGER = dataclasses.replace(MICRO, name="longer", training_task_s=70.0)
 
 TEXT = h5py.string_dtype("utf-8")
 
@@ -225,13 +225,6 @@ def unknown_subject_details(b: BehaviorContent) -> BehaviorContent:
     return dataclasses.replace(b, subject=subject)
 
 
-def never_licks(b: BehaviorContent) -> BehaviorContent:
-    """A passive-like session written as the release writes passive sessions: no licks anywhere."""
-    trials = without_rewards(b).trials
-    trials["lick_times"] = [np.zeros(0) for _ in range(len(trials))]
-    return dataclasses.replace(b, licks=None, rewards=None, trials=trials)
-
-
 # --- the cases -----------------------------------------------------------------------------------------
 
 
@@ -281,18 +274,16 @@ CASES = (
                      plane_group_count=4, structure="VISl", depth=225, novel_images=False,
                      edit=lambda o: without_eye_tracking(unmatch(o)))),
     Case("single_roi_no_eye_tracking", "behavior_ophys_experiment_1190100003",
-         "OPHYS_1 active plane, CAM2P.3, a single (matched) ROI, no eye tracking",
-         _experiment(1190100003, "OPHYS_1_images_A", 14, equipment_name="CAM2P.3",
-                     edit=lambda o: without_eye_tracking(keep_rois(o, [0])))),
+         "OPHYS_4 active plane with novel images B (is_image_novel), CAM2P.3, a single (matched) ROI: int64 "
+         "index, no eye tracking",
+         _experiment(1190100003, "OPHYS_4_images_B", 14, equipment_name="CAM2P.3", novel_images=True,
+                     experience_level="Novel 1", prior_exposures_to_image_set=0,
+                     edit=lambda o: without_eye_tracking(keep_rois(
+                         o, [next(i for i, c in enumerate(o.rois["cell_specimen_id"]) if c != -1)])))),
     Case("single_unmatched_roi", "behavior_ophys_experiment_1190100004",
          "OPHYS_3 active plane, CAM2P.5, a single unmatched ROI, no eye tracking",
          _experiment(1190100004, "OPHYS_3_images_A", 15, equipment_name="CAM2P.5",
                      edit=lambda o: without_eye_tracking(unmatch(keep_rois(o, [0]))))),
-    Case("novel_active_experiment", "behavior_ophys_experiment_1190100005",
-         "OPHYS_4 active plane with novel images B, CAM2P.4, all ROIs matched (int64 index), no eye tracking",
-         _experiment(1190100005, "OPHYS_4_images_B", 16, novel_images=True, experience_level="Novel 1",
-                     prior_exposures_to_image_set=0, edit=lambda o: without_eye_tracking(keep_rois(
-                         o, [i for i, c in enumerate(o.rois["cell_specimen_id"]) if c != -1])))),
     Case("mesoscope_active_experiment", "behavior_ophys_experiment_1190100006",
          "OPHYS_6 active plane on MESO.1 (plane group 0 of 4), images H",
          _experiment(1190100006, "OPHYS_6_images_H", 17, equipment_name="MESO.1", plane_group=0,
@@ -313,7 +304,7 @@ CASES = (
          "TRAINING_2 flashed gratings, licks but no reward delivered (no rewards module)",
          _session(1190000004, "TRAINING_2_gratings_flashed", 23, hit_probability=0.0, edit=without_rewards)),
     Case("training_3_images_10uL", "behavior_session_1190000005",
-         "TRAINING_3 images A with 10 uL rewards, 100 s: hits, misses, false alarms, correct rejections",
+         "TRAINING_3 images A with 10 uL rewards, 70 s: hits, misses, false alarms, correct rejections",
          _session(1190000005, "TRAINING_3_images_A_10uL_reward", 24, scale=LONGER)),
     Case("training_4_one_lick_per_trial", "behavior_session_1190000006",
          "TRAINING_4 images A with exactly one lick per trial (lick_times stored as a plain float column)",
@@ -326,10 +317,6 @@ CASES = (
          "driver_line attribute and age 'null'",
          _session(1190000008, "OPHYS_0_images_A_habituation", 27, equipment_name="CAM2P.4",
                   edit=unknown_subject_details)),
-    Case("active_never_licks", "behavior_session_1190000009",
-         "TRAINING_5 active session in which the mouse never licked (no licks/rewards modules, lick_times "
-         "one empty string)",
-         _session(1190000009, "TRAINING_5_images_A_handoff_ready", 28, edit=never_licks)),
 )
 
 

@@ -183,7 +183,7 @@ def _trials_group(case: str) -> h5py.Group:
 
 
 @pytest.mark.parametrize("case", ["passive_nolick_experiment", "passive_nolick_session_retake",
-                                  "mesoscope_passive_all_unmatched", "active_never_licks"])
+                                  "mesoscope_passive_all_unmatched"])
 def test_no_lick_files_carry_the_sdk_encoding(case):
     """format.md §7.6: no lick in any trial → ``lick_times`` is one empty string, every index entry 0;
     vbo reads every trial as an empty object array, as AllenSDK does."""
@@ -204,7 +204,6 @@ def test_no_lick_files_carry_the_sdk_encoding(case):
     ("mesoscope_passive_all_unmatched", "object", 4, 4),  # all unmatched: object holding None
     ("single_unmatched_roi", "object", 1, 1),
     ("single_roi_no_eye_tracking", "int64", 0, 0),  # all matched: int64
-    ("novel_active_experiment", "int64", 0, 0),
     # the only unmatched ROI is invalid and left out: the index stays float64 (dtype inferred before filtering)
     ("v1_0_events_subset_invalid_roi", "float64", 1, 0),
 ])
