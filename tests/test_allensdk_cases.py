@@ -94,7 +94,8 @@ def _extra_value(path: Path, obj, name: str, expected):
 
 
 def _check_member(name: str, actual, expected, path: Path, where: str) -> None:
-    if name == "neuropil_traces" and expected is not None:  # Q35: the file's neuropil traces, where AllenSDK returns the demixed ones
+    # Q35: vbo returns the file's neuropil traces where AllenSDK returns the demixed ones (None in v1.0.x files)
+    if name == "neuropil_traces" and expected is not None:
         with h5py.File(path, "r") as f:
             stored = f["/processing/ophys/neuropil_trace/traces/data"][()].T
             roi_ids = f["/processing/ophys/image_segmentation/cell_specimen_table/id"][()][
