@@ -60,7 +60,7 @@ def _behavior(session, h5: h5py.File) -> BehaviorContent:
         "sex": meta["sex"],
         "species": _text(h5, "/general/subject/species"),
         "subject_id": meta["mouse_id"],
-        "driver_line": list(meta["driver_line"]),
+        "driver_line": None if meta["driver_line"] is None else list(meta["driver_line"]),
         "reporter_line": meta["reporter_line"],
     }
     task = {k: v for k, v in session.task_parameters.items() if k != "image_set"}
@@ -126,7 +126,7 @@ def _ophys(exp, h5: h5py.File, behavior: BehaviorContent) -> OphysContent:
     meta = exp.metadata
     cells = exp.cell_specimen_table
     rois = cells.drop(columns=["roi_mask"]).reset_index()
-    rois["cell_specimen_id"] = [layout.NULL_CELL_SPECIMEN_ID if v is None else int(v)
+    rois["cell_specimen_id"] = [layout.NULL_CELL_SPECIMEN_ID if v is None or v != v else int(v)  # None, NaN
                                 for v in rois["cell_specimen_id"]]
     roi_ids = rois["cell_roi_id"].to_numpy()
 

@@ -202,7 +202,8 @@ def make_passive(src: Path, dst_dir: Path, name: str | None = None) -> Path:
 
     - no ``/processing/licking`` and no ``/processing/rewards`` module (format.md §7.3);
     - ``session_type`` in ``/general/metadata``, ``/general/task_parameters`` and ``/session_description``;
-    - trials: no licks (``lick_times`` length 0, ``lick_times_index`` all zeros), ``reward_volume`` 0,
+    - trials: no licks (``lick_times`` one empty string as AllenSDK's writer stores it, ``lick_times_index``
+      all zeros), ``reward_volume`` 0,
       ``reward_time``/``response_time`` NaN, ``response_latency`` inf (NaN kept on aborted trials),
       hits become misses and false alarms correct rejections (the outcome invariant still holds);
     - the change-detection block is named ``change_detection_passive``.
@@ -216,6 +217,9 @@ def make_passive(src: Path, dst_dir: Path, name: str | None = None) -> Path:
         t = f[TRIALS]
         n = len(t["id"])
         _replace_ragged(t, "lick_times", [np.zeros(0)] * n)
+        # AllenSDK's writer stores a ragged column without any value as one empty string (format.md §7.6)
+        data = replace_dataset(t, "lick_times", [""], dtype=STR)
+        t["lick_times_index"].attrs.create("target", data.ref, dtype=h5py.ref_dtype)
         aborted = t["aborted"][:]
         replace_dataset(t, "reward_volume", np.zeros(n))
         replace_dataset(t, "reward_time", np.full(n, np.nan))

@@ -151,11 +151,13 @@ def performance_metrics(trials: pd.DataFrame, rewards: pd.DataFrame, response_wi
         rolling = rolling_performance(trials, response_window_start)
     engaged = (rolling["reward_rate"] > engaged_trial_reward_rate_threshold).to_numpy()
 
+    # AllenSDK takes pandas' mean / max (a Python float NaN when nothing is left) and numpy's nanmax for
+    # the reward rate (a numpy NaN)
     def mean(name: str, rows=slice(None)):
-        return _nan_reduce(np.nanmean, rolling[name].to_numpy(float)[rows])
+        return _nan_reduce(np.nanmean, rolling[name].to_numpy(float)[rows], empty=float("nan"))
 
-    def maximum(name: str, rows=slice(None)):
-        return _nan_reduce(np.nanmax, rolling[name].to_numpy(float)[rows])
+    def maximum(name: str, rows=slice(None), empty: float = float("nan")):
+        return _nan_reduce(np.nanmax, rolling[name].to_numpy(float)[rows], empty=empty)
 
     return {
         "trial_count": len(trials),
@@ -169,7 +171,7 @@ def performance_metrics(trials: pd.DataFrame, rewards: pd.DataFrame, response_wi
         "earned_reward_count": trials["hit"].sum(),
         "total_reward_count": len(rewards),
         "total_reward_volume": rewards["volume"].sum(),
-        "maximum_reward_rate": maximum("reward_rate"),
+        "maximum_reward_rate": maximum("reward_rate", empty=np.float64(np.nan)),
         "engaged_trial_count": engaged.sum(),
         "mean_hit_rate": mean("hit_rate"),
         "mean_hit_rate_uncorrected": mean("hit_rate_raw"),
@@ -184,10 +186,10 @@ def performance_metrics(trials: pd.DataFrame, rewards: pd.DataFrame, response_wi
     }
 
 
-def _nan_reduce(func, values: np.ndarray) -> float:
-    """``func`` (nanmean / nanmax) that returns NaN, silently, for empty or all-NaN input."""
+def _nan_reduce(func, values: np.ndarray, empty: float = np.float64(np.nan)) -> float:
+    """``func`` (nanmean / nanmax) that returns ``empty`` (NaN), silently, for empty or all-NaN input."""
     if values.size == 0 or np.isnan(values).all():
-        return np.float64(np.nan)
+        return empty
     return func(values)
 
 

@@ -32,6 +32,15 @@ def _object_column(rows: Iterable, index: pd.Index) -> pd.Series:
     return pd.Series(cells, index=index, dtype=object)
 
 
+def _index_has(index: pd.Index, value) -> bool:
+    """Whether ``index.get_loc(value)`` finds ``value`` (NaN and None find the unmatched ROIs)."""
+    try:
+        index.get_loc(value)
+    except (KeyError, TypeError):
+        return False
+    return True
+
+
 class BehaviorOphysExperiment(BehaviorSession):
     """One imaging plane of a Visual Behavior imaging session: everything of :class:`BehaviorSession`
     plus ROIs, fluorescence traces (one value per ophys frame), events and projection images.
@@ -119,8 +128,9 @@ class BehaviorOphysExperiment(BehaviorSession):
             "field_of_view_width": meta["field_of_view_width"],
             "imaging_depth": meta["imaging_depth"],
             "targeted_imaging_depth": meta["targeted_imaging_depth"],
-            "imaging_plane_group": int(meta["imaging_plane_group"]) if multiplane else None,
-            "imaging_plane_group_count": int(meta["imaging_plane_group_count"]) if multiplane else 0,
+            # multi-plane: the stored numpy integers, as AllenSDK returns them; single plane: None and int 0
+            "imaging_plane_group": meta["imaging_plane_group"] if multiplane else None,
+            "imaging_plane_group_count": meta["imaging_plane_group_count"] if multiplane else 0,
             "ophys_experiment_id": self.ophys_experiment_id,
             "ophys_frame_rate": nwb.read(h5, layout.IMAGING_RATE),
             "ophys_session_id": meta["ophys_session_id"],
@@ -173,8 +183,7 @@ class BehaviorOphysExperiment(BehaviorSession):
         roi_ids = nwb.read(h5, f"{layout.CELL_TABLE}/{layout.ID}").astype(np.int64)
         specimen = nwb.read(h5, layout.CELL_SPECIMEN_ID)
         valid = nwb.read(h5, layout.VALID_ROI).astype(bool)
-        specimen_ids = [None if s == layout.NULL_CELL_SPECIMEN_ID else int(s) for s in specimen]
-        rois = pd.DataFrame({"cell_roi_id": roi_ids, "cell_specimen_id": pd.Series(specimen_ids, dtype=object),
+        rois = pd.DataFrame({"cell_roi_id": roi_ids, "cell_specimen_id": specimen.astype(np.int64),
                              "valid_roi": valid,
                              "row": np.arange(len(roi_ids))})
         if self._exclude_invalid_rois:
@@ -183,10 +192,22 @@ class BehaviorOphysExperiment(BehaviorSession):
 
     @data_member
     def _cell_index(self) -> pd.Index:
-        ids = self._rois["cell_specimen_id"].tolist()
-        if any(i is None for i in ids):
-            return pd.Index(ids, dtype=object, name="cell_specimen_id")
-        return pd.Index(np.asarray(ids, dtype=np.int64), name="cell_specimen_id")
+        """``cell_specimen_id`` of the retained ROIs as AllenSDK 2.16.2 builds it (api.md Q38, docs/quirks.md).
+
+        AllenSDK replaces −1 by None in the stored table's column and lets pandas infer its dtype **before**
+        it leaves out invalid ROIs, so the dtype follows every stored ROI: int64 when all are matched;
+        float64 (NaN for the unmatched) when some are; object holding None when none is.
+        """
+        stored = np.asarray(nwb.read(self._h5, layout.CELL_SPECIMEN_ID), dtype=np.int64)
+        stored_unmatched = stored == layout.NULL_CELL_SPECIMEN_ID
+        ids = stored[self._rois["row"].to_numpy()]
+        unmatched = ids == layout.NULL_CELL_SPECIMEN_ID
+        if not stored_unmatched.any():
+            return pd.Index(ids, dtype=np.int64, name="cell_specimen_id")
+        if stored_unmatched.all():
+            return pd.Index([None] * len(ids), dtype=object, name="cell_specimen_id")
+        return pd.Index(np.where(unmatched, np.nan, ids.astype(np.float64)), dtype=np.float64,
+                        name="cell_specimen_id")
 
     @data_member
     def _roi_masks(self) -> np.ndarray:
@@ -199,7 +220,8 @@ class BehaviorOphysExperiment(BehaviorSession):
     def cell_specimen_table(self) -> pd.DataFrame:
         """The segmented ROIs (cells) of this plane: a ``pandas.DataFrame``, one row per ROI.
 
-        Index: ``cell_specimen_id`` (cross-session cell id; null for ROIs not matched across sessions).
+        Index: ``cell_specimen_id`` (cross-session cell id). As in AllenSDK, its dtype is int64 when every ROI is
+        matched, float64 with NaN for the unmatched ROIs when some are, and object holding None when none is.
 
         Columns
         -------
@@ -493,21 +515,22 @@ class BehaviorOphysExperiment(BehaviorSession):
         Returns
         -------
         numpy.ndarray
-            The index of :attr:`cell_specimen_table`, in its order.
+            The index of :attr:`cell_specimen_table`, in its order (float64 with NaN when some ROIs are unmatched).
 
         Raises
         ------
         ValueError
-            Every ROI's ``cell_specimen_id`` is null.
+            Every ROI's ``cell_specimen_id`` is null (as AllenSDK does).
         """
         warnings.warn("get_cell_specimen_ids is a legacy method; use cell_specimen_table.index",
                       VisibleDeprecationWarning, stacklevel=2)
         ids = self._cell_index
-        if all(i is None for i in ids):
-            raise ValueError(f"{self._name}: no ROI of this experiment has a cell_specimen_id")
+        if pd.isna(ids).all():
+            raise ValueError(f"{self._name}: no ROI of this experiment has a cell_specimen_id "
+                             "(every ROI is unmatched); use cell_specimen_table['cell_roi_id']")
         return ids.to_numpy()
 
-    def get_cell_specimen_indices(self, cell_specimen_ids) -> list[int]:
+    def get_cell_specimen_indices(self, cell_specimen_ids) -> list:
         """Legacy: row positions of cells in :attr:`cell_specimen_table` (warns ``VisibleDeprecationWarning``).
 
         Parameters
@@ -517,8 +540,10 @@ class BehaviorOphysExperiment(BehaviorSession):
 
         Returns
         -------
-        list of int
-            Position of each id, in the given order.
+        list
+            ``cell_specimen_table.index.get_loc`` of each id, in the given order, as AllenSDK returns it: the row
+            position of an id found once; a boolean row mask for an id found several times (NaN, the unmatched
+            ROIs).
 
         Raises
         ------
@@ -527,13 +552,11 @@ class BehaviorOphysExperiment(BehaviorSession):
         """
         warnings.warn("get_cell_specimen_indices is a legacy method; use cell_specimen_table.index.get_indexer",
                       VisibleDeprecationWarning, stacklevel=2)
-        position: dict = {}
-        for i, cell in enumerate(self._cell_index):  # a dict also finds None (unmatched ROIs)
-            position.setdefault(cell, i)
-        unknown = [c for c in cell_specimen_ids if c not in position]
+        index = self._cell_index
+        unknown = [c for c in cell_specimen_ids if not _index_has(index, c)]
         if unknown:
             raise KeyError(f"cell_specimen_ids {unknown} are not in {self._name}")
-        return [position[c] for c in cell_specimen_ids]
+        return [index.get_loc(c) for c in cell_specimen_ids]
 
     def get_dff_traces(self, cell_specimen_ids=None) -> tuple[np.ndarray, np.ndarray]:
         """Legacy: ΔF/F traces as one matrix (warns ``VisibleDeprecationWarning``).
@@ -541,21 +564,33 @@ class BehaviorOphysExperiment(BehaviorSession):
         Parameters
         ----------
         cell_specimen_ids : iterable of int, optional
-            Cells to return, in this order (default all, in :attr:`cell_specimen_table` order).
+            Cells to return (default all). Rows come in :attr:`cell_specimen_table` order, whatever the order
+            asked for, as AllenSDK orders them.
 
         Returns
         -------
         tuple of numpy.ndarray
             ``(ophys_timestamps, traces)``: timestamps (s, one per ophys frame) and a float64 array of cells × frames
             (ΔF/F, unitless).
+
+        Raises
+        ------
+        ValueError
+            Without ``cell_specimen_ids`` when no ROI has a ``cell_specimen_id`` (as AllenSDK does).
+        KeyError
+            If the given ids do not select exactly one row each.
         """
         warnings.warn("get_dff_traces is a legacy method; use dff_traces and ophys_timestamps",
                       VisibleDeprecationWarning, stacklevel=2)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", VisibleDeprecationWarning)
+            ids = self.get_cell_specimen_ids() if cell_specimen_ids is None else list(cell_specimen_ids)
         dff = self.dff_traces
-        if cell_specimen_ids is not None:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", VisibleDeprecationWarning)
-                dff = dff.iloc[self.get_cell_specimen_indices(cell_specimen_ids)]
+        selected = dff.index.isin(ids)  # NaN selects the unmatched ROIs
+        if selected.sum() != len(ids):
+            raise KeyError(f"cell_specimen_ids {ids} select {selected.sum()} rows of {self._name}, "
+                           "not one row each; use dff_traces (indexed by cell_specimen_id)")
+        dff = dff[selected]
         traces = np.stack(dff["dff"].to_list()) if len(dff) else np.zeros((0, self._n_frames))
         return self.ophys_timestamps, traces
 

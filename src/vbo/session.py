@@ -273,7 +273,8 @@ class BehaviorSession:
             start = start.replace(tzinfo=dt.timezone.utc)
         session_uuid = derive.none_if_none_string(meta.get("behavior_session_uuid"))
         driver_line = subject.get("driver_line")
-        driver_line = sorted(str(d) for d in np.atleast_1d(driver_line)) if driver_line is not None else []
+        # no stored driver line (the attribute is optional): None, as AllenSDK returns
+        driver_line = sorted(str(d) for d in np.atleast_1d(driver_line)) if driver_line is not None else None
         return {
             "equipment_name": meta["equipment_name"],
             "sex": nwb.read(h5, layout.SUBJECT_SEX),
@@ -510,8 +511,9 @@ class BehaviorSession:
         for name, values in columns.items():
             if name == "lick_events":
                 continue
-            if isinstance(values, list):
-                series = pd.Series([np.asarray(v, dtype=np.float64) for v in values], dtype=object)
+            if isinstance(values, list):  # ragged; text flat data (no lick at all, §7.6) stays object
+                series = pd.Series([v if v.dtype == object else np.asarray(v, dtype=np.float64) for v in values],
+                                   dtype=object)
             elif name == "lick_times":  # the writer's quirk: one lick per trial stored as a plain column
                 series = pd.Series([np.atleast_1d(np.float64(v)) for v in values], dtype=object)
             elif values.dtype == object:

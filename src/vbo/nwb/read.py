@@ -112,13 +112,18 @@ def table_columns(group: h5py.Group) -> list[str]:
 
 
 def read_column(group: h5py.Group, name: str) -> np.ndarray | list[np.ndarray]:
-    """One DynamicTable column: an array, or a list of arrays for a ragged (``*_index``) column."""
+    """One DynamicTable column: an array, or a list of arrays for a ragged (``*_index``) column.
+
+    Row *i* of a ragged column is ``values[ends[i-1]:ends[i]]``; flat values after the last end belong to
+    no row (AllenSDK's writer stores a ragged column without any value as one empty string with every end
+    0, format.md §7.6: every row is then an empty array, of dtype object as AllenSDK reads it).
+    """
     f = group.file
     values = read(f, f"{group.name}/{name}")
     index_name = f"{group.name}/{name}{layout.INDEX_SUFFIX}"
     if index_name in f:
         ends = np.asarray(f[index_name][()], dtype=np.int64)
-        return np.split(np.asarray(values), ends[:-1]) if len(ends) else []
+        return np.split(np.asarray(values)[: ends[-1]], ends[:-1]) if len(ends) else []
     return values
 
 
