@@ -356,6 +356,10 @@ def test_natural_movie_template(static, s3_cache, tiny_release):
     s3_cache.get_raw_natural_movie()
     resources = s3_cache._store.cache_dir / "resources"
     np.save(resources / "Movie_TOE1.npy", movie[:3])  # a short movie keeps the full template small
+    from vbo.cache.download import DownloadRecord  # ... recorded as trusted, or it would be fetched again
+
+    DownloadRecord(resources / "_downloaded_data.json").add(resources / "Movie_TOE1.npy",
+                                                            mf.file_hash(resources / "Movie_TOE1.npy"))
     full = s3_cache.get_natural_movie_template(n_workers=2)
     assert list(full.index) == [0, 1, 2]
     cached = list(resources.glob("Movie_TOE1.warped.*.npy"))
