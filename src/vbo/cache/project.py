@@ -63,6 +63,7 @@ def _relative(key: str) -> str:
     """Object key without its first (project) component, checked to stay inside the cache."""
     from vbo.cache.s3 import safe_relative_key
 
+    safe_relative_key(key)
     return safe_relative_key(key.split("/", 1)[1] if "/" in key else key)
 
 
