@@ -22,6 +22,7 @@ class AdversarialProxy(FaultProxy):
     def __init__(self, upstream: str):
         super().__init__(upstream)
         self._extra: list[dict] = []
+        self.extra_applied: list[tuple[str, str, str]] = []  # (kind, method, path) of every extra fault applied
         self.server.shutdown()
         self.server.server_close()
         self._thread.join(timeout=5)
@@ -48,6 +49,7 @@ class AdversarialProxy(FaultProxy):
     def clear(self) -> None:
         with self._lock:
             self._extra = []
+            self.extra_applied = []
         super().clear()
 
     def _take_extra(self, method: str, path: str) -> str | None:
@@ -57,6 +59,7 @@ class AdversarialProxy(FaultProxy):
             for fault in self._extra:
                 if fault["method"] == method and (fault["match"] is None or fault["match"] in path):
                     fault["used"] += 1
+                    self.extra_applied.append((fault["kind"], method, path))
                     return fault["kind"]
         return None
 

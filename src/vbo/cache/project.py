@@ -266,6 +266,7 @@ class _S3Store(_Store):
         self.bucket = bucket
         self.endpoint_url = endpoint_url
         self.client = anonymous_client(endpoint_url)
+        self.download_options: dict = {}  # extra keyword arguments of download_object (retries, backoff ...)
 
     def check_entries(self, manifest: dict, path: Path) -> None:
         """Refuse entries on foreign hosts or other buckets, and keys escaping the cache folder."""
@@ -321,7 +322,8 @@ class _S3Store(_Store):
             return path
         if not present and reuse_identical(record, entry["file_hash"], path):
             return path
-        download_object(self.client, bucket or self.bucket, key, entry["version_id"], entry["file_hash"], path)
+        download_object(self.client, bucket or self.bucket, key, entry["version_id"], entry["file_hash"], path,
+                        **self.download_options)
         record.add(path, entry["file_hash"])
         return path
 
