@@ -12,6 +12,7 @@ Network: moto's S3 server on 127.0.0.1, reached through a fault-injecting proxy 
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import errno
 import json
@@ -76,8 +77,14 @@ def ledger(request):
     """Print the table of cases, outcomes and details after the module."""
     yield LEDGER
     reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+    capture = request.config.pluginmanager.get_plugin("capturemanager")
     if reporter is None or not LEDGER:
         return
+    with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
+        print_ledger(reporter)
+
+
+def print_ledger(reporter) -> None:
     counts = {k: sum(1 for _, o, _ in LEDGER if o == k) for k in ("ok", "typed", "WRONG")}
     reporter.write_line("")
     reporter.write_line(f"adversarial cache suite: {len(LEDGER)} cases, {counts['ok']} ok, {counts['typed']} typed "
@@ -336,6 +343,34 @@ def test_damaged_manifest_on_disk_is_fetched_again_on_the_next_start(damage, rel
     same = (folder / NAME).read_bytes() == server_manifest(release)
     record(f"S3 start with a manifest {damage}", "ok" if same else "WRONG", "fetched again, server's bytes")
     assert same and cache.current_manifest() == NAME
+
+
+def test_stray_objects_beside_the_manifests_in_the_bucket_are_ignored(release, proxy, tmp_path):
+    server, _ = release
+    prefix = f"{mf.PROJECT_NAME}/{mf.MANIFEST_PREFIX}/"
+    strays = {prefix + "notes.json": b"{}", prefix + "x_manifest_vlatest.json": b"[]",
+              prefix + "sub/visual-behavior-ophys_project_manifest_v9.9.9.json": b"[]"}
+    versions = {key: server.put(BUCKET, key, body) for key, body in strays.items()}
+    try:
+        cache = open_s3(tmp_path / "cache", proxy.endpoint)
+    finally:
+        for key, version in versions.items():
+            server.admin.delete_object(Bucket=BUCKET, Key=key, VersionId=version)
+    ok = cache.current_manifest() == NAME and NAME in cache.list_manifest_file_names()
+    record("S3: stray JSON objects in manifests/", "ok" if ok else "WRONG", f"{cache.list_manifest_file_names()}")
+    assert ok
+
+
+def test_planted_fifo_and_link_are_never_hashed_or_recorded(release, proxy, tmp_path, victim):
+    folder = tmp_path / "cache"
+    cache = open_s3(folder, proxy.endpoint)
+    os.mkfifo(folder / "visual-behavior-ophys-1.1.0" / "trap.nwb")
+    os.symlink(victim, folder / "visual-behavior-ophys-1.1.0" / "link.nwb")
+    cache.construct_local_manifest()  # a FIFO read would block forever
+    recorded = json.loads((folder / "_downloaded_data.json").read_text())
+    ok = not any(name.endswith(("trap.nwb", "link.nwb")) for name in recorded) and untouched(victim)
+    record("FIFO and link planted, construct_local_manifest()", "ok" if ok else "WRONG", f"{len(recorded)} recorded")
+    assert ok
 
 
 def test_manifest_fetched_through_bit_flips_is_never_kept(release, proxy, tmp_path):

@@ -209,10 +209,11 @@ class DownloadRecord:
     def load(self) -> dict[str, str]:
         """The record's entries; an absent, empty or unreadable record is empty (it is rebuilt, not trusted)."""
         try:
-            data = json.loads(self.path.read_text())
+            with os.fdopen(open_nofollow(self.path, os.O_RDONLY), "rb") as fh:
+                data = json.loads(fh.read())
         except FileNotFoundError:
             return {}
-        except (OSError, ValueError) as err:
+        except (OSError, ValueError) as err:  # a planted link (PlantedLinkError is an OSError), bad JSON
             log.warning("ignoring unreadable download record %s: %s", self.path, err)
             return {}
         if not isinstance(data, dict):

@@ -569,8 +569,8 @@ class VisualBehaviorOphysProjectCache:
         for root, _, files in os.walk(folder):
             for name in files:
                 path = Path(root) / name
-                if "json" in name or name == LAST_USED or path.is_symlink() or is_transient_file(path):
-                    continue
+                if "json" in name or name == LAST_USED or is_transient_file(path) or not _is_regular(path):
+                    continue  # links and FIFOs are never hashed (a FIFO would block the read forever)
                 entries[str(path.resolve())] = mf.file_hash(path)
         record.replace(entries)
 
@@ -884,6 +884,14 @@ class VisualBehaviorOphysProjectCache:
         writable = os.access(path.parent, os.W_OK)  # a read-only cache computes without storing
         cache_file = None if self._store.static or not writable else path.with_name(path.stem + ".warped.npy")
         return movie_template(np.load(path), frames, n_workers=n_workers, cache_file=cache_file)
+
+
+def _is_regular(path: Path) -> bool:
+    """True for a regular file itself (not a link, FIFO, device or folder)."""
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except OSError:
+        return False
 
 
 def _quietly_existing(store: _Store, path: Path) -> bool:
