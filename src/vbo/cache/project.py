@@ -493,7 +493,7 @@ class VisualBehaviorOphysProjectCache:
         """Switch to another release version (checked first: a failed switch changes nothing)."""
         names = self.list_manifest_file_names()
         if manifest_name not in names:
-            raise ValueError(f"manifest {manifest_name!r} is not available; choose one of {names}")
+            raise ManifestError(f"manifest {manifest_name!r} is not available; choose one of {names}")
         latest = max(names, key=mf.manifest_version)
         manifest = self._read_manifest(manifest_name)
         version = manifest["manifest_version"]
