@@ -5,10 +5,14 @@
 - :func:`download_object` — stream one object version to ``<dest>.partial``, resume with a Range request,
   retry transient failures with exponential backoff, verify blake2b, then ``os.replace`` onto ``dest``.
   A partial or corrupt file never sits at ``dest``. An inter-process lock (``<dest>.lock``) makes several
-  processes sharing one cache transfer each file once.
+  processes sharing one cache transfer each file once. Objects without a manifest hash (manifests, the
+  natural movie) are checked against the server's size and ETag instead.
+- Planted files: partials, locks and the record are opened with ``O_NOFOLLOW`` (:func:`open_nofollow`); a
+  link or FIFO planted at a partial or lock path is removed, never written through.
 - :func:`verify_file` — blake2b check raising :class:`~vbo.errors.HashMismatchError`.
 - :class:`DownloadRecord` — ``{absolute path: blake2b}``, indent 2, sorted keys, rewritten atomically under a
-  lock; :func:`reuse_identical` links a recorded identical file (symlink → hard link → copy).
+  lock; :func:`reuse_identical` hashes a recorded identical file inside the cache, then links it (symlink →
+  hard link → copy) under the destination's lock.
 - :func:`download_many` — a thread pool with aggregate progress (bytes, rate, ETA); :func:`progress_bar`
   renders it with rich.
 """
