@@ -136,16 +136,21 @@ def test_switching_versions_reuses_unchanged_files(s3_cache, tiny_release):
     assert s3_cache.current_manifest() == new
 
 
-def test_incompatible_version_changes_nothing(s3_cache, tmp_path):
+def test_incompatible_version_changes_nothing(s3_cache, bucket, tmp_path):
+    server, _ = bucket
     cache_dir = s3_cache._store.cache_dir
     before = (s3_cache.current_manifest(), (cache_dir / "_manifest_last_used.txt").read_text())
     old = json.loads((cache_dir / mf.manifest_name("1.1.0")).read_text())
     old["manifest_version"] = "0.3.0"
     name = mf.manifest_name("0.3.0")
-    (cache_dir / name).write_text(json.dumps(old))
-    s3_cache._store.manifest_names = lambda: [name, mf.manifest_name("1.1.0")]
-    with pytest.raises(BehaviorCloudCacheVersionException, match="0.3.0"):
-        s3_cache.load_manifest(name)
+    key = f"visual-behavior-ophys/manifests/{name}"
+    version = server.put(BUCKET, key, json.dumps(old).encode())  # the server's manifests are checked on use
+    try:
+        s3_cache._store.manifest_names = lambda: [name, mf.manifest_name("1.1.0")]
+        with pytest.raises(BehaviorCloudCacheVersionException, match="0.3.0"):
+            s3_cache.load_manifest(name)
+    finally:
+        server.admin.delete_object(Bucket=BUCKET, Key=key, VersionId=version)
     assert (s3_cache.current_manifest(), (cache_dir / "_manifest_last_used.txt").read_text()) == before
 
 
@@ -282,14 +287,23 @@ def test_s3_cache_refuses_foreign_hosts(bucket, tmp_path):
 
     server, _ = bucket
     cache = quiet(Cache.from_s3_cache, tmp_path / "cache", bucket_name_override=BUCKET, endpoint_url=server.endpoint)
-    path = cache._store.cache_dir / mf.manifest_name("1.1.0")
-    manifest = json.loads(path.read_text())
+    name = mf.manifest_name("1.1.0")
+    path = cache._store.cache_dir / name
+    good = path.read_text()
+    manifest = json.loads(good)
     first = next(iter(manifest["data_files"]))
     manifest["data_files"][first]["url"] = "https://evil.example.com/visual-behavior-ophys/x.nwb"
     path.write_text(json.dumps(manifest))
-    with pytest.raises(ForeignHostError):
-        cache.load_manifest(mf.manifest_name("1.1.0"))
-    assert cache.current_manifest() == mf.manifest_name("1.1.0")
+    cache.load_manifest(name)  # a local copy that differs from the server's is fetched again
+    assert path.read_text() == good
+    key = f"visual-behavior-ophys/manifests/{name}"
+    version = server.put(BUCKET, key, json.dumps(manifest).encode())  # now the server itself names a foreign host
+    try:
+        with pytest.raises(ForeignHostError, match=f"{name}.*data_files"):
+            cache.load_manifest(name)
+    finally:
+        server.admin.delete_object(Bucket=BUCKET, Key=key, VersionId=version)
+    assert cache.current_manifest() == name
 
 
 def test_malformed_manifest_is_a_clear_error(tiny_release, tmp_path):
@@ -342,6 +356,10 @@ def test_natural_movie_template(static, s3_cache, tiny_release):
     s3_cache.get_raw_natural_movie()
     resources = s3_cache._store.cache_dir / "resources"
     np.save(resources / "Movie_TOE1.npy", movie[:3])  # a short movie keeps the full template small
+    from vbo.cache.download import DownloadRecord  # ... recorded as trusted, or it would be fetched again
+
+    DownloadRecord(resources / "_downloaded_data.json").add(resources / "Movie_TOE1.npy",
+                                                            mf.file_hash(resources / "Movie_TOE1.npy"))
     full = s3_cache.get_natural_movie_template(n_workers=2)
     assert list(full.index) == [0, 1, 2]
     cached = list(resources.glob("Movie_TOE1.warped.*.npy"))

@@ -132,3 +132,60 @@ class HashMismatchError(DownloadError):
     def __init__(self, target: str, path: str | Path | None, expected: str, actual: str, problem: str = ""):
         self.expected, self.actual = expected, actual
         super().__init__(target, path, problem or f"blake2b {actual[:16]}... != expected {expected[:16]}...")
+
+
+# --- cache boundary, trust and integrity (vbo.cache: manifest, download, project) -----------------------------
+
+
+class ManifestFieldError(ManifestError):
+    """One field of a manifest is missing or malformed; ``path`` names the manifest, ``field`` the field."""
+
+    def __init__(self, path: str | Path, field: str, problem: str):
+        self.path, self.field, self.problem = str(path), field, problem
+        super().__init__(f"manifest {self.path}: field {field}: {problem}")
+
+
+class UnsafeNameError(UnsafeKeyError):
+    """A name taken from content (project name, manifest name, version) that cannot safely become a path."""
+
+
+class CacheFolderError(VboError, OSError):
+    """The cache folder (or a path inside it) is unusable: not a folder, a link vbo did not make, unwritable."""
+
+    def __init__(self, path: str | Path, problem: str):
+        self.path, self.problem = str(path), problem
+        VboError.__init__(self, f"{self.path}: {problem}")
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.problem}"
+
+
+class CacheFolderNotFoundError(CacheFolderError, FileNotFoundError):
+    """The cache folder does not exist."""
+
+
+class PlantedLinkError(CacheFolderError):
+    """A symbolic link (or other non-regular file) that vbo did not make sits where vbo keeps its own file."""
+
+
+class NotInCacheError(VboError, FileNotFoundError):
+    """An offline cache lacks a file that the manifest names; ``path`` is where it should be."""
+
+    def __init__(self, path: str | Path, problem: str):
+        self.path, self.problem = str(path), problem
+        VboError.__init__(self, f"{self.path}: {problem}")
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.problem}"
+
+
+class S3ConnectionError(S3Error):
+    """The S3 endpoint could not be reached (refused, timed out, reset) even after retries."""
+
+
+class UnverifiedObjectError(DownloadError):
+    """Fetched bytes disagree with the server's own size or ETag for that object version."""
+
+
+class LockTimeoutError(CacheFolderError, TimeoutError):
+    """Another process held a cache file's lock for longer than the allowed wait."""

@@ -5,10 +5,14 @@
 - :func:`download_object` — stream one object version to ``<dest>.partial``, resume with a Range request,
   retry transient failures with exponential backoff, verify blake2b, then ``os.replace`` onto ``dest``.
   A partial or corrupt file never sits at ``dest``. An inter-process lock (``<dest>.lock``) makes several
-  processes sharing one cache transfer each file once.
+  processes sharing one cache transfer each file once. Objects without a manifest hash (manifests, the
+  natural movie) are checked against the server's size and ETag instead.
+- Planted files: partials, locks and the record are opened with ``O_NOFOLLOW`` (:func:`open_nofollow`); a
+  link or FIFO planted at a partial or lock path is removed, never written through.
 - :func:`verify_file` — blake2b check raising :class:`~vbo.errors.HashMismatchError`.
 - :class:`DownloadRecord` — ``{absolute path: blake2b}``, indent 2, sorted keys, rewritten atomically under a
-  lock; :func:`reuse_identical` links a recorded identical file (symlink → hard link → copy).
+  lock; :func:`reuse_identical` hashes a recorded identical file inside the cache, then links it (symlink →
+  hard link → copy) under the destination's lock.
 - :func:`download_many` — a thread pool with aggregate progress (bytes, rate, ETA); :func:`progress_bar`
   renders it with rich.
 """
@@ -16,11 +20,13 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import logging
 import os
 import shutil
+import stat
 import tempfile
 import threading
 import time
@@ -30,8 +36,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from vbo.cache.manifest import HASH_CHUNK_BYTES, file_hash
-from vbo.cache.s3 import as_s3_error, backoff_delay, is_client_error, is_retryable, object_size
-from vbo.errors import DownloadError, HashMismatchError, S3Error
+from vbo.cache.s3 import as_s3_error, backoff_delay, is_client_error, is_retryable, object_size_retrying
+from vbo.errors import (CacheFolderError, DownloadError, HashMismatchError, LockTimeoutError, PlantedLinkError,
+                        UnverifiedObjectError)
 
 log = logging.getLogger("vbo.cache.download")
 
@@ -60,10 +67,103 @@ def lock_path(dest: str | Path) -> Path:
     return dest.with_name(dest.name + LOCK_SUFFIX)
 
 
-def _lock(path: Path, timeout: float | None):
-    from filelock import FileLock
+NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 
-    return FileLock(str(path), timeout=-1 if timeout is None else timeout)
+
+def _lock(path: Path, timeout: float | None):
+    """An exclusive inter-process lock on ``path`` that never follows a link planted there."""
+    try:
+        import fcntl  # noqa: F401
+    except ImportError:  # pragma: no cover - not POSIX: filelock's own lock
+        from filelock import FileLock
+
+        return FileLock(str(path), timeout=-1 if timeout is None else timeout)
+    return _NoFollowLock(path, timeout)
+
+
+def open_nofollow(path: str | Path, flags: int, mode: int = 0o644) -> int:
+    """``os.open`` that refuses to follow a symbolic link at ``path`` and to open anything but a regular file.
+
+    Raises
+    ------
+    PlantedLinkError
+        ``path`` is a symbolic link, a FIFO, a device or a folder.
+    """
+    try:
+        fd = os.open(path, flags | NOFOLLOW | CLOEXEC | getattr(os, "O_NONBLOCK", 0), mode)
+    except OSError as err:
+        if err.errno == errno.ELOOP or (err.errno == errno.EISDIR):
+            raise PlantedLinkError(path, "a link or folder that vbo did not make is in the way; "
+                                         "remove it") from err
+        raise
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise PlantedLinkError(path, "not a regular file (a FIFO, device or socket?); remove it")
+    return fd
+
+
+def remove_if_planted(path: Path) -> bool:
+    """Remove a symbolic link or special file at ``path`` (never what it points to); True if one was removed.
+
+    vbo's own bookkeeping files (partials, locks) are regular files, so anything else there was planted.
+    """
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return False
+    if stat.S_ISREG(info.st_mode):
+        return False
+    if stat.S_ISDIR(info.st_mode):
+        raise PlantedLinkError(path, "a folder is where vbo keeps one of its own files; remove it")
+    log.warning("removing %s: a link or special file that vbo did not make", path)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+    return True
+
+
+class _NoFollowLock:
+    """``flock`` on ``<path>``, opened with ``O_NOFOLLOW`` and never truncated; ``timeout`` None waits forever."""
+
+    def __init__(self, path: Path, timeout: float | None):
+        self.path, self.timeout, self.fd = Path(path), timeout, None
+
+    def _open(self) -> int:
+        for _ in range(3):
+            remove_if_planted(self.path)
+            try:
+                return open_nofollow(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+            except PlantedLinkError:
+                continue  # planted again between the check and the open: remove again
+        raise PlantedLinkError(self.path, "a link keeps reappearing where vbo keeps its lock file")
+
+    def __enter__(self):
+        import fcntl
+
+        fd = self._open()
+        deadline = None if self.timeout is None or self.timeout < 0 else time.monotonic() + self.timeout
+        delay = 0.01
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if deadline is not None and time.monotonic() >= deadline:
+                    os.close(fd)
+                    raise LockTimeoutError(self.path, f"still locked by another process after {self.timeout} s")
+                time.sleep(delay)
+                delay = min(0.2, delay * 2)
+        self.fd = fd
+        return self
+
+    def __exit__(self, *exc) -> None:
+        import fcntl
+
+        fd, self.fd = self.fd, None
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
 
 
 # --- hashing ------------------------------------------------------------------------------------------
@@ -113,10 +213,11 @@ class DownloadRecord:
     def load(self) -> dict[str, str]:
         """The record's entries; an absent, empty or unreadable record is empty (it is rebuilt, not trusted)."""
         try:
-            data = json.loads(self.path.read_text())
+            with os.fdopen(open_nofollow(self.path, os.O_RDONLY), "rb") as fh:
+                data = json.loads(fh.read())
         except FileNotFoundError:
             return {}
-        except (OSError, ValueError) as err:
+        except (OSError, ValueError) as err:  # a planted link (PlantedLinkError is an OSError), bad JSON
             log.warning("ignoring unreadable download record %s: %s", self.path, err)
             return {}
         if not isinstance(data, dict):
@@ -169,23 +270,34 @@ class DownloadRecord:
             self._write({str(Path(p).absolute()): h for p, h in entries.items()})
 
     def find(self, expected_hash: str, exclude: str | Path | None = None) -> Path | None:
-        """A recorded path with ``expected_hash`` that still is a regular file (not a symlink), else None."""
+        """A recorded path with ``expected_hash`` that still is a regular file (not a link) inside the record's
+        folder, else None (an entry pointing outside the cache is never used)."""
         skip = str(Path(exclude).absolute()) if exclude is not None else None
+        root = self.path.parent.resolve()
         for recorded, digest in sorted(self.load().items()):
             if digest == expected_hash and recorded != skip:
                 candidate = Path(recorded)
-                if candidate.is_file() and not candidate.is_symlink():
+                if candidate.is_file() and not candidate.is_symlink() and is_inside(candidate, root):
                     return candidate
         return None
 
 
+def is_inside(path: str | Path, root: str | Path) -> bool:
+    """True if ``path`` (links resolved) lies inside folder ``root``."""
+    try:
+        return Path(path).resolve().is_relative_to(Path(root).resolve())
+    except (OSError, RuntimeError):  # a link loop
+        return False
+
+
 def reuse_identical(record: DownloadRecord, expected_hash: str, dest: str | Path, *,
-                    verify: bool = False) -> str | None:
+                    verify: bool = True) -> str | None:
     """Make ``dest`` an identical copy of a recorded file with ``expected_hash`` (``format.md`` §5.4 step 3).
 
-    Tries a symlink, then a hard link, then a copy; each is created under a temporary name and moved onto
-    ``dest`` atomically. Returns ``"symlink"``, ``"hardlink"`` or ``"copy"``, or None if the record holds no
-    such file. ``verify=True`` hashes the source first (skipped and returning None if it no longer matches).
+    The source is hashed first (``verify``, default on): a recorded file that no longer has its hash is not
+    reused. Under ``dest``'s lock, tries a symlink, then a hard link, then a copy; each is made under a
+    temporary name and moved onto ``dest`` atomically. Returns ``"symlink"``, ``"hardlink"`` or ``"copy"``,
+    or None if the record holds no usable file.
     """
     dest = Path(dest)
     source = record.find(expected_hash, exclude=dest)
@@ -194,25 +306,34 @@ def reuse_identical(record: DownloadRecord, expected_hash: str, dest: str | Path
     if verify and not file_matches(source, expected_hash):
         log.warning("recorded file %s no longer has hash %s; not reusing it", source, expected_hash[:16])
         return None
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f"{dest.name}.{os.getpid()}.{threading.get_ident()}.link")
-    for method in ("symlink", "hardlink", "copy"):
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        try:
-            if method == "symlink":
-                os.symlink(source.absolute(), tmp)
-            elif method == "hardlink":
-                os.link(source, tmp)
-            else:
-                shutil.copyfile(source, tmp)
-            os.replace(tmp, dest)
-            return method
-        except (OSError, NotImplementedError) as err:
-            log.debug("cannot %s %s -> %s: %s", method, source, dest, err)
-            with contextlib.suppress(OSError):
+    make_parent(dest)
+    with _lock(lock_path(dest), 600.0):
+        tmp = dest.with_name(f"{dest.name}.{os.getpid()}.{threading.get_ident()}.link")
+        for method in ("symlink", "hardlink", "copy"):
+            with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
+            try:
+                if method == "symlink":
+                    os.symlink(source.absolute(), tmp)
+                elif method == "hardlink":
+                    os.link(source, tmp)
+                else:
+                    shutil.copyfile(source, tmp, follow_symlinks=False)
+                os.replace(tmp, dest)
+                return method
+            except (OSError, NotImplementedError) as err:
+                log.debug("cannot %s %s -> %s: %s", method, source, dest, err)
+                with contextlib.suppress(OSError):
+                    tmp.unlink()
     return None
+
+
+def make_parent(dest: Path) -> None:
+    """Create ``dest``'s folder; a file in the way is a typed error."""
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError) as err:
+        raise CacheFolderError(dest.parent, f"cannot create the folder: a file is in the way ({err})") from err
 
 
 # --- one download ---------------------------------------------------------------------------------------
@@ -239,7 +360,8 @@ def download_object(client, bucket: str, key: str, version_id: str | None, expec
                     dest: str | Path, *, retries: int = DEFAULT_RETRIES, progress: Callable[[int], None] | None = None,
                     backoff: float = 0.5, max_backoff: float = 30.0, chunk_size: int = CHUNK_BYTES,
                     lock_timeout: float | None = None, record: DownloadRecord | None = None,
-                    fsync: bool = True) -> Path:
+                    fsync: bool = True, expected_size: int | None = None,
+                    expected_etag: str | None = None, force: bool = False) -> Path:
     """Download one object version to ``dest``, verified, resumable, once per shared cache.
 
     Parameters
@@ -262,6 +384,12 @@ def download_object(client, bucket: str, key: str, version_id: str | None, expec
         Seconds to wait for another process downloading the same ``dest`` (None: wait as long as it takes).
     record
         If given, ``dest → expected_hash`` is added to this download record after a real download.
+    expected_size, expected_etag
+        For objects without a manifest hash (manifests, the natural movie): the size in bytes and ETag
+        that HeadObject reported for the pinned version. The bytes must have that size and, when the ETag is
+        a plain MD5 (single-part upload), that MD5, both for a file already at ``dest`` and for new bytes.
+    force
+        Download even if the file at ``dest`` passes these checks (it failed a later one, e.g. parsing).
 
     Returns
     -------
@@ -273,6 +401,10 @@ def download_object(client, bucket: str, key: str, version_id: str | None, expec
     ------
     HashMismatchError
         Every attempt produced a file with the wrong digest; nothing is left at ``dest`` or the partial path.
+    UnverifiedObjectError
+        Every attempt produced bytes whose size or MD5 differs from ``expected_size`` / ``expected_etag``.
+    PlantedLinkError
+        A folder, FIFO or device sits at ``dest`` or its partial path.
     S3ObjectNotFoundError, S3Error
         No such object/version, access denied and other non-transient S3 errors.
     DownloadError
@@ -280,26 +412,27 @@ def download_object(client, bucket: str, key: str, version_id: str | None, expec
     """
     dest = Path(dest)
     target = _target(bucket, key, version_id)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    if dest.is_dir():
+    make_parent(dest)
+    if dest.is_dir() and not dest.is_symlink():
         raise DownloadError(target, dest, "a directory is in the way of the file")
+    check = _Expected(expected_hash, expected_size, expected_etag)
 
     def present() -> bool:
-        if not (dest.is_file() or dest.is_symlink()):
+        """A regular file (never a link: a real download replaces one) with the expected bytes."""
+        if dest.is_symlink() or not dest.is_file():
             return False
-        if expected_hash is None:
-            return dest.is_file()
-        if file_matches(dest, expected_hash):
+        problem = check.problem(dest)
+        if problem is None:
             return True
-        log.warning("%s exists but its hash is not %s; downloading it again", dest, expected_hash[:16])
+        log.warning("%s exists but %s; downloading it again", dest, problem)
         return False
 
-    if present():
+    if not force and present():
         return dest
     with _lock(lock_path(dest), lock_timeout):
-        if present():  # another process finished it while we waited
+        if not force and present():  # another process finished it while we waited
             return dest
-        _download_locked(client, bucket, key, version_id, expected_hash, dest, target, retries=retries,
+        _download_locked(client, bucket, key, version_id, check, dest, target, retries=retries,
                          progress=progress, backoff=backoff, max_backoff=max_backoff, chunk_size=chunk_size,
                          fsync=fsync)
     if record is not None and expected_hash is not None:
@@ -307,8 +440,69 @@ def download_object(client, bucket: str, key: str, version_id: str | None, expec
     return dest
 
 
-def _download_locked(client, bucket, key, version_id, expected_hash, dest: Path, target: str, *, retries,
+@dataclass(frozen=True)
+class _Expected:
+    """What the bytes of one object must be: a blake2b digest, and/or a size and an ETag from the server."""
+
+    file_hash: str | None = None
+    size: int | None = None
+    etag: str | None = None
+
+    @property
+    def md5(self) -> str | None:
+        """The ETag as an MD5 hex digest, if it is one (multipart ETags carry a '-N' suffix and are not)."""
+        tag = (self.etag or "").strip('"').lower()
+        return tag if len(tag) == 32 and all(c in "0123456789abcdef" for c in tag) else None
+
+    def problem(self, path: Path) -> _Problem | None:
+        """None if ``path`` has the expected bytes, else what is wrong."""
+        try:
+            if self.size is not None and path.stat().st_size != self.size:
+                return _Problem(f"it has {path.stat().st_size} bytes, the server says {self.size}")
+            if self.file_hash is not None:
+                actual = file_hash(path)
+                if actual != self.file_hash.lower():
+                    return _Problem(f"its blake2b is {actual[:16]}..., expected {self.file_hash[:16]}...", actual)
+            if self.md5 is not None:
+                actual = _md5(path)
+                if actual != self.md5:
+                    return _Problem(f"its MD5 is {actual}, the server's ETag says {self.md5}")
+        except OSError as err:
+            return _Problem(f"it cannot be read ({err})")
+        return None
+
+
+class _Problem(str):
+    """Why bytes are not the expected ones; ``actual`` holds the full blake2b digest for a hash mismatch."""
+
+    actual: str | None
+
+    def __new__(cls, text: str, actual: str | None = None):
+        obj = super().__new__(cls, text)
+        obj.actual = actual
+        return obj
+
+
+def _md5(path: Path) -> str:
+    digest = hashlib.md5(usedforsecurity=False)
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(HASH_CHUNK_BYTES), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _partial_size(partial: Path) -> int:
+    """Bytes already in ``partial`` (0 if absent); a link or special file planted there is removed first."""
+    remove_if_planted(partial)
+    try:
+        return os.lstat(partial).st_size
+    except FileNotFoundError:
+        return 0
+
+
+def _download_locked(client, bucket, key, version_id, check: _Expected, dest: Path, target: str, *, retries,
                      progress, backoff, max_backoff, chunk_size, fsync) -> None:
+    expected_hash = check.file_hash
     partial = partial_path(dest)
     failures = 0
     attempt = 0
@@ -336,7 +530,7 @@ def _download_locked(client, bucket, key, version_id, expected_hash, dest: Path,
 
     while True:
         attempt += 1
-        offset = partial.stat().st_size if partial.exists() else 0
+        offset = _partial_size(partial)
         if offset != counted:
             report(offset - counted)  # a resumed partial counts as done
         kwargs = {"Bucket": bucket, "Key": key}
@@ -364,8 +558,9 @@ def _download_locked(client, bucket, key, version_id, expected_hash, dest: Path,
                 elif not offset:
                     total = length
                 body = response["Body"]
+                flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if offset else os.O_TRUNC)
                 try:
-                    with open(partial, "ab" if offset else "wb") as fh:
+                    with os.fdopen(open_nofollow(partial, flags), "ab" if offset else "wb") as fh:
                         while True:
                             chunk = body.read(chunk_size)
                             if not chunk:
@@ -379,9 +574,9 @@ def _download_locked(client, bucket, key, version_id, expected_hash, dest: Path,
                             report(len(chunk))
                         if fsync:
                             os.fsync(fh.fileno())
+                        size = os.fstat(fh.fileno()).st_size
                 finally:
                     body.close()
-                size = partial.stat().st_size
                 if total is not None and total >= 0 and size != total:
                     from botocore.exceptions import IncompleteReadError
 
@@ -397,25 +592,28 @@ def _download_locked(client, bucket, key, version_id, expected_hash, dest: Path,
             fail(exc, made_progress=written > 0)
             continue
         # every byte is in the partial file: verify, then move into place
-        if expected_hash is not None:
-            actual = file_hash(partial)
-            if actual != expected_hash.lower():
-                partial.unlink(missing_ok=True)
-                report(-counted)
-                error = HashMismatchError(target, dest, expected_hash, actual,
-                                          f"downloaded bytes hash to {actual[:16]}..., manifest says "
-                                          f"{expected_hash[:16]}... (attempt {attempt})")
-                if failures >= retries:
-                    raise HashMismatchError(target, dest, expected_hash, actual,
-                                            f"hash mismatch on every one of {attempt} attempts; last "
-                                            f"blake2b {actual[:16]}... != expected {expected_hash[:16]}..."
-                                            ) from last_error
-                fail(error, made_progress=False)
-                continue
+        problem = check.problem(partial)
+        if problem is not None:
+            partial.unlink(missing_ok=True)
+            report(-counted)
+            error = _verification_error(check, target, dest, partial, problem, attempt)
+            if failures >= retries:
+                raise error from last_error
+            fail(error, made_progress=False)
+            continue
         os.replace(partial, dest)
         if fsync:
             _fsync_dir(dest.parent)
         return
+
+
+def _verification_error(check: _Expected, target: str, dest: Path, partial: Path, problem: _Problem,
+                        attempt: int) -> DownloadError:
+    if problem.actual is not None:
+        return HashMismatchError(target, dest, check.file_hash, problem.actual,
+                                 f"downloaded bytes: {problem} (attempt {attempt}); the manifest's hash is "
+                                 f"{check.file_hash[:16]}...")
+    return UnverifiedObjectError(target, dest, f"downloaded bytes: {problem} (attempt {attempt})")
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -519,9 +717,10 @@ def download_many(jobs: Iterable[DownloadJob], workers: int = 8,
         if job.size is not None:
             return job.size
         try:
-            return object_size(client, job.bucket, job.key, job.version_id)
-        except S3Error:
-            return 0  # the download itself will report the error
+            return object_size_retrying(client, job.bucket, job.key, job.version_id)
+        except Exception as exc:  # noqa: BLE001 - a size is only for progress: never abort the batch for it
+            log.info("size of %s unknown (%s); downloading it anyway", job.key, exc)
+            return 0
 
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="vbo-download") as pool:
         sizes = list(pool.map(size_of, jobs))

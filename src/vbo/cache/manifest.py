@@ -20,7 +20,13 @@ METADATA_PREFIX = "project_metadata"
 MANIFEST_PREFIX = "manifests"
 FILE_ID_COLUMN = "file_id"
 HASH_CHUNK_BYTES = 1_000_000
-_MANIFEST_NAME = re.compile(r"^(?P<project>.+)_manifest_v(?P<version>\d+\.\d+\.\d+)\.json$")
+_MANIFEST_NAME = re.compile(r"^(?P<project>[A-Za-z0-9][A-Za-z0-9._-]*)_manifest_v"
+                            r"(?P<version>\d{1,6}\.\d{1,6}\.\d{1,6})\.json$")
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
+_VERSION = re.compile(r"^\d{1,6}\.\d{1,6}\.\d{1,6}$")
+_HASH = re.compile(r"^[0-9a-fA-F]{128}$")
+_FILE_ID = re.compile(r"^-?\d{1,19}$")
+ENTRY_FIELDS = ("url", "version_id", "file_hash")
 
 
 def file_hash(path: str | Path) -> str:
@@ -35,6 +41,107 @@ def file_hash(path: str | Path) -> str:
 def manifest_name(version: str, project: str = PROJECT_NAME) -> str:
     """File name of a manifest, e.g. ``visual-behavior-ophys_project_manifest_v1.1.0.json``."""
     return f"{project}_project_manifest_v{version}.json"
+
+
+def is_manifest_name(name: str) -> bool:
+    """True if ``name`` (a bare file name) is a well-formed manifest file name with a safe project part."""
+    return isinstance(name, str) and "/" not in name and bool(_MANIFEST_NAME.fullmatch(name)) and ".." not in name
+
+
+def safe_name(name, what: str) -> str:
+    """``name`` itself if it may become one path component (``[A-Za-z0-9._-]``, no ``..``, not hidden).
+
+    Raises
+    ------
+    UnsafeNameError
+        Anything else: separators, ``..``, absolute paths, control characters, empty or over-long names.
+    """
+    from vbo.errors import UnsafeNameError
+
+    if not isinstance(name, str) or not _SAFE_NAME.fullmatch(name) or ".." in name:
+        raise UnsafeNameError(str(name), f"{what} must be letters, digits, '.', '_' or '-' (no '..', no '/', "
+                                         "at most 200 characters) to become a folder name in the cache")
+    return name
+
+
+def validate_manifest(manifest, path: str | Path, name: str | None = None) -> dict:
+    """Check every field of a release manifest (``format.md`` §3) before any of it becomes a path or a URL.
+
+    Parameters
+    ----------
+    manifest
+        The parsed JSON.
+    path
+        The manifest file (named in errors).
+    name
+        The manifest's file name, whose version must match ``manifest_version``.
+
+    Returns
+    -------
+    dict
+        ``manifest`` itself.
+
+    Raises
+    ------
+    ManifestFieldError
+        A field is missing, of the wrong type or malformed; the error names the file and the field.
+    UnsafeNameError
+        ``project_name`` or ``manifest_version`` cannot safely become a folder name.
+    """
+    from vbo.errors import ManifestFieldError, UnsafeNameError
+
+    def bad(field: str, problem: str) -> ManifestFieldError:
+        return ManifestFieldError(path, field, problem)
+
+    if not isinstance(manifest, dict):
+        raise bad("(top level)", f"must be a JSON object, not {type(manifest).__name__}")
+    for field in ("project_name", "manifest_version", "metadata_files", "data_files"):
+        if field not in manifest:
+            raise bad(field, "missing")
+    for field in ("project_name", "manifest_version"):
+        if not isinstance(manifest[field], str):
+            raise bad(field, f"must be a string, not {type(manifest[field]).__name__}")
+    try:
+        safe_name(manifest["project_name"], "project_name")
+    except UnsafeNameError as err:
+        raise UnsafeNameError(err.key, f"manifest {path}: field project_name: {err.problem}") from None
+    version = manifest["manifest_version"]
+    if not _VERSION.fullmatch(version):
+        raise bad("manifest_version", f"{version[:40]!r} is not a version X.Y.Z")
+    if name is not None:
+        match = _MANIFEST_NAME.match(Path(name).name)
+        if match and match.group("version") != version:
+            raise bad("manifest_version", f"{version!r} differs from the version in the file name {name!r}")
+    if not isinstance(manifest.get("metadata_file_id_column_name", ""), str):
+        raise bad("metadata_file_id_column_name", "must be a string")
+    pipeline = manifest.get("data_pipeline", [])
+    if not isinstance(pipeline, list) or not all(isinstance(p, dict) for p in pipeline):
+        raise bad("data_pipeline", "must be a list of objects")
+    for group in ("metadata_files", "data_files"):
+        entries = manifest[group]
+        if not isinstance(entries, dict):
+            raise bad(group, f"must be an object (name -> entry), not {type(entries).__name__}")
+        for key, entry in entries.items():
+            if group == "data_files" and not _FILE_ID.fullmatch(key):
+                raise bad(f"data_files[{key[:40]!r}]", "file ids must be integers")
+            _check_entry(entry, f"{group}[{key[:40]!r}]", bad)
+    if set(manifest["metadata_files"]) != set(METADATA_TABLES):
+        raise bad("metadata_files", f"must list exactly the metadata files {list(METADATA_TABLES)}, not "
+                                    f"{sorted(manifest['metadata_files'])[:8]}")
+    return manifest
+
+
+def _check_entry(entry, where: str, bad) -> None:
+    if not isinstance(entry, dict):
+        raise bad(where, f"must be an object with {', '.join(ENTRY_FIELDS)}, not {type(entry).__name__}")
+    for field in ENTRY_FIELDS:
+        value = entry.get(field)
+        if not isinstance(value, str) or not value:
+            raise bad(f"{where}.{field}", "missing" if value is None else "must be a non-empty string")
+        if len(value) > 2048 or any(ord(ch) < 32 or ch == "\x7f" for ch in value):
+            raise bad(f"{where}.{field}", "too long or holds control characters")
+    if not _HASH.fullmatch(entry["file_hash"]):
+        raise bad(f"{where}.file_hash", "must be 128 hexadecimal digits (blake2b)")
 
 
 def manifest_version(name: str) -> tuple[int, int, int]:

@@ -13,8 +13,10 @@ The on-disk layout and bookkeeping files are AllenSDK's, so a folder made by eit
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import stat
 import warnings
 from pathlib import Path
 from typing import Any
@@ -24,7 +26,16 @@ import pandas as pd
 from vbo.cache import manifest as mf
 from vbo.errors import (
     BehaviorCloudCacheVersionException,
+    CacheFolderError,
+    CacheFolderNotFoundError,
+    DownloadError,
+    HashMismatchError,
+    ManifestError,
     MissingLocalManifestWarning,
+    NotInCacheError,
+    PlantedLinkError,
+    UnsafeKeyError,
+    UnsafeNameError,
     OutdatedManifestWarning,
     UpdatedStimulusPresentationTableWarning,
 )
@@ -52,7 +63,47 @@ def _relative(key: str) -> str:
     """Object key without its first (project) component, checked to stay inside the cache."""
     from vbo.cache.s3 import safe_relative_key
 
+    safe_relative_key(key)
     return safe_relative_key(key.split("/", 1)[1] if "/" in key else key)
+
+
+def _entry_key(entry: dict) -> tuple[str | None, str]:
+    from vbo.cache.s3 import bucket_and_key
+
+    return bucket_and_key(entry["url"])
+
+
+def _read_text_nofollow(path: Path) -> str:
+    """A small text file's content, refusing a link or special file at ``path``."""
+    from vbo.cache.download import open_nofollow
+
+    with os.fdopen(open_nofollow(path, os.O_RDONLY), "rb") as fh:
+        return fh.read().decode("utf-8")
+
+
+def _write_text_atomic(path: Path, text: str) -> bool:
+    """Replace ``path`` by a new file holding ``text`` (a link planted there is replaced, never followed).
+
+    Returns False (after logging) if the folder is not writable, e.g. a read-only complete cache.
+    """
+    import logging
+    import tempfile
+
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    except OSError as err:
+        logging.getLogger("vbo.cache").info("not writing %s: %s", path, err)
+        return False
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except OSError as err:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        logging.getLogger("vbo.cache").info("not writing %s: %s", path, err)
+        return False
+    return True
 
 
 class _Store:
@@ -68,28 +119,79 @@ class _Store:
         raise NotImplementedError
 
     def manifest_path(self, name: str) -> Path:
+        if not mf.is_manifest_name(name):
+            raise UnsafeNameError(str(name), "not a manifest file name ('<project>_manifest_vX.Y.Z.json')")
         return self.cache_dir / name
 
-    def local_path(self, manifest: dict, key: str) -> Path:
-        return self.cache_dir / f"{manifest['project_name']}-{manifest['manifest_version']}" / _relative(key)
+    def version_folder(self, manifest: dict) -> Path:
+        project = mf.safe_name(manifest["project_name"], "project_name")
+        version = mf.safe_name(manifest["manifest_version"], "manifest_version")
+        return self.cache_dir / f"{project}-{version}"
 
-    def fetch_manifest(self, name: str) -> Path:
+    def local_path(self, manifest: dict, key: str) -> Path:
+        return self.inside(self.version_folder(manifest) / _relative(key))
+
+    def inside(self, path: Path) -> Path:
+        """``path`` itself, if its folder (links resolved) lies inside the cache folder."""
+        from vbo.cache.download import is_inside
+
+        if not is_inside(path.parent, self.cache_dir):
+            raise PlantedLinkError(path.parent, f"resolves to {path.parent.resolve()}, outside the cache folder "
+                                                f"{self.cache_dir}: a link vbo did not make; remove it")
+        return path
+
+    def existing(self, path: Path) -> bool:
+        """True if a usable file is at ``path``: a regular file, or a link to a regular file inside the cache
+        folder (how vbo and AllenSDK share unchanged files across versions); False if nothing is there.
+
+        Raises
+        ------
+        PlantedLinkError
+            A link pointing outside the cache folder or at nothing, a folder, FIFO or device.
+        """
+        from vbo.cache.download import is_inside
+
+        try:
+            info = os.lstat(path)
+        except (FileNotFoundError, NotADirectoryError):
+            return False
+        if stat.S_ISREG(info.st_mode):
+            return True
+        if stat.S_ISLNK(info.st_mode):
+            if path.is_file() and is_inside(path, self.cache_dir):
+                return True
+            raise PlantedLinkError(path, f"a link to {os.readlink(path)!r}, which is not a file inside the cache "
+                                         "folder: vbo did not make it; remove it")
+        raise PlantedLinkError(path, "not a regular file (a folder, FIFO or device is in the way); remove it")
+
+    def fetch_manifest(self, name: str, refresh: bool = False) -> Path:
         path = self.manifest_path(name)
-        if not path.is_file():
-            raise FileNotFoundError(f"You started a cache without a connection to s3 and {path} is not already "
-                                    "on your system")
+        if not self.existing(path):
+            raise NotInCacheError(path, "You started a cache without a connection to s3 and this manifest is not "
+                                        "already on your system")
         return path
 
     def fetch(self, manifest: dict, entry: dict, verify: bool) -> Path:
         raise NotImplementedError
 
-    def check_entries(self, manifest: dict) -> None:
+    def check_entries(self, manifest: dict, path: Path) -> None:
         """Refuse a manifest whose keys would escape the cache folder (``..``, absolute paths ...)."""
-        from vbo.cache.s3 import bucket_and_key
+        for where, entry in _all_entries(manifest):
+            _checked(path, where, lambda: _relative(_entry_key(entry)[1]))
 
-        for group in ("metadata_files", "data_files"):
-            for entry in manifest[group].values():
-                _relative(bucket_and_key(entry["url"])[1])
+
+def _all_entries(manifest: dict):
+    for group in ("metadata_files", "data_files"):
+        for name, entry in manifest[group].items():
+            yield f"{group}[{name!r}].url", entry
+
+
+def _checked(path: Path, where: str, check):
+    """Run ``check``; an UnsafeKeyError it raises is raised again naming the manifest and the field."""
+    try:
+        return check()
+    except UnsafeKeyError as err:
+        raise type(err)(err.key, f"manifest {path}: field {where}: {err.problem}") from None
 
 
 class _LocalStore(_Store):
@@ -98,19 +200,22 @@ class _LocalStore(_Store):
     offline = True
 
     def manifest_names(self) -> list[str]:
-        return sorted(p.name for p in self.cache_dir.glob("*_manifest_v*.json") if p.is_file())
+        return sorted(p.name for p in self.cache_dir.glob("*_manifest_v*.json")
+                      if mf.is_manifest_name(p.name) and p.is_file())
 
     def fetch(self, manifest: dict, entry: dict, verify: bool) -> Path:
         from vbo.cache.download import DownloadRecord, reuse_identical, verify_file
-        from vbo.cache.s3 import bucket_and_key
 
-        _, key = bucket_and_key(entry["url"])
-        path = self.local_path(manifest, key)
-        if not path.is_file():
+        path = self.local_path(manifest, _entry_key(entry)[1])
+        if not self.existing(path):
             record = DownloadRecord(self.cache_dir / DOWNLOAD_RECORD)
-            if not reuse_identical(record, entry["file_hash"], path):
-                raise FileNotFoundError(f"You started a cache without a connection to s3 and {path} is not "
-                                        "already on your system")
+            try:
+                reused = reuse_identical(record, entry["file_hash"], path)
+            except OSError:  # a read-only cache cannot make the link
+                reused = None
+            if not reused:
+                raise NotInCacheError(path, "You started a cache without a connection to s3 and this file is not "
+                                            "already on your system")
         if verify:
             verify_file(path, entry["file_hash"])
         return path
@@ -130,22 +235,22 @@ class _StaticStore(_Store):
         if not folder.is_dir():
             raise RuntimeError(f"{folder} does not exist: a static cache must be a copy of the bucket, with "
                                f"'{mf.PROJECT_NAME}/{mf.MANIFEST_PREFIX}/' inside {self.cache_dir}")
-        names = sorted(p.name for p in folder.glob("*_manifest_v*.json"))
+        names = sorted(p.name for p in folder.glob("*_manifest_v*.json") if mf.is_manifest_name(p.name))
         return [max(names, key=mf.manifest_version)] if names else []
 
     def manifest_path(self, name: str) -> Path:
-        return self.manifests_dir() / name
+        super().manifest_path(name)  # the name check
+        return self.inside(self.manifests_dir() / name)
 
-    def local_path(self, manifest: dict, key: str) -> Path:
-        return self.cache_dir / manifest["project_name"] / _relative(key)
+    def version_folder(self, manifest: dict) -> Path:
+        return self.cache_dir / mf.safe_name(manifest["project_name"], "project_name")
 
     def fetch(self, manifest: dict, entry: dict, verify: bool) -> Path:
         from vbo.cache.download import verify_file
-        from vbo.cache.s3 import bucket_and_key
 
-        path = self.local_path(manifest, bucket_and_key(entry["url"])[1])
-        if not path.is_file():
-            raise FileNotFoundError(f"{path} is not in the static copy of the bucket at {self.cache_dir}")
+        path = self.local_path(manifest, _entry_key(entry)[1])
+        if not self.existing(path):
+            raise NotInCacheError(path, f"not in the static copy of the bucket at {self.cache_dir}")
         if verify:
             verify_file(path, entry["file_hash"])
         return path
@@ -161,59 +266,64 @@ class _S3Store(_Store):
         self.bucket = bucket
         self.endpoint_url = endpoint_url
         self.client = anonymous_client(endpoint_url)
+        self.download_options: dict = {}  # extra keyword arguments of download_object (retries, backoff ...)
 
-    def check_entries(self, manifest: dict) -> None:
+    def check_entries(self, manifest: dict, path: Path) -> None:
         """Refuse entries on foreign hosts or other buckets, and keys escaping the cache folder."""
-        from vbo.cache.s3 import bucket_and_key, check_object_url
+        from vbo.cache.s3 import check_object_url
 
-        for group in ("metadata_files", "data_files"):
-            for entry in manifest[group].values():
-                check_object_url(entry["url"], self.bucket, self.endpoint_url)
-                _relative(bucket_and_key(entry["url"])[1])
+        for where, entry in _all_entries(manifest):
+            _checked(path, where, lambda: check_object_url(entry["url"], self.bucket, self.endpoint_url))
+            _checked(path, where, lambda: _relative(_entry_key(entry)[1]))
 
     def manifest_names(self) -> list[str]:
         from vbo.cache.s3 import list_keys
 
         prefix = f"{mf.PROJECT_NAME}/{mf.MANIFEST_PREFIX}/"
-        return sorted(Path(k).name for k in list_keys(self.client, self.bucket, prefix) if k.endswith(".json"))
+        keys = list_keys(self.client, self.bucket, prefix)
+        return sorted(Path(k).name for k in keys if k.startswith(prefix) and mf.is_manifest_name(k[len(prefix):]))
 
-    def fetch_manifest(self, name: str) -> Path:
+    def fetch_manifest(self, name: str, refresh: bool = False) -> Path:
+        """The manifest, kept only if its size and MD5 agree with what the server says now (else fetched again,
+        pinned to the version the server named, and checked against its size and ETag before it is kept)."""
+        from vbo.cache.download import download_object
+        from vbo.cache.s3 import head_object_retrying
+
         path = self.manifest_path(name)
-        if not path.is_file():
-            from vbo.cache.download import download_object
-
-            key = f"{mf.PROJECT_NAME}/{mf.MANIFEST_PREFIX}/{name}"
-            download_object(self.client, self.bucket, key, None, None, path)
+        key = f"{mf.PROJECT_NAME}/{mf.MANIFEST_PREFIX}/{name}"
+        head = head_object_retrying(self.client, self.bucket, key)
+        download_object(self.client, self.bucket, key, head.get("VersionId"), None, path, force=refresh,
+                        expected_size=int(head["ContentLength"]), expected_etag=head.get("ETag"), retries=4)
         return path
 
     def stream_url(self, entry: dict) -> str:
         """URL of an entry's object version on this store's endpoint, for byte-range streaming."""
-        from vbo.cache.s3 import bucket_and_key, object_https_url
+        from vbo.cache.s3 import object_https_url
 
-        bucket, key = bucket_and_key(entry["url"])
+        bucket, key = _entry_key(entry)
         return object_https_url(key, bucket or self.bucket, entry["version_id"], self.endpoint_url)
 
     def fetch(self, manifest: dict, entry: dict, verify: bool) -> Path:
-        from vbo.cache.download import DownloadRecord, download_object, reuse_identical, verify_file
-        from vbo.cache.s3 import bucket_and_key
-        from vbo.errors import HashMismatchError
+        """Local path of an entry: the cached file if it verifies, else a reused identical file (hashed
+        first), else a download. A corrupt or planted file is replaced atomically under its lock, never
+        unlinked."""
+        from vbo.cache.download import DownloadRecord, download_object, file_matches, reuse_identical
 
-        bucket, key = bucket_and_key(entry["url"])
+        bucket, key = _entry_key(entry)
         path = self.local_path(manifest, key)
         record = DownloadRecord(self.cache_dir / DOWNLOAD_RECORD)
-        if path.is_dir():
-            raise RuntimeError(f"{path} is a directory; expected a file")
-        if path.is_file() and verify:
-            try:
-                verify_file(path, entry["file_hash"])
-                return path
-            except HashMismatchError:
-                path.unlink()  # corrupt cached copy (AllenSDK never notices): download again
-        elif path.is_file():
+        try:
+            present = self.existing(path)
+        except PlantedLinkError as err:
+            if path.is_dir() and not path.is_symlink():
+                raise DownloadError(entry["url"], path, "a directory is in the way of the file") from err
+            present = False  # replaced below by a verified file (the link itself, never its target)
+        if present and (not verify or file_matches(path, entry["file_hash"])):
             return path
-        if reuse_identical(record, entry["file_hash"], path):
+        if not present and reuse_identical(record, entry["file_hash"], path):
             return path
-        download_object(self.client, bucket or self.bucket, key, entry["version_id"], entry["file_hash"], path)
+        download_object(self.client, bucket or self.bucket, key, entry["version_id"], entry["file_hash"], path,
+                        **self.download_options)
         record.add(path, entry["file_hash"])
         return path
 
@@ -277,7 +387,15 @@ class VisualBehaviorOphysProjectCache:
         ``endpoint_url`` (or ``AWS_ENDPOINT_URL_S3`` / ``AWS_ENDPOINT_URL``) points at a mirror or test server.
         """
         folder = Path(cache_dir).expanduser().resolve()
-        folder.mkdir(parents=True, exist_ok=True)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except (FileExistsError, NotADirectoryError) as err:
+            raise CacheFolderError(folder, "is a file, not a folder: choose another cache folder") from err
+        except PermissionError as err:
+            raise CacheFolderError(folder, f"cannot be created ({err.strerror})") from err
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise CacheFolderError(folder, "is not writable: an S3 cache downloads into it; open a complete "
+                                           "read-only cache with from_local_cache()")
         store = _S3Store(folder, bucket_name_override or mf.BUCKET_NAME, endpoint_url)
         return cls._start(store, verify_cached)
 
@@ -285,8 +403,10 @@ class VisualBehaviorOphysProjectCache:
     def from_local_cache(cls, cache_dir: str | Path, use_static_cache: bool = False, *, verify_cached: bool = True):
         """An offline cache: a folder filled by an S3 cache, or (``use_static_cache``) a copy of the bucket."""
         folder = Path(cache_dir).expanduser().resolve()
+        if folder.exists() and not folder.is_dir():
+            raise CacheFolderError(folder, "is a file, not a cache folder")
         if not folder.is_dir():
-            raise FileNotFoundError(f"cache directory {folder} does not exist")
+            raise CacheFolderNotFoundError(folder, "cache directory does not exist")
         store = _StaticStore(folder) if use_static_cache else _LocalStore(folder)
         return cls._start(store, verify_cached)
 
@@ -329,7 +449,7 @@ class VisualBehaviorOphysProjectCache:
         """The available manifest with the highest version."""
         names = self.list_manifest_file_names()
         if not names:
-            raise FileNotFoundError(f"no manifest available in {self._store.cache_dir}")
+            raise NotInCacheError(self._store.cache_dir, "no manifest available (none in the bucket or the folder)")
         return max(names, key=mf.manifest_version)
 
     def list_all_downloaded_manifests(self) -> list[str]:
@@ -349,22 +469,31 @@ class VisualBehaviorOphysProjectCache:
         return self._manifest_name
 
     def _read_manifest(self, name: str) -> dict:
-        path = self._store.fetch_manifest(name)
+        """Fetch (S3: check against the server), parse and validate a manifest; an S3 cache fetches again once
+        a copy that does not parse or validate, so a damaged copy never sticks."""
         try:
-            manifest = json.loads(Path(path).read_text())
-        except json.JSONDecodeError as err:
-            from vbo.errors import ManifestError
+            return self._parse_manifest(name, refresh=False)
+        except (ManifestError, UnsafeKeyError):
+            if not isinstance(self._store, _S3Store):
+                raise
+            self.logger.warning("manifest %s does not parse or validate; fetching it again", name)
+            return self._parse_manifest(name, refresh=True)
 
+    def _parse_manifest(self, name: str, refresh: bool) -> dict:
+        path = self._store.fetch_manifest(name, refresh=refresh)
+        try:
+            manifest = json.loads(_read_text_nofollow(Path(path)))
+        except (ValueError, UnicodeDecodeError) as err:
             raise ManifestError(f"manifest {path} is not valid JSON: {err}") from err
         _check_manifest(manifest, path)
-        self._store.check_entries(manifest)
+        self._store.check_entries(manifest, path)
         return manifest
 
     def load_manifest(self, manifest_name: str) -> None:
         """Switch to another release version (checked first: a failed switch changes nothing)."""
         names = self.list_manifest_file_names()
         if manifest_name not in names:
-            raise ValueError(f"manifest {manifest_name!r} is not available; choose one of {names}")
+            raise ManifestError(f"manifest {manifest_name!r} is not available; choose one of {names}")
         latest = max(names, key=mf.manifest_version)
         manifest = self._read_manifest(manifest_name)
         version = manifest["manifest_version"]
@@ -382,7 +511,7 @@ class VisualBehaviorOphysProjectCache:
         tables = self._load_tables(manifest)
         self._manifest, self._manifest_name, self._tables = manifest, manifest_name, tables
         if not self._store.static:
-            (self._store.cache_dir / LAST_USED).write_text(manifest_name)
+            _write_text_atomic(self._store.cache_dir / LAST_USED, manifest_name)
 
     def load_latest_manifest(self) -> None:
         """Load the newest manifest (warning when it is newer than anything used before)."""
@@ -396,10 +525,14 @@ class VisualBehaviorOphysProjectCache:
     def _load_last_manifest(self) -> None:
         store = self._store
         last = store.cache_dir / LAST_USED
-        if store.static or not last.is_file():
+        if store.static or not os.path.lexists(last):
             self.load_manifest(self.latest_manifest_file())
             return
-        name = last.read_text().strip()
+        try:
+            name = _read_text_nofollow(last).strip()
+        except (OSError, UnicodeDecodeError) as err:  # a planted link, a FIFO, bad bytes: not trusted
+            warnings.warn(f"ignoring {last}: {err}", UserWarning, stacklevel=3)
+            name = ""
         if name not in self.list_manifest_file_names():
             warnings.warn(f"{last} names {name!r}, which is not an available manifest; loading the latest",
                           UserWarning, stacklevel=3)
@@ -436,8 +569,8 @@ class VisualBehaviorOphysProjectCache:
         for root, _, files in os.walk(folder):
             for name in files:
                 path = Path(root) / name
-                if "json" in name or name == LAST_USED or path.is_symlink() or is_transient_file(path):
-                    continue
+                if "json" in name or name == LAST_USED or is_transient_file(path) or not _is_regular(path):
+                    continue  # links and FIFOs are never hashed (a FIFO would block the read forever)
                 entries[str(path.resolve())] = mf.file_hash(path)
         record.replace(entries)
 
@@ -497,9 +630,7 @@ class VisualBehaviorOphysProjectCache:
     def _data_entry(self, file_id) -> dict:
         try:
             return self._manifest["data_files"][str(int(file_id))]
-        except KeyError:
-            from vbo.errors import ManifestError
-
+        except (KeyError, TypeError, ValueError, OverflowError):
             raise ManifestError(f"file_id {file_id} is not in manifest {self._manifest_name}") from None
 
     def _experiment_entry(self, ophys_experiment_id) -> dict:
@@ -609,7 +740,7 @@ class VisualBehaviorOphysProjectCache:
             bucket, key = bucket_and_key(entry["url"])
             path = store.local_path(self._manifest, key)
             paths.append(path)
-            if not path.is_file() and not reuse_identical(record, entry["file_hash"], path):
+            if not _quietly_existing(store, path) and not reuse_identical(record, entry["file_hash"], path):
                 jobs.append(DownloadJob(bucket or store.bucket, key, entry["version_id"], entry["file_hash"], path))
         if jobs:
             download_many(jobs, workers=workers, progress=progress, client=store.client, record=record)
@@ -618,52 +749,99 @@ class VisualBehaviorOphysProjectCache:
     def verify(self, repair: bool = True) -> dict[str, list[str]]:
         """Re-hash every cached file of the current manifest (AllenSDK never does).
 
-        A file whose hash is wrong is deleted and, with ``repair`` on an S3 cache, downloaded again.
+        A file whose hash is wrong is, with ``repair`` on an S3 cache, replaced by a verified download (under
+        the file's lock: several processes may repair one cache at once). It counts as repaired only if the
+        file then on disk has the manifest's hash.
 
         Returns
         -------
         dict
             ``{"ok": [...], "repaired": [...], "corrupt": [...], "missing": [...]}`` (local paths as str).
+            A link vbo did not make, or a file that could not be repaired, is "corrupt".
         """
         from vbo.cache.download import file_matches
-        from vbo.cache.s3 import bucket_and_key
 
         store = self._store
         report: dict[str, list[str]] = {"ok": [], "repaired": [], "corrupt": [], "missing": []}
         for entry in self._entries(everything=True):
-            path = store.local_path(self._manifest, bucket_and_key(entry["url"])[1])
-            if not path.is_file():
+            path = store.local_path(self._manifest, _entry_key(entry)[1])
+            try:
+                present = store.existing(path)
+            except PlantedLinkError:
+                present = None
+            if present is False:
                 report["missing"].append(str(path))
-            elif file_matches(path, entry["file_hash"]):
+            elif present and file_matches(path, entry["file_hash"]):
                 report["ok"].append(str(path))
             elif repair and isinstance(store, _S3Store):
-                path.unlink()
-                store.fetch(self._manifest, entry, verify=True)
-                report["repaired"].append(str(path))
+                report[self._repair(entry, path)].append(str(path))
             else:
                 report["corrupt"].append(str(path))
         self._verified.clear()
         return report
 
+    def _repair(self, entry: dict, path: Path) -> str:
+        """Download ``entry`` again over its corrupt copy; "repaired" only if the result verifies."""
+        from vbo.cache.download import file_matches
+        from vbo.errors import VboError
+
+        try:
+            self._store.fetch(self._manifest, entry, verify=True)
+        except VboError as err:
+            self.logger.warning("could not repair %s: %s", path, err)
+            return "corrupt"
+        return "repaired" if file_matches(path, entry["file_hash"]) else "corrupt"
+
     def _natural_movie_path(self) -> Path:
-        """Local path of ``Movie_TOE1.npy``, downloaded first on an S3 cache (offline caches never connect)."""
+        """Local path of ``Movie_TOE1.npy``, verified (see :meth:`get_raw_natural_movie`)."""
         store = self._store
         if store.static:
-            path = store.cache_dir / mf.NATURAL_MOVIE_KEY
-        else:
-            path = store.cache_dir / "resources" / Path(mf.NATURAL_MOVIE_KEY).name
-        if not path.is_file():
-            if not isinstance(store, _S3Store):
-                raise FileNotFoundError(f"You started a cache without a connection to s3 and {path} is not already "
-                                        "on your system")
-            from vbo.cache.download import DownloadRecord, download_object
+            path = store.inside(store.cache_dir / mf.NATURAL_MOVIE_KEY)
+            if not store.existing(path):
+                raise NotInCacheError(path, f"not in the static copy of the bucket at {store.cache_dir}")
+            return path
+        from vbo.cache.download import DownloadRecord, file_matches
 
-            real_bucket = store.bucket == mf.BUCKET_NAME and store.endpoint_url is None
-            digest = mf.NATURAL_MOVIE_HASH if real_bucket else None
-            download_object(store.client, store.bucket, mf.NATURAL_MOVIE_KEY,
-                            mf.NATURAL_MOVIE_VERSION_ID if real_bucket else None, digest, path)
-            DownloadRecord(path.parent / DOWNLOAD_RECORD).add(path, digest or mf.file_hash(path))
+        path = store.inside(store.cache_dir / "resources" / Path(mf.NATURAL_MOVIE_KEY).name)
+        record = DownloadRecord(path.parent / DOWNLOAD_RECORD)
+        real_bucket = isinstance(store, _S3Store) and store.bucket == mf.BUCKET_NAME and store.endpoint_url is None
+        trusted = mf.NATURAL_MOVIE_HASH if real_bucket else record.load().get(str(path.absolute()))
+        try:
+            present = store.existing(path)
+        except PlantedLinkError:
+            if not isinstance(store, _S3Store):
+                raise
+            present = False  # a download replaces the link
+        token = _stat_token(path) if present else None
+        if present and trusted and (self._verified.get(token) == trusted or file_matches(path, trusted)):
+            self._verified[token] = trusted
+            return path
+        if not isinstance(store, _S3Store):
+            if not present:
+                raise NotInCacheError(path, "You started a cache without a connection to s3 and the natural movie "
+                                            "is not already on your system")
+            if trusted:
+                raise HashMismatchError(str(path), path, trusted, mf.file_hash(path),
+                                        "the natural movie's hash differs from the one recorded when it was "
+                                        f"downloaded (in {record.path}); delete it and download it again")
+            return path  # recorded by no one: nothing to verify it against (README: "What vbo verifies")
+        self._download_natural_movie(path, record, real_bucket)
+        self._verified[_stat_token(path)] = record.load().get(str(path.absolute()))
         return path
+
+    def _download_natural_movie(self, path: Path, record, real_bucket: bool) -> None:
+        """Fetch the movie pinned to one version, check it (the release's hash on the real bucket, else the
+        server's size and ETag), keep it atomically and record its blake2b for later runs."""
+        from vbo.cache.download import download_object
+        from vbo.cache.s3 import head_object_retrying
+
+        store = self._store
+        version = mf.NATURAL_MOVIE_VERSION_ID if real_bucket else None
+        head = head_object_retrying(store.client, store.bucket, mf.NATURAL_MOVIE_KEY, version)
+        download_object(store.client, store.bucket, mf.NATURAL_MOVIE_KEY, version or head.get("VersionId"),
+                        mf.NATURAL_MOVIE_HASH if real_bucket else None, path,
+                        expected_size=int(head["ContentLength"]), expected_etag=head.get("ETag"))
+        record.add(path, mf.NATURAL_MOVIE_HASH if real_bucket else mf.file_hash(path))
 
     def get_raw_natural_movie(self):
         """The natural movie shown in every session (frames × rows × columns, uint8), ``Movie_TOE1.npy``.
@@ -703,8 +881,25 @@ class VisualBehaviorOphysProjectCache:
         if n_workers is not None and (not isinstance(n_workers, int) or n_workers < 1):
             raise ValueError(f"n_workers must be a positive int or None, got {n_workers!r}")
         path = self._natural_movie_path()
-        cache_file = None if self._store.static else path.with_name(path.stem + ".warped.npy")
+        writable = os.access(path.parent, os.W_OK)  # a read-only cache computes without storing
+        cache_file = None if self._store.static or not writable else path.with_name(path.stem + ".warped.npy")
         return movie_template(np.load(path), frames, n_workers=n_workers, cache_file=cache_file)
+
+
+def _is_regular(path: Path) -> bool:
+    """True for a regular file itself (not a link, FIFO, device or folder)."""
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except OSError:
+        return False
+
+
+def _quietly_existing(store: _Store, path: Path) -> bool:
+    """:meth:`_Store.existing`, with a planted link counting as absent (the download replaces it)."""
+    try:
+        return store.existing(path)
+    except PlantedLinkError:
+        return False
 
 
 def _stat_token(path: Path) -> tuple[str, int, int] | None:
@@ -717,22 +912,8 @@ def _stat_token(path: Path) -> tuple[str, int, int] | None:
 
 
 def _check_manifest(manifest: Any, path: Path) -> None:
-    """Refuse a manifest that is not a release manifest (missing keys, wrong tables, bad entries)."""
-    from vbo.errors import ManifestError
-
-    if not isinstance(manifest, dict):
-        raise ManifestError(f"manifest {path} is not a JSON object")
-    required = ("project_name", "manifest_version", "metadata_files", "data_files")
-    missing = [k for k in required if k not in manifest]
-    if missing:
-        raise ManifestError(f"manifest {path} lacks {', '.join(missing)}")
-    if manifest["metadata_files"] is None or set(manifest["metadata_files"]) != set(mf.METADATA_TABLES):
-        raise ManifestError(f"manifest {path} must list exactly the metadata files {list(mf.METADATA_TABLES)}")
-    for group in ("metadata_files", "data_files"):
-        for name, entry in manifest[group].items():
-            if not isinstance(entry, dict) or not all(isinstance(entry.get(f), str)
-                                                      for f in ("url", "version_id", "file_hash")):
-                raise ManifestError(f"manifest {path}: {group}[{name!r}] needs string url, version_id, file_hash")
+    """Refuse a manifest that is not a release manifest: every field checked (:func:`manifest.validate_manifest`)."""
+    mf.validate_manifest(manifest, path, Path(path).name)
 
 
 def compare(first: dict, second: dict) -> dict[str, list[tuple[str, str]]]:

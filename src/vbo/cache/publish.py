@@ -21,10 +21,11 @@ def upload_client(endpoint_url: str | None = None):
     import boto3
     from botocore.config import Config
 
-    from vbo.cache.s3 import resolve_endpoint
+    from vbo.cache.s3 import CONNECT_TIMEOUT, READ_TIMEOUT, resolve_endpoint
 
     endpoint = resolve_endpoint(endpoint_url)
-    config = Config(s3={"addressing_style": "path"} if endpoint else {}, retries={"mode": "standard"})
+    config = Config(s3={"addressing_style": "path"} if endpoint else {}, retries={"mode": "standard"},
+                    connect_timeout=CONNECT_TIMEOUT, read_timeout=READ_TIMEOUT)
     return boto3.session.Session().client("s3", endpoint_url=endpoint, region_name=mf.BUCKET_REGION, config=config)
 
 

@@ -28,7 +28,7 @@ from pathlib import Path, PurePosixPath
 from urllib.parse import quote, unquote, urlsplit
 
 from vbo.cache import manifest as mf
-from vbo.errors import ForeignHostError, S3Error, S3ObjectNotFoundError, UnsafeKeyError
+from vbo.errors import ForeignHostError, S3ConnectionError, S3Error, S3ObjectNotFoundError, UnsafeKeyError
 
 ENDPOINT_ENV = ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
 CONNECT_TIMEOUT = 10.0
@@ -346,9 +346,17 @@ def iter_keys(client, bucket: str, prefix: str = "", *, page_size: int | None = 
             for item in page.get("Contents", ()):
                 yield item["Key"]
     except Exception as exc:
-        if is_client_error(exc):
-            raise as_s3_error(exc, bucket, prefix) from exc
-        raise
+        raise typed_s3_error(exc, bucket, prefix) from exc
+
+
+def typed_s3_error(exc: BaseException, bucket: str | None, key: str | None) -> BaseException:
+    """The :mod:`vbo.errors` exception for a failed request: S3Error for an error response, S3ConnectionError
+    for a network failure (refused, reset, timed out); any other exception is returned unchanged."""
+    if is_client_error(exc):
+        return as_s3_error(exc, bucket, key)
+    if is_retryable(exc) or type(exc).__name__ in ("EndpointConnectionError", "ConnectTimeoutError"):
+        return S3ConnectionError(bucket, key, f"cannot reach the S3 endpoint ({type(exc).__name__}: {exc})")
+    return exc
 
 
 def list_keys(client, bucket: str, prefix: str = "", *, page_size: int | None = None) -> list[str]:
@@ -375,14 +383,40 @@ def head_object(client, bucket: str, key: str, version_id: str | None = None) ->
     try:
         return client.head_object(**kwargs)
     except Exception as exc:
-        if is_client_error(exc):
-            raise as_s3_error(exc, bucket, key) from exc
-        raise
+        raise typed_s3_error(exc, bucket, key) from exc
+
+
+def head_object_retrying(client, bucket: str, key: str, version_id: str | None = None, *, attempts: int = 4,
+                         backoff: float = 0.2) -> dict:
+    """:func:`head_object`, retried with backoff on network failures and 5xx answers (not on a missing object).
+
+    Raises
+    ------
+    S3ObjectNotFoundError
+        No such object or version (not retried).
+    S3ConnectionError, S3Error
+        Every attempt failed.
+    """
+    for attempt in range(attempts):
+        try:
+            return head_object(client, bucket, key, version_id)
+        except S3ObjectNotFoundError:
+            raise
+        except S3Error:
+            if attempt + 1 >= attempts:
+                raise
+        time.sleep(backoff_delay(attempt, backoff, 5.0))
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def object_size(client, bucket: str, key: str, version_id: str | None = None) -> int:
     """Size in bytes of one object version (the latest if ``version_id`` is None)."""
     return int(head_object(client, bucket, key, version_id)["ContentLength"])
+
+
+def object_size_retrying(client, bucket: str, key: str, version_id: str | None = None) -> int:
+    """:func:`object_size` with :func:`head_object_retrying`'s retries."""
+    return int(head_object_retrying(client, bucket, key, version_id)["ContentLength"])
 
 
 _SHARED_CLIENTS: dict[tuple[int, str | None], object] = {}
