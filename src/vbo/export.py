@@ -464,3 +464,42 @@ def export(cache, out_dir: str | os.PathLike, *, behavior_session_ids=None, ophy
     result.seconds = time.perf_counter() - start
     _record(out, cache, result)
     return result
+
+
+# --- the four metadata tables ---------------------------------------------------------------------------
+
+METADATA_TABLES = {"behavior_session_table": "get_behavior_session_table",
+                   "ophys_session_table": "get_ophys_session_table",
+                   "ophys_experiment_table": "get_ophys_experiment_table",
+                   "ophys_cells_table": "get_ophys_cells_table"}
+
+
+def metadata_tables(cache) -> dict[str, pd.DataFrame]:
+    """The four metadata tables of the loaded manifest, as the cache returns them (ids as index)."""
+    return {name: getattr(cache, method)() for name, method in METADATA_TABLES.items()}
+
+
+def write_tables(cache, out_dir: str | os.PathLike, format: str = "csv") -> list[Path]:
+    """Write the four metadata tables as ``<name>.csv`` or ``<name>.parquet`` in ``out_dir``.
+
+    CSV keeps the release's text form (list columns as ``[1, 2]``); Parquet keeps types (list columns as lists,
+    dates as UTC timestamps).
+    """
+    if format not in ("csv", "parquet"):
+        raise ValueError(f"format must be 'csv' or 'parquet', not {format!r}")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, table in metadata_tables(cache).items():
+        path = out / f"{name}.{format}"
+        if format == "csv":
+            table.to_csv(path)
+        else:
+            frame = table.reset_index()
+            for column in frame.columns[frame.dtypes == object]:
+                values = frame[column].dropna()
+                if not (len(values) and isinstance(values.iloc[0], list)):  # lists stay lists (ints or text)
+                    frame[column] = frame[column].astype("string")
+            _write_parquet(frame, path)
+        written.append(path)
+    return written
