@@ -95,7 +95,7 @@ def page(title: str, subtitle: str, sections: Iterable[str], nav: Mapping[str, s
 
 
 def section(title: str, *parts: str, anchor: str | None = None) -> str:
-    ident = f' id="{escape(anchor)}"' if anchor else ""
+    ident = f' id="section-{escape(anchor)}"' if anchor else ""  # tables use the bare names as ids
     return f'<section{ident}><h2>{escape(title)}</h2>{"".join(parts)}</section>'
 
 
@@ -110,9 +110,13 @@ def figure(fig, caption: str, dpi: int = 90) -> str:
     buffer = io.BytesIO()
     try:
         fig.savefig(buffer, format="png", dpi=dpi)
-        width, height = (int(round(v)) for v in fig.get_size_inches() * dpi)
     finally:
         plt.close(fig)
+    from PIL import Image
+
+    buffer.seek(0)
+    with Image.open(buffer) as image:
+        width, height = image.size
     data = base64.b64encode(buffer.getvalue()).decode("ascii")
     return (f'<figure><img src="data:image/png;base64,{data}" width="{width}" height="{height}" '
             f'alt="{escape(caption)}"><figcaption>{escape(caption)}</figcaption></figure>')
