@@ -246,3 +246,20 @@ def test_report_command(tiny_release, tiny_cache, tmp_path):
     assert unknown.exit_code == 2 and "mouse_id" in unknown.output
     both = runner.invoke(app, ["report", str(tiny_release.root), "--static", "--mouse", "1", "--session", "2"])
     assert both.exit_code != 0
+
+
+def test_demo_writes_one_report_of_each_kind(browser, tiny_release, tmp_path):
+    import re
+
+    from vbo.demo import run_demo
+
+    result = run_demo(tmp_path / "demo", release_dir=tiny_release.root)
+    assert set(result.reports) == {"release overview", "mouse", "behavior session", "experiment"}
+    summary = result.summary.read_text()
+    linked = re.findall(r"\]\((reports/[^)]+\.html)\)", summary)
+    assert sorted(linked) == sorted(p.relative_to(result.out_dir).as_posix() for p in result.reports.values())
+    minimum = {"release overview": 1, "mouse": 2, "behavior session": 4, "experiment": 10}
+    for kind, page in result.reports.items():
+        check_page(browser, page, minimum[kind], tmp_path / f"demo-{page.stem}.png")
+    _open(browser, result.reports["mouse"])
+    assert len(browser.find_elements("css selector", "#sessions a")) == 2

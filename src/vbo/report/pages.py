@@ -263,7 +263,7 @@ def _session_rows(history: pd.DataFrame, experiments: pd.DataFrame, out_dir: Pat
 
 def mouse_report(cache, mouse_id, out_dir: str | Path, *, behavior_session_ids: Iterable | str = (),
                  ophys_experiment_ids: Iterable | str = (), stream: bool = False, workers: int | None = None,
-                 client=None, progress: Progress = None) -> Path:
+                 client=None, progress: Progress = None, **history_options) -> Path:
     """The page of one mouse: training history (stage colours, d′ by session and over days) and every session
     as a row linking to its report when it exists in ``out_dir``.
 
@@ -284,12 +284,14 @@ def mouse_report(cache, mouse_id, out_dir: str | Path, *, behavior_session_ids: 
         Where the training history's per-session metrics are computed (:func:`vbo.history.training_history`).
     progress
         ``progress(done, total, label)`` after each page part.
+    **history_options
+        ``cache_path``, ``use_disk_cache`` of :func:`vbo.history.training_history`.
     """
     from vbo import plots
     from vbo.history import training_history
 
     out_dir = Path(out_dir)
-    history = training_history(cache, mouse_id, workers=workers, client=client)
+    history = training_history(cache, mouse_id, workers=workers, client=client, **history_options)
     key = str(history["mouse_id"].iloc[0])
     experiments = cache.get_ophys_experiment_table()
     experiments = experiments[experiments["mouse_id"].astype(str) == key]
