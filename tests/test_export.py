@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -146,13 +147,24 @@ def test_second_export_recomputes_only_the_new_session(exported, tiny_cache, tmp
     unchanged = vexport.export(tiny_cache, tmp_path, behavior_session_ids=sessions, workers=1,
                                ophys_experiment_ids=planes[:1], n_shuffles=N_SHUFFLES)
     assert unchanged.computed == []
-    # a session dropped from the selection leaves the datasets
+    # a session left out of the selection stays; one the release no longer has is removed
     fewer = vexport.export(tiny_cache, tmp_path, behavior_session_ids=sessions[1:], workers=1,
                            ophys_experiment_ids=planes[:1], n_shuffles=N_SHUFFLES)
-    assert fewer.removed == [f"session-{sessions[0]}"] and fewer.computed == []
-    ids = duckdb.sql(f"SELECT DISTINCT behavior_session_id FROM {_scan(tmp_path, 'trials')}").df()
-    assert sorted(ids["behavior_session_id"]) == sorted(sessions[1:])
-    assert len(vexport.export_state(tmp_path)["exports"]) == 4
+    assert fewer.removed == [] and fewer.computed == []
+    units = tmp_path / vexport.STATE_FOLDER / "units"
+    gone = tmp_path / "trials" / "cre_line=Sst-IRES-Cre" / "session_type=OPHYS_9" / "part-1.parquet"
+    gone.parent.mkdir(parents=True)
+    shutil.copy(tmp_path / first_file(tmp_path, sessions[0]), gone)
+    (units / "session-1.json").write_text(json.dumps({"key": "x", "files": {"trials": str(gone.relative_to(tmp_path))}}))
+    pruned = vexport.export(tiny_cache, tmp_path, behavior_session_ids=sessions[1:], workers=1,
+                            ophys_experiment_ids=planes[:1], n_shuffles=N_SHUFFLES)
+    assert pruned.removed == ["session-1"] and not gone.exists() and not (units / "session-1.json").exists()
+    assert len(vexport.export_state(tmp_path)["exports"]) == 5
+
+
+def first_file(out: Path, session_id) -> Path:
+    """The trials file of one session in an export (relative path)."""
+    return next((out / "trials").rglob(f"part-{session_id}.parquet")).relative_to(out)
 
 
 def test_changed_file_is_recomputed(exported, tiny_cache, tmp_path):

@@ -344,8 +344,16 @@ def _done(out_dir: Path, unit: dict) -> bool:
     return stored.get("key") == unit["key"] and all((out_dir / f).is_file() for f in unit["files"].values())
 
 
-def _remove_stale(out_dir: Path, units: list[dict]) -> list[str]:
-    """Delete files of units no longer wanted or whose partition moved; returns the removed unit names."""
+def _release_unit_names(cache) -> set[str]:
+    """Unit names of every session and experiment of the loaded release."""
+    sessions = cache.get_behavior_session_table().index
+    experiments = cache.get_ophys_experiment_table().index
+    return {f"session-{i}" for i in sessions} | {f"experiment-{i}" for i in experiments}
+
+
+def _remove_stale(out_dir: Path, units: list[dict], release: set[str]) -> list[str]:
+    """Delete the files of units the release no longer has, and old files of units whose partition moved
+    (a metadata change); units merely left out of this export's selection stay. Returns removed unit names."""
     folder = out_dir / STATE_FOLDER / "units"
     wanted = {u["name"]: u for u in units}
     removed = []
@@ -356,6 +364,8 @@ def _remove_stale(out_dir: Path, units: list[dict]) -> list[str]:
             marker.unlink(missing_ok=True)
             continue
         unit = wanted.get(marker.stem)
+        if unit is None and marker.stem in release:
+            continue
         keep = set(unit["files"].values()) if unit else set()
         for path in stored.get("files", {}).values():
             if path not in keep:
@@ -420,8 +430,8 @@ def export(cache, out_dir: str | os.PathLike, *, behavior_session_ids=None, ophy
     out_dir
         The export folder; an existing export there is updated incrementally.
     behavior_session_ids, ophys_experiment_ids : iterable of int, optional
-        Only these sessions / experiments (default: all of the release). Units of an earlier export that are
-        not selected now are removed, so the folder always mirrors the selection.
+        Only these sessions / experiments (default: all of the release; ``[]`` for none). Units of an earlier
+        export that are not selected now are kept; those the release no longer has are removed.
     workers, client
         Local processes (default one per CPU), or a ``dask.distributed.Client`` whose workers reach the
         files (:func:`vbo.parallel.map_files`).
@@ -444,7 +454,7 @@ def export(cache, out_dir: str | os.PathLike, *, behavior_session_ids=None, ophy
     out.mkdir(parents=True, exist_ok=True)
     units = session_units(cache, behavior_session_ids) + experiment_units(cache, ophys_experiment_ids)
     result = ExportResult(out, cache.current_manifest())
-    result.removed = _remove_stale(out, units)
+    result.removed = _remove_stale(out, units, _release_unit_names(cache))
     todo = []
     for unit in units:
         (result.reused if _done(out, unit) else todo).append(unit)
