@@ -54,7 +54,7 @@ def test_change_responses_of_all_cells_on_dask(tiny_cache, tmp_path, monkeypatch
     assert rows["cell_roi_id"].nunique() == len(tiny_cache.get_ophys_cells_table())
     assert set(rows["ophys_experiment_id"]) == set(experiments.index)
     assert set(changes["cre_line"]) == set(experiments["cre_line"])
-    group = changes.iloc[0]
+    group = changes.dropna(subset=["trial_type"]).iloc[0]
     mine = rows[(rows["event_type"] == "changes") & (rows["cre_line"].astype(str) == group["cre_line"])
                 & (rows["targeted_structure"] == group["targeted_structure"])
                 & (rows["trial_type"].astype(object) == group["trial_type"])]
