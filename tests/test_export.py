@@ -155,7 +155,8 @@ def test_second_export_recomputes_only_the_new_session(exported, tiny_cache, tmp
     gone = tmp_path / "trials" / "cre_line=Sst-IRES-Cre" / "session_type=OPHYS_9" / "part-1.parquet"
     gone.parent.mkdir(parents=True)
     shutil.copy(tmp_path / first_file(tmp_path, sessions[0]), gone)
-    (units / "session-1.json").write_text(json.dumps({"key": "x", "files": {"trials": str(gone.relative_to(tmp_path))}}))
+    stale = {"key": "x", "files": {"trials": str(gone.relative_to(tmp_path))}}
+    (units / "session-1.json").write_text(json.dumps(stale))
     pruned = vexport.export(tiny_cache, tmp_path, behavior_session_ids=sessions[1:], workers=1,
                             ophys_experiment_ids=planes[:1], n_shuffles=N_SHUFFLES)
     assert pruned.removed == ["session-1"] and not gone.exists() and not (units / "session-1.json").exists()
@@ -221,8 +222,8 @@ def test_interrupted_export_resumes(exported, tiny_release, tiny_cache, tmp_path
 def test_export_on_a_dask_cluster_matches_processes(exported, tiny_cache, tmp_path):
     distributed = pytest.importorskip("distributed")
     out, sessions, planes, _ = exported
-    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
-            distributed.Client(cluster) as client:
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
+                                  dashboard_address=None) as cluster, distributed.Client(cluster) as client:
         result = vexport.export(tiny_cache, tmp_path, behavior_session_ids=sessions[:2],
                                 ophys_experiment_ids=planes[:1], client=client, n_shuffles=N_SHUFFLES)
     assert len(result.computed) == 3

@@ -473,7 +473,7 @@ def _step_bar(description: str):
 
 @app.command()
 def report(
-    source: Annotated[Path, typer.Argument(help="A cache folder (a copy of the bucket with --static), or an NWB file.")],
+    source: Annotated[Path, typer.Argument(help="A cache folder (a bucket copy with --static), or an NWB file.")],
     experiment: Annotated[Optional[str], typer.Option(help="Report of one ophys_experiment_id.")] = None,
     session: Annotated[Optional[str], typer.Option(help="Report of one behavior_session_id.")] = None,
     mouse: Annotated[Optional[str], typer.Option(help="Report of one mouse (training history, sessions).")] = None,

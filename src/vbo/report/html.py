@@ -124,13 +124,14 @@ def figure(fig, caption: str, dpi: int = 90) -> str:
 
 def card(items: Mapping[str, object]) -> str:
     """Key–value metadata as a compact grid."""
-    cells = "".join(f"<div><span>{escape(k)}</span>: {escape(_text(v))}</div>" for k, v in items.items())
+    cells = "".join(f"<div><span>{escape(k)}</span>: {escape(text(v))}</div>" for k, v in items.items())
     return f'<div class="card">{cells}</div>'
 
 
-def _text(value) -> str:
+def text(value) -> str:
+    """A cell's display text: lists joined, floats to 4 significant digits, dates to the minute, missing empty."""
     if isinstance(value, (list, tuple, np.ndarray)):
-        return ", ".join(_text(v) for v in value)
+        return ", ".join(text(v) for v in value)
     if isinstance(value, float):
         return "" if np.isnan(value) else f"{value:.4g}"
     if isinstance(value, pd.Timestamp):
@@ -155,14 +156,14 @@ def table(frame: pd.DataFrame, ident: str, links: Mapping[str, Mapping[object, s
     for values in frame.itertuples(index=False):
         cells = []
         for column, value, is_number in zip(frame.columns, values, numeric):
-            text = escape(_text(value))
+            shown = escape(text(value))
             href = links.get(column, {}).get(value)
             if href:
-                text = f'<a href="{escape(href)}">{text}</a>'
+                shown = f'<a href="{escape(href)}">{shown}</a>'
             attrs = ' class="num"' if is_number else ""
-            if is_number and _text(value):
+            if is_number and text(value):
                 attrs += f' data-value="{escape(value)}"'
-            cells.append(f"<td{attrs}>{text}</td>")
+            cells.append(f"<td{attrs}>{shown}</td>")
         rows.append(f"<tr>{''.join(cells)}</tr>")
     box = (f'<input class="table-filter" type="search" placeholder="filter rows" data-filter-for="{escape(ident)}" '
            f'aria-label="filter rows"> <span id="{escape(ident)}-count">{len(frame)} rows</span>'

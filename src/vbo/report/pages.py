@@ -250,9 +250,10 @@ def _session_rows(history: pd.DataFrame, experiments: pd.DataFrame, out_dir: Pat
             f'<td data-value="{int(session_id)}">{_linked(str(session_id), page if exists(page) else None)}</td>',
             f"<td>{date}</td>",
             f'<td><span class="swatch" style="background:{color}"></span>{html.escape(row["session_type"])}</td>',
-            f"<td>{html.escape(html._text(level))}</td>", f"<td>{html.escape(html._text(row.get('equipment_name')))}</td>",
+            f"<td>{html.escape(html.text(level))}</td>",
+            f"<td>{html.escape(html.text(row.get('equipment_name')))}</td>",
             f"<td>{plane_links}</td>",
-            *[f'<td class="num" data-value="{row[c]}">{html._text(row[c])}</td>'
+            *[f'<td class="num" data-value="{row[c]}">{html.text(row[c])}</td>'
               for c in ("trial_count", "hit_trial_count", "false_alarm_trial_count", "max_dprime")]]
         rows.append(f"<tr>{''.join(cells)}</tr>")
     box = (f'<input class="table-filter" type="search" placeholder="filter rows" data-filter-for="sessions" '
@@ -339,6 +340,11 @@ def _counts(table: pd.DataFrame, column: str, ids: dict[str, str]) -> pd.DataFra
     return out.rename_axis(column).sort_index()
 
 
+def _depth_column(experiments: pd.DataFrame) -> str:
+    """The planned depth (a few values) when the table has it, else the measured one."""
+    return "targeted_imaging_depth" if "targeted_imaging_depth" in experiments else "imaging_depth"
+
+
 def _counts_figure(experiments: pd.DataFrame, sessions: pd.DataFrame):
     from vbo.plots._style import pyplot
 
@@ -380,7 +386,8 @@ def release_report(cache, out_dir: str | Path, *, progress: Progress = None) -> 
               ("reporter line", _counts(experiments, "reporter_line", exp_ids), "count-reporter"),
               ("rig", _counts(experiments, "equipment_name", exp_ids), "count-rig"),
               ("area", _counts(experiments, "targeted_structure", exp_ids), "count-area"),
-              ("imaging depth (µm)", _counts(experiments, "imaging_depth", exp_ids), "count-depth"),
+              ("targeted imaging depth (µm)", _counts(experiments, _depth_column(experiments), exp_ids),
+               "count-depth"),
               ("session type (behavior sessions)", _counts(sessions, "session_type", session_ids), "count-type"),
               ("experience level (behavior sessions)", _counts(sessions, "experience_level", session_ids),
                "count-level")]
