@@ -266,3 +266,29 @@ def test_export_command(tiny_release, tmp_path):
     assert missing.exit_code == 2 and "does not exist" in missing.output
     with pytest.raises(Exception, match="no vbo export"):
         vexport.export_state(tmp_path)
+
+
+def test_export_streamed_from_s3_equals_the_static_export(exported, tiny_release, tmp_path):
+    pytest.importorskip("moto.server", reason="the S3 case needs moto[server] (test extra)")
+    sys.path.insert(0, str(Path(__file__).parent))
+    from s3_server import moto_s3
+
+    from vbo.cache.project import VisualBehaviorOphysProjectCache as Cache
+    from vbo.cache.publish import publish
+
+    out, sessions, planes, _ = exported
+    server = moto_s3()
+    server.create_bucket("vbo-export-test")
+    publish(tiny_release.root, "vbo-export-test", client=server.admin)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        s3 = Cache.from_s3_cache(tmp_path / "cache", bucket_name_override="vbo-export-test",
+                                 endpoint_url=server.endpoint)
+    result = vexport.export(s3, tmp_path / "out", behavior_session_ids=sessions[-1:], ophys_experiment_ids=planes[:1],
+                            workers=2, stream=True, n_shuffles=N_SHUFFLES)
+    assert len(result.computed) == 2
+    assert not list((tmp_path / "cache").rglob("*.nwb"))  # read by byte ranges, nothing downloaded
+    for dataset in ("trials", "stimulus_presentations", "performance", "cell_responses"):
+        for path in (tmp_path / "out" / dataset).rglob("*.parquet"):
+            reference = out / path.relative_to(tmp_path / "out")
+            pd.testing.assert_frame_equal(pd.read_parquet(path), pd.read_parquet(reference))
