@@ -1,16 +1,12 @@
 """The release as analysis-ready, Hive-partitioned Parquet datasets: incremental, streamed, resumable.
 
-``export(cache, out_dir)`` writes one folder per dataset under ``out_dir``:
+``export(cache, out_dir)`` writes one folder per dataset under ``out_dir`` (partition columns in brackets):
 
-===================== ======================================== ===========================================
-dataset               one row per                              partitioned by
-===================== ======================================== ===========================================
-``trials``            trial of every behavior session          ``cre_line`` / ``session_type``
-``stimulus_presentations`` presentation of every session       ``cre_line`` / ``session_type``
-``performance``       behavior session (its 23 metrics)        ``cre_line``
-``cells``             ROI × experiment (metadata, no file read) ``cre_line``
-``cell_responses``    cell × change or omission (experiments)  ``cre_line`` / ``session_type``
-===================== ======================================== ===========================================
+- ``trials`` — every trial of every behavior session [``cre_line``, ``session_type``];
+- ``stimulus_presentations`` — every presentation of every session [``cre_line``, ``session_type``];
+- ``performance`` — one row per behavior session with its 23 metrics [``cre_line``];
+- ``cells`` — ROI × experiment metadata, from the tables alone [``cre_line``];
+- ``cell_responses`` — every cell's response to every change and omission [``cre_line``, ``session_type``].
 
 Every row carries the ids (``behavior_session_id``, ``ophys_session_id``, ``ophys_experiment_id``,
 ``mouse_id`` …) and the metadata columns needed to join. The partition columns live in the folder names
