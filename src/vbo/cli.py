@@ -456,5 +456,131 @@ def publish(
     typer.echo(f"published {', '.join(sorted(published))} to {target}")
 
 
+# --------------------------------------------------------------------------------------------
+# vbo report / vbo tables / vbo export
+# --------------------------------------------------------------------------------------------
+
+
+def _step_bar(description: str):
+    """A rich progress bar and a ``progress(done, total, label)`` callback (labelled steps)."""
+    bar, update = _progress_bar(description)
+
+    def step(done: int, total: int, label: str = "") -> None:
+        update(done, total)
+
+    return bar, step
+
+
+@app.command()
+def report(
+    source: Annotated[Path, typer.Argument(help="A cache folder (a bucket copy with --static), or an NWB file.")],
+    experiment: Annotated[Optional[str], typer.Option(help="Report of one ophys_experiment_id.")] = None,
+    session: Annotated[Optional[str], typer.Option(help="Report of one behavior_session_id.")] = None,
+    mouse: Annotated[Optional[str], typer.Option(help="Report of one mouse (training history, sessions).")] = None,
+    with_sessions: Annotated[bool, typer.Option(help="With --mouse: also every session and experiment report.")]
+    = False,
+    out: Annotated[Path, typer.Option(help="Folder for the HTML pages.")] = Path("vbo-reports"),
+    static: Annotated[bool, typer.Option(help="SOURCE is a mirrored copy of the bucket.")] = False,
+    offline: Annotated[bool, typer.Option(help="Never touch the network.")] = False,
+    stream: Annotated[bool, typer.Option(help="Read session files from S3 by byte ranges, no download.")] = False,
+    bucket: Annotated[Optional[str], typer.Option(help="Bucket (default: the release bucket).")] = None,
+    endpoint_url: Annotated[Optional[str], typer.Option(help="S3 endpoint of a mirror or test server.")] = None,
+) -> None:
+    """Self-contained HTML reports: the release overview (default), --experiment, --session, --mouse, or an NWB file."""
+    import warnings
+
+    from vbo import report as reports
+    from vbo.errors import VboError
+
+    if sum(x is not None for x in (experiment, session, mouse)) > 1:
+        raise typer.BadParameter("give at most one of --experiment, --session, --mouse", param_hint="--experiment")
+    bar, step = _step_bar("building the report")
+    try:
+        with bar, warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            if source.is_file():
+                page = reports.nwb_report(source, out, progress=step)
+            else:
+                cache = _open_cache(source, bucket, endpoint_url, offline, static)
+                if experiment is not None:
+                    with cache.get_behavior_ophys_experiment(experiment, stream=stream) as opened:
+                        page = reports.experiment_report(
+                            opened, out / reports.experiment_page_name(opened.ophys_experiment_id), progress=step)
+                elif session is not None:
+                    with cache.get_behavior_session(session, stream=stream) as opened:
+                        page = reports.session_report(
+                            opened, out / reports.session_page_name(opened.behavior_session_id), progress=step)
+                elif mouse is not None:
+                    every = "all" if with_sessions else ()
+                    page = reports.mouse_report(cache, mouse, out, behavior_session_ids=every,
+                                                ophys_experiment_ids=every, stream=stream, progress=step)
+                else:
+                    page = reports.release_report(cache, out, progress=step)
+    except (VboError, KeyError, TypeError, RuntimeError, FileNotFoundError) as err:
+        raise _fail(source, str(err.args[0] if isinstance(err, KeyError) and err.args else err)) from None
+    typer.echo(f"report: {page.resolve()}")
+
+
+@app.command()
+def tables(
+    cache_dir: Annotated[Path, typer.Argument(help="The cache folder, or a copy of the bucket with --static.")],
+    format: Annotated[str, typer.Option("--format", help="csv or parquet.")] = "csv",
+    out: Annotated[Path, typer.Option(help="Folder for the four tables.")] = Path("."),
+    static: Annotated[bool, typer.Option(help="CACHE_DIR is a mirrored copy of the bucket.")] = False,
+    offline: Annotated[bool, typer.Option(help="Never touch the network.")] = False,
+    bucket: Annotated[Optional[str], typer.Option(help="Bucket (default: the release bucket).")] = None,
+    endpoint_url: Annotated[Optional[str], typer.Option(help="S3 endpoint of a mirror or test server.")] = None,
+) -> None:
+    """Write the four metadata tables (behavior sessions, ophys sessions, experiments, cells) as CSV or Parquet."""
+    from vbo.errors import VboError
+    from vbo.export import write_tables
+
+    if format not in ("csv", "parquet"):
+        raise typer.BadParameter(f"{format!r} is not csv or parquet", param_hint="--format")
+    try:
+        written = write_tables(_open_cache(cache_dir, bucket, endpoint_url, offline, static), out, format)
+    except (VboError, RuntimeError, FileNotFoundError) as err:
+        raise _fail(cache_dir, str(err)) from None
+    for path in written:
+        typer.echo(str(path))
+
+
+@app.command()
+def export(
+    cache_dir: Annotated[Path, typer.Argument(help="The cache folder, or a copy of the bucket with --static.")],
+    out_dir: Annotated[Path, typer.Argument(help="Export folder (an earlier export there is updated).")],
+    workers: Annotated[Optional[int], typer.Option(help="Local worker processes (default: one per CPU).")] = None,
+    scheduler: Annotated[Optional[str], typer.Option(help="Address of a Dask scheduler (tcp://host:8786).")] = None,
+    n_shuffles: Annotated[int, typer.Option(help="Gray-screen shuffles per response p-value.")] = 10_000,
+    static: Annotated[bool, typer.Option(help="CACHE_DIR is a mirrored copy of the bucket.")] = False,
+    offline: Annotated[bool, typer.Option(help="Never touch the network.")] = False,
+    stream: Annotated[bool, typer.Option(help="Workers read the files from S3 by byte ranges.")] = False,
+    bucket: Annotated[Optional[str], typer.Option(help="Bucket (default: the release bucket).")] = None,
+    endpoint_url: Annotated[Optional[str], typer.Option(help="S3 endpoint of a mirror or test server.")] = None,
+) -> None:
+    """The release as Hive-partitioned Parquet datasets: incremental, resumable, on processes or Dask."""
+    from vbo.errors import VboError
+    from vbo.export import export as run
+
+    client = None
+    try:
+        cache = _open_cache(cache_dir, bucket, endpoint_url, offline, static)
+        if scheduler:
+            from dask.distributed import Client
+
+            client = Client(scheduler)
+        bar, update = _progress_bar("exporting (sessions and experiments)")
+        with bar:
+            result = run(cache, out_dir, workers=workers, client=client, stream=stream, n_shuffles=n_shuffles,
+                         progress=update)
+    except (VboError, RuntimeError, FileNotFoundError, OSError) as err:
+        raise _fail(cache_dir, str(err)) from None
+    finally:
+        if client is not None:
+            client.close()
+    typer.echo(f"{len(result.computed)} computed, {len(result.reused)} unchanged, {len(result.removed)} removed "
+               f"({result.manifest}) in {result.seconds:.1f} s: {out_dir.resolve()}")
+
+
 def main() -> None:  # pragma: no cover - thin wrapper for `python -m vbo`
     app(prog_name="vbo")

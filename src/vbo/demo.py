@@ -36,6 +36,7 @@ class DemoResult:
     out_dir: Path
     release_dir: Path
     figures: list[Path] = field(default_factory=list)
+    reports: dict[str, Path] = field(default_factory=dict)
     summary: Path | None = None
     simulated: bool = False
     seconds: float = 0.0
@@ -155,6 +156,11 @@ def run_demo(out_dir: str | Path = "vbo-demo", cache_dir: str | Path | None = No
         result.figures.append(_save(plots.plane_population_traces(cache, session_id, t_range=None),
                                     out / "plane_population_traces.png"))
 
+    # workflow 5: one HTML report of each kind (experiment, behavior session, mouse, release), linked together
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result.reports = _reports(cache, out / "reports", experiment_id, out / "behavior_performance.parquet")
+
     lines = [
         "# vbo demo",
         "",
@@ -175,11 +181,31 @@ def run_demo(out_dir: str | Path = "vbo-demo", cache_dir: str | Path | None = No
         f"max d′ {metrics['max_dprime']:.2f}",
         "",
         "Figures: " + ", ".join(p.name for p in result.figures),
+        "",
+        "## Reports (self-contained HTML, open offline)",
+        "",
+        *[f"- {kind}: [{path.name}]({path.relative_to(out).as_posix()})" for kind, path in result.reports.items()],
     ]
     result.summary = out / "summary.md"
     result.summary.write_text("\n".join(lines) + "\n")
     result.seconds = time.perf_counter() - start
     return result
+
+
+def _reports(cache, folder: Path, experiment_id: int, history_cache: Path) -> dict[str, Path]:
+    """The experiment's page, a behavior-only session of the same mouse, the mouse's page, the release page."""
+    from vbo import report
+
+    experiments = cache.get_ophys_experiment_table()
+    sessions = cache.get_behavior_session_table()
+    mouse = experiments.loc[experiment_id, "mouse_id"]
+    training = sessions[(sessions["mouse_id"] == mouse) & sessions["ophys_session_id"].isna()].index
+    session_id = int(training[-1])
+    mouse_page = report.mouse_report(cache, mouse, folder, behavior_session_ids=[session_id],
+                                     ophys_experiment_ids=[experiment_id], cache_path=history_cache)
+    return {"release overview": report.release_report(cache, folder), "mouse": mouse_page,
+            "behavior session": folder / report.session_page_name(session_id),
+            "experiment": folder / report.experiment_page_name(experiment_id)}
 
 
 def _save(fig, path: Path) -> Path:

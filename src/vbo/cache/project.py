@@ -650,6 +650,55 @@ class VisualBehaviorOphysProjectCache:
             return self._store.stream_url(entry)
         return self._fetch(entry)
 
+    def file_entry(self, *, behavior_session_id=None, ophys_experiment_id=None) -> dict:
+        """The manifest entry (``url``, ``version_id``, ``file_hash``) of the file holding one experiment or one
+        behavior session (an imaging session's behavior is read from its lowest experiment's file).
+
+        Give exactly one of ``behavior_session_id`` / ``ophys_experiment_id`` (int or str). Returns a copy.
+        """
+        if (behavior_session_id is None) == (ophys_experiment_id is None):
+            raise ValueError("give exactly one of behavior_session_id and ophys_experiment_id")
+        if ophys_experiment_id is not None:
+            return dict(self._experiment_entry(ophys_experiment_id))
+        from vbo.tables import lookup
+
+        row = lookup(self._tables["behavior_session_table"], behavior_session_id, "behavior_session_id")
+        file_id = row["file_id"]
+        if pd.notna(file_id) and int(file_id) >= 0:
+            return dict(self._data_entry(file_id))
+        experiments = row["ophys_experiment_id"]
+        if not isinstance(experiments, list) or not experiments:
+            raise RuntimeError(f"behavior session {behavior_session_id} has neither a behavior file nor released "
+                               "experiments")
+        return dict(self._experiment_entry(min(experiments)))
+
+    def file_source(self, *, behavior_session_id=None, ophys_experiment_id=None, stream: bool = False) -> str:
+        """Where to open the file of :meth:`file_entry`: a local path (downloaded and verified first on an S3
+        cache), or with ``stream`` on an S3 cache the object's URL for byte-range reads."""
+        entry = self.file_entry(behavior_session_id=behavior_session_id, ophys_experiment_id=ophys_experiment_id)
+        return str(self._source(entry, stream))
+
+    def previous_manifest_changes(self) -> tuple[str | None, dict[str, list[tuple[str, str]]]]:
+        """The manifest released just before the loaded one and what changed since (``format.md`` §3.5).
+
+        Works on every kind of cache (a static copy of the bucket included). Returns ``(None, {})`` when the
+        loaded manifest is the first one available.
+        """
+        store = self._store
+        if store.static:
+            names = sorted(p.name for p in store.manifests_dir().glob("*_manifest_v*.json"))
+        else:
+            names = self.list_manifest_file_names()
+        current = mf.manifest_version(self._manifest_name)
+        older = [n for n in names if mf.manifest_version(n) < current]
+        if not older:
+            return None, {}
+        previous = max(older, key=mf.manifest_version)
+        path = store.fetch_manifest(previous)
+        manifest = json.loads(Path(path).read_text())
+        _check_manifest(manifest, path)
+        return previous, compare(manifest, self._manifest)
+
     def get_behavior_ophys_experiment(self, ophys_experiment_id, stream: bool = False, **kwargs):
         """The :class:`vbo.BehaviorOphysExperiment` of one imaging plane (``id`` as int or str).
 
