@@ -14,7 +14,7 @@ import dataclasses
 import json
 import os
 import shutil
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -108,19 +108,34 @@ def _older_experiment(content):
     return dataclasses.replace(content, demixed=None, neuropil=None, r=None, rmse=None)
 
 
-def _write(content, path: Path) -> Path:
-    from vbo.nwb.write import write_nwb
+WRITERS = ("fast", "pynwb")  # vbo.nwb.fastwrite (h5py, the default) or vbo.nwb.write (pynwb, the reference)
 
+
+def _write(content, path: Path, writer: str = "fast") -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    return write_nwb(content, path)
+    if writer == "pynwb":
+        from vbo.nwb.write import write_nwb
+
+        return write_nwb(content, path)
+    from vbo.nwb.fastwrite import write_nwb_fast
+
+    return write_nwb_fast(content, path)
+
+
+def _wanted(key: str, write_only: frozenset[str] | None) -> bool:
+    return write_only is None or key in write_only
 
 
 def _simulate_session(job: tuple) -> dict:
-    """Simulate and write the files of one behavior session (run in a worker process)."""
+    """Simulate one behavior session and write those of its files that are wanted (run in a worker process).
+
+    Files that are not written are still simulated: the metadata tables (trial counts, cells) cover every
+    session of the release.
+    """
     from vbo.simulate.neurons import simulate_ophys
     from vbo.simulate.task import simulate_behavior
 
-    session, containers, scale, seed, root, older_root, changed_file_ids = job
+    session, containers, scale, seed, root, older_root, changed_file_ids, write_only, writer = job
     behavior, behavior_truth = simulate_behavior(session, scale, _seed(seed, session.behavior_session_id))
     result = {
         "behavior_session_id": session.behavior_session_id,
@@ -130,18 +145,21 @@ def _simulate_session(job: tuple) -> dict:
         "files": [],
     }
     if not session.is_imaging:
-        path = _write(behavior, root / mf.behavior_nwb_key(session.behavior_session_id))
-        result["files"].append((session.file_id, mf.behavior_nwb_key(session.behavior_session_id), str(path)))
+        key = mf.behavior_nwb_key(session.behavior_session_id)
+        if _wanted(key, write_only):
+            path = _write(behavior, root / key, writer)
+            result["files"].append((session.file_id, key, str(path)))
         return result
     for experiment in session.experiments:
         container = containers[experiment.ophys_container_id]
         ophys, ophys_truth = simulate_ophys(session, experiment, container, behavior, scale,
                                             _seed(seed, session.behavior_session_id, experiment.ophys_experiment_id))
         key = mf.experiment_nwb_key(experiment.ophys_experiment_id)
-        path = _write(ophys, root / key)
-        result["files"].append((experiment.file_id, key, str(path)))
-        if experiment.file_id in changed_file_ids:
-            _write(_older_experiment(ophys), older_root / key)
+        if _wanted(key, write_only):
+            path = _write(ophys, root / key, writer)
+            result["files"].append((experiment.file_id, key, str(path)))
+            if experiment.file_id in changed_file_ids:
+                _write(_older_experiment(ophys), older_root / key, writer)
         result["truth"]["experiments"][str(experiment.ophys_experiment_id)] = ophys_truth
         for roi, specimen in zip(ophys.rois["cell_roi_id"], ophys.rois["cell_specimen_id"]):
             result["cells"].append((int(roi), None if specimen == -1 else int(specimen), experiment.ophys_experiment_id))
@@ -150,7 +168,9 @@ def _simulate_session(job: tuple) -> dict:
 
 def simulate(out_dir: str | Path, seed: int = 0, mice: int | None = None, scale: str = "tiny",
              versions: int = 1, workers: int | None = None,
-             progress: Callable[[int, int], None] | None = None) -> Release:
+             progress: Callable[[int, int], None] | None = None,
+             write_only: Callable[[dict[str, pd.DataFrame]], set[str]] | None = None,
+             writer: str = "fast") -> Release:
     """Write a synthetic Visual Behavior Ophys release with planted ground truth.
 
     Parameters
@@ -169,6 +189,14 @@ def simulate(out_dir: str | Path, seed: int = 0, mice: int | None = None, scale:
         Worker processes (default: number of CPUs, at most 4).
     progress
         Called as ``progress(done, total)`` after each session.
+    write_only
+        Which NWB files to write: called with the metadata tables (``behavior_session_table``,
+        ``ophys_session_table``, ``ophys_experiment_table``; trial counts not yet filled in), returns the
+        manifest keys to write. Every session is still simulated, so the tables (trial counts, cells) cover
+        the whole release; the manifests list the written files only. Default: every file.
+    writer
+        ``"fast"`` (:mod:`vbo.nwb.fastwrite`, h5py) or ``"pynwb"`` (:mod:`vbo.nwb.write`, the reference);
+        both write the same tree.
 
     Returns
     -------
@@ -179,6 +207,8 @@ def simulate(out_dir: str | Path, seed: int = 0, mice: int | None = None, scale:
 
     if scale not in SCALES:
         raise ValueError(f"unknown scale {scale!r}; choose one of {sorted(SCALES)}")
+    if writer not in WRITERS:
+        raise ValueError(f"unknown writer {writer!r}; choose one of {WRITERS}")
     if not 1 <= versions <= len(OLDER_VERSIONS) + 1:
         raise ValueError(f"versions must be 1..{len(OLDER_VERSIONS) + 1}, got {versions}")
     sc: Scale = SCALES[scale]
@@ -201,8 +231,13 @@ def simulate(out_dir: str | Path, seed: int = 0, mice: int | None = None, scale:
                 containers[experiment.ophys_container_id] = make_container(
                     experiment.ophys_container_id, session.mouse, experiment, sc,
                     _seed(seed, 1, experiment.ophys_container_id))
+    selected = frozenset(write_only(metadata_tables(sessions))) if write_only is not None else None
+    if writer == "fast":
+        from vbo.nwb.fastwrite import prepare
+
+        prepare()  # the cached specifications, made once here rather than once per worker
     jobs = [(s, {e.ophys_container_id: containers[e.ophys_container_id] for e in s.experiments}, sc, seed, root,
-             older_root, changed) for s in sessions]
+             older_root, changed, selected, writer) for s in sessions]
     results = _run(jobs, workers, progress)
 
     trial_counts = {r["behavior_session_id"]: r["trial_counts"] for r in results}
@@ -217,25 +252,37 @@ def simulate(out_dir: str | Path, seed: int = 0, mice: int | None = None, scale:
         for version in all_versions[:-1]:
             _write_version(root, older_root, version, older_tables, older_files, seed)
     _write_natural_movie(root / mf.NATURAL_MOVIE_KEY, sc, seed)
-    _write_ground_truth(root / GROUND_TRUTH, sessions, results, seed, scale)
+    files = "all" if write_only is None else getattr(write_only, "__name__", "selected")
+    _write_ground_truth(root / GROUND_TRUTH, sessions, results, seed, scale, files)
     return Release(root, all_versions, sum(not s.is_imaging for s in sessions),
                    sum(len(s.experiments) for s in sessions))
 
 
+def _cost(job: tuple) -> tuple:
+    """Rough relative cost of a job: imaging planes to simulate, then files to write."""
+    session, *_rest, write_only, _writer = job
+    keys = ([mf.experiment_nwb_key(e.ophys_experiment_id) for e in session.experiments] if session.is_imaging
+            else [mf.behavior_nwb_key(session.behavior_session_id)])
+    return (len(session.experiments), sum(_wanted(k, write_only) for k in keys))
+
+
 def _run(jobs: list[tuple], workers: int | None, progress) -> list[dict]:
+    """Results in job order; in worker processes the most expensive jobs start first (a short tail)."""
     workers = workers or min(4, os.cpu_count() or 1)
-    results = []
+    results: list[dict | None] = [None] * len(jobs)
     if workers <= 1:
         for i, job in enumerate(jobs):
-            results.append(_simulate_session(job))
+            results[i] = _simulate_session(job)
             if progress:
                 progress(i + 1, len(jobs))
         return results
+    order = sorted(range(len(jobs)), key=lambda i: _cost(jobs[i]), reverse=True)
     with ProcessPoolExecutor(max_workers=workers) as pool:
-        for i, result in enumerate(pool.map(_simulate_session, jobs)):
-            results.append(result)
+        futures = {pool.submit(_simulate_session, jobs[i]): i for i in order}
+        for done, future in enumerate(as_completed(futures), start=1):
+            results[futures[future]] = future.result()
             if progress:
-                progress(i + 1, len(jobs))
+                progress(done, len(jobs))
     return results
 
 
@@ -292,7 +339,7 @@ def _write_natural_movie(path: Path, scale: Scale, seed: int) -> None:
 
 
 def _write_ground_truth(folder: Path, sessions: list[SessionPlan], results: list[dict], seed: int,
-                        scale: str) -> None:
+                        scale: str, files: str = "all") -> None:
     folder.mkdir(parents=True, exist_ok=True)
     rows = []
     for session in sessions:
@@ -310,7 +357,7 @@ def _write_ground_truth(folder: Path, sessions: list[SessionPlan], results: list
     pd.DataFrame(rows).to_parquet(folder / "sessions.parquet", index=False)
     per_session = {str(r["behavior_session_id"]): r["truth"] for r in results}
     (folder / "truth.json").write_text(json.dumps(_jsonable(per_session), indent=1, sort_keys=True) + "\n")
-    (folder / "release.json").write_text(json.dumps(release_marker(seed, scale), indent=1, sort_keys=True) + "\n")
+    (folder / "release.json").write_text(json.dumps(release_marker(seed, scale, files), indent=1, sort_keys=True) + "\n")
 
 
 def simulator_fingerprint() -> str:
@@ -320,7 +367,7 @@ def simulator_fingerprint() -> str:
     import vbo
 
     package = Path(vbo.__file__).parent
-    sources = sorted([*(package / "simulate").glob("*.py"), package / "nwb" / "write.py",
+    sources = sorted([*(package / "simulate").glob("*.py"), package / "nwb" / "write.py", package / "nwb" / "fastwrite.py",
                       *(package / "nwb" / "extensions").glob("*.yaml")])
     digest = hashlib.blake2b(digest_size=16)
     for path in sources:
@@ -328,6 +375,8 @@ def simulator_fingerprint() -> str:
     return digest.hexdigest()
 
 
-def release_marker(seed: int, scale: str) -> dict:
-    """What ``ground_truth/release.json`` records about how a release was made."""
-    return {"seed": seed, "scale": scale, "vbo_version": __version__, "simulator": simulator_fingerprint()}
+def release_marker(seed: int, scale: str, files: str = "all") -> dict:
+    """What ``ground_truth/release.json`` records about how a release was made (``files``: which NWB
+    files were written, e.g. ``"all"`` or the name of a selection)."""
+    return {"seed": seed, "scale": scale, "files": files, "vbo_version": __version__,
+            "simulator": simulator_fingerprint()}
