@@ -95,26 +95,30 @@ class DemoResult:
     seconds: float = 0.0
 
 
-def _release_is_current(release_dir: Path, seed: int, scale: str) -> bool:
-    """True when the release there was made by this simulator with this seed and scale."""
+def _release_is_current(release_dir: Path, seed: int, scale: str, files: str) -> bool:
+    """True when the release there was made by this simulator with this seed, scale and file selection."""
     from vbo.simulate.release import release_marker
 
     marker = release_dir / "ground_truth" / "release.json"
-    return marker.exists() and json.loads(marker.read_text()) == release_marker(seed, scale, demo_files.__name__)
+    return marker.exists() and json.loads(marker.read_text()) == release_marker(seed, scale, files)
 
 
 def ensure_release(cache_dir: Path, seed: int = DEMO_SEED, scale: str = DEMO_SCALE,
-                   progress: Callable[[int, int], None] | None = None) -> tuple[Path, bool]:
+                   progress: Callable[[int, int], None] | None = None, *,
+                   all_files: bool = False) -> tuple[Path, bool]:
     """The demo release in ``cache_dir`` (simulated if absent or stale); returns (folder, simulated now).
 
     Every session is simulated (the metadata tables are complete) but only the NWB files the demo opens
-    (:func:`demo_files`) are written."""
+    (:func:`demo_files`) are written, unless ``all_files`` (a separate folder, for benchmarks that open
+    every file)."""
     from vbo.simulate import simulate
 
-    release_dir = cache_dir / f"synthetic-release-{scale}-seed{seed}"
-    if _release_is_current(release_dir, seed, scale):
+    suffix = "-all" if all_files else ""
+    release_dir = cache_dir / f"synthetic-release-{scale}-seed{seed}{suffix}"
+    selection = None if all_files else demo_files
+    if _release_is_current(release_dir, seed, scale, "all" if all_files else demo_files.__name__):
         return release_dir, False
-    simulate(release_dir, seed=seed, scale=scale, versions=1, progress=progress, write_only=demo_files)
+    simulate(release_dir, seed=seed, scale=scale, versions=1, progress=progress, write_only=selection)
     return release_dir, True
 
 

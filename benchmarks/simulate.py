@@ -1,0 +1,205 @@
+#!/usr/bin/env python
+"""Simulator benchmark: the pynwb writer vs the direct h5py writer, 1 vs 2 workers, and the demo.
+
+    python benchmarks/simulate.py [--scale small] [--full] [--no-baseline]
+
+Every measure is taken in this run, each release and demo in a fresh process with an empty cache
+(``XDG_CACHE_HOME`` pointed at a new folder, so the fast writer's specifications file is made too):
+
+- **one file** — simulate one imaging session of ``--scale`` (and with ``--full`` one of the ``full`` scale),
+  then write its behavior and first experiment file with ``vbo.nwb.write`` (pynwb; the first write of a
+  process loads pynwb's namespaces, shown apart) and with ``vbo.nwb.fastwrite`` (h5py);
+- **release** — ``simulate(scale="tiny")`` with the fast writer on 1 and 2 workers and the pynwb writer on
+  2 workers (wall time of the whole process, import included);
+- **demo** — ``python -m vbo demo`` from an empty cache (simulates the demo's files, runs the workflows),
+  wall time and bytes written; the baseline (unless ``--no-baseline``) simulates every file of the demo
+  release with the pynwb writer, as the demo did before.
+
+Targets (printed, never asserted): ``vbo simulate --scale tiny`` ≤ 20 s; one ``full`` experiment file ≤ 10 s;
+the demo ≤ 2 min and ≤ 500 MB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+PYTHON = sys.executable
+SRC = Path(__file__).resolve().parents[1] / "src"
+
+
+def _env(cache_home: Path) -> dict:
+    env = dict(os.environ, XDG_CACHE_HOME=str(cache_home))
+    env.pop("VBO_CACHE_DIR", None)
+    env["PYTHONPATH"] = os.pathsep.join([str(SRC), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    return env
+
+
+def _bytes(*folders: Path) -> int:
+    return sum(p.stat().st_size for folder in folders if folder.exists() for p in folder.rglob("*") if p.is_file())
+
+
+def _run(code_or_args: list[str], cache_home: Path) -> float:
+    start = time.perf_counter()
+    subprocess.run([PYTHON, *code_or_args], env=_env(cache_home), check=True, stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL)
+    return time.perf_counter() - start
+
+
+def _one_session(scale_name: str):
+    from vbo.simulate import release
+    from vbo.simulate.mice import plan_release
+    from vbo.simulate.neurons import make_container, simulate_ophys
+    from vbo.simulate.plan import SCALES
+    from vbo.simulate.task import simulate_behavior
+
+    scale = SCALES[scale_name]
+    sessions = plan_release(release._seed(0, 0), scale.default_mice, scale)
+    session = next(s for s in sessions if s.is_imaging and not s.passive)
+    experiment = session.experiments[0]
+    container = make_container(experiment.ophys_container_id, session.mouse, experiment, scale,
+                               release._seed(0, 1, experiment.ophys_container_id))
+    start = time.perf_counter()
+    behavior, _ = simulate_behavior(session, scale, release._seed(0, session.behavior_session_id))
+    behavior_s = time.perf_counter() - start
+    start = time.perf_counter()
+    ophys, _ = simulate_ophys(session, experiment, container, behavior, scale,
+                              release._seed(0, session.behavior_session_id, experiment.ophys_experiment_id))
+    ophys_s = time.perf_counter() - start
+    return behavior, ophys, behavior_s, ophys_s
+
+
+def _timed_write(writer, content, path: Path) -> tuple[float, int]:
+    start = time.perf_counter()
+    writer(content, path)
+    return time.perf_counter() - start, path.stat().st_size
+
+
+def per_file(scales: list[str], folder: Path) -> list[str]:
+    """Rows: file, size, simulate, pynwb first write, pynwb later write, fast write, ratio."""
+    from vbo.nwb.fastwrite import prepare, write_nwb_fast
+    from vbo.nwb.write import write_nwb
+
+    start = time.perf_counter()
+    prepare()
+    spec_s = time.perf_counter() - start
+    rows = []
+    first = True
+    for scale in scales:
+        behavior, ophys, behavior_s, ophys_s = _one_session(scale)
+        for kind, content, sim_s in (("behavior", behavior, behavior_s), ("experiment", ophys, ophys_s)):
+            pynwb_first = None
+            if first:
+                pynwb_first, _ = _timed_write(write_nwb, content, folder / "first.nwb")
+                first = False
+            pynwb_s, size = _timed_write(write_nwb, content, folder / "pynwb.nwb")
+            fast_s, fast_size = _timed_write(write_nwb_fast, content, folder / "fast.nwb")
+            rows.append(f"| {scale} {kind} | {size / 1e6:.1f} MB | {sim_s:.2f} s | "
+                        f"{'—' if pynwb_first is None else f'{pynwb_first:.2f} s'} | {pynwb_s:.2f} s | "
+                        f"{fast_s:.2f} s | {pynwb_s / fast_s:.1f}× | {sim_s + fast_s:.2f} s |")
+            for name in ("first.nwb", "pynwb.nwb", "fast.nwb"):
+                (folder / name).unlink(missing_ok=True)
+    rows.append(f"| (fast writer: specifications file made once per machine) | | | | | {spec_s:.2f} s | | |")
+    return rows
+
+
+def release(folder: Path) -> list[str]:
+    rows = []
+    times = {}
+    for label, workers, writer in (("fast writer, 1 worker", 1, "fast"), ("fast writer, 2 workers", 2, "fast"),
+                                   ("pynwb writer, 2 workers", 2, "pynwb")):
+        out = folder / f"tiny-{workers}-{writer}"
+        code = (f"from vbo.simulate import simulate; simulate({str(out)!r}, scale='tiny', workers={workers}, "
+                f"writer={writer!r})")
+        cache_home = Path(tempfile.mkdtemp(dir=folder))
+        times[label] = _run(["-c", code], cache_home)
+        size = _bytes(out)
+        shutil.rmtree(out, ignore_errors=True)
+        rows.append((label, times[label], size))
+    base = times["pynwb writer, 2 workers"]
+    return [f"| {label} | {seconds:.1f} s | {size / 1e6:.0f} MB | {base / seconds:.2f}× |"
+            for label, seconds, size in rows]
+
+
+def demo(folder: Path, baseline: bool) -> list[str]:
+    rows = []
+    cache_home = Path(tempfile.mkdtemp(dir=folder))
+    out, cache = folder / "demo-out", folder / "demo-cache"
+    seconds = _run(["-m", "vbo", "demo", "--out-dir", str(out), "--cache-dir", str(cache)], cache_home)
+    size = _bytes(out, cache, cache_home)
+    files = len(list(cache.rglob("*.nwb")))
+    rows.append(("`vbo demo`, empty cache (demo files only, fast writer)", seconds, size, files))
+    again = _run(["-m", "vbo", "demo", "--out-dir", str(out), "--cache-dir", str(cache)], cache_home)
+    rows.append(("`vbo demo` again (release reused)", again, 0, files))
+    if baseline:
+        base_home = Path(tempfile.mkdtemp(dir=folder))
+        base_out = folder / "baseline"
+        code = ("from vbo.demo import DEMO_SCALE, DEMO_SEED; from vbo.simulate import simulate; "
+                f"simulate({str(base_out)!r}, seed=DEMO_SEED, scale=DEMO_SCALE, writer='pynwb')")
+        base_sim = _run(["-c", code], base_home)
+        base_size = _bytes(base_out)
+        base_files = len(list(base_out.rglob("*.nwb")))
+        code = f"from vbo.demo import run_demo; run_demo({str(folder / 'baseline-out')!r}, release_dir={str(base_out)!r})"
+        base_run = _run(["-c", code], base_home)
+        rows.append(("baseline: every file, pynwb writer, then the workflows", base_sim + base_run, base_size,
+                     base_files))
+        shutil.rmtree(base_out, ignore_errors=True)
+    reference = rows[-1][1] if baseline else rows[0][1]
+    return [f"| {label} | {seconds:.1f} s | {size / 1e6:.0f} MB | {files} | {reference / seconds:.2f}× |"
+            for label, seconds, size, files in rows]
+
+
+def _machine() -> str:
+    import h5py
+    import hdmf
+    import numpy
+    import pynwb
+
+    import vbo
+
+    load = os.getloadavg()
+    return (f"_Python {platform.python_version()}, vbo {vbo.__version__}, pynwb {pynwb.__version__}, hdmf "
+            f"{hdmf.__version__}, h5py {h5py.__version__}, numpy {numpy.__version__}, {platform.system()} "
+            f"{platform.machine()}, {os.cpu_count()} CPUs, load average at start {load[0]:.1f}_")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scale", default="small", help="scale of the one-file measures (tiny, small, full)")
+    parser.add_argument("--full", action="store_true", help="also one file of the full scale (60-min sessions)")
+    parser.add_argument("--no-baseline", action="store_true", help="skip the slow pre-change demo baseline")
+    parser.add_argument("--only", choices=("file", "release", "demo"), help="run one part only")
+    args = parser.parse_args()
+    sys.path.insert(0, str(SRC))
+    print(_machine())
+    with tempfile.TemporaryDirectory(prefix="vbo-bench-sim-") as tmp:
+        folder = Path(tmp)
+        if args.only in (None, "file"):
+            scales = [args.scale] + (["full"] if args.full and args.scale != "full" else [])
+            print("\n**one file** (content simulated once, then written by each writer)\n")
+            print("| file | size | simulate | pynwb, first write of a process | pynwb | fast (h5py) | "
+                  "pynwb / fast | simulate + fast |")
+            print("|---|---:|---:|---:|---:|---:|---:|---:|")
+            print("\n".join(per_file(scales, folder)))
+        if args.only in (None, "release"):
+            print("\n**`simulate(scale='tiny')`** (fresh process, empty cache)\n")
+            print("| run | wall time | bytes | pynwb 2 workers / this |")
+            print("|---|---:|---:|---:|")
+            print("\n".join(release(folder)))
+        if args.only in (None, "demo"):
+            print("\n**demo** (fresh process, empty cache)\n")
+            print("| run | wall time | bytes written | NWB files | baseline / this |")
+            print("|---|---:|---:|---:|---:|")
+            print("\n".join(demo(folder, not args.no_baseline)))
+    print(f"\nload average at end {os.getloadavg()[0]:.1f}")
+
+
+if __name__ == "__main__":
+    main()
