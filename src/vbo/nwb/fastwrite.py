@@ -22,9 +22,12 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import itertools
 import os
 import threading
 import uuid
+import zlib
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import h5py
@@ -52,6 +55,7 @@ TASK_PARAMETER_FLOATS = ("auto_reward_volume", "omitted_flash_fraction", "reward
 TASK_PARAMETER_INTS = ("n_stimulus_frames",)
 TIMESERIES_REFERENCE_DTYPE = np.dtype([("idx_start", "<i4"), ("count", "<i4"), ("timeseries", REF)])
 
+PARALLEL_BYTES = 4 * 1024 * 1024  # compressed datasets at least this big are deflated chunk by chunk in threads
 _SPEC_LOCK = threading.Lock()
 
 
@@ -153,7 +157,11 @@ class _Tree:
         if expandable:
             shape = np.shape(array)
             kwargs.update(maxshape=(None,) * len(shape), chunks=_expandable_chunks(shape, array))
-        dataset = self.h5.create_dataset(path, data=array, dtype=dtype, **kwargs)
+        if "compression" in kwargs and _nbytes(array) >= PARALLEL_BYTES and array.dtype.kind in "biuf":
+            dataset = self.h5.create_dataset(path, shape=array.shape, dtype=array.dtype, **kwargs)
+            _write_compressed_chunks(dataset, array)
+        else:
+            dataset = self.h5.create_dataset(path, data=array, dtype=dtype, **kwargs)
         if attrs:
             _set_attrs(dataset, attrs)
         return dataset
@@ -180,6 +188,36 @@ def _expandable_chunks(shape: tuple, array):
     if rule is None or not shape or getattr(array, "dtype", None) is None or array.dtype.names:
         return True
     return rule(shape, array.dtype)
+
+
+def _chunk_bytes(array: np.ndarray, index: tuple[int, ...], chunks: tuple[int, ...], shuffle: bool,
+                 level: int) -> bytes:
+    """One chunk as HDF5 stores it: padded with zeros to the full chunk shape, byte-shuffled, deflated."""
+    slices = tuple(slice(i * c, min((i + 1) * c, n)) for i, c, n in zip(index, chunks, array.shape))
+    block = array[slices]
+    if block.shape != chunks:
+        padded = np.zeros(chunks, dtype=array.dtype)
+        padded[tuple(slice(0, n) for n in block.shape)] = block
+        block = padded
+    raw = np.ascontiguousarray(block).view(np.uint8).reshape(-1, array.dtype.itemsize)
+    if shuffle and array.dtype.itemsize > 1:
+        raw = raw.T
+    return zlib.compress(np.ascontiguousarray(raw).tobytes(), level)
+
+
+def _write_compressed_chunks(dataset, array: np.ndarray) -> None:
+    """Fill a gzip (and shuffle) dataset chunk by chunk, deflating in threads (zlib releases the GIL):
+    the file holds what h5py's own filter pipeline would write, on every core."""
+    chunks = dataset.chunks
+    level = int(dataset.compression_opts)
+    shuffle = bool(dataset.shuffle)
+    grid = [range(-(-n // c)) for n, c in zip(array.shape, chunks)]
+    indices = list(itertools.product(*grid))
+    workers = min(len(indices), os.cpu_count() or 1)
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        compressed = pool.map(lambda index: _chunk_bytes(array, index, chunks, shuffle, level), indices)
+        for index, data in zip(indices, compressed):
+            dataset.id.write_direct_chunk(tuple(i * c for i, c in zip(index, chunks)), data)
 
 
 def _nbytes(array) -> int:
