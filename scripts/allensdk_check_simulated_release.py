@@ -38,7 +38,7 @@ SDK_SESSION = textwrap.dedent('''
     import json, sys, warnings
     warnings.simplefilter("ignore")
     from allensdk.brain_observatory.behavior.behavior_project_cache import VisualBehaviorOphysProjectCache
-    from allensdk.api.cloud_cache.cloud_cache import BehaviorCloudCacheVersionException
+    from allensdk.brain_observatory.behavior.behavior_project_cache.utils import BehaviorCloudCacheVersionException
     cache_dir, bucket, plan = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
     report = {}
     cache = VisualBehaviorOphysProjectCache.from_s3_cache(cache_dir, bucket_name_override=bucket)
@@ -110,6 +110,9 @@ def _run_allensdk(python: str, release: Path, out: Path, sessions: dict, experim
     from moto.server import ThreadedMotoServer
     import boto3
 
+    import logging
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no access log
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     try:
@@ -147,7 +150,8 @@ def _dump_and_compare(python: str, release: Path, out: Path, files: list[Path]) 
         if done.returncode:
             raise SystemExit(f"dump_allen_truth failed on {path.name}:\n{done.stderr[-3000:]}")
     done = subprocess.run([sys.executable, str(ORACLE / "compare_truth.py"), "--candidate", "vbo", "--json",
-                           str(out / "compare.json"), str(check)], capture_output=True, text=True)
+                           str(out / "compare.json"), str(check)], capture_output=True, text=True,
+                          env=dict(os.environ, ALLENSDK_PYTHON=python))
     return done.stdout + done.stderr
 
 

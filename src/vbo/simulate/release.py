@@ -69,8 +69,9 @@ def _seed(seed: int, *parts: int) -> np.random.Generator:
 
 
 def _assign_file_ids(sessions: list[SessionPlan]) -> None:
-    """Sequential manifest keys: behavior-only NWBs first, then experiment NWBs (−999 for imaging sessions)."""
-    next_id = 0
+    """Sequential manifest keys from 1: behavior-only NWBs first, then experiment NWBs (−999 for imaging
+    sessions). Never 0: AllenSDK takes a behavior ``file_id`` of 0 for "no file" (format.md §6.7, "> 0")."""
+    next_id = 1
     for session in sessions:
         if session.is_imaging:
             session.file_id = -999
