@@ -125,7 +125,8 @@ def test_older_version_differs_in_a_few_files(tiny_release):
     assert 1 <= len(changed_data) <= 3
     changed_tables = [k for k in new["metadata_files"]
                       if old["metadata_files"][k]["file_hash"] != new["metadata_files"][k]["file_hash"]]
-    assert changed_tables == ["behavior_session_table"]
+    # v1.0.x tables: no trial counts / publication columns, NaN file_id for imaging sessions (format.md §11)
+    assert changed_tables == ["behavior_session_table", "ophys_experiment_table"]
     # the older object versions exist outside the bucket tree, with the hashes the old manifest names
     for key in changed_data:
         url = old["data_files"][key]["url"]

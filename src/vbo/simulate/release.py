@@ -2,7 +2,8 @@
 
 ``OUT_DIR/visual-behavior-ophys/`` is the bucket prefix as on S3: the latest version of every object and
 the manifests of every release version. ``OUT_DIR/previous_versions/visual-behavior-ophys/`` holds the
-older object versions that the older manifests name (same keys, other bytes, as S3 object versions);
+older data-file versions that the older manifests name (same keys, other bytes, as S3 object versions), and
+``OUT_DIR/previous_versions/vX.Y.Z/visual-behavior-ophys/`` the metadata CSVs of each older version;
 ``OUT_DIR/ground_truth/`` holds what was planted (outside the release tree).
 Every session is simulated from its own seed, so the result does not depend on the order or the number
 of worker processes: same seed, same bytes.
@@ -26,8 +27,16 @@ from vbo import __version__
 from vbo.cache import manifest as mf
 from vbo.simulate.plan import SCALES, Scale, SessionPlan
 
-LATEST_VERSION = "1.1.0"
-OLDER_VERSIONS = ("1.0.0", "1.0.1")  # used when more than one version is asked for, newest last
+# the release's manifest versions, oldest first (format.md §2.2); ``simulate(versions=n)`` writes the last n
+RELEASE_VERSIONS = ("0.1.0", "0.2.0", "0.3.0", "1.0.0", "1.0.1", "1.1.0")
+LATEST_VERSION = RELEASE_VERSIONS[-1]
+OLDER_VERSIONS = RELEASE_VERSIONS[:-1]
+# AllenSDK version named by each manifest's ``data_pipeline``. v0.1.0 → 2.10.0 is documented (format.md §3.1);
+# the others are not published in the specs and are chosen in release order (an assumption, not a fact)
+ALLENSDK_VERSIONS = {"0.1.0": "2.10.0", "0.2.0": "2.10.2", "0.3.0": "2.11.1", "1.0.0": "2.13.1",
+                     "1.0.1": "2.13.4", "1.1.0": "2.15.0"}
+# versions whose CSVs still carry the internal ``file_path`` column (format.md §11: "some CSV versions")
+FILE_PATH_VERSIONS = ("0.1.0", "0.2.0", "0.3.0", "1.0.0")
 CHANGED_IN_OLDER_VERSIONS = 2  # experiment files that were re-released with new streams in the latest version
 GROUND_TRUTH = "ground_truth"
 PREVIOUS_VERSIONS = "previous_versions"
@@ -60,8 +69,9 @@ def _seed(seed: int, *parts: int) -> np.random.Generator:
 
 
 def _assign_file_ids(sessions: list[SessionPlan]) -> None:
-    """Sequential manifest keys: behavior-only NWBs first, then experiment NWBs (−999 for imaging sessions)."""
-    next_id = 0
+    """Sequential manifest keys from 1: behavior-only NWBs first, then experiment NWBs (−999 for imaging
+    sessions). Never 0: AllenSDK takes a behavior ``file_id`` of 0 for "no file" (format.md §6.7, "> 0")."""
+    next_id = 1
     for session in sessions:
         if session.is_imaging:
             session.file_id = -999
@@ -184,7 +194,11 @@ def simulate(out_dir: str | Path, seed: int = 0, mice: int | None = None, scale:
     scale
         ``tiny`` (tests: seconds), ``small`` (the demo) or ``full`` (60-min sessions, ~1 GB experiments).
     versions
-        Number of manifest versions (1-3); older versions differ in a few files (format.md §11).
+        Number of manifest versions (1-6): the last ``versions`` of :data:`RELEASE_VERSIONS`. Older versions
+        differ as in format.md §11: v1.0.x and v0.x lack the 1.1.0 CSV columns and the newest streams of a
+        few experiment files, and have NaN ``file_id`` for imaging sessions; v0.x and v1.0.0 CSVs carry a
+        ``file_path`` column naming that version's staging path; v0.x manifests are refused by AllenSDK and
+        vbo (``BehaviorCloudCacheVersionException``).
     workers
         Worker processes (default: number of CPUs, at most 4).
     progress
@@ -216,8 +230,7 @@ def simulate(out_dir: str | Path, seed: int = 0, mice: int | None = None, scale:
     for stale in (mf.PROJECT_NAME, PREVIOUS_VERSIONS, GROUND_TRUTH):
         shutil.rmtree(root / stale, ignore_errors=True)
     root.mkdir(parents=True, exist_ok=True)
-    all_versions = [*OLDER_VERSIONS[len(OLDER_VERSIONS) - (versions - 1):], LATEST_VERSION] if versions > 1 \
-        else [LATEST_VERSION]
+    all_versions = list(RELEASE_VERSIONS[len(RELEASE_VERSIONS) - versions:])
     older_root = root / PREVIOUS_VERSIONS if versions > 1 else None
 
     sessions = plan_release(_seed(seed, 0), mice or sc.default_mice, sc)
@@ -246,11 +259,10 @@ def simulate(out_dir: str | Path, seed: int = 0, mice: int | None = None, scale:
     data_files = {fid: (key, Path(path)) for r in results for fid, key, path in r["files"]}
     _write_version(root, root, LATEST_VERSION, tables, data_files, seed)
     if older_root is not None:
-        older_tables = dict(tables, behavior_session_table=_older_behavior_table(tables["behavior_session_table"]))
         older_files = {fid: (key, older_root / key if (older_root / key).exists() else path)
                        for fid, (key, path) in data_files.items()}
         for version in all_versions[:-1]:
-            _write_version(root, older_root, version, older_tables, older_files, seed)
+            _write_version(root, older_root / f"v{version}", version, _older_tables(tables, version), older_files, seed)
     _write_natural_movie(root / mf.NATURAL_MOVIE_KEY, sc, seed)
     files = "all" if write_only is None else getattr(write_only, "__name__", "selected")
     _write_ground_truth(root / GROUND_TRUTH, sessions, results, seed, scale, files)
@@ -291,8 +303,14 @@ def _version_id(digest: str) -> str:
     return digest[:32]
 
 
-def _pipeline(seed: int) -> list[dict]:
-    return [{"name": "vbo", "version": __version__, "comment": f"synthetic release written by vbo simulate, seed {seed}"}]
+def _pipeline(version: str, seed: int) -> list[dict]:
+    """``data_pipeline`` of a manifest: the AllenSDK entry first (AllenSDK's cache reads the first one and
+    fails without it, format.md §3.1), then the simulator that really wrote the files."""
+    return [
+        {"name": "AllenSDK", "version": ALLENSDK_VERSIONS[version],
+         "comment": "AllenSDK version whose NWB layout and table conventions this release follows"},
+        {"name": "vbo", "version": __version__, "comment": f"synthetic release written by vbo simulate, seed {seed}"},
+    ]
 
 
 def _write_tables(folder: Path, tables: dict[str, pd.DataFrame]) -> dict[str, tuple[str, str, str]]:
@@ -316,8 +334,37 @@ def _write_version(root: Path, objects_root: Path, version: str, tables: dict[st
     for fid, (key, path) in data_files.items():
         digest = mf.file_hash(path)
         data[fid] = (key, _version_id(digest), digest)
-    manifest = mf.build_manifest(version, metadata, data, _pipeline(seed))
+    manifest = mf.build_manifest(version, metadata, data, _pipeline(version, seed))
     return mf.write_manifest(manifest, root / mf.manifest_key(version))
+
+
+def _older_tables(tables: dict[str, pd.DataFrame], version: str) -> dict[str, pd.DataFrame]:
+    """The metadata tables as an older release version wrote them (format.md §11): without the 1.1.0
+    columns (trial counts; ``published_at``, ``isi_experiment_id``), NaN ``file_id`` for imaging sessions,
+    and, in :data:`FILE_PATH_VERSIONS`, a ``file_path`` column pointing into that version's staging area."""
+    from vbo.simulate.mice import table_columns
+
+    older = {}
+    for name, table in tables.items():
+        if name != "ophys_cells_table":
+            table = table[list(table_columns(name, "1.0"))]
+        if name == "behavior_session_table":
+            table = _older_behavior_table(table)
+        if version in FILE_PATH_VERSIONS and name != "ophys_cells_table":
+            table = table.copy()
+            table["file_path"] = _staging_paths(table, version)
+        older[name] = table
+    return older
+
+
+def _staging_paths(table: pd.DataFrame, version: str) -> list[str]:
+    """Where each row's NWB sat while release ``version`` was built (the internal ``file_path`` column)."""
+    stage = f"/visual-behavior-ophys-staging/v{version}"
+    if "ophys_experiment_id" in table and "imaging_depth" in table:  # experiment table
+        return [f"{stage}/{mf.experiment_nwb_key(e).split('/', 1)[1]}" for e in table["ophys_experiment_id"]]
+    if "ophys_session_id" in table and "file_id" not in table:  # ophys session table: the session folder
+        return [f"{stage}/ophys_session_{int(s)}" for s in table["ophys_session_id"]]
+    return [f"{stage}/{mf.behavior_nwb_key(b).split('/', 1)[1]}" for b in table["behavior_session_id"]]
 
 
 def _older_behavior_table(table: pd.DataFrame) -> pd.DataFrame:
