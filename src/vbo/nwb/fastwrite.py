@@ -295,6 +295,9 @@ def _trials(tree: _Tree, trials: pd.DataFrame) -> None:
         column = f"{path}/{name}"
         if name in (layout.START_TIME, layout.STOP_TIME):
             _column(tree, column, series.to_numpy(dtype=np.float64), ref.PRESENTATION_COLUMN_DESCRIPTIONS[name])
+        elif name == layout.LICK_TIMES and len(trials) and not any(np.size(v) for v in series):
+            flat, ends = ref._no_licks(len(trials))  # the SDK's encoding of a session without licks
+            _ragged_column(tree, path, name, description, flat, ends)
         elif name == layout.LICK_TIMES or ref._is_ragged(series):
             flat, ends = ref._ragged(series.to_list())
             _ragged_column(tree, path, name, description, flat, ends)
