@@ -18,6 +18,8 @@ from typing import Callable
 
 import pandas as pd
 
+from vbo.nwb import layout
+
 DEMO_SEED = 2024
 DEMO_SCALE = "small"
 EXPERIMENTS_PER_CRE_LINE = 2  # active experiments per Cre line in the cell-type figure
@@ -40,16 +42,24 @@ def _indexed(table: pd.DataFrame, key: str) -> pd.DataFrame:
 
 
 def demo_targets(behavior_sessions: pd.DataFrame, experiments: pd.DataFrame) -> DemoTargets:
-    """The mouse, experiments, container and session the demo's workflows use (metadata tables only)."""
+    """The mouse, experiments, container and session the demo's workflows use (metadata tables only).
+
+    The choices overlap where they can, so the demo opens (and a demo release holds) few files: the
+    session with the most planes, its lowest active plane (its mouse's history and container), and per
+    Cre line the experiments the other workflows open anyway."""
     experiments = _indexed(experiments, "ophys_experiment_id").sort_index()
     active = experiments[~experiments["passive"].astype(bool)]
-    experiment_id = int(active.index.min())
+    planes = active.groupby("ophys_session_id").size()
+    session_id = int(planes.idxmax()) if len(planes) else int(experiments.groupby("ophys_session_id").size().idxmax())
+    in_session = active.index[active["ophys_session_id"] == session_id]
+    experiment_id = int(in_session.min()) if len(in_session) else int(active.index.min())
     row = experiments.loc[experiment_id]
-    sessions = experiments.groupby("ophys_session_id").size()
-    session_id = int(sessions.idxmax())
-    # prefer experiments the other workflows open anyway: fewer files to read (and to simulate)
-    opened = {experiment_id} | set(experiments.index[experiments["ophys_session_id"] == session_id])
-    ranked = active.assign(_elsewhere=[i not in opened for i in active.index]).sort_values("_elsewhere", kind="stable")
+    opened = set(experiments.index[(experiments["ophys_session_id"] == session_id)
+                                   | (experiments["ophys_container_id"] == row["ophys_container_id"])])
+    # then Multiscope planes: a third of the frames of a single-plane rig, the same 70-min session
+    single_plane = ~active["equipment_name"].astype(str).str.startswith(layout.MESOSCOPE_PREFIX)
+    ranked = active.assign(_elsewhere=[i not in opened for i in active.index], _single=single_plane.to_numpy())
+    ranked = ranked.sort_values(["_elsewhere", "_single"], kind="stable")
     by_cre = ranked.groupby("cre_line", sort=True).head(EXPERIMENTS_PER_CRE_LINE)
     return DemoTargets(mouse_id=str(row["mouse_id"]), experiment_id=experiment_id,
                        by_cre_line=tuple(int(i) for i in sorted(by_cre.index)),

@@ -414,7 +414,9 @@ def simulator_fingerprint() -> str:
     import vbo
 
     package = Path(vbo.__file__).parent
-    sources = sorted([*(package / "simulate").glob("*.py"), package / "nwb" / "write.py", package / "nwb" / "fastwrite.py",
+    writers = [package / "nwb" / "write.py", package / "nwb" / "fastwrite.py"]
+    sources = sorted([*(package / "simulate").glob("*.py"), *writers,
+                      package / "demo.py",  # which files a demo release holds
                       *(package / "nwb" / "extensions").glob("*.yaml")])
     digest = hashlib.blake2b(digest_size=16)
     for path in sources:
