@@ -4,6 +4,8 @@
     python benchmarks/simulate.py [--scale small] [--full] [--no-baseline]
 
 Every measure is taken in this run, each release and demo in a fresh process with an empty cache
+(wall time, and CPU time of the process and its workers: on a shared machine wall time follows the load,
+CPU time much less)
 (``XDG_CACHE_HOME`` pointed at a new folder, so the fast writer's specifications file is made too):
 
 - **one file** — simulate one imaging session of ``--scale`` (and with ``--full`` one of the ``full`` scale),
@@ -24,6 +26,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import resource
 import shutil
 import subprocess
 import sys
@@ -46,11 +49,17 @@ def _bytes(*folders: Path) -> int:
     return sum(p.stat().st_size for folder in folders if folder.exists() for p in folder.rglob("*") if p.is_file())
 
 
-def _run(code_or_args: list[str], cache_home: Path) -> float:
-    start = time.perf_counter()
+def _cpu_of_children() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _run(code_or_args: list[str], cache_home: Path) -> tuple[float, float]:
+    """Wall time and CPU time (user + system, the process and its workers) of a fresh interpreter."""
+    start, cpu = time.perf_counter(), _cpu_of_children()
     subprocess.run([PYTHON, *code_or_args], env=_env(cache_home), check=True, stdout=subprocess.DEVNULL,
                    stderr=subprocess.DEVNULL)
-    return time.perf_counter() - start
+    return time.perf_counter() - start, _cpu_of_children() - cpu
 
 
 def _one_session(scale_name: str):
@@ -112,48 +121,47 @@ def per_file(scales: list[str], folder: Path) -> list[str]:
 
 def release(folder: Path) -> list[str]:
     rows = []
-    times = {}
     for label, workers, writer in (("fast writer, 1 worker", 1, "fast"), ("fast writer, 2 workers", 2, "fast"),
                                    ("pynwb writer, 2 workers", 2, "pynwb")):
         out = folder / f"tiny-{workers}-{writer}"
         code = (f"from vbo.simulate import simulate; simulate({str(out)!r}, scale='tiny', workers={workers}, "
                 f"writer={writer!r})")
         cache_home = Path(tempfile.mkdtemp(dir=folder))
-        times[label] = _run(["-c", code], cache_home)
-        size = _bytes(out)
+        wall, cpu = _run(["-c", code], cache_home)
+        rows.append((label, wall, cpu, _bytes(out), len(list(out.rglob("*.nwb")))))
         shutil.rmtree(out, ignore_errors=True)
-        rows.append((label, times[label], size))
-    base = times["pynwb writer, 2 workers"]
-    return [f"| {label} | {seconds:.1f} s | {size / 1e6:.0f} MB | {base / seconds:.2f}× |"
-            for label, seconds, size in rows]
+    base_wall, base_cpu = rows[-1][1], rows[-1][2]
+    return [f"| {label} | {files} | {wall:.1f} s | {cpu:.1f} s | {size / 1e6:.0f} MB | {base_wall / wall:.2f}× | "
+            f"{base_cpu / cpu:.2f}× |" for label, wall, cpu, size, files in rows]
 
 
 def demo(folder: Path, baseline: bool) -> list[str]:
     rows = []
     cache_home = Path(tempfile.mkdtemp(dir=folder))
     out, cache = folder / "demo-out", folder / "demo-cache"
-    seconds = _run(["-m", "vbo", "demo", "--out-dir", str(out), "--cache-dir", str(cache)], cache_home)
-    size = _bytes(out, cache, cache_home)
+    wall, cpu = _run(["-m", "vbo", "demo", "--out-dir", str(out), "--cache-dir", str(cache)], cache_home)
     files = len(list(cache.rglob("*.nwb")))
-    rows.append(("`vbo demo`, empty cache (demo files only, fast writer)", seconds, size, files))
-    again = _run(["-m", "vbo", "demo", "--out-dir", str(out), "--cache-dir", str(cache)], cache_home)
-    rows.append(("`vbo demo` again (release reused)", again, 0, files))
+    rows.append(("`vbo demo`, empty cache (demo's files only, fast writer)", wall, cpu, _bytes(out, cache, cache_home),
+                 files))
+    wall, cpu = _run(["-m", "vbo", "demo", "--out-dir", str(out), "--cache-dir", str(cache)], cache_home)
+    rows.append(("`vbo demo` again (release reused: the workflows alone)", wall, cpu, 0, files))
     if baseline:
         base_home = Path(tempfile.mkdtemp(dir=folder))
         base_out = folder / "baseline"
         code = ("from vbo.demo import DEMO_SCALE, DEMO_SEED; from vbo.simulate import simulate; "
                 f"simulate({str(base_out)!r}, seed=DEMO_SEED, scale=DEMO_SCALE, writer='pynwb')")
-        base_sim = _run(["-c", code], base_home)
-        base_size = _bytes(base_out)
-        base_files = len(list(base_out.rglob("*.nwb")))
-        code = f"from vbo.demo import run_demo; run_demo({str(folder / 'baseline-out')!r}, release_dir={str(base_out)!r})"
-        base_run = _run(["-c", code], base_home)
-        rows.append(("baseline: every file, pynwb writer, then the workflows", base_sim + base_run, base_size,
-                     base_files))
+        sim_wall, sim_cpu = _run(["-c", code], base_home)
+        size, base_files = _bytes(base_out), len(list(base_out.rglob("*.nwb")))
+        code = (f"from vbo.demo import run_demo; "
+                f"run_demo({str(folder / 'baseline-out')!r}, release_dir={str(base_out)!r})")
+        run_wall, run_cpu = _run(["-c", code], base_home)
+        rows.append(("baseline: every file, pynwb writer, then the workflows", sim_wall + run_wall, sim_cpu + run_cpu,
+                     size, base_files))
         shutil.rmtree(base_out, ignore_errors=True)
-    reference = rows[-1][1] if baseline else rows[0][1]
-    return [f"| {label} | {seconds:.1f} s | {size / 1e6:.0f} MB | {files} | {reference / seconds:.2f}× |"
-            for label, seconds, size, files in rows]
+    ref_wall, ref_cpu = rows[-1][1], rows[-1][2]
+    return [f"| {label} | {files} | {wall:.1f} s | {cpu:.1f} s | {size / 1e6:.0f} MB | "
+            + (f"{ref_wall / wall:.2f}× | {ref_cpu / cpu:.2f}× |" if baseline else f"{wall / rows[0][1]:.2f} | — |")
+            for label, wall, cpu, size, files in rows]
 
 
 def _machine() -> str:
@@ -190,13 +198,15 @@ def main() -> None:
             print("\n".join(per_file(scales, folder)))
         if args.only in (None, "release"):
             print("\n**`simulate(scale='tiny')`** (fresh process, empty cache)\n")
-            print("| run | wall time | bytes | pynwb 2 workers / this |")
-            print("|---|---:|---:|---:|")
+            print("| run | NWB files | wall time | CPU time | bytes | wall: pynwb / this | CPU: pynwb / this |")
+            print("|---|---:|---:|---:|---:|---:|---:|")
             print("\n".join(release(folder)))
         if args.only in (None, "demo"):
             print("\n**demo** (fresh process, empty cache)\n")
-            print("| run | wall time | bytes written | NWB files | baseline / this |")
-            print("|---|---:|---:|---:|---:|")
+            ratio = "wall: baseline / this | CPU: baseline / this" if not args.no_baseline else \
+                "wall: this / first run | —"
+            print(f"| run | NWB files | wall time | CPU time | bytes written | {ratio} |")
+            print("|---|---:|---:|---:|---:|---:|---:|")
             print("\n".join(demo(folder, not args.no_baseline)))
     print(f"\nload average at end {os.getloadavg()[0]:.1f}")
 
