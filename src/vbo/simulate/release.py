@@ -404,7 +404,8 @@ def _write_ground_truth(folder: Path, sessions: list[SessionPlan], results: list
     pd.DataFrame(rows).to_parquet(folder / "sessions.parquet", index=False)
     per_session = {str(r["behavior_session_id"]): r["truth"] for r in results}
     (folder / "truth.json").write_text(json.dumps(_jsonable(per_session), indent=1, sort_keys=True) + "\n")
-    (folder / "release.json").write_text(json.dumps(release_marker(seed, scale, files), indent=1, sort_keys=True) + "\n")
+    marker = release_marker(seed, scale, files)
+    (folder / "release.json").write_text(json.dumps(marker, indent=1, sort_keys=True) + "\n")
 
 
 def simulator_fingerprint() -> str:
