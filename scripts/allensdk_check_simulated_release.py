@@ -155,6 +155,35 @@ def _dump_and_compare(python: str, release: Path, out: Path, files: list[Path]) 
     return done.stdout + done.stderr
 
 
+def _real_duration_files(out: Path, scale: str, seed: int) -> list[Path]:
+    """One passive Multiscope experiment and one active behavior-only session at ``scale`` (60-min task),
+    written alone (a whole release at that scale is many GB)."""
+    import numpy as np
+
+    from vbo.cache import manifest as mf
+    from vbo.nwb.write import write_nwb
+    from vbo.simulate.mice import plan_release
+    from vbo.simulate.neurons import make_container, simulate_ophys
+    from vbo.simulate.plan import SCALES
+    from vbo.simulate.task import simulate_behavior
+
+    sc = SCALES[scale]
+    sessions = plan_release(np.random.default_rng(seed), sc.default_mice, sc)
+    passive = next(s for s in sessions if s.passive and s.equipment_name == "MESO.1" and s.experiments)
+    active = next(s for s in sessions if not s.is_imaging and s.stage == "TRAINING_4")
+    folder = out / f"real-duration-{scale}"
+    folder.mkdir(parents=True, exist_ok=True)
+    behavior, _ = simulate_behavior(passive, sc, np.random.default_rng([seed, 1]))
+    experiment = passive.experiments[0]
+    container = make_container(experiment.ophys_container_id, passive.mouse, experiment, sc,
+                               np.random.default_rng([seed, 2]))
+    ophys, _ = simulate_ophys(passive, experiment, container, behavior, sc, np.random.default_rng([seed, 3]))
+    files = [write_nwb(ophys, folder / mf.experiment_nwb_key(experiment.ophys_experiment_id).rsplit("/", 1)[1])]
+    behavior, _ = simulate_behavior(active, sc, np.random.default_rng([seed, 4]))
+    files.append(write_nwb(behavior, folder / mf.behavior_nwb_key(active.behavior_session_id).rsplit("/", 1)[1]))
+    return [Path(f) for f in files]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True)
@@ -164,10 +193,17 @@ def main() -> None:
     parser.add_argument("--versions", type=int, default=6)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--dump", type=int, default=1, help="files of each kind to dump and compare (0: none)")
+    parser.add_argument("--real-duration-scale", default="",
+                        help="also write one passive Multiscope experiment and one behavior-only session at this "
+                             "scale (e.g. small) and compare them (instead of the release check)")
     parser.add_argument("--allensdk-python", default=os.environ.get(
         "ALLENSDK_PYTHON", str(Path.home() / ".cache/vbo-allensdk-venv/bin/python")))
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.real_duration_scale:
+        files = _real_duration_files(args.out, args.real_duration_scale, args.seed)
+        print(_dump_and_compare(args.allensdk_python, files[0].parent, args.out, files))
+        return
     release = args.release or _simulate(args.out, args)
     sessions, experiments = _pick(release)
     report = _run_allensdk(args.allensdk_python, release, args.out, sessions, experiments)

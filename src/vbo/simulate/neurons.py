@@ -19,7 +19,9 @@ The model, per ROI (all in ΔF/F units unless stated):
     the omitted flash onset, scaled so the expected ΔF/F at the end of the ramp is ``omission_ramp``;
   - natural movie: responsive cells with a movie preference respond to a few movie frames;
   - running: Poisson spikes at ``running_rate · speed / 10 cm/s`` (Hz) of ``spike_amplitude``;
-  - spontaneous Poisson spikes everywhere (gray screens included).
+  - spontaneous Poisson spikes everywhere (gray screens included);
+  - the plane's own population state (a slow Ornstein-Uhlenbeck process drawn from the plane's seed) sets
+    a shared spike rate for all its ROIs, so Multiscope planes imaged together do not move together.
 * **calcium** ``c`` = ``d`` filtered by an exponential decay (per-ROI ``tau``: GCaMP6f 0.3-0.7 s,
   GCaMP6s 0.9-1.6 s) and a short exponential rise (40 / 80 ms), one IIR filter per ROI.
 * ``dff = c + noise`` (AR(1) noise of per-ROI std ``noise_std``).
@@ -824,6 +826,10 @@ def simulate_ophys(session: SessionPlan, experiment: ExperimentPlan, container: 
         "session_type": session.session_type,
         "kernel": {"shape": "exponential decay after an exponential rise", "rise_s": rise,
                    "response_latency_s": RESPONSE_LATENCY_S, "omission_ramp_s": OMISSION_RAMP_S},
+        "population_state": {"model": "this plane's own Ornstein-Uhlenbeck state drives spikes of every ROI at "
+                                      "rate_hz * coupling(0.5-1.5) * exp(gain * state)",
+                             "tau_s": POPULATION_STATE_TAU_S, "rate_hz": POPULATION_RATE_HZ,
+                             "gain": POPULATION_STATE_GAIN},
         "trace_model": "dff = calcium + noise; corrected = f0*(1+dff); demixed = corrected + r*neuropil; "
                        "events = drive where drive >= event_threshold",
         "image_names": {str(k): v for k, v in sorted(image_names.items())},
