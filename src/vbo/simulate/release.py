@@ -48,7 +48,7 @@ class Release:
 
     root: Path
     versions: list[str]
-    n_behavior_files: int
+    n_behavior_files: int  # in the release's tables (with ``write_only``, only some of them are written)
     n_experiment_files: int
 
     @property
