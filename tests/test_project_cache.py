@@ -56,7 +56,7 @@ def test_static_cache_tables_and_sessions(static, tiny_release):
     cells = static.get_ophys_cells_table()
     assert behavior.index.name == "behavior_session_id" and cells.index.name == "cell_roi_id"
     assert len(experiments) == tiny_release.n_experiment_files
-    assert (behavior["file_id"] >= 0).sum() == tiny_release.n_behavior_files
+    assert (behavior["file_id"] > 0).sum() == tiny_release.n_behavior_files  # never 0: AllenSDK reads 0 as "no file"
     imaging = behavior[behavior["file_id"] == -999].iloc[0]
     with static.get_behavior_session(str(imaging.name)) as session:  # id as str works
         assert session.behavior_session_id == imaging.name

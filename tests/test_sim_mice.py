@@ -31,9 +31,10 @@ def _plan(n_mice=4, seed=SEED, scale="tiny", **kw):
 
 @pytest.fixture(scope="module")
 def cohort():
-    """A 12-mouse cohort (all project × Cre combinations): released sessions, full history, tables."""
-    released = _plan(12, scale="small")
-    full = _plan(12, scale="small", include_unreleased=True)
+    """A 12-mouse cohort (all project × Cre combinations, all 8 Multiscope planes): released sessions, full
+    history, tables."""
+    released = _plan(12, scale="full")
+    full = _plan(12, scale="full", include_unreleased=True)
     return released, full, metadata_tables(released)
 
 

@@ -391,12 +391,37 @@ def test_gratings_session(sessions):
     assert template.name == "grating"
     assert template.image_names == ["gratings_0.0", "gratings_90.0", "gratings_180.0", "gratings_270.0"]
     assert template.warped.shape == (4, *SMALL.template_shape) and template.warped.dtype == np.uint8
-    assert (template.unwarped[:, 0, 0] == 127.0).all()
-    assert set(np.unique(template.warped)) == {0, 255}
+    # prepared like the image sets: NaN where the mouse cannot see, curved by the monitor warp
+    assert np.isnan(template.unwarped[:, 0, 0]).all()
+    assert template.warped.min() < 20 and template.warped.max() > 235
+    _assert_straight_then_curved(template)
     params = content.task_parameters
     assert params["stimulus"] == "grating" and params["stimulus_name"] == "grating"
     assert params["reward_volume"] == 0.010
     assert set(content.trials["initial_image_name"]) <= {"gratings_0.0", "gratings_90.0"}
+
+
+def _bar_edge(image: np.ndarray, row: int, start: int) -> float:
+    """Column (sub-pixel) where row ``row`` of a grating first rises through mid-gray right of ``start``."""
+    line = image[row].astype(float) - 127.0
+    for c in range(start, len(line) - 1):
+        if line[c] < 0 <= line[c + 1]:
+            return c + (-line[c]) / (line[c + 1] - line[c])
+    return np.nan
+
+
+def _assert_straight_then_curved(template) -> None:
+    """The 0° grating's bars are straight lines in ``unwarped`` and curves in ``warped``: a bar edge followed
+    down the rows stays on one column unwarped, and departs from any straight line by pixels once warped."""
+    rows_total, cols_total = template.warped.shape[1:]
+    rows = np.arange(rows_total // 10, rows_total - rows_total // 10, max(rows_total // 30, 1))
+    start = int(cols_total * 0.8)
+    straight = np.array([_bar_edge(template.unwarped[0], r, cols_total // 2) for r in rows])
+    assert np.isfinite(straight).sum() >= 3 and np.nanmax(straight) - np.nanmin(straight) < 0.5
+    edge = np.array([_bar_edge(template.warped[0], r, start) for r in rows])
+    assert np.isfinite(edge).all()
+    line = np.polyval(np.polyfit(rows, edge, 1), rows)
+    assert np.abs(edge - line).max() > 0.01 * cols_total  # curved, not merely tilted
 
 
 def test_templates_deterministic_per_set(sessions):

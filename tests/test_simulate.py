@@ -125,7 +125,8 @@ def test_older_version_differs_in_a_few_files(tiny_release):
     assert 1 <= len(changed_data) <= 3
     changed_tables = [k for k in new["metadata_files"]
                       if old["metadata_files"][k]["file_hash"] != new["metadata_files"][k]["file_hash"]]
-    assert changed_tables == ["behavior_session_table"]
+    # v1.0.x tables: no trial counts / publication columns, NaN file_id for imaging sessions (format.md §11)
+    assert changed_tables == ["behavior_session_table", "ophys_experiment_table"]
     # the older object versions exist outside the bucket tree, with the hashes the old manifest names
     for key in changed_data:
         url = old["data_files"][key]["url"]
@@ -218,3 +219,38 @@ def test_simulated_files_have_the_released_layout_and_validate(tiny_release, sha
         errors = pynwb.validate(path=str(path))
     errors = errors[0] if isinstance(errors, tuple) else errors
     assert list(errors) == []
+
+
+def test_write_only_the_demo_files(tmp_path):
+    """A release with only the files the demo opens: complete tables, manifest of the written files,
+    and the demo runs on it (it opens nothing else)."""
+    from vbo.demo import demo_files, run_demo
+
+    release = simulate(tmp_path / "partial", seed=5, scale="tiny", write_only=demo_files)
+    project = release.root / PROJECT
+    behavior = read_metadata_table(project / "project_metadata" / "behavior_session_table.csv",
+                                   "behavior_session_table")
+    experiments = read_metadata_table(project / "project_metadata" / "ophys_experiment_table.csv",
+                                      "ophys_experiment_table")
+    written = {str(p.relative_to(release.root)) for p in release.root.rglob("*.nwb")}
+    wanted = demo_files({"behavior_session_table": behavior.reset_index(),
+                         "ophys_experiment_table": experiments.reset_index()})
+    assert written == wanted
+    assert 0 < len(written) < release.n_behavior_files + release.n_experiment_files
+    manifest = load_manifest(release)
+    assert {entry["url"].split(".amazonaws.com/", 1)[1] for entry in manifest["data_files"].values()} == written
+    # the tables still describe every session, with trial counts from the simulation
+    active = behavior[behavior["behavior_type"].astype(str).str.contains("active")]
+    assert (active["trial_count"] > 0).all()
+    marker = json.loads((release.root / "ground_truth" / "release.json").read_text())
+    assert marker["files"] == "demo_files"
+    result = run_demo(tmp_path / "demo", release_dir=release.root)
+    assert len(result.figures) == 14 and all(p.is_file() for p in result.figures)
+
+
+def test_pynwb_writer_for_a_release(tmp_path):
+    """The reference writer still writes a whole release (the benchmark compares the two)."""
+    release = simulate(tmp_path / "ref", seed=3, mice=1, scale="tiny", workers=1, writer="pynwb")
+    assert len(list(release.root.rglob("*.nwb"))) == release.n_behavior_files + release.n_experiment_files
+    with pytest.raises(ValueError, match="writer"):
+        simulate(tmp_path / "x", writer="zarr")

@@ -297,8 +297,10 @@ def test_passive_session(contents, tmp_path):
     path = _write_and_validate(content, tmp_path / "passive.nwb")
     with h5py.File(path, "r") as h5:
         assert "/processing/licking" not in h5 and "/processing/rewards" not in h5
-        assert h5[f"{layout.TRIALS}/lick_times"].shape == (0,)
-        assert f"{layout.TRIALS}/lick_times_index" in h5
+        # as the SDK's writer stores it (format.md §7.6): flat data one empty string, every index entry 0
+        assert list(h5[f"{layout.TRIALS}/lick_times"][()]) == [b""]
+        index = h5[f"{layout.TRIALS}/lick_times_index"][()]
+        assert len(index) == len(content.trials) and (index == 0).all()
     with vbo.BehaviorSession.from_nwb_path(path) as session:
         assert list(session.licks.columns) == ["timestamps", "frame"] and session.licks.empty
         assert list(session.rewards.columns) == ["volume", "timestamps", "auto_rewarded"] and session.rewards.empty

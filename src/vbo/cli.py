@@ -299,8 +299,10 @@ def simulate(
     out_dir: Annotated[Path, typer.Argument(help="Folder to write the release into.", show_default=False)],
     seed: Annotated[int, typer.Option(help="Random seed (same seed, same bytes).")] = 0,
     mice: Annotated[Optional[int], typer.Option(help="Number of mice (default: the scale's).")] = None,
-    scale: Annotated[str, typer.Option(help="tiny (tests), small (demo) or full (60-min sessions).")] = "tiny",
-    versions: Annotated[int, typer.Option(help="Manifest versions to write (1-3).")] = 1,
+    scale: Annotated[str, typer.Option(help="tiny (tests only: short sessions), small (demo, tutorials: real 60-min sessions, few cells) "
+                                       "or full (real sessions and cell counts).")] = "tiny",
+    versions: Annotated[int, typer.Option(help="Manifest versions to write: the last N of v0.1.0, v0.2.0, v0.3.0, v1.0.0, "
+                                            "v1.0.1, v1.1.0 (1-6).")] = 1,
     workers: Annotated[Optional[int], typer.Option(help="Worker processes (default: CPUs, at most 4).")] = None,
 ) -> None:
     """Write a synthetic release in the bucket layout, with planted truth in OUT_DIR/ground_truth."""

@@ -18,8 +18,72 @@ from typing import Callable
 
 import pandas as pd
 
+from vbo.nwb import layout
+
 DEMO_SEED = 2024
 DEMO_SCALE = "small"
+EXPERIMENTS_PER_CRE_LINE = 2  # active experiments per Cre line in the cell-type figure
+
+
+@dataclass(frozen=True)
+class DemoTargets:
+    """What the demo's workflows open, chosen from the metadata tables alone (so a release can be
+    simulated with only these files, see :func:`demo_files`)."""
+
+    mouse_id: str  # training history
+    experiment_id: int  # the one-experiment figures
+    by_cre_line: tuple[int, ...]  # change and omission responses by cell type
+    ophys_container_id: int  # the container's fields of view
+    ophys_session_id: int  # the session with the most planes: population traces of every plane
+
+
+def _indexed(table: pd.DataFrame, key: str) -> pd.DataFrame:
+    return table.set_index(key) if key in table.columns else table
+
+
+def demo_targets(behavior_sessions: pd.DataFrame, experiments: pd.DataFrame) -> DemoTargets:
+    """The mouse, experiments, container and session the demo's workflows use (metadata tables only).
+
+    The choices overlap where they can, so the demo opens (and a demo release holds) few files: the
+    session with the most planes, its lowest active plane (its mouse's history and container), and per
+    Cre line the experiments the other workflows open anyway."""
+    experiments = _indexed(experiments, "ophys_experiment_id").sort_index()
+    active = experiments[~experiments["passive"].astype(bool)]
+    planes = active.groupby("ophys_session_id").size()
+    session_id = int(planes.idxmax()) if len(planes) else int(experiments.groupby("ophys_session_id").size().idxmax())
+    in_session = active.index[active["ophys_session_id"] == session_id]
+    experiment_id = int(in_session.min()) if len(in_session) else int(active.index.min())
+    row = experiments.loc[experiment_id]
+    opened = set(experiments.index[(experiments["ophys_session_id"] == session_id)
+                                   | (experiments["ophys_container_id"] == row["ophys_container_id"])])
+    # then Multiscope planes: a third of the frames of a single-plane rig, the same 70-min session
+    single_plane = ~active["equipment_name"].astype(str).str.startswith(layout.MESOSCOPE_PREFIX)
+    ranked = active.assign(_elsewhere=[i not in opened for i in active.index], _single=single_plane.to_numpy())
+    ranked = ranked.sort_values(["_elsewhere", "_single"], kind="stable")
+    by_cre = ranked.groupby("cre_line", sort=True).head(EXPERIMENTS_PER_CRE_LINE)
+    return DemoTargets(mouse_id=str(row["mouse_id"]), experiment_id=experiment_id,
+                       by_cre_line=tuple(int(i) for i in sorted(by_cre.index)),
+                       ophys_container_id=int(row["ophys_container_id"]), ophys_session_id=session_id)
+
+
+def demo_files(tables: dict[str, pd.DataFrame]) -> set[str]:
+    """Manifest keys of the NWB files the demo opens (pass as ``simulate(write_only=demo_files)``)."""
+    from vbo.cache import manifest as mf
+
+    behavior = _indexed(tables["behavior_session_table"], "behavior_session_id")
+    experiments = _indexed(tables["ophys_experiment_table"], "ophys_experiment_id")
+    targets = demo_targets(behavior, experiments)
+    wanted = {targets.experiment_id, *targets.by_cre_line}
+    wanted |= set(experiments.index[experiments["ophys_container_id"] == targets.ophys_container_id])
+    wanted |= set(experiments.index[experiments["ophys_session_id"] == targets.ophys_session_id])
+    keys = {mf.experiment_nwb_key(int(i)) for i in wanted}
+    for session_id, row in behavior[behavior["mouse_id"].astype(str) == targets.mouse_id].iterrows():
+        file_id = row["file_id"]
+        if pd.notna(file_id) and int(file_id) >= 0:
+            keys.add(mf.behavior_nwb_key(int(session_id)))
+        else:  # an imaging session: its behavior is read from its lowest experiment file
+            keys.add(mf.experiment_nwb_key(int(min(row["ophys_experiment_id"]))))
+    return keys
 
 
 def default_cache_dir() -> Path:
@@ -42,23 +106,30 @@ class DemoResult:
     seconds: float = 0.0
 
 
-def _release_is_current(release_dir: Path, seed: int, scale: str) -> bool:
-    """True when the release there was made by this simulator with this seed and scale."""
+def _release_is_current(release_dir: Path, seed: int, scale: str, files: str) -> bool:
+    """True when the release there was made by this simulator with this seed, scale and file selection."""
     from vbo.simulate.release import release_marker
 
     marker = release_dir / "ground_truth" / "release.json"
-    return marker.exists() and json.loads(marker.read_text()) == release_marker(seed, scale)
+    return marker.exists() and json.loads(marker.read_text()) == release_marker(seed, scale, files)
 
 
 def ensure_release(cache_dir: Path, seed: int = DEMO_SEED, scale: str = DEMO_SCALE,
-                   progress: Callable[[int, int], None] | None = None) -> tuple[Path, bool]:
-    """The demo release in ``cache_dir`` (simulated if absent or stale); returns (folder, simulated now)."""
+                   progress: Callable[[int, int], None] | None = None, *,
+                   all_files: bool = False) -> tuple[Path, bool]:
+    """The demo release in ``cache_dir`` (simulated if absent or stale); returns (folder, simulated now).
+
+    Every session is simulated (the metadata tables are complete) but only the NWB files the demo opens
+    (:func:`demo_files`) are written, unless ``all_files`` (a separate folder, for benchmarks that open
+    every file)."""
     from vbo.simulate import simulate
 
-    release_dir = cache_dir / f"synthetic-release-{scale}-seed{seed}"
-    if _release_is_current(release_dir, seed, scale):
+    suffix = "-all" if all_files else ""
+    release_dir = cache_dir / f"synthetic-release-{scale}-seed{seed}{suffix}"
+    selection = None if all_files else demo_files
+    if _release_is_current(release_dir, seed, scale, "all" if all_files else demo_files.__name__):
         return release_dir, False
-    simulate(release_dir, seed=seed, scale=scale, versions=1, progress=progress)
+    simulate(release_dir, seed=seed, scale=scale, versions=1, progress=progress, write_only=selection)
     return release_dir, True
 
 
@@ -100,15 +171,16 @@ def run_demo(out_dir: str | Path = "vbo-demo", cache_dir: str | Path | None = No
     experiments = cache.get_ophys_experiment_table()
     truth = pd.read_parquet(release_dir / "ground_truth" / "sessions.parquet").set_index("behavior_session_id")
 
+    targets = demo_targets(sessions, experiments)
     # workflow 1: one imaged mouse's training history (mouse-history tutorial), computed in parallel, cached on disk
-    mouse = experiments["mouse_id"].iloc[0]
+    mouse = targets.mouse_id
     history = training_history(cache, mouse, cache_path=out / "behavior_performance.parquet")
     history = history.join(truth[["hit_probability", "false_alarm_probability"]].add_prefix("planted_"))
     history.to_csv(out / "training_history.csv")
     result.figures.append(_save(plots.training_history(history), out / "training_history.png"))
 
     # workflow 2: one active imaging experiment (load-one-experiment and trial-type tutorials)
-    experiment_id = int(experiments[~experiments["passive"]].index.min())
+    experiment_id = targets.experiment_id
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         with cache.get_behavior_ophys_experiment(experiment_id) as experiment:
@@ -140,7 +212,7 @@ def run_demo(out_dir: str | Path = "vbo-demo", cache_dir: str | Path | None = No
                 with cache.get_behavior_ophys_experiment(int(oeid)) as each:
                     yield each
 
-        chosen = experiments[~experiments["passive"]].groupby("cre_line").head(3).index
+        chosen = targets.by_cre_line
         result.figures.append(_save(plots.responses_by_cell_type(opened(chosen),
                                                                  title="change and omission responses by cell type"),
                                     out / "responses_by_cell_type.png"))
@@ -150,9 +222,9 @@ def run_demo(out_dir: str | Path = "vbo-demo", cache_dir: str | Path | None = No
         result.figures.append(_save(plots.stimulus_template(movie, 0), out / "natural_movie_frame.png"))
 
         # workflow 4: the manifest tutorial's figures: one container's fields of view, one session's planes
-        container = experiments.loc[experiment_id, "ophys_container_id"]
+        container = targets.ophys_container_id
         result.figures.append(_save(plots.container_projections(cache, container), out / "container_projections.png"))
-        session_id = experiments.groupby("ophys_session_id").size().idxmax()  # the most planes (Multiscope)
+        session_id = targets.ophys_session_id  # the most planes (Multiscope)
         result.figures.append(_save(plots.plane_population_traces(cache, session_id, t_range=None),
                                     out / "plane_population_traces.png"))
 

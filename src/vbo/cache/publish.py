@@ -1,6 +1,7 @@
 """Publish a release folder (``vbo simulate`` output) to a versioned S3 bucket, like the real one.
 
-Older object versions (``previous_versions/``) are uploaded first, then the latest objects, so every key's
+Older object versions (``previous_versions/``: data files, then each older version's CSVs, oldest version
+first) are uploaded first, then the latest objects, so every key's
 newest version is the latest release's; then each manifest is rewritten with the bucket's URLs and the
 version ids the server assigned, and uploaded. The result is fetchable exactly like the release bucket.
 """
@@ -39,6 +40,12 @@ def _objects(folder: Path) -> list[tuple[str, Path]]:
                   if p.is_file() and manifests not in p.parents)
 
 
+def _older_version_folders(release_dir: Path) -> list[Path]:
+    """``previous_versions/vX.Y.Z/`` folders (each older version's own metadata CSVs), oldest first."""
+    folders = [p for p in (release_dir / PREVIOUS_VERSIONS).glob("v*.*.*") if p.is_dir()]
+    return sorted(folders, key=lambda p: tuple(int(x) for x in p.name[1:].split(".")))
+
+
 def publish(release_dir: str | Path, bucket: str, *, endpoint_url: str | None = None, client=None,
             progress: Callable[[int, int], None] | None = None) -> dict[str, dict]:
     """Upload a release to ``bucket`` and rewrite its manifests with the server's version ids.
@@ -71,7 +78,9 @@ def publish(release_dir: str | Path, bucket: str, *, endpoint_url: str | None = 
     manifests = sorted((release_dir / mf.PROJECT_NAME / mf.MANIFEST_PREFIX).glob("*_manifest_v*.json"))
     if not manifests:
         raise FileNotFoundError(f"{release_dir} holds no {mf.PROJECT_NAME}/{mf.MANIFEST_PREFIX}/*.json")
-    uploads = _objects(release_dir / PREVIOUS_VERSIONS) + _objects(release_dir)
+    uploads = [*_objects(release_dir / PREVIOUS_VERSIONS),
+               *(item for folder in _older_version_folders(release_dir) for item in _objects(folder)),
+               *_objects(release_dir)]
     versions: dict[tuple[str, str], str] = {}  # (key, blake2b) → VersionId
     for done, (key, path) in enumerate(uploads, start=1):
         digest = mf.file_hash(path)

@@ -191,3 +191,18 @@ NS_STIMULUS_TEMPLATE = "ndx-aibs-stimulus-template"
 NS_EVENT_DETECTION = "ndx-aibs-ophys-event-detection"
 EXTENSION_NAMESPACES = {NS_BEHAVIOR_OPHYS: "0.2.0", NS_ELLIPSE_EYE_TRACKING: "0.1.0",
                         NS_STIMULUS_TEMPLATE: "0.1.0", NS_EVENT_DETECTION: "0.1.0"}
+
+# --- the NWB file skeleton the direct (h5py) writer spells out (pynwb knows these itself) ----
+GENERAL = "/general"
+ANALYSIS = "/analysis"
+STIMULUS = "/stimulus"
+SPECIFICATIONS = "/specifications"
+SPECLOC_ATTR = ".specloc"
+OPTOPHYSIOLOGY = "/general/optophysiology"
+FILE_CREATE_DATE = "/file_create_date"
+TIMESTAMPS_REFERENCE_TIME = "/timestamps_reference_time"
+EXPERIMENT_DESCRIPTION = "/general/experiment_description"
+INSTITUTION = "/general/institution"
+KEYWORDS = "/general/keywords"
+NS_CORE = "core"
+NS_HDMF_COMMON = "hdmf-common"

@@ -123,7 +123,8 @@ def read_column(group: h5py.Group, name: str) -> np.ndarray | list[np.ndarray]:
     index_name = f"{group.name}/{name}{layout.INDEX_SUFFIX}"
     if index_name in f:
         ends = np.asarray(f[index_name][()], dtype=np.int64)
-        return np.split(np.asarray(values)[: ends[-1]], ends[:-1]) if len(ends) else []
+        # rows end at the last offset: data past it (the SDK writer's b'' when no row has a value) is no row's
+        return np.split(np.asarray(values)[:ends[-1]], ends[:-1]) if len(ends) else []
     return values
 
 

@@ -233,6 +233,12 @@ def _ragged(cells) -> tuple[np.ndarray, np.ndarray]:
     return flat, ends.astype(_index_dtype(total))
 
 
+def _no_licks(n_trials: int) -> tuple[np.ndarray, np.ndarray]:
+    """``lick_times`` of a session without a single lick, as the SDK's writer stores it (format.md §7.6):
+    flat data one empty string (not float), every index entry 0."""
+    return np.array([""], dtype=object), np.zeros(n_trials, dtype=_index_dtype(0))
+
+
 def _vector_columns(name: str, description: str, values, ragged: bool = False) -> list:
     """VectorData (and its VectorIndex when ragged) for one table column."""
     from hdmf.common import VectorData, VectorIndex
@@ -458,6 +464,8 @@ def _trials_table(trials: pd.DataFrame):
         if name in (layout.START_TIME, layout.STOP_TIME):
             description = PRESENTATION_COLUMN_DESCRIPTIONS[name]
             columns += _vector_columns(name, description, series.to_numpy(dtype=np.float64))
+        elif name == layout.LICK_TIMES and len(trials) and not any(np.size(v) for v in series):
+            columns += _vector_columns(name, description, _no_licks(len(trials)), ragged=True)
         elif name == layout.LICK_TIMES or _is_ragged(series):
             # always ragged, even when every trial has exactly one lick (the SDK's quirk is not reproduced)
             columns += _vector_columns(name, description, _ragged(series.to_list()), ragged=True)

@@ -84,6 +84,11 @@ GENOTYPES = {
                      "Ai148(TIT2L-GC6f-ICL-tTA2)"),
 }
 CRE_CYCLE = ("Slc17a7", "Sst", "Vip")
+# mouse i gets project PROJECT_CYCLE[i % 4] and Cre line CRE_CYCLE[i % 3]: the first four mice cover every
+# Cre line, both rig kinds (Scientifica CAM2P, Multiscope MESO) and every reporter (mouse 0 is Ai94); the
+# first twelve every project x Cre line pair
+PROJECT_CYCLE = ("VisualBehavior", "VisualBehaviorMultiscope", "VisualBehaviorTask1B",
+                 "VisualBehaviorMultiscope4areasx2d")
 BEHAVIOR_RIG_LETTERS = ("B", "D", "F", "G")
 SCIENTIFICA_DEPTHS = ((175, 0.55), (275, 0.25), (375, 0.20))
 MULTISCOPE_DEPTHS = (75, 150, 225, 300)
@@ -224,11 +229,12 @@ def _random_day(rng: np.random.Generator, window: tuple[str, str]) -> dt.date:
 
 
 def _make_mouse(rng: np.random.Generator, index: int, mouse_id: str, isi_id: int) -> tuple[MousePlan, dt.date]:
-    project = PROJECTS[index % len(PROJECTS)]
+    project = PROJECT_BY_CODE[PROJECT_CYCLE[index % len(PROJECT_CYCLE)]]
     cre = CRE_CYCLE[index % len(CRE_CYCLE)]
     if cre == "Slc17a7":
-        # GCaMP6s (Ai94) mice exist only in the single-plane projects
-        key = "Slc17a7_Ai94" if (project.rigs[0] != "MESO.1" and rng.random() < 0.25) else "Slc17a7_Ai93"
+        # GCaMP6s (Ai94) mice exist only in the single-plane projects; the first mouse is one
+        single_plane = project.rigs[0] != "MESO.1"
+        key = "Slc17a7_Ai94" if (single_plane and (index == 0 or rng.random() < 0.25)) else "Slc17a7_Ai93"
     else:
         key = cre
     genotype = GENOTYPES[key]
@@ -408,7 +414,7 @@ def plan_release(rng: np.random.Generator, n_mice: int, scale: Scale, *,
         mouse, start = _make_mouse(rng, i, str(int(mouse_ids[i])), 600_000_000 + 1_000 * i
                                    + int(rng.integers(0, 1_000)))
         mice.append(mouse)
-        planes.append(_planes(rng, PROJECT_BY_CODE[mouse.project_code]))
+        planes.append(_planes(rng, PROJECT_BY_CODE[mouse.project_code])[:scale.mesoscope_planes])
         drafts += _training_history(rng, i, mouse, start, scale)
 
     times = [_acquisition_time(rng, d.day, d.stage.startswith("OPHYS")) for d in drafts]

@@ -19,7 +19,9 @@ The model, per ROI (all in ΔF/F units unless stated):
     the omitted flash onset, scaled so the expected ΔF/F at the end of the ramp is ``omission_ramp``;
   - natural movie: responsive cells with a movie preference respond to a few movie frames;
   - running: Poisson spikes at ``running_rate · speed / 10 cm/s`` (Hz) of ``spike_amplitude``;
-  - spontaneous Poisson spikes everywhere (gray screens included).
+  - spontaneous Poisson spikes everywhere (gray screens included);
+  - the plane's own population state (a slow Ornstein-Uhlenbeck process drawn from the plane's seed) sets
+    a shared spike rate for all its ROIs, so Multiscope planes imaged together do not move together.
 * **calcium** ``c`` = ``d`` filtered by an exponential decay (per-ROI ``tau``: GCaMP6f 0.3-0.7 s,
   GCaMP6s 0.9-1.6 s) and a short exponential rise (40 / 80 ms), one IIR filter per ROI.
 * ``dff = c + noise`` (AR(1) noise of per-ROI std ``noise_std``).
@@ -89,8 +91,11 @@ _CLASS_MIX = {
     "Sst": {IMAGE_RESPONSIVE: 0.8, UNRESPONSIVE: 0.2},
     "Vip": {OMISSION_RAMPING: 0.8, UNRESPONSIVE: 0.2},
 }
-# Sst and Vip planes hold fewer cells than Slc17a7 planes: fraction of the scale's range used
-_CELL_COUNT_SPAN = {"Slc17a7": (0.3, 1.0), "Sst": (0.0, 0.5), "Vip": (0.0, 0.5)}
+# each plane's own population activity (Multiscope planes imaged together do not move together)
+POPULATION_STATE_TAU_S = 8.0
+POPULATION_RATE_HZ = 0.25  # per ROI, at the mean state
+POPULATION_STATE_GAIN = 1.0  # log-rate change per unit of state
+SLC17A7_COUNT_SIGMA = 0.45  # log-normal spread of Slc17a7 cell counts (real: ~100 per plane, up to ~600)
 
 
 def cre_family(cre_line: str) -> str:
@@ -99,6 +104,18 @@ def cre_family(cre_line: str) -> str:
         if cre_line and cre_line.startswith(family):
             return family
     return "Slc17a7"
+
+
+def cells_in_plane(family: str, scale: Scale, rng: np.random.Generator) -> int:
+    """ROIs of one field of view: Sst and Vip planes hold few cells (uniform in the scale's interneuron
+    range, real ~10-20); Slc17a7 planes many (log-normal around the geometric mean of the scale's range,
+    clipped to it; ``full``: median 100, 40-250)."""
+    if family in ("Sst", "Vip"):
+        lo, hi = scale.interneuron_cells_per_plane
+        return int(rng.integers(lo, hi + 1))
+    lo, hi = scale.cells_per_plane
+    median = math.sqrt(lo * hi)
+    return int(np.clip(round(median * math.exp(rng.normal(0.0, SLC17A7_COUNT_SIGMA))), lo, hi))
 
 
 # --- the container -----------------------------------------------------------------------------------
@@ -274,10 +291,7 @@ def make_container(container_id: int, mouse: MousePlan, experiment: ExperimentPl
     a repeated image, and ``novelty_gain`` times more on Novel 1 sessions.
     """
     family = cre_family(mouse.cre_line)
-    lo, hi = scale.cells_per_plane
-    a, b = _CELL_COUNT_SPAN[family]
-    n = int(rng.integers(round(lo + a * (hi - lo)), round(lo + b * (hi - lo)) + 1))
-    n = max(n, 3)
+    n = cells_in_plane(family, scale, rng)
     field_of_view = tuple(int(v) for v in scale.field_of_view)
     geometry = _place_ellipses(n, field_of_view, rng)
     # the family's main class is always represented, so the planted effect exists even in small planes
@@ -564,6 +578,30 @@ def _simulate_drive(props: pd.DataFrame, tuning: np.ndarray, movie_frames: np.nd
     return drive
 
 
+def population_state(frame_times: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """This plane's own slow population state (unit-variance Ornstein-Uhlenbeck process, time constant
+    ``POPULATION_STATE_TAU_S``), drawn from the plane's own seed: planes imaged together do not share it."""
+    n = len(frame_times)
+    if n < 2:
+        return np.zeros(n)
+    dt = float(np.median(np.diff(frame_times)))
+    return _ar_noise((n, 1), math.exp(-dt / POPULATION_STATE_TAU_S), rng)[:, 0]
+
+
+def _population_drive(spike_amplitude: np.ndarray, frame_times: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Spikes of every ROI at a rate following the plane's population state (frames × ROIs, ΔF/F impulses):
+    ``rate = POPULATION_RATE_HZ · coupling · exp(POPULATION_STATE_GAIN · state)``, coupling 0.5-1.5 per ROI."""
+    n_frames, n = len(frame_times), len(spike_amplitude)
+    if n_frames < 2 or n == 0:
+        return np.zeros((n_frames, n))
+    dt = float(np.median(np.diff(frame_times)))
+    rate = POPULATION_RATE_HZ * np.exp(POPULATION_STATE_GAIN * population_state(frame_times, rng))
+    coupling = rng.uniform(0.5, 1.5, n)
+    spikes = rng.poisson(rate[:, None] * dt * coupling[None, :]).astype(np.float64)
+    spikes *= spike_amplitude[None, :]
+    return spikes
+
+
 def _calcium(drive: np.ndarray, frame_times: np.ndarray, tau: np.ndarray, rise_s: float) -> np.ndarray:
     """Drive filtered by an exponential decay (per-ROI ``tau``) and a short exponential rise (unit gain):
     one second-order IIR filter per ROI column."""
@@ -662,6 +700,7 @@ def simulate_ophys(session: SessionPlan, experiment: ExperimentPlan, container: 
     else:
         speed = np.zeros(n_frames)
     drive = _simulate_drive(rois_all, tuning, movie_frames, events_in, frame_times, speed, novel, rng)
+    drive += _population_drive(rois_all["spike_amplitude"].to_numpy(), frame_times, rng)
     tau = rois_all["tau"].to_numpy()
     rise = 0.08 if container.indicator == "GCaMP6s" else 0.04
     calcium = _calcium(drive, frame_times, tau, rise)
@@ -787,6 +826,10 @@ def simulate_ophys(session: SessionPlan, experiment: ExperimentPlan, container: 
         "session_type": session.session_type,
         "kernel": {"shape": "exponential decay after an exponential rise", "rise_s": rise,
                    "response_latency_s": RESPONSE_LATENCY_S, "omission_ramp_s": OMISSION_RAMP_S},
+        "population_state": {"model": "this plane's own Ornstein-Uhlenbeck state drives spikes of every ROI at "
+                                      "rate_hz * coupling(0.5-1.5) * exp(gain * state)",
+                             "tau_s": POPULATION_STATE_TAU_S, "rate_hz": POPULATION_RATE_HZ,
+                             "gain": POPULATION_STATE_GAIN},
         "trace_model": "dff = calcium + noise; corrected = f0*(1+dff); demixed = corrected + r*neuropil; "
                        "events = drive where drive >= event_threshold",
         "image_names": {str(k): v for k, v in sorted(image_names.items())},

@@ -12,27 +12,44 @@ from dataclasses import dataclass, field
 
 @dataclass(frozen=True)
 class Scale:
-    """How big a synthetic release is. Durations in s; shapes in px (rows, columns)."""
+    """How big a synthetic release is. Durations in s; shapes in px (rows, columns).
+
+    ``small`` and ``full`` have the real session structure (5 min gray, 60 min change detection, 5 min
+    gray, 10 repeats of the 30 s movie; training sessions of 60 min); they cut cost with fewer mice, cells,
+    Multiscope planes and pixels, never with shorter sessions. ``tiny`` (tests only) also shortens sessions.
+    """
 
     name: str
-    default_mice: int
+    default_mice: int  # at least 4, so that the cohort covers every Cre line, reporter and rig
     initial_gray_s: float  # gray screen before the task (real: 300 s)
     task_s: float  # change-detection block (real: 3600 s)
     final_gray_s: float  # gray screen after the task (real: 300 s)
     movie_repeats: int  # natural_movie_one repeats (real: 10)
     movie_frames: int  # frames of one movie repeat (real: 900 at 30 Hz)
-    training_task_s: float  # task length of training sessions
-    cells_per_plane: tuple[int, int]  # min, max ROIs per imaging plane (real: ~10-400)
+    training_task_s: float  # task length of training sessions (real: 3600 s; TRAINING_0 15 min)
+    cells_per_plane: tuple[int, int]  # Slc17a7 planes: ROIs drawn log-normally around the geometric mean
+    interneuron_cells_per_plane: tuple[int, int]  # Sst and Vip planes: ROIs, uniform (real: ~10-20)
     field_of_view: tuple[int, int]  # imaging field of view (real: 512 x 512)
     template_shape: tuple[int, int]  # stimulus template size (real: 1200 x 1920)
     sessions_per_training_stage: int  # sessions of each TRAINING_n stage (real: 1-10)
+    mesoscope_planes: int  # imaging planes of a Multiscope mouse, whole plane groups (real: 8)
 
 
 SCALES = {
-    "tiny": Scale("tiny", 4, 10.0, 120.0, 5.0, 1, 90, 90.0, (6, 10), (64, 64), (60, 96), 1),
-    "small": Scale("small", 6, 30.0, 600.0, 15.0, 1, 900, 300.0, (20, 40), (128, 128), (300, 480), 2),
-    "full": Scale("full", 12, 300.0, 3600.0, 300.0, 10, 900, 3600.0, (150, 250), (512, 512), (1200, 1920), 3),
+    "tiny": Scale("tiny", default_mice=4, initial_gray_s=10.0, task_s=120.0, final_gray_s=5.0, movie_repeats=1,
+                  movie_frames=90, training_task_s=90.0, cells_per_plane=(12, 20), interneuron_cells_per_plane=(4, 8),
+                  field_of_view=(64, 64), template_shape=(60, 96), sessions_per_training_stage=1,
+                  mesoscope_planes=2),
+    "small": Scale("small", default_mice=4, initial_gray_s=300.0, task_s=3600.0, final_gray_s=300.0,
+                   movie_repeats=10, movie_frames=900, training_task_s=3600.0, cells_per_plane=(30, 60),
+                   interneuron_cells_per_plane=(10, 20), field_of_view=(128, 128), template_shape=(150, 240),
+                   sessions_per_training_stage=1, mesoscope_planes=2),
+    "full": Scale("full", default_mice=12, initial_gray_s=300.0, task_s=3600.0, final_gray_s=300.0,
+                  movie_repeats=10, movie_frames=900, training_task_s=3600.0, cells_per_plane=(40, 250),
+                  interneuron_cells_per_plane=(10, 20), field_of_view=(512, 512), template_shape=(1200, 1920),
+                  sessions_per_training_stage=3, mesoscope_planes=8),
 }
+REAL_DURATION_SCALES = ("small", "full")  # the scales the demo and the tutorials use
 
 
 @dataclass

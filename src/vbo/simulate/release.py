@@ -2,7 +2,8 @@
 
 ``OUT_DIR/visual-behavior-ophys/`` is the bucket prefix as on S3: the latest version of every object and
 the manifests of every release version. ``OUT_DIR/previous_versions/visual-behavior-ophys/`` holds the
-older object versions that the older manifests name (same keys, other bytes, as S3 object versions);
+older data-file versions that the older manifests name (same keys, other bytes, as S3 object versions), and
+``OUT_DIR/previous_versions/vX.Y.Z/visual-behavior-ophys/`` the metadata CSVs of each older version;
 ``OUT_DIR/ground_truth/`` holds what was planted (outside the release tree).
 Every session is simulated from its own seed, so the result does not depend on the order or the number
 of worker processes: same seed, same bytes.
@@ -14,7 +15,7 @@ import dataclasses
 import json
 import os
 import shutil
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -26,8 +27,16 @@ from vbo import __version__
 from vbo.cache import manifest as mf
 from vbo.simulate.plan import SCALES, Scale, SessionPlan
 
-LATEST_VERSION = "1.1.0"
-OLDER_VERSIONS = ("1.0.0", "1.0.1")  # used when more than one version is asked for, newest last
+# the release's manifest versions, oldest first (format.md §2.2); ``simulate(versions=n)`` writes the last n
+RELEASE_VERSIONS = ("0.1.0", "0.2.0", "0.3.0", "1.0.0", "1.0.1", "1.1.0")
+LATEST_VERSION = RELEASE_VERSIONS[-1]
+OLDER_VERSIONS = RELEASE_VERSIONS[:-1]
+# AllenSDK version named by each manifest's ``data_pipeline``. v0.1.0 → 2.10.0 is documented (format.md §3.1);
+# the others are not published in the specs and are chosen in release order (an assumption, not a fact)
+ALLENSDK_VERSIONS = {"0.1.0": "2.10.0", "0.2.0": "2.10.2", "0.3.0": "2.11.1", "1.0.0": "2.13.1",
+                     "1.0.1": "2.13.4", "1.1.0": "2.15.0"}
+# versions whose CSVs still carry the internal ``file_path`` column (format.md §11: "some CSV versions")
+FILE_PATH_VERSIONS = ("0.1.0", "0.2.0", "0.3.0", "1.0.0")
 CHANGED_IN_OLDER_VERSIONS = 2  # experiment files that were re-released with new streams in the latest version
 GROUND_TRUTH = "ground_truth"
 PREVIOUS_VERSIONS = "previous_versions"
@@ -39,7 +48,7 @@ class Release:
 
     root: Path
     versions: list[str]
-    n_behavior_files: int
+    n_behavior_files: int  # in the release's tables (with ``write_only``, only some of them are written)
     n_experiment_files: int
 
     @property
@@ -60,8 +69,9 @@ def _seed(seed: int, *parts: int) -> np.random.Generator:
 
 
 def _assign_file_ids(sessions: list[SessionPlan]) -> None:
-    """Sequential manifest keys: behavior-only NWBs first, then experiment NWBs (−999 for imaging sessions)."""
-    next_id = 0
+    """Sequential manifest keys from 1: behavior-only NWBs first, then experiment NWBs (−999 for imaging
+    sessions). Never 0: AllenSDK takes a behavior ``file_id`` of 0 for "no file" (format.md §6.7, "> 0")."""
+    next_id = 1
     for session in sessions:
         if session.is_imaging:
             session.file_id = -999
@@ -108,19 +118,34 @@ def _older_experiment(content):
     return dataclasses.replace(content, demixed=None, neuropil=None, r=None, rmse=None)
 
 
-def _write(content, path: Path) -> Path:
-    from vbo.nwb.write import write_nwb
+WRITERS = ("fast", "pynwb")  # vbo.nwb.fastwrite (h5py, the default) or vbo.nwb.write (pynwb, the reference)
 
+
+def _write(content, path: Path, writer: str = "fast") -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    return write_nwb(content, path)
+    if writer == "pynwb":
+        from vbo.nwb.write import write_nwb
+
+        return write_nwb(content, path)
+    from vbo.nwb.fastwrite import write_nwb_fast
+
+    return write_nwb_fast(content, path)
+
+
+def _wanted(key: str, write_only: frozenset[str] | None) -> bool:
+    return write_only is None or key in write_only
 
 
 def _simulate_session(job: tuple) -> dict:
-    """Simulate and write the files of one behavior session (run in a worker process)."""
+    """Simulate one behavior session and write those of its files that are wanted (run in a worker process).
+
+    Files that are not written are still simulated: the metadata tables (trial counts, cells) cover every
+    session of the release.
+    """
     from vbo.simulate.neurons import simulate_ophys
     from vbo.simulate.task import simulate_behavior
 
-    session, containers, scale, seed, root, older_root, changed_file_ids = job
+    session, containers, scale, seed, root, older_root, changed_file_ids, write_only, writer = job
     behavior, behavior_truth = simulate_behavior(session, scale, _seed(seed, session.behavior_session_id))
     result = {
         "behavior_session_id": session.behavior_session_id,
@@ -130,18 +155,21 @@ def _simulate_session(job: tuple) -> dict:
         "files": [],
     }
     if not session.is_imaging:
-        path = _write(behavior, root / mf.behavior_nwb_key(session.behavior_session_id))
-        result["files"].append((session.file_id, mf.behavior_nwb_key(session.behavior_session_id), str(path)))
+        key = mf.behavior_nwb_key(session.behavior_session_id)
+        if _wanted(key, write_only):
+            path = _write(behavior, root / key, writer)
+            result["files"].append((session.file_id, key, str(path)))
         return result
     for experiment in session.experiments:
         container = containers[experiment.ophys_container_id]
         ophys, ophys_truth = simulate_ophys(session, experiment, container, behavior, scale,
                                             _seed(seed, session.behavior_session_id, experiment.ophys_experiment_id))
         key = mf.experiment_nwb_key(experiment.ophys_experiment_id)
-        path = _write(ophys, root / key)
-        result["files"].append((experiment.file_id, key, str(path)))
-        if experiment.file_id in changed_file_ids:
-            _write(_older_experiment(ophys), older_root / key)
+        if _wanted(key, write_only):
+            path = _write(ophys, root / key, writer)
+            result["files"].append((experiment.file_id, key, str(path)))
+            if experiment.file_id in changed_file_ids:
+                _write(_older_experiment(ophys), older_root / key, writer)
         result["truth"]["experiments"][str(experiment.ophys_experiment_id)] = ophys_truth
         for roi, specimen in zip(ophys.rois["cell_roi_id"], ophys.rois["cell_specimen_id"]):
             result["cells"].append((int(roi), None if specimen == -1 else int(specimen), experiment.ophys_experiment_id))
@@ -150,7 +178,9 @@ def _simulate_session(job: tuple) -> dict:
 
 def simulate(out_dir: str | Path, seed: int = 0, mice: int | None = None, scale: str = "tiny",
              versions: int = 1, workers: int | None = None,
-             progress: Callable[[int, int], None] | None = None) -> Release:
+             progress: Callable[[int, int], None] | None = None,
+             write_only: Callable[[dict[str, pd.DataFrame]], set[str]] | None = None,
+             writer: str = "fast") -> Release:
     """Write a synthetic Visual Behavior Ophys release with planted ground truth.
 
     Parameters
@@ -164,11 +194,23 @@ def simulate(out_dir: str | Path, seed: int = 0, mice: int | None = None, scale:
     scale
         ``tiny`` (tests: seconds), ``small`` (the demo) or ``full`` (60-min sessions, ~1 GB experiments).
     versions
-        Number of manifest versions (1-3); older versions differ in a few files (format.md §11).
+        Number of manifest versions (1-6): the last ``versions`` of :data:`RELEASE_VERSIONS`. Older versions
+        differ as in format.md §11: v1.0.x and v0.x lack the 1.1.0 CSV columns and the newest streams of a
+        few experiment files, and have NaN ``file_id`` for imaging sessions; v0.x and v1.0.0 CSVs carry a
+        ``file_path`` column naming that version's staging path; v0.x manifests are refused by AllenSDK and
+        vbo (``BehaviorCloudCacheVersionException``).
     workers
         Worker processes (default: number of CPUs, at most 4).
     progress
         Called as ``progress(done, total)`` after each session.
+    write_only
+        Which NWB files to write: called with the metadata tables (``behavior_session_table``,
+        ``ophys_session_table``, ``ophys_experiment_table``; trial counts not yet filled in), returns the
+        manifest keys to write. Every session is still simulated, so the tables (trial counts, cells) cover
+        the whole release; the manifests list the written files only. Default: every file.
+    writer
+        ``"fast"`` (:mod:`vbo.nwb.fastwrite`, h5py) or ``"pynwb"`` (:mod:`vbo.nwb.write`, the reference);
+        both write the same tree.
 
     Returns
     -------
@@ -179,6 +221,8 @@ def simulate(out_dir: str | Path, seed: int = 0, mice: int | None = None, scale:
 
     if scale not in SCALES:
         raise ValueError(f"unknown scale {scale!r}; choose one of {sorted(SCALES)}")
+    if writer not in WRITERS:
+        raise ValueError(f"unknown writer {writer!r}; choose one of {WRITERS}")
     if not 1 <= versions <= len(OLDER_VERSIONS) + 1:
         raise ValueError(f"versions must be 1..{len(OLDER_VERSIONS) + 1}, got {versions}")
     sc: Scale = SCALES[scale]
@@ -186,8 +230,7 @@ def simulate(out_dir: str | Path, seed: int = 0, mice: int | None = None, scale:
     for stale in (mf.PROJECT_NAME, PREVIOUS_VERSIONS, GROUND_TRUTH):
         shutil.rmtree(root / stale, ignore_errors=True)
     root.mkdir(parents=True, exist_ok=True)
-    all_versions = [*OLDER_VERSIONS[len(OLDER_VERSIONS) - (versions - 1):], LATEST_VERSION] if versions > 1 \
-        else [LATEST_VERSION]
+    all_versions = list(RELEASE_VERSIONS[len(RELEASE_VERSIONS) - versions:])
     older_root = root / PREVIOUS_VERSIONS if versions > 1 else None
 
     sessions = plan_release(_seed(seed, 0), mice or sc.default_mice, sc)
@@ -201,8 +244,13 @@ def simulate(out_dir: str | Path, seed: int = 0, mice: int | None = None, scale:
                 containers[experiment.ophys_container_id] = make_container(
                     experiment.ophys_container_id, session.mouse, experiment, sc,
                     _seed(seed, 1, experiment.ophys_container_id))
+    selected = frozenset(write_only(metadata_tables(sessions))) if write_only is not None else None
+    if writer == "fast":
+        from vbo.nwb.fastwrite import prepare
+
+        prepare()  # the cached specifications, made once here rather than once per worker
     jobs = [(s, {e.ophys_container_id: containers[e.ophys_container_id] for e in s.experiments}, sc, seed, root,
-             older_root, changed) for s in sessions]
+             older_root, changed, selected, writer) for s in sessions]
     results = _run(jobs, workers, progress)
 
     trial_counts = {r["behavior_session_id"]: r["trial_counts"] for r in results}
@@ -211,31 +259,42 @@ def simulate(out_dir: str | Path, seed: int = 0, mice: int | None = None, scale:
     data_files = {fid: (key, Path(path)) for r in results for fid, key, path in r["files"]}
     _write_version(root, root, LATEST_VERSION, tables, data_files, seed)
     if older_root is not None:
-        older_tables = dict(tables, behavior_session_table=_older_behavior_table(tables["behavior_session_table"]))
         older_files = {fid: (key, older_root / key if (older_root / key).exists() else path)
                        for fid, (key, path) in data_files.items()}
         for version in all_versions[:-1]:
-            _write_version(root, older_root, version, older_tables, older_files, seed)
+            _write_version(root, older_root / f"v{version}", version, _older_tables(tables, version), older_files, seed)
     _write_natural_movie(root / mf.NATURAL_MOVIE_KEY, sc, seed)
-    _write_ground_truth(root / GROUND_TRUTH, sessions, results, seed, scale)
+    files = "all" if write_only is None else getattr(write_only, "__name__", "selected")
+    _write_ground_truth(root / GROUND_TRUTH, sessions, results, seed, scale, files)
     return Release(root, all_versions, sum(not s.is_imaging for s in sessions),
                    sum(len(s.experiments) for s in sessions))
 
 
+def _cost(job: tuple) -> tuple:
+    """Rough relative cost of a job: imaging planes to simulate, then files to write."""
+    session, *_rest, write_only, _writer = job
+    keys = ([mf.experiment_nwb_key(e.ophys_experiment_id) for e in session.experiments] if session.is_imaging
+            else [mf.behavior_nwb_key(session.behavior_session_id)])
+    return (len(session.experiments), sum(_wanted(k, write_only) for k in keys))
+
+
 def _run(jobs: list[tuple], workers: int | None, progress) -> list[dict]:
+    """Results in job order; in worker processes the most expensive jobs start first (a short tail)."""
     workers = workers or min(4, os.cpu_count() or 1)
-    results = []
+    results: list[dict | None] = [None] * len(jobs)
     if workers <= 1:
         for i, job in enumerate(jobs):
-            results.append(_simulate_session(job))
+            results[i] = _simulate_session(job)
             if progress:
                 progress(i + 1, len(jobs))
         return results
+    order = sorted(range(len(jobs)), key=lambda i: _cost(jobs[i]), reverse=True)
     with ProcessPoolExecutor(max_workers=workers) as pool:
-        for i, result in enumerate(pool.map(_simulate_session, jobs)):
-            results.append(result)
+        futures = {pool.submit(_simulate_session, jobs[i]): i for i in order}
+        for done, future in enumerate(as_completed(futures), start=1):
+            results[futures[future]] = future.result()
             if progress:
-                progress(i + 1, len(jobs))
+                progress(done, len(jobs))
     return results
 
 
@@ -244,8 +303,14 @@ def _version_id(digest: str) -> str:
     return digest[:32]
 
 
-def _pipeline(seed: int) -> list[dict]:
-    return [{"name": "vbo", "version": __version__, "comment": f"synthetic release written by vbo simulate, seed {seed}"}]
+def _pipeline(version: str, seed: int) -> list[dict]:
+    """``data_pipeline`` of a manifest: the AllenSDK entry first (AllenSDK's cache reads the first one and
+    fails without it, format.md §3.1), then the simulator that really wrote the files."""
+    return [
+        {"name": "AllenSDK", "version": ALLENSDK_VERSIONS[version],
+         "comment": "AllenSDK version whose NWB layout and table conventions this release follows"},
+        {"name": "vbo", "version": __version__, "comment": f"synthetic release written by vbo simulate, seed {seed}"},
+    ]
 
 
 def _write_tables(folder: Path, tables: dict[str, pd.DataFrame]) -> dict[str, tuple[str, str, str]]:
@@ -269,8 +334,37 @@ def _write_version(root: Path, objects_root: Path, version: str, tables: dict[st
     for fid, (key, path) in data_files.items():
         digest = mf.file_hash(path)
         data[fid] = (key, _version_id(digest), digest)
-    manifest = mf.build_manifest(version, metadata, data, _pipeline(seed))
+    manifest = mf.build_manifest(version, metadata, data, _pipeline(version, seed))
     return mf.write_manifest(manifest, root / mf.manifest_key(version))
+
+
+def _older_tables(tables: dict[str, pd.DataFrame], version: str) -> dict[str, pd.DataFrame]:
+    """The metadata tables as an older release version wrote them (format.md §11): without the 1.1.0
+    columns (trial counts; ``published_at``, ``isi_experiment_id``), NaN ``file_id`` for imaging sessions,
+    and, in :data:`FILE_PATH_VERSIONS`, a ``file_path`` column pointing into that version's staging area."""
+    from vbo.simulate.mice import table_columns
+
+    older = {}
+    for name, table in tables.items():
+        if name != "ophys_cells_table":
+            table = table[list(table_columns(name, "1.0"))]
+        if name == "behavior_session_table":
+            table = _older_behavior_table(table)
+        if version in FILE_PATH_VERSIONS and name != "ophys_cells_table":
+            table = table.copy()
+            table["file_path"] = _staging_paths(table, version)
+        older[name] = table
+    return older
+
+
+def _staging_paths(table: pd.DataFrame, version: str) -> list[str]:
+    """Where each row's NWB sat while release ``version`` was built (the internal ``file_path`` column)."""
+    stage = f"/visual-behavior-ophys-staging/v{version}"
+    if "ophys_experiment_id" in table and "imaging_depth" in table:  # experiment table
+        return [f"{stage}/{mf.experiment_nwb_key(e).split('/', 1)[1]}" for e in table["ophys_experiment_id"]]
+    if "ophys_session_id" in table and "file_id" not in table:  # ophys session table: the session folder
+        return [f"{stage}/ophys_session_{int(s)}" for s in table["ophys_session_id"]]
+    return [f"{stage}/{mf.behavior_nwb_key(b).split('/', 1)[1]}" for b in table["behavior_session_id"]]
 
 
 def _older_behavior_table(table: pd.DataFrame) -> pd.DataFrame:
@@ -292,7 +386,7 @@ def _write_natural_movie(path: Path, scale: Scale, seed: int) -> None:
 
 
 def _write_ground_truth(folder: Path, sessions: list[SessionPlan], results: list[dict], seed: int,
-                        scale: str) -> None:
+                        scale: str, files: str = "all") -> None:
     folder.mkdir(parents=True, exist_ok=True)
     rows = []
     for session in sessions:
@@ -310,7 +404,8 @@ def _write_ground_truth(folder: Path, sessions: list[SessionPlan], results: list
     pd.DataFrame(rows).to_parquet(folder / "sessions.parquet", index=False)
     per_session = {str(r["behavior_session_id"]): r["truth"] for r in results}
     (folder / "truth.json").write_text(json.dumps(_jsonable(per_session), indent=1, sort_keys=True) + "\n")
-    (folder / "release.json").write_text(json.dumps(release_marker(seed, scale), indent=1, sort_keys=True) + "\n")
+    marker = release_marker(seed, scale, files)
+    (folder / "release.json").write_text(json.dumps(marker, indent=1, sort_keys=True) + "\n")
 
 
 def simulator_fingerprint() -> str:
@@ -320,7 +415,9 @@ def simulator_fingerprint() -> str:
     import vbo
 
     package = Path(vbo.__file__).parent
-    sources = sorted([*(package / "simulate").glob("*.py"), package / "nwb" / "write.py",
+    writers = [package / "nwb" / "write.py", package / "nwb" / "fastwrite.py"]
+    sources = sorted([*(package / "simulate").glob("*.py"), *writers,
+                      package / "demo.py",  # which files a demo release holds
                       *(package / "nwb" / "extensions").glob("*.yaml")])
     digest = hashlib.blake2b(digest_size=16)
     for path in sources:
@@ -328,6 +425,8 @@ def simulator_fingerprint() -> str:
     return digest.hexdigest()
 
 
-def release_marker(seed: int, scale: str) -> dict:
-    """What ``ground_truth/release.json`` records about how a release was made."""
-    return {"seed": seed, "scale": scale, "vbo_version": __version__, "simulator": simulator_fingerprint()}
+def release_marker(seed: int, scale: str, files: str = "all") -> dict:
+    """What ``ground_truth/release.json`` records about how a release was made (``files``: which NWB
+    files were written, e.g. ``"all"`` or the name of a selection)."""
+    return {"seed": seed, "scale": scale, "files": files, "vbo_version": __version__,
+            "simulator": simulator_fingerprint()}

@@ -830,18 +830,36 @@ def stimulus_template(set_letter: str | None, shape: tuple[int, int],
     rows, cols = int(shape[0]), int(shape[1])
     if set_letter is None:
         names = [f"gratings_{o}" for o in GRATING_ORIENTATIONS]
-        y, x = np.mgrid[0:rows, 0:cols].astype(float)
-        period = max(cols / 12.0, 4.0)
-        unwarped, warped = [], []
-        for o in GRATING_ORIENTATIONS:
-            theta = np.deg2rad(o)
-            phase = 2 * np.pi * (x * np.cos(theta) + y * np.sin(theta)) / period
-            unwarped.append(127.0 + 127.0 * np.sin(phase))
-            warped.append(np.where(np.sin(phase + 0.3 * np.sin(phase / 7.0)) >= 0, 255, 0).astype(np.uint8))
-        return StimulusTemplate(GRATING, names, np.stack(warped), np.stack(unwarped))
+        warped, unwarped = _grating_set((rows, cols))
+        return StimulusTemplate(GRATING, names, warped, unwarped)
     names = tuple(image_names) if image_names else tuple(IMAGE_SETS[set_letter][2])
     warped, unwarped = _image_set(set_letter, (rows, cols), names)
     return StimulusTemplate(IMAGE_SETS[set_letter][1], list(names), warped, unwarped)
+
+
+GRATING_CYCLES_PER_SCREEN_WIDTH = 12.0
+
+
+@lru_cache(maxsize=4)
+def _grating_set(shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """(warped, unwarped) full-field gratings in :data:`GRATING_ORIENTATIONS` order, prepared like the image
+    sets: a sine grating filling the screen, NaN where the mouse cannot see, and warped by the monitor warp
+    (its bars curve on the screen). Cached per shape; read-only arrays."""
+    from vbo import screen
+
+    rows, cols = shape
+    y, x = np.mgrid[0:rows, 0:cols].astype(float)
+    period = max(cols / GRATING_CYCLES_PER_SCREEN_WIDTH, 4.0)
+    gratings = []
+    for orientation in GRATING_ORIENTATIONS:
+        theta = np.deg2rad(orientation)
+        phase = 2 * np.pi * (x * np.cos(theta) + y * np.sin(theta)) / period
+        gratings.append(np.rint(screen.GRAY + 127.0 * np.sin(phase)).clip(0, 255).astype(np.uint8))
+    placed = np.stack(gratings)
+    warped = screen.warp(placed, n_workers=1)
+    unwarped = screen.unwarped(placed)
+    warped.flags.writeable = unwarped.flags.writeable = False
+    return warped, unwarped
 
 
 NATURAL_SCENE_SHAPE = (918, 1174)  # px of a natural image on the 1200 x 1920 screen
