@@ -48,6 +48,16 @@ def demo_release(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
+def targets(demo_release):
+    """The demo release's stand-ins for the ids the notebooks hard-code (mouse 445002, experiment 1085840400, ...)."""
+    from vbo.demo import demo_targets
+
+    tables = demo_release / mf.PROJECT_NAME / mf.METADATA_PREFIX
+    return demo_targets(pd.read_csv(tables / "behavior_session_table.csv"),
+                        pd.read_csv(tables / "ophys_experiment_table.csv"))
+
+
+@pytest.fixture(scope="module")
 def s3_endpoint(demo_release) -> str:
     """The demo release published to a moto S3 server under the real bucket name."""
     server = moto_s3()
@@ -75,7 +85,7 @@ def _save(fig, tmp_path: Path, name: str) -> Path:
 
 # --- 1. visual_behavior_ophys_data_access ------------------------------------------------------------------------
 
-def test_data_access(cache, tmp_path):
+def test_data_access(cache, targets, tmp_path):
     # versions: list the manifests, find the latest, load an old incompatible one, compare two, reload the latest
     names = cache.list_manifest_file_names()
     assert len(names) >= 3, "the tutorial walks through several dataset versions"
@@ -107,7 +117,8 @@ def test_data_access(cache, tmp_path):
     assert sizes["ophys experiments"] >= sizes["ophys sessions"]
 
     # one behavior session (a gratings training session: its templates are gratings) and one experiment
-    gratings = behavior_sessions[behavior_sessions.session_type.str.startswith("TRAINING_1_gratings")]
+    gratings = behavior_sessions[behavior_sessions.session_type.str.startswith("TRAINING_1_gratings")
+                                 & (behavior_sessions.mouse_id == targets.mouse_id)]
     assert len(gratings), "training sessions on gratings exist"
     behavior_session = cache.get_behavior_session(behavior_session_id=gratings.index[0])
     members = behavior_session.list_data_attributes_and_methods()
@@ -120,7 +131,7 @@ def test_data_access(cache, tmp_path):
         ax.set_title(name)
     _save(fig, tmp_path, "gratings")
 
-    ophys_experiment = cache.get_behavior_ophys_experiment(ophys_experiment_id=ophys_experiments.index[0])
+    ophys_experiment = cache.get_behavior_ophys_experiment(ophys_experiment_id=targets.experiment_id)
     assert len(ophys_experiment.list_data_attributes_and_methods()) == 35
     fig = plt.figure()
     plt.imshow(ophys_experiment.max_projection, cmap="gray")
@@ -131,20 +142,21 @@ def test_data_access(cache, tmp_path):
 
     from vbo.cache import s3
 
-    assert s3.experiment_nwb_url(ophys_experiments.index[0]).endswith(
-        f"behavior_ophys_experiment_{ophys_experiments.index[0]}.nwb")
+    assert s3.experiment_nwb_url(targets.experiment_id).endswith(
+        f"behavior_ophys_experiment_{targets.experiment_id}.nwb")
     assert s3.metadata_url("ophys_experiment_table").endswith("project_metadata/ophys_experiment_table.csv")
     client = s3.anonymous_client()  # the endpoint from AWS_ENDPOINT_URL_S3, as for any mirror
     keys = s3.list_keys(client, mf.BUCKET_NAME, prefix=f"{mf.PROJECT_NAME}/behavior_ophys_experiments/")
-    assert len(keys) >= ophys_experiments.index.nunique()
+    assert f"{mf.PROJECT_NAME}/behavior_ophys_experiments/behavior_ophys_experiment_{targets.experiment_id}.nwb" in keys
     body = client.get_object(Bucket=mf.BUCKET_NAME, Key=f"{mf.PROJECT_NAME}/manifests/{latest}")["Body"].read()
     manifest = json.loads(body)
     urls = [entry["url"] + "?versionId=" + entry["version_id"]
             for group in ("metadata_files", "data_files") for entry in manifest[group].values()]
     assert all(url.startswith("https://") and "versionId=" in url for url in urls)
-    assert len(manifest["data_files"]) == ophys_experiments.index.nunique() + \
-        behavior_sessions[behavior_sessions.ophys_session_id.isna()].index.nunique()
-    pinned = s3.open_remote(manifest["data_files"][str(int(ophys_experiments.loc[ophys_experiments.index[0],
+    file_ids = set(ophys_experiments.file_id.astype(int).astype(str)) | \
+        set(behavior_sessions.file_id.dropna().astype(int).astype(str))
+    assert set(manifest["data_files"]) <= file_ids, "every data file is a row of the tables"
+    pinned = s3.open_remote(manifest["data_files"][str(int(ophys_experiments.loc[targets.experiment_id,
                                                                                   "file_id"]))]["url"])
     assert pinned.read(8) == b"\x89HDF\r\n\x1a\n"
     pinned.close()
@@ -152,7 +164,7 @@ def test_data_access(cache, tmp_path):
 
 # --- 2. visual_behavior_ophys_dataset_manifest ---------------------------------------------------------------------
 
-def test_dataset_manifest(cache, tmp_path):
+def test_dataset_manifest(cache, targets, tmp_path):
     behavior_session_table = cache.get_behavior_session_table()
     ophys_session_table = cache.get_ophys_session_table()
     ophys_experiment_table = cache.get_ophys_experiment_table()
@@ -178,7 +190,7 @@ def test_dataset_manifest(cache, tmp_path):
     assert behavior_session_table.project_code.notna().all()
 
     # the order of one mouse's sessions, retakes, and mice that saw omissions before the first imaging session
-    mouse_id = ophys_session_table.mouse_id.iloc[0]
+    mouse_id = targets.mouse_id
     order = behavior_session_table[behavior_session_table.mouse_id == mouse_id].sort_values("date_of_acquisition")
     assert order.session_type.iloc[0].startswith("TRAINING_0") and order.session_type.iloc[-1].startswith("OPHYS")
     imaging = ophys_session_table.sort_values("date_of_acquisition")
@@ -194,7 +206,7 @@ def test_dataset_manifest(cache, tmp_path):
     assert (depths["min"] > 0).all() and all(len(a) >= 1 for a in areas)
 
     # follow one container across its sessions: the max projections of its experiments
-    container_id = ophys_experiment_table.groupby("ophys_container_id").size().idxmax()
+    container_id = targets.ophys_container_id
     container = ophys_experiment_table[ophys_experiment_table.ophys_container_id == container_id] \
         .sort_values("date_of_acquisition")
     assert container.session_type.nunique() == len(container) or container.prior_exposures_to_session_type.max() > 0
@@ -210,8 +222,9 @@ def test_dataset_manifest(cache, tmp_path):
                                    & (ophys_experiment_table.cre_line == "Vip-IRES-Cre")
                                    & (ophys_experiment_table.experience_level == "Novel 1")]
     assert len(novel), "a Vip Multiscope novel session exists"
+    assert targets.novel_vip_multiscope_session in set(novel.ophys_session_id)
     session_experiments = ophys_experiment_table[ophys_experiment_table.ophys_session_id
-                                                 == novel.ophys_session_id.iloc[0]]
+                                                 == targets.novel_vip_multiscope_session]
     assert len(session_experiments) > 1, "a Multiscope session has several planes"
     fig, axes = plt.subplots(len(session_experiments), 1, figsize=(8, 1.2 * len(session_experiments)), sharex=True)
     plane_means = []
@@ -255,17 +268,18 @@ def _stimulus_spans(ax, presentations: pd.DataFrame, start: float, stop: float) 
     return len(window)
 
 
-def test_load_ophys_data(cache, tmp_path):
+def test_load_ophys_data(cache, targets, tmp_path):
     ophys_experiment_table = cache.get_ophys_experiment_table()
     selected = ophys_experiment_table[(ophys_experiment_table.cre_line == "Sst-IRES-Cre")
                                       & (ophys_experiment_table.session_number == 4)
                                       & (ophys_experiment_table.prior_exposures_to_image_set == 0)]
     assert len(selected), "an Sst first-novel-session experiment exists"
     assert selected.ophys_session_id.nunique() <= len(selected)
-    ophys_experiment = cache.get_behavior_ophys_experiment(selected.index[0])
+    assert targets.first_novel_sst in selected.index  # the notebook's 957759562 is one of these
+    ophys_experiment = cache.get_behavior_ophys_experiment(targets.first_novel_sst)
 
     metadata = ophys_experiment.metadata
-    assert metadata["cre_line"] == "Sst-IRES-Cre" and metadata["ophys_experiment_id"] == selected.index[0]
+    assert metadata["cre_line"] == "Sst-IRES-Cre" and metadata["ophys_experiment_id"] == targets.first_novel_sst
     fig = plt.figure()
     plt.imshow(ophys_experiment.max_projection, cmap="gray")
     _save(fig, tmp_path, "max_projection")
@@ -311,10 +325,9 @@ def test_load_ophys_data(cache, tmp_path):
 
 # --- 4. visual_behavior_mouse_history ------------------------------------------------------------------------------
 
-def test_mouse_history(cache, tmp_path):
+def test_mouse_history(cache, targets, tmp_path):
     behavior_session_table = cache.get_behavior_session_table()
-    ophys_session_table = cache.get_ophys_session_table()
-    mouse_id = ophys_session_table.mouse_id.iloc[0]
+    mouse_id = targets.mouse_id
     mouse_sessions = behavior_session_table[behavior_session_table.mouse_id == mouse_id] \
         .sort_values("date_of_acquisition")
     assert mouse_sessions.session_type.iloc[0].startswith("TRAINING") and \
@@ -366,11 +379,10 @@ def test_mouse_history(cache, tmp_path):
 
 # --- 5. visual_behavior_compare_across_trial_types ------------------------------------------------------------------
 
-def test_compare_across_trial_types(cache, tmp_path):
+def test_compare_across_trial_types(cache, targets, tmp_path):
     ophys_experiment_table = cache.get_ophys_experiment_table()
-    active = ophys_experiment_table[~ophys_experiment_table.passive
-                                    & ophys_experiment_table.session_type.str.startswith("OPHYS_1")]
-    experiment = cache.get_behavior_ophys_experiment(active.index[0])
+    assert not ophys_experiment_table.loc[targets.experiment_id, "passive"], "an active session"
+    experiment = cache.get_behavior_ophys_experiment(targets.experiment_id)
 
     performance_metrics = experiment.get_performance_metrics()
     assert performance_metrics["trial_count"] > 100

@@ -35,6 +35,8 @@ class DemoTargets:
     by_cre_line: tuple[int, ...]  # change and omission responses by cell type
     ophys_container_id: int  # the container's fields of view
     ophys_session_id: int  # the session with the most planes: population traces of every plane
+    first_novel_sst: int | None = None  # load-one-experiment tutorial: Sst, session 4, first exposure
+    novel_vip_multiscope_session: int | None = None  # manifest tutorial: a Vip Multiscope "Novel 1" session
 
 
 def _indexed(table: pd.DataFrame, key: str) -> pd.DataFrame:
@@ -61,9 +63,18 @@ def demo_targets(behavior_sessions: pd.DataFrame, experiments: pd.DataFrame) -> 
     ranked = active.assign(_elsewhere=[i not in opened for i in active.index], _single=single_plane.to_numpy())
     ranked = ranked.sort_values(["_elsewhere", "_single"], kind="stable")
     by_cre = ranked.groupby("cre_line", sort=True).head(EXPERIMENTS_PER_CRE_LINE)
+    # the tutorials' own filters (docs/tutorials.md): the first experiment each one selects
+    novel_sst = experiments.index[(experiments["cre_line"] == "Sst-IRES-Cre") & (experiments["session_number"] == 4)
+                                  & (experiments["prior_exposures_to_image_set"] == 0)]
+    novel_vip = experiments[(experiments["project_code"] == "VisualBehaviorMultiscope")
+                            & (experiments["cre_line"] == "Vip-IRES-Cre")
+                            & (experiments["experience_level"] == "Novel 1")]
     return DemoTargets(mouse_id=str(row["mouse_id"]), experiment_id=experiment_id,
                        by_cre_line=tuple(int(i) for i in sorted(by_cre.index)),
-                       ophys_container_id=int(row["ophys_container_id"]), ophys_session_id=session_id)
+                       ophys_container_id=int(row["ophys_container_id"]), ophys_session_id=session_id,
+                       first_novel_sst=int(novel_sst[0]) if len(novel_sst) else None,
+                       novel_vip_multiscope_session=int(novel_vip["ophys_session_id"].iloc[0]) if len(novel_vip)
+                       else None)
 
 
 def demo_files(tables: dict[str, pd.DataFrame]) -> set[str]:
@@ -76,6 +87,10 @@ def demo_files(tables: dict[str, pd.DataFrame]) -> set[str]:
     wanted = {targets.experiment_id, *targets.by_cre_line}
     wanted |= set(experiments.index[experiments["ophys_container_id"] == targets.ophys_container_id])
     wanted |= set(experiments.index[experiments["ophys_session_id"] == targets.ophys_session_id])
+    if targets.first_novel_sst is not None:
+        wanted.add(targets.first_novel_sst)
+    if targets.novel_vip_multiscope_session is not None:
+        wanted |= set(experiments.index[experiments["ophys_session_id"] == targets.novel_vip_multiscope_session])
     keys = {mf.experiment_nwb_key(int(i)) for i in wanted}
     for session_id, row in behavior[behavior["mouse_id"].astype(str) == targets.mouse_id].iterrows():
         file_id = row["file_id"]
@@ -123,13 +138,15 @@ def ensure_release(cache_dir: Path, seed: int = DEMO_SEED, scale: str = DEMO_SCA
     (:func:`demo_files`) are written, unless ``all_files`` (a separate folder, for benchmarks that open
     every file)."""
     from vbo.simulate import simulate
+    from vbo.simulate.release import RELEASE_VERSIONS
 
     suffix = "-all" if all_files else ""
     release_dir = cache_dir / f"synthetic-release-{scale}-seed{seed}{suffix}"
     selection = None if all_files else demo_files
     if _release_is_current(release_dir, seed, scale, "all" if all_files else demo_files.__name__):
         return release_dir, False
-    simulate(release_dir, seed=seed, scale=scale, versions=1, progress=progress, write_only=selection)
+    simulate(release_dir, seed=seed, scale=scale, versions=len(RELEASE_VERSIONS), progress=progress,
+             write_only=selection)
     return release_dir, True
 
 
