@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from vbo import derive
-from vbo.errors import InvalidDataError, MissingDataError
+from vbo.errors import InvalidDataError, MalformedDataError, MissingDataError
 from vbo.nwb import layout
 from vbo.nwb import read as nwb
 from vbo.session import BehaviorSession
@@ -62,16 +62,20 @@ class BehaviorOphysExperiment(BehaviorSession):
     @cached_property
     def ophys_experiment_id(self) -> int:
         """Ophys experiment id (one imaging plane in one session)."""
-        return int(nwb.read(self._h5, layout.IDENTIFIER))
+        return nwb.integer_text(self._h5, layout.IDENTIFIER)
 
     @property
     def ophys_session_id(self) -> int:
         """Ophys session id."""
-        return self._metadata_attrs["ophys_session_id"]
+        nwb.integer_attr(self._metadata_attrs, "ophys_session_id", self._h5, layout.METADATA)
+        return self._metadata_attrs["ophys_session_id"]  # as stored (numpy int64, as AllenSDK returns it)
 
     @property
     def _is_multiplane(self) -> bool:
-        return int(self._metadata_attrs.get("imaging_plane_group_count", 0)) > 1
+        meta = self._metadata_attrs
+        if "imaging_plane_group_count" not in meta:
+            return False
+        return nwb.integer_attr(meta, "imaging_plane_group_count", self._h5, layout.METADATA) > 1
 
     @cached_property
     def metadata(self) -> dict[str, Any]:
@@ -80,10 +84,13 @@ class BehaviorOphysExperiment(BehaviorSession):
         meta = self._metadata_attrs
         out = dict(BehaviorSession.metadata.func(self))
         multiplane = self._is_multiplane
+        for key in ("ophys_container_id", "field_of_view_height", "field_of_view_width", "imaging_depth",
+                    "targeted_imaging_depth", "ophys_session_id") + (("imaging_plane_group",) if multiplane else ()):
+            nwb.integer_attr(meta, key, h5, layout.METADATA)  # checked here, returned as stored
         out.update({
             "indicator": derive.indicator(out["reporter_line"]),
-            "emission_lambda": nwb.read(h5, layout.EMISSION_LAMBDA),
-            "excitation_lambda": nwb.read(h5, layout.EXCITATION_LAMBDA),
+            "emission_lambda": nwb.read_numeric(h5, layout.EMISSION_LAMBDA, ndim=0)[()],
+            "excitation_lambda": nwb.read_numeric(h5, layout.EXCITATION_LAMBDA, ndim=0)[()],
             "ophys_container_id": meta["ophys_container_id"],
             "field_of_view_height": meta["field_of_view_height"],
             "field_of_view_width": meta["field_of_view_width"],
@@ -92,9 +99,9 @@ class BehaviorOphysExperiment(BehaviorSession):
             "imaging_plane_group": int(meta["imaging_plane_group"]) if multiplane else None,
             "imaging_plane_group_count": int(meta["imaging_plane_group_count"]) if multiplane else 0,
             "ophys_experiment_id": self.ophys_experiment_id,
-            "ophys_frame_rate": nwb.read(h5, layout.IMAGING_RATE),
+            "ophys_frame_rate": nwb.read_numeric(h5, layout.IMAGING_RATE, ndim=0)[()],
             "ophys_session_id": meta["ophys_session_id"],
-            "targeted_structure": nwb.read(h5, layout.IMAGING_LOCATION),
+            "targeted_structure": nwb.text(h5, layout.IMAGING_LOCATION),
         })
         if "project_code" in meta:
             out["project_code"] = meta["project_code"]
@@ -109,12 +116,16 @@ class BehaviorOphysExperiment(BehaviorSession):
     @cached_property
     def _n_frames(self) -> int:
         """Number of ophys frames (rows of the dF/F data; shape only, nothing read)."""
-        return int(self._h5[f"{layout.DFF}/{layout.DATA}"].shape[0])
+        path = f"{layout.DFF}/{layout.DATA}"
+        shape = nwb.dataset(self._h5, path).shape
+        if not shape or len(shape) > 2:
+            raise MalformedDataError(self._name, path, f"dF/F must be frames × ROIs, found shape {shape}")
+        return int(shape[0])
 
     @cached_property
     def ophys_timestamps(self) -> np.ndarray:
         """Time of every ophys frame of this plane (s), aligned with every trace."""
-        timestamps = np.asarray(nwb.read(self._h5, f"{layout.DFF}/{layout.TIMESTAMPS}"), dtype=np.float64)
+        timestamps = np.asarray(nwb.read_numeric(self._h5, f"{layout.DFF}/{layout.TIMESTAMPS}"), dtype=np.float64)
         n = self._n_frames
         if len(timestamps) == n:
             return timestamps
@@ -129,9 +140,11 @@ class BehaviorOphysExperiment(BehaviorSession):
     def _rois(self) -> pd.DataFrame:
         """Light ROI index of the stored table: cell_roi_id, cell_specimen_id, valid_roi, stored row."""
         h5 = self._h5
-        roi_ids = nwb.read(h5, f"{layout.CELL_TABLE}/{layout.ID}").astype(np.int64)
-        specimen = nwb.read(h5, layout.CELL_SPECIMEN_ID)
-        valid = nwb.read(h5, layout.VALID_ROI).astype(bool)
+        table = nwb.group(h5, layout.CELL_TABLE)
+        roi_ids = nwb.integer_ids(h5, f"{layout.CELL_TABLE}/{layout.ID}", nwb.read(h5, f"{layout.CELL_TABLE}/{layout.ID}"))
+        specimen = nwb.integer_ids(h5, layout.CELL_SPECIMEN_ID, nwb.read_column(table, layout.CELL_SPECIMEN_ID_COLUMN,
+                                                                                len(roi_ids)))
+        valid = nwb.booleans(h5, layout.VALID_ROI, nwb.read_column(table, "valid_roi", len(roi_ids)))
         specimen_ids = [None if s == layout.NULL_CELL_SPECIMEN_ID else int(s) for s in specimen]
         rois = pd.DataFrame({"cell_roi_id": roi_ids, "cell_specimen_id": pd.Series(specimen_ids, dtype=object),
                              "valid_roi": valid,
@@ -139,6 +152,11 @@ class BehaviorOphysExperiment(BehaviorSession):
         if self._exclude_invalid_rois:
             rois = rois[rois["valid_roi"]]
         return rois.reset_index(drop=True)
+
+    @cached_property
+    def _n_rois(self) -> int:
+        """Rows of the stored ROI table (valid or not)."""
+        return int(nwb.dataset(self._h5, f"{layout.CELL_TABLE}/{layout.ID}").shape[0])
 
     @cached_property
     def _cell_index(self) -> pd.Index:
@@ -150,7 +168,9 @@ class BehaviorOphysExperiment(BehaviorSession):
     @cached_property
     def _roi_masks(self) -> np.ndarray:
         """Boolean masks (ROI, rows, columns) of the retained ROIs, full field of view."""
-        masks = nwb.read(self._h5, f"{layout.CELL_TABLE}/{layout.CELL_TABLE_MASK}").astype(bool, copy=False)
+        path = f"{layout.CELL_TABLE}/{layout.CELL_TABLE_MASK}"
+        masks = nwb.read_numeric(self._h5, path, ndim=3).astype(bool, copy=False)
+        nwb.same_length(self._h5, path, masks, self._n_rois, "ROIs of the cell table")
         rows = self._rois["row"].to_numpy()
         return masks if len(rows) == len(masks) else masks[rows]
 
@@ -159,14 +179,16 @@ class BehaviorOphysExperiment(BehaviorSession):
         """ROIs of this plane (index ``cell_specimen_id``, None when unmatched): ROI id, bounding box (px),
         motion-correction borders (px), validity and full-field boolean ``roi_mask``."""
         h5 = self._h5
-        group = h5[layout.CELL_TABLE]
+        group = nwb.group(h5, layout.CELL_TABLE)
         rows = self._rois["row"].to_numpy()
         index = self._cell_index
         data: dict[str, pd.Series] = {"cell_roi_id": pd.Series(self._rois["cell_roi_id"].to_numpy(), index=index)}
         for name in nwb.table_columns(group):
             if name in (layout.CELL_SPECIMEN_ID_COLUMN, layout.CELL_TABLE_MASK):
                 continue
-            values = np.asarray(nwb.read_column(group, name))[rows]
+            column = nwb.read_column(group, name, self._n_rois)
+            nwb.check_column_kinds(group, {name: column}, numbers=layout.CELL_TABLE_NUMBER_COLUMNS)
+            values = np.asarray(column)[rows]
             if values.dtype.kind in "iu":
                 values = values.astype(np.int64)
             data[name] = pd.Series(values, index=index)
@@ -183,14 +205,19 @@ class BehaviorOphysExperiment(BehaviorSession):
     def _traces(self, series: str, required: bool = True) -> tuple[np.ndarray, np.ndarray] | None:
         """(stored ROI-table rows, data ROI × frame) of a RoiResponseSeries, None when absent and optional."""
         h5 = self._h5
-        if series not in h5:
+        if not nwb.exists(h5, series):
             if required:
                 raise MissingDataError(self._name, f"missing {series}")
             return None
-        rows = nwb.region_rows(h5, series)
-        data = np.asarray(nwb.read(h5, f"{series}/{layout.DATA}"))
+        rows = nwb.region_rows(h5, series, self._n_rois)
+        path = f"{series}/{layout.DATA}"
+        data = nwb.read_numeric(h5, path, ndim=None)
         if data.ndim == 1:
+            nwb.same_length(h5, path, data, len(rows), f"ROIs of {series}/{layout.ROIS}")
             return rows, data
+        if data.ndim != 2 or len(rows) not in data.shape:
+            raise MalformedDataError(self._name, path, f"must be frames × {len(rows)} ROIs (its {layout.ROIS}), "
+                                                       f"found shape {data.shape}")
         if data.shape[1] != len(rows) and data.shape[0] == len(rows):
             data = data.T  # stored ROI × frame
         return rows, np.ascontiguousarray(data.T)
@@ -265,8 +292,12 @@ class BehaviorOphysExperiment(BehaviorSession):
         events = data[order]
         filtered = derive.filter_events(events, float(self.metadata["ophys_frame_rate"]),
                                         self._events_filter_scale_seconds, self._events_filter_n_time_steps)
-        lambdas = np.asarray(nwb.read(h5, layout.EVENT_LAMBDAS), dtype=np.float64)[order]
-        noise = np.asarray(nwb.read(h5, layout.EVENT_NOISE_STDS), dtype=np.float64)[order]
+        lambdas = nwb.read_numeric(h5, layout.EVENT_LAMBDAS)
+        noise = nwb.read_numeric(h5, layout.EVENT_NOISE_STDS)
+        for path, values in ((layout.EVENT_LAMBDAS, lambdas), (layout.EVENT_NOISE_STDS, noise)):
+            nwb.same_length(h5, path, values, len(rows), f"ROIs of {layout.EVENTS}/{layout.ROIS}")
+        lambdas = lambdas.astype(np.float64)[order]
+        noise = noise.astype(np.float64)[order]
         return pd.DataFrame({
             "cell_roi_id": pd.Series(self._rois["cell_roi_id"].to_numpy()[present], index=index),
             "events": _object_column(events, index),
@@ -279,17 +310,22 @@ class BehaviorOphysExperiment(BehaviorSession):
     def motion_correction(self) -> pd.DataFrame:
         """Rigid motion-correction offsets ``x``, ``y`` (px), one row per ophys frame."""
         h5 = self._h5
-        return pd.DataFrame({"x": nwb.read(h5, layout.MOTION_X).astype(np.int64, copy=False),
-                             "y": nwb.read(h5, layout.MOTION_Y).astype(np.int64, copy=False)})
+        x, y = nwb.read_numeric(h5, layout.MOTION_X), nwb.read_numeric(h5, layout.MOTION_Y)
+        nwb.same_length(h5, layout.MOTION_Y, y, len(x), f"frames of {layout.MOTION_X}")
+        for path, values in ((layout.MOTION_X, x), (layout.MOTION_Y, y)):
+            if values.dtype.kind == "f" and not np.isfinite(values).all():
+                raise MalformedDataError(self._name, path, "offsets must be finite whole pixels")
+        return pd.DataFrame({"x": x.astype(np.int64, copy=False), "y": y.astype(np.int64, copy=False)})
 
     # --- images -------------------------------------------------------------------------------
 
     def _image(self, path: str) -> Image:
         h5 = self._h5
-        if path not in h5:
+        if not nwb.exists(h5, path):
             raise MissingDataError(self._name, f"missing image {path}")
-        resolution = float(h5[path].attrs[layout.IMAGE_RESOLUTION_ATTR]) * layout.RESOLUTION_TO_MM
-        return Image(nwb.read(h5, path), (resolution, resolution), "mm")
+        resolution = nwb.number_attr(nwb.attrs(h5, path), layout.IMAGE_RESOLUTION_ATTR, h5, path)
+        resolution *= layout.RESOLUTION_TO_MM
+        return Image(nwb.read_numeric(h5, path, ndim=2), (resolution, resolution), "mm")
 
     @cached_property
     def max_projection(self) -> Image:
