@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from vbo import derive
-from vbo.errors import InvalidDataError, MalformedDataError, MissingDataError
+from vbo.errors import InvalidDataError, MalformedDataError, MissingDataError, UnknownIdError
 from vbo.nwb import layout
 from vbo.nwb import read as nwb
 from vbo.session import BehaviorSession
@@ -359,7 +359,7 @@ class BehaviorOphysExperiment(BehaviorSession):
                       VisibleDeprecationWarning, stacklevel=2)
         ids = self._cell_index
         if all(i is None for i in ids):
-            raise ValueError(f"{self._name}: no ROI of this experiment has a cell_specimen_id")
+            raise InvalidDataError(self._name, "no ROI of this experiment has a cell_specimen_id")
         return ids.to_numpy()
 
     def get_cell_specimen_indices(self, cell_specimen_ids) -> list[int]:
@@ -371,7 +371,7 @@ class BehaviorOphysExperiment(BehaviorSession):
             position.setdefault(cell, i)
         unknown = [c for c in cell_specimen_ids if c not in position]
         if unknown:
-            raise KeyError(f"cell_specimen_ids {unknown} are not in {self._name}")
+            raise UnknownIdError(f"cell_specimen_ids {unknown} are not in {self._name}")
         return [position[c] for c in cell_specimen_ids]
 
     def get_dff_traces(self, cell_specimen_ids=None) -> tuple[np.ndarray, np.ndarray]:
