@@ -371,6 +371,9 @@ def simulate(
 
     if scale not in SCALES:
         raise typer.BadParameter(f"unknown scale {scale!r}; choose one of {', '.join(SCALES)}", param_hint="--scale")
+    for value, option in ((mice, "--mice"), (workers, "--workers")):
+        if value is not None and value < 1:
+            raise typer.BadParameter(f"{value}: give at least 1", param_hint=option)
     bar, update = _progress_bar("simulating sessions")
     with bar:
         try:
