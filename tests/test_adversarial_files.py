@@ -308,6 +308,8 @@ SESSION_CASES = [
     Case("behavior_session_uuid not a uuid", "session",
          _attr("general/metadata", "behavior_session_uuid", "not-a-uuid", dtype=STR),
          {"metadata": (MALFORMED, "behavior_session_uuid")}),
+    Case("reporter_line stored as a number", "experiment", _attr("general/subject", "reporter_line", 7, dtype="i8"),
+         {"metadata": (MALFORMED, "reporter_line")}),
     Case("genotype missing", "session", _delete("general/subject/genotype"),
          {"metadata": (MISSING, "genotype")}),
     Case("genotype stored as a number", "session", _edit("general/subject/genotype", np.float64(3.5), "f8"),

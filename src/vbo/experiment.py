@@ -156,7 +156,11 @@ class BehaviorOphysExperiment(BehaviorSession):
     @cached_property
     def _n_rois(self) -> int:
         """Rows of the stored ROI table (valid or not)."""
-        return int(nwb.dataset(self._h5, f"{layout.CELL_TABLE}/{layout.ID}").shape[0])
+        path = f"{layout.CELL_TABLE}/{layout.ID}"
+        shape = nwb.dataset(self._h5, path).shape
+        if shape is None or len(shape) != 1:
+            raise MalformedDataError(self._name, path, f"ROI ids must be 1-D, found shape {shape}")
+        return int(shape[0])
 
     @cached_property
     def _cell_index(self) -> pd.Index:

@@ -192,7 +192,8 @@ class BehaviorSession:
             "stimulus_frame_rate": meta["stimulus_frame_rate"],
             "session_type": nwb.text_attr(meta, "session_type", h5, layout.METADATA),
             "date_of_acquisition": start.astimezone(dt.timezone.utc),
-            "reporter_line": derive.none_if_none_string(subject.get("reporter_line")),
+            "reporter_line": derive.none_if_none_string(
+                nwb.text_attr(subject, "reporter_line", h5, layout.SUBJECT) if "reporter_line" in subject else None),
             "cre_line": derive.cre_line(genotype),
             "behavior_session_uuid": self._session_uuid(meta),
             "driver_line": driver_line,
