@@ -320,6 +320,13 @@ SESSION_CASES = [
     Case("task session_type names no image set", "session",
          _attr("general/task_parameters", "session_type", "WEIRD", dtype=STR),
          {"task_parameters": (MALFORMED, "session_type")}),
+    Case("behavior_session_uuid an array", "session",
+         _attr("general/metadata", "behavior_session_uuid", np.arange(4), dtype="i8"),
+         {"metadata": (MALFORMED, "behavior_session_uuid")}),
+    Case("task response_window_sec missing", "session",
+         _attr("general/task_parameters", "response_window_sec", delete=True),
+         {"get_performance_metrics": (MISSING, "response_window_sec"),
+          "get_reward_rate": (MISSING, "response_window_sec")}),
     Case("task session_type missing", "session", _attr("general/task_parameters", "session_type", delete=True),
          {"task_parameters": (MISSING, "session_type")}),
     # streams

@@ -205,7 +205,11 @@ class BehaviorSession:
 
     def _session_uuid(self, meta: dict[str, Any]) -> uuid.UUID | None:
         """``behavior_session_uuid`` as a UUID (None when stored as ``"None"`` or absent)."""
-        stored = derive.none_if_none_string(meta.get("behavior_session_uuid"))
+        stored = meta.get("behavior_session_uuid")
+        if stored is not None and not isinstance(stored, str):
+            raise MalformedDataError(self._name, f"{layout.METADATA}@behavior_session_uuid",
+                                     f"must be text, found {stored!r:.80}")
+        stored = derive.none_if_none_string(stored)
         if not stored:
             return None
         try:
@@ -437,7 +441,7 @@ class BehaviorSession:
 
     @property
     def _response_window_start(self) -> float:
-        return self.task_parameters["response_window_sec"][0]
+        return nwb.need(self.task_parameters, "response_window_sec", self._h5, layout.TASK_PARAMETERS)[0]
 
     def get_reward_rate(self) -> np.ndarray:
         """Rewards per minute for every trial (centred window of up to 50 trials; NaN for the first 10)."""
