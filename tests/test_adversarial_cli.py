@@ -117,7 +117,7 @@ def test_no_arguments_shows_help_and_fails(tmp_path):
     assert "info" in result.output and "Traceback" not in result.output
 
 
-def test_traceback_on_request(tmp_path, monkeypatch):
+def test_traceback_on_request(monkeypatch, session_nwb):
     """Unexpected errors are one line too, unless VBO_TRACEBACK=1 asks for the traceback."""
     import vbo.cli as cli
 
@@ -125,9 +125,7 @@ def test_traceback_on_request(tmp_path, monkeypatch):
         raise ZeroDivisionError("planted")
 
     monkeypatch.setattr(cli, "summarize", broken)
-    path = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "sdk-files" / "behavior_session_1089912433.nwb"
-    if not path.exists():
-        pytest.skip("shared data absent")
+    path = session_nwb
     result = runner.invoke(app, ["info", str(path)])
     assert result.exit_code == 1 and "unexpected ZeroDivisionError: planted" in result.stderr
     monkeypatch.setenv(cli.TRACEBACK_ENV, "1")

@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from adversarial_report import Outcome, record
-from nwb_variants import STR, decode, replace_dataset, set_attr, set_text_dataset
+from nwb_variants import STR, replace_dataset, set_attr, set_text_dataset
 
 from vbo import BehaviorOphysExperiment, BehaviorSession
 from vbo import errors as E

@@ -498,9 +498,8 @@ def cell(
     given = _ids(cell_specimen_id, "CELL_SPECIMEN_ID")
     if len(given) != 1:
         raise typer.BadParameter(f"give one cell_specimen_id, not {len(given)}", param_hint="CELL_SPECIMEN_ID")
-    cell_id = given[0]
-    try:
-        rows = experiments_of_cell(_open_cache(cache_dir, bucket, endpoint_url, offline, static), cell_id)
+    try:  # the id as typed (checked above), so messages quote it as given
+        rows = experiments_of_cell(_open_cache(cache_dir, bucket, endpoint_url, offline, static), cell_specimen_id)
     except (VboError, KeyError, TypeError, RuntimeError) as err:
         raise _fail(cache_dir, str(err.args[0] if isinstance(err, KeyError) and err.args else err)) from None
     columns = [c for c in ("ophys_experiment_id", "session_type", "experience_level", "date_of_acquisition",

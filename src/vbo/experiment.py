@@ -141,9 +141,10 @@ class BehaviorOphysExperiment(BehaviorSession):
         """Light ROI index of the stored table: cell_roi_id, cell_specimen_id, valid_roi, stored row."""
         h5 = self._h5
         table = nwb.group(h5, layout.CELL_TABLE)
-        roi_ids = nwb.integer_ids(h5, f"{layout.CELL_TABLE}/{layout.ID}", nwb.read(h5, f"{layout.CELL_TABLE}/{layout.ID}"))
-        specimen = nwb.integer_ids(h5, layout.CELL_SPECIMEN_ID, nwb.read_column(table, layout.CELL_SPECIMEN_ID_COLUMN,
-                                                                                len(roi_ids)))
+        id_path = f"{layout.CELL_TABLE}/{layout.ID}"
+        roi_ids = nwb.integer_ids(h5, id_path, nwb.read(h5, id_path))
+        specimen = nwb.read_column(table, layout.CELL_SPECIMEN_ID_COLUMN, len(roi_ids))
+        specimen = nwb.integer_ids(h5, layout.CELL_SPECIMEN_ID, specimen)
         valid = nwb.booleans(h5, layout.VALID_ROI, nwb.read_column(table, "valid_roi", len(roi_ids)))
         specimen_ids = [None if s == layout.NULL_CELL_SPECIMEN_ID else int(s) for s in specimen]
         rois = pd.DataFrame({"cell_roi_id": roi_ids, "cell_specimen_id": pd.Series(specimen_ids, dtype=object),
