@@ -585,3 +585,17 @@ def test_open_checks_time_out(tmp_path, monkeypatch, session_nwb):
         assert isinstance(info.value, TimeoutError) and str(session_nwb) in str(info.value)
     finally:
         release.set()
+
+
+def test_open_nwb_does_not_follow_an_external_link(tmp_path, session_nwb):
+    """``vbo.open_nwb`` decides session or experiment by looking for the ophys module; a link there is refused."""
+    import vbo
+
+    path = tmp_path / "linked.nwb"
+    shutil.copy(session_nwb, path)
+    path.chmod(0o644)
+    with h5py.File(path, "r+") as f:
+        f["processing/ophys"] = h5py.ExternalLink(str(_secret_file(tmp_path)), "/meta")
+    with pytest.raises(E.ExternalDataError, match="processing/ophys") as info:
+        vbo.open_nwb(path)
+    assert str(path) in str(info.value) and info.value.dataset == "/processing/ophys"

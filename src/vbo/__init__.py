@@ -54,13 +54,14 @@ def open_nwb(path, **kwargs):
     """
     from vbo.experiment import BehaviorOphysExperiment
     from vbo.nwb import layout
+    from vbo.nwb import read as nwb
     from vbo.session import BehaviorSession, adopt, open_source
 
     session_options = ("eye_tracking_z_threshold", "eye_tracking_dilation_frames",
                        "add_is_change_to_stimulus_presentations_table")
 
     def build(h5):
-        if layout.OPHYS in h5:
+        if nwb.exists(h5, layout.OPHYS):  # refuses an external link rather than following it
             return BehaviorOphysExperiment(h5, **kwargs)
         return BehaviorSession(h5, **{k: v for k, v in kwargs.items() if k in session_options})
 
