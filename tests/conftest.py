@@ -72,3 +72,15 @@ def tiny_cache(tiny_release):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the SDK-compatible reminder about stimulus blocks
         return VisualBehaviorOphysProjectCache.from_local_cache(tiny_release.root, use_static_cache=True)
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Print the adversarial-input tables (cases, typed errors, raw errors, wrong answers) when any ran."""
+    try:
+        from adversarial_report import TABLES, format_tables
+    except ImportError:  # pragma: no cover - the module sits beside this file
+        return
+    if TABLES:
+        terminalreporter.section("malformed input: cases / typed errors / raw errors / wrong answers")
+        for line in format_tables():
+            terminalreporter.write_line(line)

@@ -54,6 +54,7 @@ def open_nwb(path, **kwargs):
     """
     from vbo.experiment import BehaviorOphysExperiment
     from vbo.nwb import layout
+    from vbo.nwb import read as nwb
     from vbo.session import BehaviorSession, adopt, open_source
 
     session_options = ("eye_tracking_z_threshold", "eye_tracking_dilation_frames",
@@ -61,7 +62,7 @@ def open_nwb(path, **kwargs):
 
     def build(handle):
         with handle.pinned() as h5:
-            is_experiment = layout.OPHYS in h5
+            is_experiment = nwb.exists(h5, layout.OPHYS)  # refuses an external link rather than following it
         if is_experiment:
             return BehaviorOphysExperiment(handle, **kwargs)
         return BehaviorSession(handle, **{k: v for k, v in kwargs.items() if k in session_options})

@@ -19,21 +19,88 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
+from typer.core import TyperGroup
+
+try:  # recent typer vendors click; its exceptions are typer's own classes
+    from typer import _click as click
+except ImportError:  # pragma: no cover - typer that uses the click package
+    import click
 
 if TYPE_CHECKING:  # pragma: no cover
     from vbo.session import BehaviorSession
 
+# Exit status for a problem with the user's input (bad path, not an NWB file, ...), as click uses
+# for usage errors.
+EXIT_BAD_INPUT = 2
+EXIT_INTERNAL_ERROR = 1
+NETWORK_MODULES = ("botocore", "urllib3", "requests", "aiohttp", "aiobotocore", "s3fs", "fsspec")
+TRACEBACK_ENV = "VBO_TRACEBACK"  # set to 1 to see the traceback of an unexpected error
+
+
+def _red_line(message: str) -> None:
+    """Print ``error: message`` as one red line on stderr, whatever newlines the message holds."""
+    from rich.console import Console
+    from rich.text import Text
+
+    line = " ".join(str(message).split())
+    Console(stderr=True, highlight=False, soft_wrap=True).print(Text(f"error: {line}", style="bold red"))
+
+
+class OneLineErrors(TyperGroup):
+    """The ``vbo`` command group: every failure is one red line on stderr and a non-zero exit, never a traceback.
+
+    Bad arguments (click usage errors) exit 2, as do ``vbo.errors`` exceptions and file-system errors that
+    escape a command; anything unexpected exits 1 (``VBO_TRACEBACK=1`` shows its traceback).
+    """
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        import os
+
+        try:
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.exceptions.ClickException as err:
+            hint = f" (see {err.ctx.command_path} --help)" if getattr(err, "ctx", None) is not None else ""
+            if err.format_message().strip():  # empty when the help was shown instead (no arguments)
+                _red_line(f"{err.format_message()}{hint}")
+            code = err.exit_code
+        except (getattr(click.exceptions, "Abort", typer.Abort), typer.Abort):
+            _red_line("aborted")
+            code = EXIT_INTERNAL_ERROR
+        except Exception as err:
+            if os.environ.get(TRACEBACK_ENV, "") not in ("", "0"):
+                raise
+            code = self._report(err)
+        if not standalone_mode:
+            return code
+        sys.exit(code if isinstance(code, int) else 0)
+
+    @staticmethod
+    def _report(err: Exception) -> int:
+        from vbo.errors import VboError
+
+        if isinstance(err, VboError):
+            _red_line(str(err))
+            return EXIT_BAD_INPUT
+        if isinstance(err, OSError):
+            where = f"{err.filename}: " if getattr(err, "filename", None) else ""
+            _red_line(f"{where}{err.strerror or err}")
+            return EXIT_BAD_INPUT
+        if type(err).__module__.split(".")[0] in NETWORK_MODULES:
+            _red_line(f"network: {type(err).__name__}: {err}")
+            return EXIT_INTERNAL_ERROR
+        _red_line(f"unexpected {type(err).__name__}: {err} (a bug in vbo; please report it, with the traceback "
+                  f"that {TRACEBACK_ENV}=1 prints)")
+        return EXIT_INTERNAL_ERROR
+
+
 app = typer.Typer(
     name="vbo",
+    cls=OneLineErrors,
     help="Lazy, AllenSDK-compatible access to the Allen Visual Behavior Ophys dataset.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-
-# Exit status for a problem with the user's input (bad path, not an NWB file, ...), as click uses
-# for usage errors.
-EXIT_BAD_INPUT = 2
 
 
 @app.callback()
@@ -232,13 +299,8 @@ def _render_table(summary: dict[str, Any]):
 
 def _fail(path: Path, message: str) -> typer.Exit:
     """Print one red line naming the file on stderr; return the exit to raise."""
-    from rich.console import Console
-    from rich.text import Text
-
     line = " ".join(message.split())  # one line, whatever the message holds
-    if str(path) not in line:
-        line = f"{path}: {line}"
-    Console(stderr=True, highlight=False, soft_wrap=True).print(Text(f"error: {line}", style="bold red"))
+    _red_line(line if str(path) in line else f"{path}: {line}")
     return typer.Exit(code=EXIT_BAD_INPUT)
 
 
@@ -311,6 +373,9 @@ def simulate(
 
     if scale not in SCALES:
         raise typer.BadParameter(f"unknown scale {scale!r}; choose one of {', '.join(SCALES)}", param_hint="--scale")
+    for value, option in ((mice, "--mice"), (workers, "--workers")):
+        if value is not None and value < 1:
+            raise typer.BadParameter(f"{value}: give at least 1", param_hint=option)
     bar, update = _progress_bar("simulating sessions")
     with bar:
         try:
@@ -338,11 +403,15 @@ def demo(
     typer.echo(f"figures and summary: {result.out_dir.resolve()} ({result.seconds:.1f} s)")
 
 
-def _ids(text: Optional[str]) -> list[int]:
-    """Comma-separated ids (``1,2,3``) → ints."""
+def _ids(text: Optional[str], option: str) -> list[int]:
+    """Comma-separated ids (``1,2,3``) → ints; a bad id is a usage error naming ``option``."""
+    from vbo.errors import InvalidIdError
     from vbo.tables import normalize_id
 
-    return [normalize_id(part) for part in text.split(",") if part.strip()] if text else []
+    try:
+        return [normalize_id(part) for part in text.split(",") if part.strip()] if text else []
+    except InvalidIdError as err:
+        raise typer.BadParameter(str(err), param_hint=option) from None
 
 
 def _open_cache(cache_dir: Path, bucket: Optional[str], endpoint_url: Optional[str], offline: bool,
@@ -377,10 +446,13 @@ def download(
 
     if not (experiments or sessions or everything):
         raise typer.BadParameter("name --experiments, --sessions or --all", param_hint="--experiments")
+    if workers < 1:
+        raise typer.BadParameter(f"{workers} workers: give at least 1", param_hint="--workers")
+    session_ids, experiment_ids = _ids(sessions, "--sessions"), _ids(experiments, "--experiments")
     try:
         cache = _open_cache(cache_dir, bucket, endpoint_url, offline=False)
         with progress_bar(description="downloading") as update:
-            paths = cache.download(_ids(sessions), _ids(experiments), everything, workers=workers, progress=update)
+            paths = cache.download(session_ids, experiment_ids, everything, workers=workers, progress=update)
     except (VboError, KeyError, TypeError, RuntimeError) as err:
         raise _fail(cache_dir, str(err)) from None
     typer.echo(f"{len(paths)} files verified in {cache_dir}")
@@ -425,9 +497,12 @@ def cell(
     from vbo.errors import VboError
     from vbo.population import experiments_of_cell
 
-    try:
+    given = _ids(cell_specimen_id, "CELL_SPECIMEN_ID")
+    if len(given) != 1:
+        raise typer.BadParameter(f"give one cell_specimen_id, not {len(given)}", param_hint="CELL_SPECIMEN_ID")
+    try:  # the id as typed (checked above), so messages quote it as given
         rows = experiments_of_cell(_open_cache(cache_dir, bucket, endpoint_url, offline, static), cell_specimen_id)
-    except (VboError, KeyError, TypeError) as err:
+    except (VboError, KeyError, TypeError, RuntimeError) as err:
         raise _fail(cache_dir, str(err.args[0] if isinstance(err, KeyError) and err.args else err)) from None
     columns = [c for c in ("ophys_experiment_id", "session_type", "experience_level", "date_of_acquisition",
                            "targeted_structure", "imaging_depth", "cre_line", "mouse_id") if c in rows.columns]
@@ -449,6 +524,9 @@ def publish(
 
     if not target.startswith("s3://") or not target[5:].strip("/"):
         raise typer.BadParameter(f"{target!r} is not s3://BUCKET", param_hint="TARGET")
+    if not release_dir.is_dir():
+        raise typer.BadParameter(f"{release_dir} is not a folder (a release written by `vbo simulate`)",
+                                 param_hint="RELEASE_DIR")
     bar, update = _progress_bar("uploading")
     with bar:
         try:

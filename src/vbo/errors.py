@@ -189,3 +189,56 @@ class UnverifiedObjectError(DownloadError):
 
 class LockTimeoutError(CacheFolderError, TimeoutError):
     """Another process held a cache file's lock for longer than the allowed wait."""
+
+
+# --- malformed files, tables, ids (validation: vbo.nwb.read, vbo.tables, vbo.cli) ------------
+
+
+class MalformedDataError(InvalidDataError):
+    """A dataset, attribute or table column is present but malformed; ``dataset`` names it inside the file."""
+
+    def __init__(self, path: str | Path, dataset: str, problem: str):
+        self.dataset = dataset
+        super().__init__(path, f"{dataset}: {problem}")
+
+
+class CorruptDataError(MalformedDataError):
+    """A dataset's stored bytes cannot be decoded (a corrupt compressed chunk, a broken storage layout)."""
+
+
+class NotRegularFileError(NwbFileError):
+    """The path is a FIFO, a device, a socket or another non-regular file; vbo refuses to open it."""
+
+
+class ExternalDataError(NwbFileError):
+    """The file points outside itself (an HDF5 external link, external raw storage or a virtual dataset).
+
+    Released files never do; vbo refuses such a file rather than read another file's bytes.
+    """
+
+    def __init__(self, path: str | Path, dataset: str, problem: str):
+        self.dataset = dataset
+        super().__init__(path, f"{dataset}: {problem}")
+
+
+class OpenTimeoutError(NwbFileError, TimeoutError):
+    """The file system did not answer within the open timeout (a hung mount, a blocking special file)."""
+
+
+class MetadataTableError(VboError, ValueError):
+    """A metadata table (CSV) that cannot be read as the release's table; ``path`` and ``field`` name the spot."""
+
+    def __init__(self, path: str | Path, field: str | None, problem: str):
+        self.path = str(path)
+        self.field = field
+        self.problem = problem
+        where = f" [{field}]" if field else ""
+        super().__init__(f"{self.path}{where}: {problem}")
+
+
+class InvalidIdError(VboError, TypeError, ValueError):
+    """A value given as an id that is not one (not an integer or a string of ASCII digits)."""
+
+
+class NwbPermissionError(NwbFileError, PermissionError):
+    """The NWB file exists but this user may not read it."""

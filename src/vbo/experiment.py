@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from vbo import derive
-from vbo.errors import InvalidDataError, MissingDataError
+from vbo.errors import InvalidDataError, MalformedDataError, MissingDataError, UnknownIdError
 from vbo.members import data_member
 from vbo.nwb import layout
 from vbo.nwb import read as nwb
@@ -72,16 +72,20 @@ class BehaviorOphysExperiment(BehaviorSession):
     @data_member
     def ophys_experiment_id(self) -> int:
         """Id of this imaging plane in this session (an ``int``; index of ``ophys_experiment_table``)."""
-        return int(nwb.read(self._h5, layout.IDENTIFIER))
+        return nwb.integer_text(self._h5, layout.IDENTIFIER)
 
     @property
     def ophys_session_id(self) -> int:
         """Id of the imaging session this plane belongs to (an ``int``; index of ``ophys_session_table``)."""
-        return self._metadata_attrs["ophys_session_id"]
+        nwb.integer_attr(self._metadata_attrs, "ophys_session_id", self._h5, layout.METADATA)
+        return self._metadata_attrs["ophys_session_id"]  # as stored (numpy int64, as AllenSDK returns it)
 
     @property
     def _is_multiplane(self) -> bool:
-        return int(self._metadata_attrs.get("imaging_plane_group_count", 0)) > 1
+        meta = self._metadata_attrs
+        if "imaging_plane_group_count" not in meta:
+            return False
+        return nwb.integer_attr(meta, "imaging_plane_group_count", self._h5, layout.METADATA) > 1
 
     @data_member
     def metadata(self) -> dict[str, Any]:
@@ -119,10 +123,13 @@ class BehaviorOphysExperiment(BehaviorSession):
         meta = self._metadata_attrs
         out = dict(BehaviorSession.metadata.fget(self))
         multiplane = self._is_multiplane
+        for key in ("ophys_container_id", "field_of_view_height", "field_of_view_width", "imaging_depth",
+                    "targeted_imaging_depth", "ophys_session_id") + (("imaging_plane_group",) if multiplane else ()):
+            nwb.integer_attr(meta, key, h5, layout.METADATA)  # checked here, returned as stored
         out.update({
             "indicator": derive.indicator(out["reporter_line"]),
-            "emission_lambda": nwb.read(h5, layout.EMISSION_LAMBDA),
-            "excitation_lambda": nwb.read(h5, layout.EXCITATION_LAMBDA),
+            "emission_lambda": nwb.read_numeric(h5, layout.EMISSION_LAMBDA, ndim=0)[()],
+            "excitation_lambda": nwb.read_numeric(h5, layout.EXCITATION_LAMBDA, ndim=0)[()],
             "ophys_container_id": meta["ophys_container_id"],
             "field_of_view_height": meta["field_of_view_height"],
             "field_of_view_width": meta["field_of_view_width"],
@@ -132,9 +139,9 @@ class BehaviorOphysExperiment(BehaviorSession):
             "imaging_plane_group": meta["imaging_plane_group"] if multiplane else None,
             "imaging_plane_group_count": meta["imaging_plane_group_count"] if multiplane else 0,
             "ophys_experiment_id": self.ophys_experiment_id,
-            "ophys_frame_rate": nwb.read(h5, layout.IMAGING_RATE),
+            "ophys_frame_rate": nwb.read_numeric(h5, layout.IMAGING_RATE, ndim=0)[()],
             "ophys_session_id": meta["ophys_session_id"],
-            "targeted_structure": nwb.read(h5, layout.IMAGING_LOCATION),
+            "targeted_structure": nwb.text(h5, layout.IMAGING_LOCATION),
         })
         if "project_code" in meta:
             out["project_code"] = meta["project_code"]
@@ -155,7 +162,11 @@ class BehaviorOphysExperiment(BehaviorSession):
     @data_member
     def _n_frames(self) -> int:
         """Number of ophys frames (rows of the dF/F data; shape only, nothing read)."""
-        return int(self._h5[f"{layout.DFF}/{layout.DATA}"].shape[0])
+        path = f"{layout.DFF}/{layout.DATA}"
+        shape = nwb.dataset(self._h5, path).shape
+        if not shape or len(shape) > 2:
+            raise MalformedDataError(self._name, path, f"dF/F must be frames × ROIs, found shape {shape}")
+        return int(shape[0])
 
     @data_member
     def ophys_timestamps(self) -> np.ndarray:
@@ -165,7 +176,7 @@ class BehaviorOphysExperiment(BehaviorSession):
         sessions). As in AllenSDK, single-plane timestamps longer than the traces are truncated; fewer
         timestamps than frames (or any mismatch for multi-plane) raise ``vbo.errors.InvalidDataError``.
         """
-        timestamps = np.asarray(nwb.read(self._h5, f"{layout.DFF}/{layout.TIMESTAMPS}"), dtype=np.float64)
+        timestamps = np.asarray(nwb.read_numeric(self._h5, f"{layout.DFF}/{layout.TIMESTAMPS}"), dtype=np.float64)
         n = self._n_frames
         if len(timestamps) == n:
             return timestamps
@@ -180,15 +191,27 @@ class BehaviorOphysExperiment(BehaviorSession):
     def _rois(self) -> pd.DataFrame:
         """Light ROI index of the stored table: cell_roi_id, cell_specimen_id, valid_roi, stored row."""
         h5 = self._h5
-        roi_ids = nwb.read(h5, f"{layout.CELL_TABLE}/{layout.ID}").astype(np.int64)
-        specimen = nwb.read(h5, layout.CELL_SPECIMEN_ID)
-        valid = nwb.read(h5, layout.VALID_ROI).astype(bool)
-        rois = pd.DataFrame({"cell_roi_id": roi_ids, "cell_specimen_id": specimen.astype(np.int64),
+        table = nwb.group(h5, layout.CELL_TABLE)
+        id_path = f"{layout.CELL_TABLE}/{layout.ID}"
+        roi_ids = nwb.integer_ids(h5, id_path, nwb.read(h5, id_path))
+        specimen = nwb.read_column(table, layout.CELL_SPECIMEN_ID_COLUMN, len(roi_ids))
+        specimen = nwb.integer_ids(h5, layout.CELL_SPECIMEN_ID, specimen)
+        valid = nwb.booleans(h5, layout.VALID_ROI, nwb.read_column(table, "valid_roi", len(roi_ids)))
+        rois = pd.DataFrame({"cell_roi_id": roi_ids, "cell_specimen_id": np.asarray(specimen, dtype=np.int64),
                              "valid_roi": valid,
                              "row": np.arange(len(roi_ids))})
         if self._exclude_invalid_rois:
             rois = rois[rois["valid_roi"]]
         return rois.reset_index(drop=True)
+
+    @data_member
+    def _n_rois(self) -> int:
+        """Rows of the stored ROI table (valid or not)."""
+        path = f"{layout.CELL_TABLE}/{layout.ID}"
+        shape = nwb.dataset(self._h5, path).shape
+        if shape is None or len(shape) != 1:
+            raise MalformedDataError(self._name, path, f"ROI ids must be 1-D, found shape {shape}")
+        return int(shape[0])
 
     @data_member
     def _cell_index(self) -> pd.Index:
@@ -198,7 +221,8 @@ class BehaviorOphysExperiment(BehaviorSession):
         it leaves out invalid ROIs, so the dtype follows every stored ROI: int64 when all are matched;
         float64 (NaN for the unmatched) when some are; object holding None when none is.
         """
-        stored = np.asarray(nwb.read(self._h5, layout.CELL_SPECIMEN_ID), dtype=np.int64)
+        stored = np.asarray(nwb.integer_ids(self._h5, layout.CELL_SPECIMEN_ID,
+                                            nwb.read(self._h5, layout.CELL_SPECIMEN_ID)), dtype=np.int64)
         stored_unmatched = stored == layout.NULL_CELL_SPECIMEN_ID
         ids = stored[self._rois["row"].to_numpy()]
         unmatched = ids == layout.NULL_CELL_SPECIMEN_ID
@@ -212,7 +236,9 @@ class BehaviorOphysExperiment(BehaviorSession):
     @data_member
     def _roi_masks(self) -> np.ndarray:
         """Boolean masks (ROI, rows, columns) of the retained ROIs, full field of view."""
-        masks = nwb.read(self._h5, f"{layout.CELL_TABLE}/{layout.CELL_TABLE_MASK}").astype(bool, copy=False)
+        path = f"{layout.CELL_TABLE}/{layout.CELL_TABLE_MASK}"
+        masks = nwb.read_numeric(self._h5, path, ndim=3).astype(bool, copy=False)
+        nwb.same_length(self._h5, path, masks, self._n_rois, "ROIs of the cell table")
         rows = self._rois["row"].to_numpy()
         return masks if len(rows) == len(masks) else masks[rows]
 
@@ -243,14 +269,16 @@ class BehaviorOphysExperiment(BehaviorSession):
         With ``exclude_invalid_rois=True`` (default) only valid ROIs are kept.
         """
         h5 = self._h5
-        group = h5[layout.CELL_TABLE]
+        group = nwb.group(h5, layout.CELL_TABLE)
         rows = self._rois["row"].to_numpy()
         index = self._cell_index
         data: dict[str, pd.Series] = {"cell_roi_id": pd.Series(self._rois["cell_roi_id"].to_numpy(), index=index)}
         for name in nwb.table_columns(group):
             if name in (layout.CELL_SPECIMEN_ID_COLUMN, layout.CELL_TABLE_MASK):
                 continue
-            values = np.asarray(nwb.read_column(group, name))[rows]
+            column = nwb.read_column(group, name, self._n_rois)
+            nwb.check_column_kinds(group, {name: column}, numbers=layout.CELL_TABLE_NUMBER_COLUMNS)
+            values = np.asarray(column)[rows]
             if values.dtype.kind in "iu":
                 values = values.astype(np.int64)
             data[name] = pd.Series(values, index=index)
@@ -278,14 +306,19 @@ class BehaviorOphysExperiment(BehaviorSession):
     def _traces(self, series: str, required: bool = True) -> tuple[np.ndarray, np.ndarray] | None:
         """(stored ROI-table rows, data ROI × frame) of a RoiResponseSeries, None when absent and optional."""
         h5 = self._h5
-        if series not in h5:
+        if not nwb.exists(h5, series):
             if required:
                 raise MissingDataError(self._name, f"missing {series}")
             return None
-        rows = nwb.region_rows(h5, series)
-        data = np.asarray(nwb.read(h5, f"{series}/{layout.DATA}"))
+        rows = nwb.region_rows(h5, series, self._n_rois)
+        path = f"{series}/{layout.DATA}"
+        data = nwb.read_numeric(h5, path, ndim=None)
         if data.ndim == 1:
+            nwb.same_length(h5, path, data, len(rows), f"ROIs of {series}/{layout.ROIS}")
             return rows, data
+        if data.ndim != 2 or len(rows) not in data.shape:
+            raise MalformedDataError(self._name, path, f"must be frames × {len(rows)} ROIs (its {layout.ROIS}), "
+                                                       f"found shape {data.shape}")
         if data.shape[1] != len(rows) and data.shape[0] == len(rows):
             data = data.T  # stored ROI × frame
         return rows, np.ascontiguousarray(data.T)
@@ -433,8 +466,12 @@ class BehaviorOphysExperiment(BehaviorSession):
         events = data[order]
         filtered = derive.filter_events(events, float(self.metadata["ophys_frame_rate"]),
                                         self._events_filter_scale_seconds, self._events_filter_n_time_steps)
-        lambdas = np.asarray(nwb.read(h5, layout.EVENT_LAMBDAS), dtype=np.float64)[order]
-        noise = np.asarray(nwb.read(h5, layout.EVENT_NOISE_STDS), dtype=np.float64)[order]
+        lambdas = nwb.read_numeric(h5, layout.EVENT_LAMBDAS)
+        noise = nwb.read_numeric(h5, layout.EVENT_NOISE_STDS)
+        for path, values in ((layout.EVENT_LAMBDAS, lambdas), (layout.EVENT_NOISE_STDS, noise)):
+            nwb.same_length(h5, path, values, len(rows), f"ROIs of {layout.EVENTS}/{layout.ROIS}")
+        lambdas = lambdas.astype(np.float64)[order]
+        noise = noise.astype(np.float64)[order]
         return pd.DataFrame({
             "cell_roi_id": pd.Series(self._rois["cell_roi_id"].to_numpy()[present], index=index),
             "events": _object_column(events, index),
@@ -455,17 +492,22 @@ class BehaviorOphysExperiment(BehaviorSession):
             Offset applied to the frame (px).
         """
         h5 = self._h5
-        return pd.DataFrame({"x": nwb.read(h5, layout.MOTION_X).astype(np.int64, copy=False),
-                             "y": nwb.read(h5, layout.MOTION_Y).astype(np.int64, copy=False)})
+        x, y = nwb.read_numeric(h5, layout.MOTION_X), nwb.read_numeric(h5, layout.MOTION_Y)
+        nwb.same_length(h5, layout.MOTION_Y, y, len(x), f"frames of {layout.MOTION_X}")
+        for path, values in ((layout.MOTION_X, x), (layout.MOTION_Y, y)):
+            if values.dtype.kind == "f" and not np.isfinite(values).all():
+                raise MalformedDataError(self._name, path, "offsets must be finite whole pixels")
+        return pd.DataFrame({"x": x.astype(np.int64, copy=False), "y": y.astype(np.int64, copy=False)})
 
     # --- images -------------------------------------------------------------------------------
 
     def _image(self, path: str) -> Image:
         h5 = self._h5
-        if path not in h5:
+        if not nwb.exists(h5, path):
             raise MissingDataError(self._name, f"missing image {path}")
-        resolution = float(h5[path].attrs[layout.IMAGE_RESOLUTION_ATTR]) * layout.RESOLUTION_TO_MM
-        return Image(nwb.read(h5, path), (resolution, resolution), "mm")
+        resolution = nwb.number_attr(nwb.attrs(h5, path), layout.IMAGE_RESOLUTION_ATTR, h5, path)
+        resolution *= layout.RESOLUTION_TO_MM
+        return Image(nwb.read_numeric(h5, path, ndim=2), (resolution, resolution), "mm")
 
     @data_member
     def max_projection(self) -> Image:
@@ -526,8 +568,8 @@ class BehaviorOphysExperiment(BehaviorSession):
                       VisibleDeprecationWarning, stacklevel=2)
         ids = self._cell_index
         if pd.isna(ids).all():
-            raise ValueError(f"{self._name}: no ROI of this experiment has a cell_specimen_id "
-                             "(every ROI is unmatched); use cell_specimen_table['cell_roi_id']")
+            raise InvalidDataError(self._name, "no ROI of this experiment has a cell_specimen_id (every ROI is "
+                                               "unmatched); use cell_specimen_table['cell_roi_id']")
         return ids.to_numpy()
 
     def get_cell_specimen_indices(self, cell_specimen_ids) -> list:
@@ -555,7 +597,7 @@ class BehaviorOphysExperiment(BehaviorSession):
         index = self._cell_index
         unknown = [c for c in cell_specimen_ids if not _index_has(index, c)]
         if unknown:
-            raise KeyError(f"cell_specimen_ids {unknown} are not in {self._name}")
+            raise UnknownIdError(f"cell_specimen_ids {unknown} are not in {self._name}")
         return [index.get_loc(c) for c in cell_specimen_ids]
 
     def get_dff_traces(self, cell_specimen_ids=None) -> tuple[np.ndarray, np.ndarray]:

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from vbo import behavior, derive
-from vbo.errors import FileChangedError
+from vbo.errors import FileChangedError, MalformedDataError
 from vbo.members import data_member
 from vbo.nwb import layout
 from vbo.nwb import read as nwb
@@ -227,7 +227,8 @@ class BehaviorSession:
 
         Read from the file's metadata attributes (a few bytes), like every id.
         """
-        return self._metadata_attrs["behavior_session_id"]
+        nwb.integer_attr(self._metadata_attrs, "behavior_session_id", self._h5, layout.METADATA)
+        return self._metadata_attrs["behavior_session_id"]  # as stored (numpy int64, as AllenSDK returns it)
 
     @data_member
     def metadata(self) -> dict[str, Any]:
@@ -253,8 +254,8 @@ class BehaviorSession:
             e.g. ``Sst-IRES-Cre``, taken from the full genotype.
         behavior_session_uuid : uuid.UUID or None
             Id of the behavior log.
-        driver_line : list of str
-            Driver lines, sorted.
+        driver_line : list of str or None
+            Driver lines, sorted; None when the file stores none (as AllenSDK returns).
         mouse_id : str
             Mouse id (a string, as in AllenSDK).
         project_code : str
@@ -267,30 +268,46 @@ class BehaviorSession:
         h5 = self._h5
         meta = self._metadata_attrs
         subject = nwb.attrs(h5, layout.SUBJECT)
-        genotype = nwb.read(h5, layout.SUBJECT_GENOTYPE)
-        start = dt.datetime.fromisoformat(nwb.read(h5, layout.SESSION_START_TIME))
-        if start.tzinfo is None:
-            start = start.replace(tzinfo=dt.timezone.utc)
-        session_uuid = derive.none_if_none_string(meta.get("behavior_session_uuid"))
+        genotype = nwb.text(h5, layout.SUBJECT_GENOTYPE)
+        start = nwb.datetime_text(h5, layout.SESSION_START_TIME)
         driver_line = subject.get("driver_line")
         # no stored driver line (the attribute is optional): None, as AllenSDK returns
         driver_line = sorted(str(d) for d in np.atleast_1d(driver_line)) if driver_line is not None else None
+        age = nwb.text(h5, layout.SUBJECT_AGE) if nwb.exists(h5, layout.SUBJECT_AGE) else None
+        nwb.integer_attr(meta, "behavior_session_id", h5, layout.METADATA)  # checked, returned as stored
+        nwb.number_attr(meta, "stimulus_frame_rate", h5, layout.METADATA)
         return {
-            "equipment_name": meta["equipment_name"],
-            "sex": nwb.read(h5, layout.SUBJECT_SEX),
-            "age_in_days": derive.age_in_days(nwb.read_optional(h5, layout.SUBJECT_AGE)),
+            "equipment_name": nwb.text_attr(meta, "equipment_name", h5, layout.METADATA),
+            "sex": nwb.text(h5, layout.SUBJECT_SEX),
+            "age_in_days": derive.age_in_days(age),
             "stimulus_frame_rate": meta["stimulus_frame_rate"],
-            "session_type": meta["session_type"],
+            "session_type": nwb.text_attr(meta, "session_type", h5, layout.METADATA),
             "date_of_acquisition": start.astimezone(dt.timezone.utc),
-            "reporter_line": derive.none_if_none_string(subject.get("reporter_line")),
+            "reporter_line": derive.none_if_none_string(
+                nwb.text_attr(subject, "reporter_line", h5, layout.SUBJECT) if "reporter_line" in subject else None),
             "cre_line": derive.cre_line(genotype),
-            "behavior_session_uuid": uuid.UUID(session_uuid) if session_uuid else None,
+            "behavior_session_uuid": self._session_uuid(meta),
             "driver_line": driver_line,
-            "mouse_id": str(nwb.read(h5, layout.SUBJECT_ID)),
+            "mouse_id": nwb.text(h5, layout.SUBJECT_ID),
             "project_code": meta.get("project_code", layout.MISSING_PROJECT_CODE),
             "full_genotype": genotype,
             "behavior_session_id": meta["behavior_session_id"],
         }
+
+    def _session_uuid(self, meta: dict[str, Any]) -> uuid.UUID | None:
+        """``behavior_session_uuid`` as a UUID (None when stored as ``"None"`` or absent)."""
+        stored = meta.get("behavior_session_uuid")
+        if stored is not None and not isinstance(stored, str):
+            raise MalformedDataError(self._name, f"{layout.METADATA}@behavior_session_uuid",
+                                     f"must be text, found {stored!r:.80}")
+        stored = derive.none_if_none_string(stored)
+        if not stored:
+            return None
+        try:
+            return uuid.UUID(str(stored))
+        except ValueError:
+            raise MalformedDataError(self._name, f"{layout.METADATA}@behavior_session_uuid",
+                                     f"is not a UUID: {str(stored)[:80]!r}") from None
 
     @data_member
     def task_parameters(self) -> dict[str, Any]:
@@ -325,19 +342,35 @@ class BehaviorSession:
         task : str
             ``change detection``.
         """
-        stored = nwb.attrs(self._h5, layout.TASK_PARAMETERS)
+        h5 = self._h5
+        stored = nwb.attrs(h5, layout.TASK_PARAMETERS)
         params: dict[str, Any] = {}
         for key, value in stored.items():
             if key in layout.HDMF_BOOKKEEPING_ATTRS:
                 continue
             if key in ("blank_duration_sec", "response_window_sec"):
-                value = [float(v) for v in np.atleast_1d(value)]
+                value = self._two_numbers(key, value)
             elif isinstance(value, np.generic):
                 value = value.item()
             params[key] = value
         params.setdefault("omitted_flash_fraction", float("nan"))
-        params["image_set"] = derive.image_set(params["session_type"])
+        session_type = nwb.text_attr(params, "session_type", h5, layout.TASK_PARAMETERS)
+        try:
+            params["image_set"] = derive.image_set(session_type)
+        except ValueError as err:
+            raise MalformedDataError(self._name, f"{layout.TASK_PARAMETERS}@session_type", str(err)) from None
         return dict(sorted(params.items()))
+
+    def _two_numbers(self, key: str, value: Any) -> list[float]:
+        """A task-parameter window stored as text numbers (``["0.5", "0.5"]``) as two floats (s)."""
+        try:
+            numbers = [float(v) for v in np.atleast_1d(value)]
+        except (TypeError, ValueError):
+            numbers = []
+        if len(numbers) != 2:
+            raise MalformedDataError(self._name, f"{layout.TASK_PARAMETERS}@{key}",
+                                     f"must hold two numbers (s), found {value!r:.80}")
+        return numbers
 
     # --- behavior streams -------------------------------------------------------------------
 
@@ -348,14 +381,17 @@ class BehaviorSession:
         Times do not include the monitor delay. ``licks.frame`` and the ``start_frame`` / ``end_frame`` columns of
         :attr:`stimulus_presentations` index into this array.
         """
-        return np.asarray(nwb.read(self._h5, layout.STIMULUS_TIMESTAMPS), dtype=np.float64)
+        return np.asarray(nwb.read_numeric(self._h5, layout.STIMULUS_TIMESTAMPS), dtype=np.float64)
 
     def _series(self, path: str) -> tuple[np.ndarray, np.ndarray] | None:
-        """(timestamps, data) of a TimeSeries, or None when the series is absent."""
+        """(timestamps, data) of a numeric TimeSeries, one data row per timestamp; None when absent."""
         h5 = self._h5
-        if path not in h5:
+        if not nwb.exists(h5, path):
             return None
-        return nwb.read(h5, f"{path}/{layout.TIMESTAMPS}"), nwb.read(h5, f"{path}/{layout.DATA}")
+        timestamps = nwb.read_numeric(h5, f"{path}/{layout.TIMESTAMPS}")
+        data = nwb.read_numeric(h5, f"{path}/{layout.DATA}", ndim=None)
+        nwb.same_length(h5, f"{path}/{layout.DATA}", data, len(timestamps), f"timestamps of {path}")
+        return timestamps, data
 
     @data_member
     def licks(self) -> pd.DataFrame:
@@ -376,6 +412,8 @@ class BehaviorSession:
         if series is None:
             return pd.DataFrame({"timestamps": pd.Series(dtype=float), "frame": pd.Series(dtype=float)})
         timestamps, frames = series
+        if frames.dtype.kind == "f" and not np.isfinite(frames).all():
+            raise MalformedDataError(self._name, f"{layout.LICKS}/{layout.DATA}", "lick frames must be whole numbers")
         return pd.DataFrame({"timestamps": timestamps, "frame": frames.astype(np.int64)})
 
     @data_member
@@ -399,8 +437,10 @@ class BehaviorSession:
         if volume is None:
             return pd.DataFrame({name: pd.Series(dtype=float) for name in ("volume", "timestamps", "auto_rewarded")})
         timestamps, volumes = volume
-        auto = nwb.read(self._h5, f"{layout.REWARD_AUTOREWARDED}/{layout.DATA}")
-        return pd.DataFrame({"volume": volumes, "timestamps": timestamps, "auto_rewarded": auto.astype(bool)})
+        auto_path = f"{layout.REWARD_AUTOREWARDED}/{layout.DATA}"
+        auto = nwb.booleans(self._h5, auto_path, nwb.read(self._h5, auto_path))
+        nwb.same_length(self._h5, auto_path, auto, len(volumes), "rewards")
+        return pd.DataFrame({"volume": volumes, "timestamps": timestamps, "auto_rewarded": auto})
 
     def _running(self, path: str) -> pd.DataFrame:
         timestamps, speed = self._series(path) or (np.zeros(0), np.zeros(0))
@@ -463,6 +503,8 @@ class BehaviorSession:
             series = self._series(path)
             if series is not None:
                 timestamps = series[0] if timestamps is None else timestamps
+                nwb.same_length(self._h5, f"{path}/{layout.DATA}", series[1], len(timestamps),
+                                "samples of the other running signals")
                 columns[name] = series[1]
         frame = pd.DataFrame(columns, index=pd.Index(timestamps if timestamps is not None else [], name="timestamps",
                                                      dtype=float))
@@ -504,9 +546,12 @@ class BehaviorSession:
             ``stop_time − start_time`` (s).
         """
         h5 = self._h5
-        if layout.TRIALS not in h5:
+        if not nwb.exists(h5, layout.TRIALS):
             return pd.DataFrame(index=pd.Index([], dtype=np.int64, name="trials_id"))
-        ids, columns = nwb.read_table(h5[layout.TRIALS])
+        table = nwb.group(h5, layout.TRIALS)
+        ids, columns = nwb.read_table(table)
+        nwb.check_column_kinds(table, columns, layout.TRIAL_BOOLEAN_COLUMNS, layout.TRIAL_NUMBER_COLUMNS,
+                               layout.TRIAL_TEXT_COLUMNS)
         data = {}
         for name, values in columns.items():
             if name == "lick_events":
@@ -575,14 +620,17 @@ class BehaviorSession:
         """
         h5 = self._h5
         tables = []
-        for name in sorted(h5[layout.INTERVALS]) if layout.INTERVALS in h5 else []:
+        for name in sorted(nwb.group(h5, layout.INTERVALS)) if nwb.exists(h5, layout.INTERVALS) else []:
             if name.endswith(layout.PRESENTATIONS_SUFFIX):
-                _, columns = nwb.read_table(h5[f"{layout.INTERVALS}/{name}"], skip=layout.PRESENTATION_SKIP_COLUMNS)
+                table = nwb.group(h5, f"{layout.INTERVALS}/{name}")
+                _, columns = nwb.read_table(table, skip=layout.PRESENTATION_SKIP_COLUMNS)
+                nwb.check_column_kinds(table, columns, layout.PRESENTATION_BOOLEAN_COLUMNS,
+                                       layout.PRESENTATION_NUMBER_COLUMNS, layout.PRESENTATION_TEXT_COLUMNS)
                 tables.append(derive.presentation_frame(columns))
         needs_trials = not all(
             all(c in t for t in tables) for c in ("trials_id", "active", "is_sham_change")
         )
-        trials = self.trials if needs_trials and layout.TRIALS in h5 else None
+        trials = self.trials if needs_trials and nwb.exists(h5, layout.TRIALS) else None
         return derive.stimulus_presentations(tables, trials, self._recompute_is_change)
 
     @data_member
@@ -602,15 +650,18 @@ class BehaviorSession:
         None when the file holds no image template.
         """
         h5 = self._h5
-        if layout.STIMULUS_TEMPLATES not in h5:
+        if not nwb.exists(h5, layout.STIMULUS_TEMPLATES):
             return None
-        names = [n for n in h5[layout.STIMULUS_TEMPLATES] if layout.MOVIE_TEMPLATE_MARKER not in n]
+        names = [n for n in nwb.group(h5, layout.STIMULUS_TEMPLATES) if layout.MOVIE_TEMPLATE_MARKER not in n]
         if not names:
             return None
         path = f"{layout.STIMULUS_TEMPLATES}/{names[0]}"
         image_names = nwb.read(h5, f"{path}/{layout.TEMPLATE_IMAGE_NAMES}")
-        warped = nwb.read(h5, f"{path}/{layout.DATA}")
-        unwarped = nwb.read(h5, f"{path}/{layout.TEMPLATE_UNWARPED}")
+        warped = nwb.read_numeric(h5, f"{path}/{layout.DATA}", ndim=3)
+        unwarped = nwb.read_numeric(h5, f"{path}/{layout.TEMPLATE_UNWARPED}", ndim=3)
+        for part, values in ((layout.TEMPLATE_IMAGE_NAMES, np.atleast_1d(image_names)), (layout.DATA, warped),
+                             (layout.TEMPLATE_UNWARPED, unwarped)):
+            nwb.same_length(h5, f"{path}/{part}", values, len(np.atleast_1d(image_names)), f"images of {path}")
         index = pd.Index(derive.object_strings(np.atleast_1d(image_names)), name="image_name")
         templates = pd.DataFrame({"unwarped": pd.Series(list(unwarped), index=index, dtype=object),
                                   "warped": pd.Series(list(warped), index=index, dtype=object)}, index=index)
@@ -652,16 +703,23 @@ class BehaviorSession:
         Empty (with these columns), and a warning, when the file has no eye tracking.
         """
         h5 = self._h5
-        if layout.EYE_TIMESTAMPS not in h5:
+        if not nwb.exists(h5, layout.EYE_TIMESTAMPS):
             warnings.warn(f"This nwb file with identifier {nwb.read(h5, layout.IDENTIFIER)} has no eye tracking data "
                           f"({self._name})", UserWarning, stacklevel=2)
             return derive.empty_eye_tracking()
+        timestamps = nwb.read_numeric(h5, layout.EYE_TIMESTAMPS)
         ellipses = {}
         for prefix, series in layout.ELLIPSE_SERIES.items():
             base = f"{layout.EYE_TRACKING}/{series}"
-            ellipses[prefix] = {name: nwb.read(h5, f"{base}/{name}")
-                                for name in layout.ELLIPSE_FIELDS}
-        return derive.eye_tracking_frame(nwb.read(h5, layout.EYE_TIMESTAMPS), ellipses,
+            ellipses[prefix] = {}
+            for name in layout.ELLIPSE_FIELDS:
+                path = f"{base}/{name}"
+                values = nwb.read_numeric(h5, path, ndim=2 if name == layout.DATA else 1)
+                nwb.same_length(h5, path, values, len(timestamps), f"eye-tracking timestamps")
+                if name == layout.DATA and values.shape[1] != 2:
+                    raise MalformedDataError(self._name, path, f"ellipse centres must be (n, 2), found {values.shape}")
+                ellipses[prefix][name] = values
+        return derive.eye_tracking_frame(timestamps, ellipses,
                                          self._eye_tracking_z_threshold, self._eye_tracking_dilation_frames)
 
     @data_member
@@ -678,12 +736,14 @@ class BehaviorSession:
             Rig name, e.g. ``CAM2P.3``.
         """
         h5 = self._h5
-        if layout.EYE_RIG_GEOMETRY not in h5:
+        if not nwb.exists(h5, layout.EYE_RIG_GEOMETRY):
             return {}
-        geometry: dict[str, Any] = {
-            key: Coordinates(*(float(v) for v in nwb.read(h5, f"{layout.EYE_RIG_GEOMETRY}/{name}")))
-            for key, name in layout.EYE_RIG_VECTORS.items()
-        }
+        geometry: dict[str, Any] = {}
+        for key, name in layout.EYE_RIG_VECTORS.items():
+            path = f"{layout.EYE_RIG_GEOMETRY}/{name}"
+            vector = nwb.read_numeric(h5, path)
+            nwb.same_length(h5, path, vector, 3, "coordinates (x, y, z)")
+            geometry[key] = Coordinates(*(float(v) for v in vector))
         geometry["equipment"] = nwb.attrs(h5, layout.EYE_RIG_GEOMETRY).get("equipment")
         return dict(sorted(geometry.items()))
 
@@ -691,7 +751,7 @@ class BehaviorSession:
 
     @property
     def _response_window_start(self) -> float:
-        return self.task_parameters["response_window_sec"][0]
+        return nwb.need(self.task_parameters, "response_window_sec", self._h5, layout.TASK_PARAMETERS)[0]
 
     def get_reward_rate(self) -> np.ndarray:
         """Reward rate around every trial (rewards/min), as AllenSDK computes it.

@@ -206,3 +206,18 @@ INSTITUTION = "/general/institution"
 KEYWORDS = "/general/keywords"
 NS_CORE = "core"
 NS_HDMF_COMMON = "hdmf-common"
+
+# --- stored kinds of table columns, checked on read (a text "True" must not pass for a boolean) -----
+TRIAL_BOOLEAN_COLUMNS = ("aborted", "auto_rewarded", "catch", "correct_reject", "false_alarm", "go", "hit",
+                         "is_change", "miss")
+TRIAL_NUMBER_COLUMNS = ("start_time", "stop_time", "change_frame", "change_time", "response_latency",
+                        "response_time", "reward_time", "reward_volume", "trial_length", "lick_times")
+TRIAL_TEXT_COLUMNS = ("change_image_name", "initial_image_name")
+# nullable booleans may be stored as float 0/1/NaN (§7.5)
+PRESENTATION_BOOLEAN_COLUMNS = ("omitted", "is_image_novel", "is_change", "active", "is_sham_change")
+PRESENTATION_NUMBER_COLUMNS = ("start_time", "stop_time", "duration", "start_frame", "end_frame", "image_index",
+                               "flashes_since_change", "trials_id", "stimulus_block", "movie_frame_index",
+                               "movie_repeat")
+PRESENTATION_TEXT_COLUMNS = ("image_name", "stimulus_name", "stimulus_block_name", "image_set")
+CELL_TABLE_NUMBER_COLUMNS = ("height", "width", "x", "y", "max_correction_down", "max_correction_left",
+                             "max_correction_right", "max_correction_up", "mask_image_plane")

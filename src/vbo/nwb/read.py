@@ -1,28 +1,54 @@
-"""h5py helpers for NWB: open with typed errors, decode text, whole-dataset reads, DynamicTables.
+"""h5py helpers for NWB: guarded open, in-file path resolution, validated whole-dataset reads, DynamicTables.
 
 Every read is one whole-dataset slice (``ds[()]``); nothing here reads element by element.
-Paths come from :mod:`vbo.nwb.layout`.
+Paths come from :mod:`vbo.nwb.layout`. Every dataset read is checked once, without touching its
+values twice: it lies in this file (no external link, external storage or virtual source), its
+declared size fits the file, and its bytes decode. Ragged indices, column lengths, region rows,
+booleans and ids are checked with vectorised tests before they are returned.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import math
 import os
+import re
+import stat
+import threading
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Callable
 
 import h5py
 import numpy as np
 
 from vbo.errors import (
+    CorruptDataError,
+    ExternalDataError,
+    MalformedDataError,
     MissingDataError,
     NotHdf5Error,
+    NotRegularFileError,
     NotVisualBehaviorFileError,
     NwbFileNotFoundError,
+    NwbPermissionError,
+    OpenTimeoutError,
     TruncatedFileError,
+    VboError,
 )
 from vbo.nwb import layout
 
 Source = str | os.PathLike | IO[bytes]
+Where = h5py.File | h5py.Group
+
+OPEN_TIMEOUT_ENV = "VBO_OPEN_TIMEOUT"
+DEFAULT_OPEN_TIMEOUT_S = 60.0
+# deflate cannot expand data more than ~1032:1, so no honest dataset declares more than this × the file size
+MAX_EXPANSION = 1100
+MIN_SIZE_ALLOWANCE = 1 << 20  # bytes: tiny files may hold small unallocated (fill-value) datasets
+MAX_LINK_HOPS = 32
+_DECIMAL_ID = re.compile(r"\s*\+?[0-9]+\s*")
+_SPECIAL_FILES = ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),
+                  (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
 
 
 def source_name(source: Source) -> str:
@@ -32,24 +58,81 @@ def source_name(source: Source) -> str:
     return str(getattr(source, "name", None) or getattr(source, "url", None) or repr(source))
 
 
+# --- opening ----------------------------------------------------------------------------------
+
+
+def open_timeout() -> float:
+    """Seconds the file system gets to answer the checks made before opening (``VBO_OPEN_TIMEOUT``, default 60)."""
+    try:
+        return max(float(os.environ.get(OPEN_TIMEOUT_ENV, DEFAULT_OPEN_TIMEOUT_S)), 0.001)
+    except ValueError:
+        return DEFAULT_OPEN_TIMEOUT_S
+
+
+def _within(seconds: float, name: str, check: Callable[[], None]) -> None:
+    """Run ``check`` in a daemon thread; raise what it raised, or OpenTimeoutError after ``seconds``."""
+    outcome: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            check()
+        except BaseException as err:  # handed to the caller below
+            outcome.append(err)
+
+    worker = threading.Thread(target=run, name="vbo-open-check", daemon=True)
+    worker.start()
+    worker.join(seconds)
+    if worker.is_alive():
+        raise OpenTimeoutError(name, f"the file system did not answer within {seconds:g} s "
+                                     f"(a hung mount?); raise {OPEN_TIMEOUT_ENV} to wait longer")
+    if outcome:
+        raise outcome[0]
+
+
+def _check_regular_hdf5(path: Path) -> None:
+    """Refuse anything but a readable regular file that starts with the HDF5 signature (never blocks)."""
+    name = str(path)
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        raise NwbFileNotFoundError(name, "no such file") from None
+    except PermissionError:
+        raise NwbPermissionError(name, "permission denied (cannot look up the file)") from None
+    if stat.S_ISDIR(info.st_mode):
+        raise NotHdf5Error(name, "is a directory, not an NWB file")
+    for is_kind, kind in _SPECIAL_FILES:
+        if is_kind(info.st_mode):
+            raise NotRegularFileError(name, f"is {kind}, not a regular file; copy the NWB file to disk first")
+    if not stat.S_ISREG(info.st_mode):
+        raise NotRegularFileError(name, "is not a regular file")
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except PermissionError:
+        raise NwbPermissionError(name, "permission denied (cannot read the file)") from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):  # replaced between stat and open
+            raise NotRegularFileError(name, "is not a regular file")
+        head = os.read(fd, len(layout.HDF5_SIGNATURE))
+    finally:
+        os.close(fd)
+    if head != layout.HDF5_SIGNATURE:
+        raise NotHdf5Error(name, "not an HDF5 file (no HDF5 signature at the start), so not an NWB file")
+
+
 def open_hdf5(source: Source) -> h5py.File:
     """Open ``source`` (path or binary file-like object) read-only, classifying failures.
 
+    A path must name a regular file (a FIFO, device or socket is refused before anything reads it);
+    the checks before opening give up after :func:`open_timeout` seconds.
+
     Raises
     ------
-    NwbFileNotFoundError, NotHdf5Error, TruncatedFileError
+    NwbFileNotFoundError, NwbPermissionError, NotRegularFileError, NotHdf5Error, TruncatedFileError,
+    OpenTimeoutError
     """
     name = source_name(source)
     if isinstance(source, (str, os.PathLike)):
-        path = Path(source)
-        if not path.exists():
-            raise NwbFileNotFoundError(name, "no such file")
-        if path.is_dir():
-            raise NotHdf5Error(name, "is a directory, not an NWB file")
-        with open(path, "rb") as fh:
-            head = fh.read(len(layout.HDF5_SIGNATURE))
-        if head != layout.HDF5_SIGNATURE:
-            raise NotHdf5Error(name, "not an HDF5 file (no HDF5 signature at the start), so not an NWB file")
+        _within(open_timeout(), name, lambda: _check_regular_hdf5(Path(source)))
     try:
         return h5py.File(source, "r")
     except OSError as err:
@@ -61,13 +144,114 @@ def open_hdf5(source: Source) -> h5py.File:
         raise TruncatedFileError(name, f"HDF5 file cannot be opened, it is corrupt or incomplete: {err}") from err
 
 
+# --- paths inside the file ------------------------------------------------------------------------
+
+
+def _filename(where: Where) -> str:
+    return where.file.filename
+
+
+def _parts(path: str) -> list[str]:
+    return [p for p in path.split("/") if p]
+
+
+def _wrap(oid: Any) -> Any:
+    """The high-level h5py object of a low-level id."""
+    if isinstance(oid, h5py.h5g.GroupID):
+        return h5py.Group(oid)
+    if isinstance(oid, h5py.h5d.DatasetID):
+        return h5py.Dataset(oid)
+    return h5py.Datatype(oid)
+
+
+def _resolve(start: Any, at: str, parts: list[str], hops: int, full: str) -> tuple[Any, str] | None:
+    """Follow ``parts`` from the low-level group ``start`` (named ``at``) link by link: soft links inside the
+    file are followed, external links are refused. Returns (low-level id, path) or None when absent."""
+    oid = start
+    for name in parts:
+        if not isinstance(oid, h5py.h5g.GroupID):
+            return None
+        key = name.encode()
+        try:
+            kind = oid.links.get_info(key).type
+        except (KeyError, ValueError, RuntimeError):  # no such link
+            return None
+        here = f"{at.rstrip('/')}/{name}"
+        if kind == h5py.h5l.TYPE_HARD:
+            oid, at = h5py.h5o.open(oid, key), here
+            continue
+        if kind == h5py.h5l.TYPE_EXTERNAL:
+            target_file, target = (v.decode(errors="replace") for v in oid.links.get_val(key))
+            raise ExternalDataError(_id_filename(oid), here,
+                                    f"is an HDF5 external link to {target_file}:{target}; released files never "
+                                    "point outside themselves, so vbo refuses to follow it")
+        if kind != h5py.h5l.TYPE_SOFT or hops >= MAX_LINK_HOPS:
+            raise MalformedDataError(_id_filename(oid), full, "a link that cannot be followed "
+                                     f"(user-defined, or more than {MAX_LINK_HOPS} soft links in a row)")
+        target = oid.links.get_val(key).decode(errors="replace")
+        base, base_at = (h5py.h5o.open(oid, b"/"), "/") if target.startswith("/") else (oid, at)
+        found = _resolve(base, base_at, _parts(target), hops + 1, full)
+        if found is None:
+            return None
+        oid, at = found
+    return oid, at
+
+
+def _id_filename(oid: Any) -> str:
+    return h5py.h5f.get_name(oid).decode(errors="replace")
+
+
+def node(where: Where, path: str) -> h5py.Group | h5py.Dataset | None:
+    """The object at ``path`` (absolute, or relative to ``where``), or None when absent.
+
+    Raises
+    ------
+    vbo.errors.ExternalDataError
+        A link on the way is an HDF5 external link (it is not followed).
+    """
+    if path.startswith("/"):
+        start, at = h5py.h5o.open(where.id, b"/"), "/"
+    else:
+        start, at = where.id, where.name
+    found = _resolve(start, at, _parts(path), 0, path)
+    return None if found is None else _wrap(found[0])
+
+
+def exists(where: Where, path: str) -> bool:
+    """Whether ``path`` names an object of this file (external links are refused, not followed)."""
+    return node(where, path) is not None
+
+
+def group(where: Where, path: str) -> h5py.Group:
+    """The group at ``path``; MissingDataError if absent, MalformedDataError if it is not a group."""
+    obj = node(where, path)
+    if obj is None:
+        raise MissingDataError(_filename(where), f"missing group {path}")
+    if not isinstance(obj, h5py.Group):
+        raise MalformedDataError(_filename(where), path, "is a dataset where a group was expected")
+    return obj
+
+
+def dataset(where: Where, path: str) -> h5py.Dataset:
+    """The dataset at ``path`` (not read); MissingDataError if absent, MalformedDataError if not a dataset."""
+    obj = node(where, path)
+    if obj is None:
+        raise MissingDataError(_filename(where), f"missing dataset {path}")
+    if not isinstance(obj, h5py.Dataset):
+        raise MalformedDataError(_filename(where), path, "is a group where a dataset was expected")
+    return obj
+
+
 def require(f: h5py.File, paths: tuple[str, ...], what: str) -> None:
     """Raise NotVisualBehaviorFileError naming the first of ``paths`` missing from ``f``."""
-    missing = [p for p in paths if p not in f]
+    missing = [p for p in paths if not exists(f, p)]
     if missing:
         raise NotVisualBehaviorFileError(
             f.filename, f"not a Visual Behavior {what} NWB file: missing {', '.join(missing)}"
         )
+
+
+# --- values -----------------------------------------------------------------------------------
 
 
 def decode(value: Any) -> Any:
@@ -82,59 +266,298 @@ def decode(value: Any) -> Any:
     return value
 
 
-def attrs(f: h5py.File, path: str) -> dict[str, Any]:
+def attrs(f: Where, path: str) -> dict[str, Any]:
     """All attributes of the object at ``path``, decoded (``{}`` if absent)."""
-    if path not in f:
+    obj = node(f, path)
+    if obj is None:
         return {}
-    return {key: decode(val) for key, val in f[path].attrs.items()}
-
-
-def read(f: h5py.File, path: str) -> Any:
-    """Whole dataset at ``path`` (strings decoded to ``str`` / object arrays of ``str``)."""
     try:
-        ds = f[path]
+        return {key: decode(val) for key, val in obj.attrs.items()}
+    except UnicodeDecodeError as err:
+        raise MalformedDataError(_filename(f), path, f"an attribute is not valid UTF-8 text ({err})") from None
+    except OSError as err:
+        raise CorruptDataError(_filename(f), path, f"its attributes cannot be decoded ({err})") from None
+
+
+def need(values: dict[str, Any], key: str, f: Where, path: str) -> Any:
+    """``values[key]`` (attributes read by :func:`attrs` from ``path``), or MissingDataError naming it."""
+    try:
+        return values[key]
     except KeyError:
-        raise MissingDataError(f.filename, f"missing dataset {path}") from None
-    if h5py.check_string_dtype(ds.dtype) is not None:
-        value = ds.asstr()[()]
-        return value if isinstance(value, str) else np.asarray(value, dtype=object)
-    return ds[()]
+        raise MissingDataError(_filename(f), f"missing attribute {key!r} of {path}") from None
 
 
-def read_optional(f: h5py.File, path: str) -> Any | None:
+def _check_storage(f: Where, ds: h5py.Dataset, path: str) -> None:
+    """Refuse data stored outside the file, and declared sizes that this file cannot hold (low-level calls only:
+    this runs on every read)."""
+    did = ds.id
+    plist = did.get_create_plist()
+    storage = plist.get_layout()
+    if storage == h5py.h5d.VIRTUAL:
+        raise ExternalDataError(_filename(f), path, "is a virtual dataset mapping other files; vbo refuses it")
+    if plist.get_external_count():
+        raise ExternalDataError(_filename(f), path, f"keeps its bytes in an external file "
+                                f"({plist.get_external(0)[0].decode(errors='replace')}); vbo refuses it")
+    space = did.get_space()
+    if space.get_simple_extent_type() != h5py.h5s.SIMPLE:  # scalar or null dataspace: one value at most
+        return
+    shape = space.get_simple_extent_dims()
+    declared = math.prod(shape) * did.dtype.itemsize
+    file_size = h5py.h5i.get_file_id(did).get_filesize()
+    if storage == h5py.h5d.CONTIGUOUS:
+        offset = did.get_offset()
+        if offset is not None and offset + declared > file_size:
+            raise CorruptDataError(_filename(f), path, f"declares {declared} bytes at offset {offset}, past the "
+                                   f"end of the {file_size}-byte file (truncated or corrupt)")
+    if declared > MAX_EXPANSION * max(file_size, MIN_SIZE_ALLOWANCE):
+        raise MalformedDataError(_filename(f), path, f"declares shape {shape} ({declared} bytes), more than a "
+                                 f"{file_size}-byte file can hold even compressed")
+
+
+def _read_bytes(f: Where, ds: h5py.Dataset, path: str) -> Any:
+    try:
+        if h5py.check_string_dtype(ds.dtype) is not None:
+            value = ds.asstr()[()]
+            return value if isinstance(value, str) else np.asarray(value, dtype=object)
+        return ds[()]
+    except UnicodeDecodeError as err:
+        raise MalformedDataError(_filename(f), path, f"text is not valid UTF-8 ({err})") from None
+    except OSError as err:
+        cause = err.__cause__ or err.__context__
+        if isinstance(cause, VboError):  # a streamed read failed: report the transport error itself
+            raise cause from err
+        raise CorruptDataError(_filename(f), path, f"stored bytes cannot be decoded (corrupt compressed "
+                                                   f"chunk or storage): {err}") from None
+
+
+def read(f: Where, path: str) -> Any:
+    """Whole dataset at ``path`` (strings decoded to ``str`` / object arrays of ``str``), checked as it is read.
+
+    Raises
+    ------
+    vbo.errors.MissingDataError, vbo.errors.MalformedDataError, vbo.errors.CorruptDataError,
+    vbo.errors.ExternalDataError
+    """
+    ds = dataset(f, path)
+    _check_storage(f, ds, path)
+    return _read_bytes(f, ds, path)
+
+
+def read_optional(f: Where, path: str) -> Any | None:
     """Like :func:`read` but ``None`` when absent."""
-    return read(f, path) if path in f else None
+    return read(f, path) if exists(f, path) else None
+
+
+def _kind_name(values: Any) -> str:
+    if isinstance(values, np.ndarray):
+        return f"{values.dtype} array of shape {values.shape}"
+    return type(values).__name__
+
+
+def text(f: Where, path: str) -> str:
+    """A scalar text dataset (e.g. ``/identifier``) as ``str``."""
+    value = read(f, path)
+    if isinstance(value, np.ndarray) and value.shape == (1,) and isinstance(value[0], str):
+        value = value[0]
+    if not isinstance(value, str):
+        raise MalformedDataError(_filename(f), path, f"must be text, found {_kind_name(value)}")
+    return value
+
+
+def integer_text(f: Where, path: str) -> int:
+    """A text dataset holding a decimal integer (``/identifier``) as ``int``."""
+    value = text(f, path)
+    if not _DECIMAL_ID.fullmatch(value):
+        raise MalformedDataError(_filename(f), path, f"must hold a decimal integer id, found {value[:80]!r}")
+    return int(value)
+
+
+def datetime_text(f: Where, path: str) -> dt.datetime:
+    """An ISO-8601 text dataset (``/session_start_time``) as a datetime (UTC if it names no zone)."""
+    value = text(f, path)
+    try:
+        when = dt.datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise MalformedDataError(_filename(f), path, f"is not an ISO-8601 date and time: {value[:80]!r}") from None
+    return when if when.tzinfo is not None else when.replace(tzinfo=dt.timezone.utc)
+
+
+def integer_attr(values: dict[str, Any], key: str, f: Where, path: str) -> int:
+    """A required integer attribute (ids, counts) as ``int``; text or fractions are refused."""
+    value = need(values, key, f, path)
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        if not (isinstance(value, (float, np.floating)) and float(value).is_integer()):
+            raise MalformedDataError(_filename(f), f"{path}@{key}", f"must be an integer, found {value!r:.80}")
+    return int(value)
+
+
+def number_attr(values: dict[str, Any], key: str, f: Where, path: str) -> float:
+    """A required numeric attribute (rates) as ``float``."""
+    value = need(values, key, f, path)
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise MalformedDataError(_filename(f), f"{path}@{key}", f"must be a number, found {value!r:.80}")
+    return float(value)
+
+
+def text_attr(values: dict[str, Any], key: str, f: Where, path: str) -> str:
+    """A required text attribute as ``str``."""
+    value = need(values, key, f, path)
+    if not isinstance(value, str):
+        raise MalformedDataError(_filename(f), f"{path}@{key}", f"must be text, found {value!r:.80}")
+    return value
+
+
+def numeric(f: Where, path: str, values: Any, ndim: int | None = 1, name: str | None = None) -> np.ndarray:
+    """``values`` read from ``path`` as a numeric (bool, int or float) array of ``ndim`` dimensions."""
+    arr = np.asarray(values) if not isinstance(values, str) else np.asarray(values, dtype=object)
+    if arr.dtype.kind not in "biuf" or (ndim is not None and arr.ndim != ndim):
+        want = f"{ndim}-D numbers" if ndim is not None else "numbers"
+        raise MalformedDataError(_filename(f), name or path, f"must hold {want}, found {_kind_name(arr)}")
+    return arr
+
+
+def read_numeric(f: Where, path: str, ndim: int | None = 1) -> np.ndarray:
+    """Whole numeric dataset at ``path`` (see :func:`numeric`)."""
+    return numeric(f, path, read(f, path), ndim)
+
+
+def booleans(f: Where, path: str, values: Any) -> np.ndarray:
+    """``values`` as a bool array: stored booleans, or integers/floats that are all 0 or 1 — never text."""
+    arr = np.asarray(values)
+    if arr.dtype.kind == "b":
+        return arr
+    if arr.dtype.kind in "iuf" and bool(np.isin(arr, (0, 1)).all()):
+        return arr.astype(bool)
+    raise MalformedDataError(_filename(f), path, f"must hold booleans, found {_kind_name(arr)}"
+                             + (f" with values such as {arr.ravel()[0]!r:.40}" if arr.size else ""))
+
+
+def integer_ids(f: Where, path: str, values: Any) -> np.ndarray:
+    """``values`` as a 1-D int64 id array: stored integers only (no text, no fractions, nothing above int64)."""
+    arr = np.asarray(values)
+    if arr.ndim != 1 or arr.dtype.kind not in "iu":
+        raise MalformedDataError(_filename(f), path, f"ids must be 1-D integers, found {_kind_name(arr)}")
+    if arr.dtype.kind == "u" and arr.size and arr.max() > np.iinfo(np.int64).max:
+        raise MalformedDataError(_filename(f), path, "ids exceed the int64 range")
+    return arr.astype(np.int64, copy=False)
+
+
+def same_length(f: Where, path: str, values: Any, n: int, of: str) -> None:
+    """Raise MalformedDataError unless ``values`` has ``n`` rows along its first axis."""
+    count = np.shape(values)[0] if np.ndim(values) else None
+    if count != n:
+        raise MalformedDataError(_filename(f), path, f"has {count if count is not None else 'no'} rows "
+                                                     f"where {n} {of} need one each")
+
+
+# --- DynamicTables ----------------------------------------------------------------------------
 
 
 def table_columns(group: h5py.Group) -> list[str]:
     """Column names of a DynamicTable, in the stored order."""
-    return [str(c) for c in decode(np.atleast_1d(group.attrs[layout.COLNAMES_ATTR]))]
+    if layout.COLNAMES_ATTR not in group.attrs:
+        raise MissingDataError(_filename(group), f"missing attribute {layout.COLNAMES_ATTR!r} of table {group.name}")
+    names = decode(np.atleast_1d(group.attrs[layout.COLNAMES_ATTR]))
+    if names.dtype.kind not in "OU" or not all(isinstance(n, str) for n in names.ravel()):
+        raise MalformedDataError(_filename(group), f"{group.name}@{layout.COLNAMES_ATTR}",
+                                 f"column names must be text, found {_kind_name(names)}")
+    return [str(c) for c in names.ravel()]
 
 
-def read_column(group: h5py.Group, name: str) -> np.ndarray | list[np.ndarray]:
+def split_ragged(f: Where, path: str, values: Any, ends: Any, n_rows: int | None) -> list[np.ndarray]:
+    """Rows of a ragged column: row *i* = ``values[ends[i-1]:ends[i]]``; the index is checked first.
+
+    ``ends`` must be 1-D integers, non-decreasing, within ``0..len(values)``, one per row. Values after
+    the last end are not part of any row (as in hdmf; the writer's no-lick quirk stores one there).
+    """
+    index_path = f"{path}{layout.INDEX_SUFFIX}"
+    ends = np.asarray(ends)
+    if ends.ndim != 1 or ends.dtype.kind not in "iu":
+        raise MalformedDataError(_filename(f), index_path, f"a ragged index must be 1-D integers, "
+                                                           f"found {_kind_name(ends)}")
+    if n_rows is not None and len(ends) != n_rows:
+        raise MalformedDataError(_filename(f), index_path, f"has {len(ends)} entries for {n_rows} table rows")
+    if np.ndim(values) == 0:
+        raise MalformedDataError(_filename(f), path, f"ragged data must be an array, found {_kind_name(values)}")
+    if not len(ends):
+        return []
+    n_values = len(values)
+    if ends.min() < 0 or ends.max() > n_values:
+        raise MalformedDataError(_filename(f), index_path, f"offsets {int(ends.min())}..{int(ends.max())} "
+                                                           f"fall outside the {n_values} values of {path}")
+    drops = np.flatnonzero(ends[1:] < ends[:-1])
+    if drops.size:
+        raise MalformedDataError(_filename(f), index_path, f"offsets decrease at row {int(drops[0]) + 1} "
+                                                           "(a ragged index must never decrease)")
+    ends = ends.astype(np.int64)
+    return np.split(np.asarray(values)[: ends[-1]], ends[:-1])
+
+
+def read_column(group: h5py.Group, name: str, n_rows: int | None = None,
+                members: set[str] | None = None) -> np.ndarray | list[np.ndarray]:
     """One DynamicTable column: an array, or a list of arrays for a ragged (``*_index``) column.
 
-    Row *i* of a ragged column is ``values[ends[i-1]:ends[i]]``; flat values after the last end belong to
-    no row (AllenSDK's writer stores a ragged column without any value as one empty string with every end
-    0, format.md §7.6: every row is then an empty array, of dtype object as AllenSDK reads it).
+    AllenSDK's writer stores a ragged column without any value as one empty string with every end 0
+    (docs/quirks.md): every row is then an empty array, of dtype object as AllenSDK reads it. With ``n_rows``, a
+    column (or ragged index) of any other length is refused. ``members``: the names in
+    ``group``, when the caller already listed them.
     """
-    f = group.file
-    values = read(f, f"{group.name}/{name}")
-    index_name = f"{group.name}/{name}{layout.INDEX_SUFFIX}"
-    if index_name in f:
-        ends = np.asarray(f[index_name][()], dtype=np.int64)
-        # rows end at the last offset: data past it (the SDK writer's b'' when no row has a value) is no row's
-        return np.split(np.asarray(values)[:ends[-1]], ends[:-1]) if len(ends) else []
+    path = f"{group.name}/{name}"
+    values = read(group, name)
+    index_name = f"{name}{layout.INDEX_SUFFIX}"
+    if (members is None or index_name in members) and exists(group, index_name):
+        return split_ragged(group, path, values, read(group, index_name), n_rows)
+    if n_rows is not None:
+        same_length(group, path, values, n_rows, f"rows of {group.name}")
     return values
 
 
 def read_table(group: h5py.Group, skip: tuple[str, ...] = ()) -> tuple[np.ndarray, dict[str, Any]]:
-    """A DynamicTable as ``(ids, {column: values})`` with columns in stored order."""
-    ids = group[layout.ID][()]
-    columns = {name: read_column(group, name) for name in table_columns(group) if name not in skip}
+    """A DynamicTable as ``(ids, {column: values})`` with columns in stored order, every column one per row."""
+    ids = integer_ids(group, f"{group.name}/{layout.ID}", read(group, layout.ID))
+    members = set(group)
+    columns = {name: read_column(group, name, len(ids), members) for name in table_columns(group) if name not in skip}
     return ids, columns
 
 
-def region_rows(f: h5py.File, series_path: str) -> np.ndarray:
-    """Row indices (into the ROI table) of a RoiResponseSeries' ``rois`` region."""
-    return np.asarray(read(f, f"{series_path}/{layout.ROIS}"), dtype=np.int64)
+def region_rows(f: h5py.File, series_path: str, n_rows: int | None = None) -> np.ndarray:
+    """Row indices (into the ROI table of ``n_rows`` rows) of a RoiResponseSeries' ``rois`` region."""
+    path = f"{series_path}/{layout.ROIS}"
+    rows = np.asarray(read(f, path))
+    if rows.ndim != 1 or rows.dtype.kind not in "iu":
+        raise MalformedDataError(f.filename, path, f"ROI rows must be 1-D integers, found {_kind_name(rows)}")
+    if n_rows is not None and rows.size and (rows.min() < 0 or rows.max() >= n_rows):
+        raise MalformedDataError(f.filename, path, f"rows {int(rows.min())}..{int(rows.max())} fall outside "
+                                                   f"the {n_rows} rows of the ROI table")
+    return rows.astype(np.int64, copy=False)
+
+
+def _texts(values: np.ndarray) -> bool:
+    return values.dtype.kind == "U" or (values.dtype == object and all(isinstance(v, str) for v in values.ravel()))
+
+
+def check_column_kinds(group: h5py.Group, columns: dict[str, Any], booleans: tuple[str, ...] = (),
+                       numbers: tuple[str, ...] = (), texts: tuple[str, ...] = ()) -> None:
+    """Refuse table columns stored with the wrong kind: text where booleans or numbers belong, numbers
+    where text belongs. Booleans may be stored as numbers 0/1 (NaN for missing); ragged numeric columns
+    may have rows of any length (empty rows of any type: the writer's no-lick quirk)."""
+    for name, values in columns.items():
+        path = f"{group.name}/{name}"
+        if isinstance(values, list):
+            bad = next((v for v in values if len(v) and np.asarray(v).dtype.kind not in "biuf"), None)
+            if name in numbers and bad is not None:
+                raise MalformedDataError(_filename(group), path, f"rows must hold numbers, found {_kind_name(bad)}")
+            continue
+        arr = np.asarray(values)
+        if name in booleans:
+            ok = arr.dtype.kind == "b" or (arr.dtype.kind in "iuf" and bool(np.isin(arr[~np.isnan(arr)]
+                                           if arr.dtype.kind == "f" else arr, (0, 1)).all()))
+            want = "booleans (or 0/1)"
+        elif name in numbers:
+            ok, want = arr.dtype.kind in "biuf", "numbers"
+        elif name in texts:
+            ok, want = _texts(arr), "text"
+        else:
+            continue
+        if not ok:
+            raise MalformedDataError(_filename(group), path, f"must hold {want}, found {_kind_name(arr)}")
