@@ -250,7 +250,8 @@ def _presentation_edit(column: str, transform, dtype=None):
 
 def _lick_times_empty(new: pd.DataFrame, pristine: pd.DataFrame) -> bool:
     same = new.drop(columns="lick_times").equals(pristine.drop(columns="lick_times"))
-    return same and all(len(v) == 0 and v.dtype == np.float64 for v in new["lick_times"])
+    # empty arrays of dtype object in every trial, as AllenSDK reads the writer's one empty string
+    return same and all(len(v) == 0 and v.dtype == object for v in new["lick_times"])
 
 
 def _no_lick_metrics(new, pristine) -> bool:
@@ -365,9 +366,11 @@ def _cells(column: str, transform, dtype=None):
 
 
 def _first_cell_unmatched(new: pd.DataFrame, old: pd.DataFrame) -> bool:
-    """The first ROI's cell_specimen_id became None (−1 in the file); every value and other id is unchanged."""
+    """The first ROI's cell_specimen_id became NaN (−1 in the file; the index turns float64, as in AllenSDK);
+    every value and other id is unchanged."""
     same_values = all(fingerprint(new[c]) == fingerprint(old[c]) for c in old.columns)
-    return new.index[0] is None and list(new.index[1:]) == list(old.index[1:]) and same_values
+    return (new.index.dtype == np.float64 and np.isnan(new.index[0]) and list(new.index[1:]) == list(old.index[1:])
+            and same_values)
 
 
 def _eye_rig_short(f: h5py.File, tmp: Path) -> None:
@@ -414,7 +417,7 @@ EXPERIMENT_CASES = [
          values={m: _first_cell_unmatched for m in ("cell_specimen_table", "dff_traces", "roi_masks", "events",
                                                      "corrected_fluorescence_traces", "demixed_traces",
                                                      "neuropil_traces")}
-         | {"get_cell_specimen_ids": lambda new, old: new[0] is None and list(new[1:]) == list(old[1:]),
+         | {"get_cell_specimen_ids": lambda new, old: np.isnan(new[0]) and list(new[1:]) == list(old[1:]),
             "get_dff_traces": lambda new, old: all(np.array_equal(a, b) for a, b in zip(new, old))}),
 ]
 
