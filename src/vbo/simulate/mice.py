@@ -83,10 +83,11 @@ GENOTYPES = {
     "Vip": _Genotype("Vip-IRES-Cre/wt;Ai148(TIT2L-GC6f-ICL-tTA2)/wt", ("Vip-IRES-Cre",),
                      "Ai148(TIT2L-GC6f-ICL-tTA2)"),
 }
-CRE_CYCLE = ("Slc17a7", "Sst", "Vip")
+CRE_CYCLE = ("Slc17a7", "Vip", "Sst")
 # mouse i gets project PROJECT_CYCLE[i % 4] and Cre line CRE_CYCLE[i % 3]: the first four mice cover every
-# Cre line, both rig kinds (Scientifica CAM2P, Multiscope MESO) and every reporter (mouse 0 is Ai94); the
-# first twelve every project x Cre line pair
+# Cre line, both rig kinds (Scientifica CAM2P, Multiscope MESO) and every reporter (mouse 0 is Ai94), and
+# hold what the tutorials select (a Vip Multiscope mouse, an Sst mouse whose session 4 is its first novel
+# one); the first twelve every project x Cre line pair
 PROJECT_CYCLE = ("VisualBehavior", "VisualBehaviorMultiscope", "VisualBehaviorTask1B",
                  "VisualBehaviorMultiscope4areasx2d")
 BEHAVIOR_RIG_LETTERS = ("B", "D", "F", "G")
