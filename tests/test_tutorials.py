@@ -259,12 +259,12 @@ def test_dataset_manifest(cache, targets, tmp_path):
 
 def _stimulus_spans(ax, presentations: pd.DataFrame, start: float, stop: float) -> int:
     """Colour each image presentation of the window by its image, as the notebook's helper does."""
-    window = presentations[(presentations.start_time >= start) & (presentations.stop_time <= stop)]
+    window = presentations[(presentations.start_time >= start) & (presentations.end_time <= stop)]
     images = sorted(presentations.image_name.dropna().unique())
     colors = dict(zip(images, plt.cm.tab10(np.linspace(0, 1, max(len(images), 1)))))
     for row in window.itertuples():
         if row.image_name in colors and row.image_name != "omitted":
-            ax.axvspan(row.start_time, row.stop_time, color=colors[row.image_name], alpha=0.3)
+            ax.axvspan(row.start_time, row.end_time, color=colors[row.image_name], alpha=0.3)
     return len(window)
 
 
@@ -426,5 +426,5 @@ def test_compare_across_trial_types(cache, targets, tmp_path):
         axes[3, column].imshow(np.vstack(dff.dff.values)[:, frames], aspect="auto",
                                extent=[start, stop, len(dff), 0])
         axes[0, column].set_title(trial_type)
-        assert len(run) and frames.sum() > 100
+        assert len(run) and frames.sum() > 50  # 9 s at ~11 Hz (Multiscope) to ~31 Hz
     _save(fig, tmp_path, "trial_types")

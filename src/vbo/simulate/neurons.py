@@ -621,6 +621,12 @@ def _calcium(drive: np.ndarray, frame_times: np.ndarray, tau: np.ndarray, rise_s
     return out
 
 
+def _to_float32_precision(values: np.ndarray) -> None:
+    """Round float64 traces in place to float32 precision: the released traces are float32 values stored as
+    float64 (the pipeline computes in float32), which is also why they compress about twice as well."""
+    values[...] = values.astype(np.float32)
+
+
 def _ar_noise(shape: tuple[int, int], rho: float, rng: np.random.Generator) -> np.ndarray:
     """Unit-variance AR(1) noise along frames."""
     white = rng.standard_normal(shape)
@@ -794,6 +800,8 @@ def simulate_ophys(session: SessionPlan, experiment: ExperimentPlan, container: 
                     f"at depth {experiment.imaging_depth} um",
         excitation_lambda=EXCITATION_LAMBDA, emission_lambda=EMISSION_LAMBDA, imaging_rate=imaging_rate,
         indicator=container.indicator, location=experiment.targeted_structure)
+    for trace in (dff, corrected, neuropil, demixed, events):
+        _to_float32_precision(trace)
     content = OphysContent(
         behavior=behavior_out, imaging_plane=plane, rois=rois, roi_masks=masks, ophys_timestamps=frame_times,
         dff=dff, corrected_fluorescence=corrected, neuropil=neuropil, demixed=demixed, r=r.copy(), rmse=rmse,
