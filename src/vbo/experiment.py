@@ -180,20 +180,40 @@ class BehaviorOphysExperiment(BehaviorSession):
 
     # --- traces -------------------------------------------------------------------------------
 
-    def _traces(self, series: str, required: bool = True) -> tuple[np.ndarray, np.ndarray] | None:
-        """(stored ROI-table rows, data ROI × frame) of a RoiResponseSeries, None when absent and optional."""
-        h5 = self._h5
-        if series not in h5:
+    def _series_rows(self, series: str, required: bool = True) -> np.ndarray | None:
+        """Stored ROI-table rows of a RoiResponseSeries' ``rois`` region; None when absent and optional."""
+        if series not in self._h5:
             if required:
                 raise MissingDataError(self._name, f"missing {series}")
             return None
-        rows = nwb.region_rows(h5, series)
-        data = np.asarray(nwb.read(h5, f"{series}/{layout.DATA}"))
-        if data.ndim == 1:
-            return rows, data
-        if data.shape[1] != len(rows) and data.shape[0] == len(rows):
-            data = data.T  # stored ROI × frame
-        return rows, np.ascontiguousarray(data.T)
+        return nwb.region_rows(self._h5, series)
+
+    def _trace_block(self, series: str, rows: np.ndarray, order: np.ndarray) -> np.ndarray:
+        """Data of a RoiResponseSeries as one C-contiguous ROI × frame block, ROIs taken in ``order``
+        (positions in the stored ROI axis), read once without intermediate full-size copies."""
+        ds = self._h5[f"{series}/{layout.DATA}"]
+        if ds.ndim == 1:  # one ROI stored as a plain vector of frames
+            return np.asarray(ds[()])[None, :][order]
+        if ds.ndim == 2 and ds.shape[1] != len(rows) and ds.shape[0] == len(rows):  # stored ROI × frame
+            data = ds[()]
+            return data if np.array_equal(order, np.arange(len(rows))) else data[order]
+        return nwb.read_transposed(ds, order)
+
+    def _n_series_frames(self, series: str, rows: np.ndarray) -> int:
+        """Frames of a RoiResponseSeries (shape only, nothing read)."""
+        shape = self._h5[f"{series}/{layout.DATA}"].shape
+        if len(shape) == 2 and shape[1] != len(rows) and shape[0] == len(rows):
+            return int(shape[1])
+        return int(shape[0])
+
+    def _per_roi_values(self, series: str) -> np.ndarray | None:
+        """One float64 value per retained ROI (cell-table order) of an optional 1-D RoiResponseSeries."""
+        rows = self._series_rows(series, required=False)
+        if rows is None:
+            return None
+        order = self._align(series, rows, None, drop_missing=False)
+        values = np.asarray(nwb.read(self._h5, f"{series}/{layout.DATA}"), dtype=np.float64).reshape(-1)
+        return values[order]
 
     def _align(self, series: str, rows: np.ndarray, n_frames: int | None, drop_missing: bool) -> np.ndarray:
         """Positions in ``rows`` of each retained ROI, in cell-table order; checks ids and frame counts."""
@@ -208,14 +228,15 @@ class BehaviorOphysExperiment(BehaviorSession):
         return np.array([position.get(r, -1) for r in wanted], dtype=np.int64)
 
     def _trace_frame(self, series: str, column: str, required: bool = True) -> pd.DataFrame | None:
-        stored = self._traces(series, required)
-        if stored is None:
+        """``cell_roi_id`` and one trace per ROI; the traces are row views of one ROI × frame block."""
+        rows = self._series_rows(series, required)
+        if rows is None:
             return None
-        rows, data = stored
-        order = self._align(series, rows, data.shape[1], drop_missing=False)
+        order = self._align(series, rows, self._n_series_frames(series, rows), drop_missing=False)
+        block = self._trace_block(series, rows, order)
         index = self._cell_index
         return pd.DataFrame({"cell_roi_id": pd.Series(self._rois["cell_roi_id"].to_numpy(), index=index),
-                             column: _object_column(data[order], index)}, index=index)
+                             column: _object_column(block, index)}, index=index)
 
     @cached_property
     def dff_traces(self) -> pd.DataFrame:
@@ -228,11 +249,9 @@ class BehaviorOphysExperiment(BehaviorSession):
         """Neuropil-corrected fluorescence per ROI (a.u.), with the fit's ``r`` and ``RMSE`` where stored."""
         frame = self._trace_frame(layout.CORRECTED_FLUORESCENCE, "corrected_fluorescence")
         for name, path in (("r", layout.CORRECTED_FLUORESCENCE_R), ("RMSE", layout.CORRECTED_FLUORESCENCE_RMSE)):
-            stored = self._traces(path, required=False)
-            if stored is not None:
-                rows, values = stored
-                order = self._align(path, rows, None, drop_missing=False)
-                frame[name] = np.asarray(values, dtype=np.float64).reshape(-1)[order]
+            values = self._per_roi_values(path)
+            if values is not None:
+                frame[name] = values
         return frame
 
     @cached_property
@@ -253,8 +272,8 @@ class BehaviorOphysExperiment(BehaviorSession):
         """Detected events per ROI (array per ophys frame), causally ``filtered_events``, and the detection's
         ``lambda`` and ``noise_std``. ROIs absent from the event series are dropped with a warning."""
         h5 = self._h5
-        rows, data = self._traces(layout.EVENTS)
-        order = self._align(layout.EVENTS, rows, data.shape[1], drop_missing=True)
+        rows = self._series_rows(layout.EVENTS)
+        order = self._align(layout.EVENTS, rows, self._n_series_frames(layout.EVENTS, rows), drop_missing=True)
         present = order >= 0
         if not present.all():
             dropped = self._rois.loc[~present, "cell_roi_id"].tolist()
@@ -262,7 +281,7 @@ class BehaviorOphysExperiment(BehaviorSession):
                           UserWarning, stacklevel=2)
         order = order[present]
         index = self._cell_index[present]
-        events = data[order]
+        events = self._trace_block(layout.EVENTS, rows, order)
         filtered = derive.filter_events(events, float(self.metadata["ophys_frame_rate"]),
                                         self._events_filter_scale_seconds, self._events_filter_n_time_steps)
         lambdas = np.asarray(nwb.read(h5, layout.EVENT_LAMBDAS), dtype=np.float64)[order]

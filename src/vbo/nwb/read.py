@@ -132,3 +132,43 @@ def read_table(group: h5py.Group, skip: tuple[str, ...] = ()) -> tuple[np.ndarra
 def region_rows(f: h5py.File, series_path: str) -> np.ndarray:
     """Row indices (into the ROI table) of a RoiResponseSeries' ``rois`` region."""
     return np.asarray(read(f, f"{series_path}/{layout.ROIS}"), dtype=np.int64)
+
+
+SLAB_BYTES = 4 << 20  # bytes of one slab read by read_transposed: fits the CPU cache, amortises per-call cost
+
+
+def read_transposed(ds: h5py.Dataset, columns: np.ndarray | None = None) -> np.ndarray:
+    """A 2-D dataset (rows × columns, e.g. frames × ROIs) as one C-contiguous (columns × rows) array.
+
+    Read in slabs of whole HDF5 chunks along the first axis and transposed slab by slab into the result,
+    so the peak memory is the result plus one slab (not three copies), and each result row (e.g. one ROI's
+    trace) is a contiguous view of the one block.
+
+    Parameters
+    ----------
+    ds
+        A 2-D dataset.
+    columns
+        Stored columns to keep, in the wanted order (default all, in stored order).
+
+    Returns
+    -------
+    numpy.ndarray
+        Shape ``(len(columns), ds.shape[0])``, dtype of the dataset.
+    """
+    n_rows, n_columns = ds.shape
+    keep = None if columns is None else np.asarray(columns, dtype=np.int64)
+    if keep is not None and np.array_equal(keep, np.arange(n_columns)):
+        keep = None
+    out = np.empty((n_columns if keep is None else len(keep), n_rows), dtype=ds.dtype)
+    if n_rows == 0 or n_columns == 0 or out.shape[0] == 0:
+        return out
+    chunk_rows = ds.chunks[0] if ds.chunks else 1
+    step = max(chunk_rows, SLAB_BYTES // max(1, n_columns * ds.dtype.itemsize) // chunk_rows * chunk_rows)
+    slab = np.empty((min(step, n_rows), n_columns), dtype=ds.dtype)
+    for lo in range(0, n_rows, step):
+        hi = min(n_rows, lo + step)
+        piece = slab[:hi - lo]
+        ds.read_direct(piece, np.s_[lo:hi], np.s_[0:hi - lo])
+        out[:, lo:hi] = (piece if keep is None else piece[:, keep]).T
+    return out
