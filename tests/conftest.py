@@ -72,3 +72,15 @@ def tiny_cache(tiny_release):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the SDK-compatible reminder about stimulus blocks
         return VisualBehaviorOphysProjectCache.from_local_cache(tiny_release.root, use_static_cache=True)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _block_digests_in_a_temporary_folder(tmp_path_factory):
+    """Streamed reads record block digests (vbo.cache.s3.BlockDigests): keep them out of the user's home."""
+    previous = os.environ.get("VBO_BLOCK_DIGESTS")
+    os.environ["VBO_BLOCK_DIGESTS"] = str(tmp_path_factory.mktemp("block-digests"))
+    yield
+    if previous is None:
+        os.environ.pop("VBO_BLOCK_DIGESTS", None)
+    else:
+        os.environ["VBO_BLOCK_DIGESTS"] = previous

@@ -268,3 +268,86 @@ def test_streamed_experiment_equals_local(server, proxy, experiment_nwb):
     assert remote.bytes_transferred < 0.2 * size, f"metadata-only access moved {remote.bytes_transferred} of {size}"
     pd.testing.assert_frame_equal(streamed.trials, local.trials)
     pd.testing.assert_frame_equal(streamed.stimulus_presentations, local.stimulus_presentations)
+
+
+# --- streamed bytes are checked against block digests (issue 11) ----------------------------------------
+
+
+def _corrupt_every_range(proxy, match: str, count: int = 50) -> None:
+    proxy.inject("corrupt", count, match=match, after_bytes=10)
+
+
+def test_corrupted_ranges_against_a_verified_file_raise(server, client, proxy, tmp_path):
+    from vbo.errors import StreamIntegrityError
+
+    data = random.Random(3).randbytes(200_000)
+    (tmp_path / "good.bin").write_bytes(data)
+    version = server.put(BUCKET, "digest/file.bin", data)
+    digests = tmp_path / "digests"
+    s3.BlockDigests.record_file(tmp_path / "good.bin", BUCKET, "digest/file.bin", version, directory=digests,
+                                block_size=16_384)
+    _corrupt_every_range(proxy, "digest/file.bin")
+    f = s3.open_remote((BUCKET, "digest/file.bin"), version, client, block_size=65_536, digest_dir=digests)
+    assert f.block_size == 16_384  # the recorded block size wins
+    with pytest.raises(StreamIntegrityError) as info:
+        f.read(100)
+    assert isinstance(info.value, VboError) and "verified local file" in str(info.value)
+    assert f._blocks == {}  # nothing of the bad response was kept
+    proxy.clear()
+    f.seek(0)
+    assert f.read() == data  # a good server: the same file object reads and verifies normally
+
+
+def test_corrupted_ranges_against_an_earlier_stream_raise(server, client, proxy, tmp_path):
+    from vbo.errors import StreamIntegrityError
+
+    data = random.Random(4).randbytes(300_000)
+    version = server.put(BUCKET, "digest/learned.bin", data)
+    digests = tmp_path / "digests"
+    with s3.open_remote((BUCKET, "digest/learned.bin"), version, client, block_size=65_536,
+                        digest_dir=digests) as first:
+        assert first.read() == data  # first read: digests are recorded, then saved on close
+    _corrupt_every_range(proxy, "digest/learned.bin")
+    again = s3.open_remote((BUCKET, "digest/learned.bin"), version, client, block_size=65_536, digest_dir=digests)
+    with pytest.raises(StreamIntegrityError):
+        again.seek(150_000)
+        again.read(10)
+    with pytest.raises(StreamIntegrityError):  # prefetched ranges too: the reader gets the error
+        again.prefetch([(0, 300_000)])
+        again.seek(0)
+        again.read(10)
+    unchecked = s3.open_remote((BUCKET, "digest/learned.bin"), version, client, block_size=65_536,
+                               verify=False)
+    assert unchecked.read(65_536) != data[:65_536]  # proves the proxy really corrupts what it serves
+
+
+def test_prefetch_parallel_ranges_equal_the_object(server, client, proxy, tmp_path):
+    data = random.Random(5).randbytes(1_000_003)
+    version = server.put(BUCKET, "digest/prefetch.bin", data)
+    proxy.clear()
+    f = s3.open_remote((BUCKET, "digest/prefetch.bin"), version, client, block_size=16_384, parallel=4,
+                       digest_dir=tmp_path)
+    scheduled = f.prefetch([(0, 100_000), (120_000, 400_000), (900_000, 1_000_003)], request_bytes=65_536)
+    assert scheduled >= 100_000 + 280_000 + 100_003
+    f.seek(0)
+    assert f.read(400_000) == data[:400_000]
+    f.seek(900_000)
+    assert f.read() == data[900_000:]
+    gets = proxy.requests(method="GET", match="prefetch.bin")
+    assert sum(r.bytes_sent for r in gets) == f.bytes_transferred < 1.2 * len(data)
+    f.close()
+
+
+def test_streamed_experiment_verified_against_the_local_file(server, proxy, experiment_nwb, tmp_path):
+    import numpy as np
+    import vbo
+
+    key = "nwb/verified/behavior_ophys_experiment_1091765022.nwb"
+    version = server.put_file(BUCKET, key, experiment_nwb)
+    s3.BlockDigests.record_file(experiment_nwb, BUCKET, key, version, directory=tmp_path)
+    remote = s3.open_remote(f"{proxy.endpoint}/{BUCKET}/{key}?versionId={version}", digest_dir=tmp_path)
+    with vbo.BehaviorOphysExperiment.from_nwb_path(remote) as streamed, \
+            vbo.BehaviorOphysExperiment.from_nwb_path(experiment_nwb) as local:
+        np.testing.assert_array_equal(np.stack(streamed.dff_traces["dff"].to_list()),
+                                      np.stack(local.dff_traces["dff"].to_list()))
+        pd.testing.assert_frame_equal(streamed.trials, local.trials)

@@ -128,3 +128,13 @@ class HashMismatchError(DownloadError):
     def __init__(self, target: str, path: str | Path | None, expected: str, actual: str, problem: str = ""):
         self.expected, self.actual = expected, actual
         super().__init__(target, path, problem or f"blake2b {actual[:16]}... != expected {expected[:16]}...")
+
+
+class StreamIntegrityError(S3Error):
+    """Streamed bytes of an object version differ from the block digests recorded for it (from a verified
+    download or an earlier stream), or the server answered a range with another object, version or range."""
+
+    def __init__(self, bucket: str | None, key: str | None, problem: str):
+        super().__init__(bucket, key, f"{problem}; the server or mirror serves different bytes than recorded "
+                                      f"for this object version. Nothing it sent was used. Stream from a trusted "
+                                      f"endpoint, or download the file (vbo download, verified by its blake2b)")
