@@ -60,3 +60,34 @@ def test_read_transposed_equals_a_whole_read(tmp_path, monkeypatch, slab_bytes, 
         order = np.array([4, 0, 10, 3])
         np.testing.assert_array_equal(nwb.read_transposed(ds, order), data.T[order])
         assert nwb.read_transposed(ds, np.array([], dtype=np.int64)).shape == (0, 301)
+
+
+@pytest.mark.parametrize("columns", [None, np.array([9]), np.array([8, 2])])
+def test_read_transposed_prefetches_exactly_the_chunks_it_reads(tmp_path, monkeypatch, columns):
+    monkeypatch.setattr(nwb, "SLAB_BYTES", 2_000)
+    data = np.random.default_rng(1).random((500, 12))
+    with h5py.File(tmp_path / "x.h5", "w") as f:
+        f.create_dataset("d", data=data, chunks=(50, 3), compression="gzip")
+    asked: list[list[tuple[int, int]]] = []
+    with h5py.File(tmp_path / "x.h5", "r") as f:
+        ds = f["d"]
+        out = nwb.read_transposed(ds, columns, prefetch=asked.append, prefetch_window=3_000)
+        chunks = nwb.chunk_ranges(ds)
+    np.testing.assert_array_equal(out, data.T if columns is None else data.T[columns])
+    flat = [r for batch in asked for r in batch]
+    assert len(flat) == len(set(flat)) and len(asked) > 1  # each chunk once, in several windows
+    lo, hi = (0, 12) if columns is None else (columns.min(), columns.max() + 1)
+    needed = {(start, start + size) for offset, start, size in chunks if offset[1] + 3 > lo and offset[1] < hi}
+    assert set(flat) == needed
+
+
+def test_one_cell_dff_without_loading_the_table(experiment_nwb):
+    import warnings
+
+    with BehaviorOphysExperiment.from_nwb_path(experiment_nwb) as exp, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ids = exp.get_cell_specimen_ids()
+        t, one = exp.get_dff_traces([ids[7], ids[3]])
+        assert "dff_traces" not in exp.__dict__
+        np.testing.assert_array_equal(one, np.stack(exp.dff_traces["dff"].iloc[[7, 3]].to_list()))
+        np.testing.assert_array_equal(t, exp.ophys_timestamps)

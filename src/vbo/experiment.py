@@ -197,7 +197,15 @@ class BehaviorOphysExperiment(BehaviorSession):
         if ds.ndim == 2 and ds.shape[1] != len(rows) and ds.shape[0] == len(rows):  # stored ROI × frame
             data = ds[()]
             return data if np.array_equal(order, np.arange(len(rows))) else data[order]
-        return nwb.read_transposed(ds, order)
+        return nwb.read_transposed(ds, order, **self._prefetch_options())
+
+    def _prefetch_options(self) -> dict:
+        """For a streamed file: fetch the chunks of coming slabs on parallel connections while HDF5 decodes."""
+        remote = getattr(self, "_remote", None)
+        prefetch = getattr(remote, "prefetch", None)
+        if prefetch is None:
+            return {}
+        return {"prefetch": prefetch, "prefetch_window": remote.cache_bytes // 2}
 
     def _n_series_frames(self, series: str, rows: np.ndarray) -> int:
         """Frames of a RoiResponseSeries (shape only, nothing read)."""
@@ -237,6 +245,16 @@ class BehaviorOphysExperiment(BehaviorSession):
         index = self._cell_index
         return pd.DataFrame({"cell_roi_id": pd.Series(self._rois["cell_roi_id"].to_numpy(), index=index),
                              column: _object_column(block, index)}, index=index)
+
+    def _dff_rows(self, positions: np.ndarray) -> np.ndarray:
+        """dF/F of the cell-table rows ``positions`` (cells × frames), reading only the stored columns that
+        span them (for a streamed file: only their chunks), without loading ``dff_traces``."""
+        self.ophys_timestamps  # validates the time base as dff_traces does
+        rows = self._series_rows(layout.DFF)
+        order = self._align(layout.DFF, rows, self._n_series_frames(layout.DFF, rows), drop_missing=False)
+        if len(positions) == 0:
+            return np.zeros((0, self._n_frames))
+        return self._trace_block(layout.DFF, rows, order[positions])
 
     @cached_property
     def dff_traces(self) -> pd.DataFrame:
@@ -361,6 +379,11 @@ class BehaviorOphysExperiment(BehaviorSession):
         """Legacy: ``(ophys_timestamps, dF/F array cells × frames)`` for all or the given cells."""
         warnings.warn("get_dff_traces is a legacy method; use dff_traces and ophys_timestamps",
                       VisibleDeprecationWarning, stacklevel=2)
+        if cell_specimen_ids is not None and "dff_traces" not in self.__dict__:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", VisibleDeprecationWarning)
+                positions = self.get_cell_specimen_indices(cell_specimen_ids)
+            return self.ophys_timestamps, self._dff_rows(np.asarray(positions, dtype=np.int64))
         dff = self.dff_traces
         if cell_specimen_ids is not None:
             with warnings.catch_warnings():
