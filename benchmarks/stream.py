@@ -16,7 +16,7 @@ file:
   one cell's dF/F          (on a fresh open, not timed) one ROI's dF/F trace
 
 For each job: wall time, GET requests and bytes through the proxy (counted by the proxy), and ratios from
-the same run. Tools: vbo (``stream=True`` path: :func:`vbo.cache.s3.open_remote`), pynwb on remfile, and
+the same run (each tool's imports are done before timing). Tools: vbo (``stream=True`` path: :func:`vbo.cache.s3.open_remote`), pynwb on remfile, and
 lazynwb (which also reads through remfile over HTTP). Targets (printed, never asserted): open + metadata in
 ≤ 10 requests and ≤ 1 s; dff_traces at ≥ 70 % of the link's bandwidth; ≥ 3× faster than the best other tool.
 """
@@ -133,6 +133,8 @@ def link_stats(port: int) -> dict:
 def _vbo_jobs(url: str, cell: int):
     import warnings
 
+    import boto3  # noqa: F401 (vbo imports its S3 client on first use; imports are excluded for every tool)
+
     import vbo
 
     warnings.simplefilter("ignore")  # legacy-method warnings of get_dff_traces
@@ -191,6 +193,14 @@ def _pynwb_jobs(url: str, cell: int):
 
 def _lazynwb_jobs(url: str, cell: int):
     import lazynwb
+    from lazynwb._hdf5 import range_reader
+
+    store_from_url = range_reader._cached_store_from_url
+
+    def allow_http(store_url, *, client_options=None, **kwargs):  # the benchmark's link is plain http
+        return store_from_url(store_url, client_options=client_options or {"allow_http": True}, **kwargs)
+
+    range_reader._cached_store_from_url = allow_http
 
     def open_metadata():
         return lazynwb.get_metadata_df(url, disable_progress=True)
@@ -293,7 +303,9 @@ def _upload(endpoint: str, path: Path) -> str:
     admin.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": "us-west-2"})
     admin.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
     with open(path, "rb") as fh:
-        return admin.put_object(Bucket=BUCKET, Key=KEY, Body=fh, ACL="public-read")["VersionId"]
+        version = admin.put_object(Bucket=BUCKET, Key=KEY, Body=fh, ACL="public-read")["VersionId"]
+    admin.get_object(Bucket=BUCKET, Key=KEY, Range="bytes=0-0")["Body"].read()  # the server reads it once
+    return version
 
 
 def _start_proxy(endpoint: str, rtt: float, bandwidth: float) -> tuple[subprocess.Popen, int, int]:
@@ -309,8 +321,9 @@ def _tool_process(tool: str, url: str, stats_port: int, cell: int, digest_dir: s
     done = subprocess.run([sys.executable, __file__, "--run-tool", tool, "--url", url, "--stats-port",
                            str(stats_port), "--cell", str(cell)], capture_output=True, text=True, env=env)
     if done.returncode != 0:
+        print(done.stderr[-4000:], file=sys.stderr)
         return [{"job": job, "seconds": None, "requests": None, "bytes": None,
-                 "error": (done.stderr.strip().splitlines() or ["failed"])[-1][:200]} for job in JOBS]
+                 "error": f"{tool} failed (its error is printed above)"} for job in JOBS]
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
