@@ -213,12 +213,13 @@ def test_remote_file_reads_like_a_local_file(server, client, proxy):
 def test_remote_file_survives_faults(server, client, proxy):
     data = os.urandom(300_000)
     server.put(BUCKET, "remote/faults.bin", data)
-    f = s3.open_remote((BUCKET, "remote/faults.bin"), client=client, block_size=65_536)
+    f = s3.open_remote((BUCKET, "remote/faults.bin"), client=client, block_size=65_536, tail_bytes=0)
     f.retries, f.backoff = 6, 0.01
     for kind in ("reset", "truncate", "status"):
         proxy.inject(kind, match="faults.bin", after_bytes=1000, status=503)
     assert f.read() == data
-    assert [r.fault for r in proxy.requests(method="GET", match="faults.bin")] == ["reset", "truncate", "status", None]
+    faults = [r.fault for r in proxy.requests(method="GET", match="faults.bin")]
+    assert faults[-4:] == ["reset", "truncate", "status", None]  # after the GETs of the open
     assert f.bytes_transferred >= len(data)
 
 
@@ -287,12 +288,18 @@ def test_corrupted_ranges_against_a_verified_file_raise(server, client, proxy, t
     s3.BlockDigests.record_file(tmp_path / "good.bin", BUCKET, "digest/file.bin", version, directory=digests,
                                 block_size=16_384)
     _corrupt_every_range(proxy, "digest/file.bin")
-    f = s3.open_remote((BUCKET, "digest/file.bin"), version, client, block_size=65_536, digest_dir=digests)
-    assert f.block_size == 16_384  # the recorded block size wins
-    with pytest.raises(StreamIntegrityError) as info:
-        f.read(100)
+    with pytest.raises(StreamIntegrityError) as info:  # the first block, fetched at open, is already wrong
+        s3.open_remote((BUCKET, "digest/file.bin"), version, client, block_size=65_536, digest_dir=digests)
     assert isinstance(info.value, VboError) and "verified local file" in str(info.value)
-    assert f._blocks == {}  # nothing of the bad response was kept
+    proxy.clear()
+    f = s3.open_remote((BUCKET, "digest/file.bin"), version, client, block_size=65_536, digest_dir=digests,
+                       tail_bytes=0)
+    assert f.block_size == 16_384  # the recorded block size wins
+    _corrupt_every_range(proxy, "digest/file.bin")
+    with pytest.raises(StreamIntegrityError):
+        f.seek(100_000)
+        f.read(100)
+    assert set(f._blocks) == {0, 1, 2, 3}  # only the verified blocks of the open, nothing of the bad response
     proxy.clear()
     f.seek(0)
     assert f.read() == data  # a good server: the same file object reads and verifies normally
@@ -307,17 +314,18 @@ def test_corrupted_ranges_against_an_earlier_stream_raise(server, client, proxy,
     with s3.open_remote((BUCKET, "digest/learned.bin"), version, client, block_size=65_536,
                         digest_dir=digests) as first:
         assert first.read() == data  # first read: digests are recorded, then saved on close
+    again = s3.open_remote((BUCKET, "digest/learned.bin"), version, client, block_size=65_536, digest_dir=digests,
+                           tail_bytes=0)
     _corrupt_every_range(proxy, "digest/learned.bin")
-    again = s3.open_remote((BUCKET, "digest/learned.bin"), version, client, block_size=65_536, digest_dir=digests)
     with pytest.raises(StreamIntegrityError):
         again.seek(150_000)
         again.read(10)
     with pytest.raises(StreamIntegrityError):  # prefetched ranges too: the reader gets the error
-        again.prefetch([(0, 300_000)])
-        again.seek(0)
+        again.prefetch([(0, 300_000)])  # block 0 came verified with the open; the others are corrupt
+        again.seek(200_000)
         again.read(10)
     unchecked = s3.open_remote((BUCKET, "digest/learned.bin"), version, client, block_size=65_536,
-                               verify=False)
+                               verify=False, tail_bytes=0)
     assert unchecked.read(65_536) != data[:65_536]  # proves the proxy really corrupts what it serves
 
 
@@ -326,9 +334,9 @@ def test_prefetch_parallel_ranges_equal_the_object(server, client, proxy, tmp_pa
     version = server.put(BUCKET, "digest/prefetch.bin", data)
     proxy.clear()
     f = s3.open_remote((BUCKET, "digest/prefetch.bin"), version, client, block_size=16_384, parallel=4,
-                       digest_dir=tmp_path)
+                       digest_dir=tmp_path, tail_bytes=0)
     scheduled = f.prefetch([(0, 100_000), (120_000, 400_000), (900_000, 1_000_003)], request_bytes=65_536)
-    assert scheduled >= 100_000 + 280_000 + 100_003
+    assert scheduled >= 100_000 - 16_384 + 280_000 + 100_003  # block 0 came with the open
     f.seek(0)
     assert f.read(400_000) == data[:400_000]
     f.seek(900_000)

@@ -529,8 +529,9 @@ class RemoteFile(io.RawIOBase):
     fetched directly. Sequential misses fetch ahead, doubling up to a quarter of the cache.
     :meth:`prefetch` fetches known byte ranges ahead of use on up to ``parallel`` connections (coalescing
     nearby ranges); a read of a block in flight waits for it instead of fetching it again. The version is
-    pinned at open (the given ``version_id`` or the one HeadObject reports), so an overwrite during reading
-    cannot mix versions. Thread-safe. ``bytes_transferred`` and ``requests`` count network use.
+    pinned at open (the given ``version_id`` or the one the first GET reports), so an overwrite during reading
+    cannot mix versions. Opening costs one round trip: the first block and the last ``tail_bytes`` (default
+    four blocks) in two parallel GETs, which also report the size, version and ETag (no HeadObject). Thread-safe. ``bytes_transferred`` and ``requests`` count network use.
 
     Verification (``verify=True``, the default): every response must name the pinned version and the
     object's ETag and cover exactly the requested range; every block's blake2b-128 must equal the digest
@@ -542,20 +543,23 @@ class RemoteFile(io.RawIOBase):
     def __init__(self, client, bucket: str, key: str, version_id: str | None = None, *,
                  block_size: int = DEFAULT_BLOCK_SIZE, cache_bytes: int = DEFAULT_CACHE_BYTES,
                  retries: int = 5, backoff: float = 0.2, max_backoff: float = 5.0,
-                 parallel: int = DEFAULT_PARALLEL, verify: bool = True, digest_dir: str | Path | None = None):
+                 parallel: int = DEFAULT_PARALLEL, verify: bool = True, digest_dir: str | Path | None = None,
+                 tail_bytes: int | None = None):
         super().__init__()
+        tail_bytes = 4 * block_size if tail_bytes is None else tail_bytes
         if block_size <= 0:
             raise ValueError("block_size must be positive")
         self.client, self.bucket, self.key = client, bucket, key
-        head = head_object(client, bucket, key, version_id)
+        self.retries, self.backoff, self.max_backoff = retries, backoff, max_backoff
+        self.bytes_transferred = 0
+        self.requests = 0
+        self._stats_lock = threading.Lock()
+        head, first_pieces = self._open_requests(version_id, int(block_size), int(tail_bytes))
         self.version_id = version_id or head.get("VersionId") or None
         if self.version_id == "null":
             self.version_id = None
         self.etag = head.get("ETag")
-        self.size = int(head["ContentLength"])
-        self.retries, self.backoff, self.max_backoff = retries, backoff, max_backoff
-        self.bytes_transferred = 0
-        self.requests = 1
+        self.size = int(head["size"])
         self.name = f"s3://{bucket}/{key}" + (f"?versionId={self.version_id}" if self.version_id else "")
         self.digests: BlockDigests | None = None
         if verify:
@@ -578,9 +582,76 @@ class RemoteFile(io.RawIOBase):
         self._cached = 0
         self._inflight: dict[int, Future] = {}
         self._lock = threading.RLock()
-        self._stats_lock = threading.Lock()
         self.parallel = max(1, int(parallel))
         self._pool: ThreadPoolExecutor | None = None
+        for start, data in first_pieces:
+            self._keep_whole_blocks(start, data)
+
+    def _open_requests(self, version_id: str | None, head_bytes: int, tail_bytes: int):
+        """Size, version and ETag of the object from ranged GETs of its first ``head_bytes`` and (in parallel)
+        its last ``tail_bytes`` — where HDF5 keeps the superblock and a writer's last metadata — instead of a
+        HeadObject round trip; ``(head, [(offset, bytes), ...])``. An empty object falls back to HeadObject."""
+        def get(range_header: str):
+            kwargs = {"Bucket": self.bucket, "Key": self.key, "Range": range_header}
+            if version_id:
+                kwargs["VersionId"] = version_id
+            for attempt in range(self.retries + 1):
+                try:
+                    with self._stats_lock:
+                        self.requests += 1
+                    response = self.client.get_object(**kwargs)
+                    body = response["Body"].read()
+                    if len(body) != int(response.get("ContentLength", len(body))):
+                        raise ConnectionError("short body")
+                    with self._stats_lock:
+                        self.bytes_transferred += len(body)
+                    return response, body
+                except Exception as exc:
+                    if error_code(exc) == "InvalidRange":
+                        return None, b""
+                    if not is_retryable(exc) or attempt >= self.retries:
+                        if is_client_error(exc):
+                            raise as_s3_error(exc, self.bucket, self.key) from exc
+                        raise
+                    time.sleep(backoff_delay(attempt, self.backoff, self.max_backoff))
+            raise AssertionError("unreachable")  # pragma: no cover
+
+        ranges = [f"bytes=0-{head_bytes - 1}"] + ([f"bytes=-{tail_bytes}"] if tail_bytes > 0 else [])
+        with ThreadPoolExecutor(max_workers=len(ranges)) as pool:
+            answers = list(pool.map(get, ranges))
+        response, body = answers[0]
+        if response is None:  # an empty object has no byte 0
+            head = head_object(self.client, self.bucket, self.key, version_id)
+            self.requests += 1
+            return {"VersionId": head.get("VersionId"), "ETag": head.get("ETag"),
+                    "size": int(head["ContentLength"])}, []
+        content_range = response.get("ContentRange") or ""
+        size = int(content_range.rsplit("/", 1)[1]) if "/" in content_range else len(body)
+        head = {"VersionId": response.get("VersionId"), "ETag": response.get("ETag"), "size": size}
+        pieces = [(0, body)]
+        for tail_response, tail_body in answers[1:]:
+            if tail_response is None or tail_response.get("ETag") != head["ETag"] or \
+                    tail_response.get("VersionId") != head["VersionId"]:
+                continue  # another version answered (an overwrite between the two requests): not used
+            pieces.append((size - len(tail_body), tail_body))
+        return head, pieces
+
+    def _keep_whole_blocks(self, start: int, data: bytes) -> None:
+        """Verify and cache the whole blocks within ``data`` (the bytes at ``start``) fetched at open."""
+        bs = self.block_size
+        first = -(-start // bs)
+        view = memoryview(data)
+        for block in range(first, (start + len(data) - 1) // bs + 1):
+            lo, hi = block * bs - start, min(len(data), (block + 1) * bs - start)
+            if hi - lo != min(bs, self.size - block * bs):
+                continue  # not a whole block
+            piece = view[lo:hi]
+            if self.digests is not None and not self.digests.check(block, piece):
+                raise StreamIntegrityError(self.bucket, self.key, f"bytes {block * bs}-{block * bs + len(piece) - 1} "
+                                                                  f"(block {block}) differ from the digest recorded "
+                                                                  f"from {self.digests.source(block)}")
+            with self._lock:
+                self._remember(block, bytes(piece))
 
     # io protocol
     def readable(self) -> bool:
@@ -832,7 +903,8 @@ class RemoteFile(io.RawIOBase):
 def open_remote(source: str | tuple[str, str], version_id: str | None = None, client=None, *,
                 block_size: int = DEFAULT_BLOCK_SIZE, cache_bytes: int = DEFAULT_CACHE_BYTES,
                 endpoint_url: str | None = None, buffered: bool = False, parallel: int = DEFAULT_PARALLEL,
-                verify: bool = True, digest_dir: str | Path | None = None) -> RemoteFile | io.BufferedReader:
+                verify: bool = True, digest_dir: str | Path | None = None,
+                tail_bytes: int | None = None) -> RemoteFile | io.BufferedReader:
     """Open one S3 object version as a read-only seekable binary file (e.g. for ``h5py.File(f, 'r')``).
 
     Parameters
@@ -854,6 +926,9 @@ def open_remote(source: str | tuple[str, str], version_id: str | None = None, cl
     verify, digest_dir
         Check every response and every block against the digests recorded for this object version
         (:class:`BlockDigests`, sidecars in ``digest_dir``, default :func:`default_digest_dir`).
+    tail_bytes
+        Bytes at the end of the object fetched at open, in parallel with the first block (default four
+        blocks; HDF5 writers put their last metadata there).
 
     Raises
     ------
@@ -873,5 +948,6 @@ def open_remote(source: str | tuple[str, str], version_id: str | None = None, cl
     if client is None:
         client = anonymous_client(endpoint_url or url_endpoint)
     raw = RemoteFile(client, bucket, key, version_id or url_version, block_size=block_size,
-                     cache_bytes=cache_bytes, parallel=parallel, verify=verify, digest_dir=digest_dir)
+                     cache_bytes=cache_bytes, parallel=parallel, verify=verify, digest_dir=digest_dir,
+                     tail_bytes=tail_bytes)
     return io.BufferedReader(raw, buffer_size=block_size) if buffered else raw
