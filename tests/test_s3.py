@@ -359,3 +359,15 @@ def test_streamed_experiment_verified_against_the_local_file(server, proxy, expe
         np.testing.assert_array_equal(np.stack(streamed.dff_traces["dff"].to_list()),
                                       np.stack(local.dff_traces["dff"].to_list()))
         pd.testing.assert_frame_equal(streamed.trials, local.trials)
+
+
+def test_block_digest_sidecar_round_trip_and_damage(tmp_path):
+    data = random.Random(6).randbytes(50_000)
+    (tmp_path / "f.bin").write_bytes(data)
+    path = s3.BlockDigests.record_file(tmp_path / "f.bin", "b", "k", "v1", directory=tmp_path / "d", block_size=8_192)
+    loaded = s3.BlockDigests.load(path, len(data), 65_536)
+    assert loaded.block_size == 8_192 and all(flag == 2 for flag in loaded.known)
+    assert loaded.check(6, data[6 * 8_192:]) and not loaded.check(0, b"x" * 8_192)
+    path.write_bytes(path.read_bytes()[:-5])  # damaged: ignored, starts empty with the caller's block size
+    fresh = s3.BlockDigests.load(path, len(data), 65_536)
+    assert fresh.block_size == 65_536 and not any(fresh.known)

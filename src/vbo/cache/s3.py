@@ -455,10 +455,15 @@ class BlockDigests:
             return None
         if not raw.startswith(_DIGEST_MAGIC):
             return None
-        head_end = raw.index(b"\n", len(_DIGEST_MAGIC))
-        header = json.loads(raw[len(_DIGEST_MAGIC):head_end])
-        n = -(-int(header["size"]) // int(header["block_size"])) if int(header["size"]) else 0
+        try:
+            head_end = raw.index(b"\n", len(_DIGEST_MAGIC))
+            header = json.loads(raw[len(_DIGEST_MAGIC):head_end])
+            n = -(-int(header["size"]) // int(header["block_size"])) if int(header["size"]) else 0
+        except (ValueError, KeyError, TypeError, ZeroDivisionError):
+            return None  # a damaged sidecar is ignored (and rewritten on the next save)
         body = raw[head_end + 1:]
+        if len(body) != n + n * DIGEST_BYTES:
+            return None
         return header, bytearray(body[:n]), bytearray(body[n:n + n * DIGEST_BYTES])
 
     def check(self, block: int, data: bytes | memoryview) -> bool:
