@@ -13,8 +13,9 @@ measures, each in a fresh Python process so that peak RSS belongs to one reader 
   all       open + read every stream + close ("everything")
 
 Times are the best of ``--repeat`` runs; RSS figures are the median. Ratios vbo/h5py and
-pynwb/h5py come from the same run. Targets (printed, never asserted): "everything" within 1.3x of
-the h5py floor; open + metadata under 0.2 s. The file is read once before timing so that every
+pynwb/h5py come from the same run. Targets (printed, never asserted): "everything" within 1.5x of
+the h5py floor; open + metadata under 0.2 s; peak RSS above the import within 1.2x of the bytes the
+reader holds at the end (its arrays and tables, each buffer counted once). The file is read once before timing so that every
 reader starts from a warm page cache.
 """
 
@@ -35,7 +36,8 @@ from typing import Any, Callable
 READERS = ("vbo", "pynwb", "h5py")
 PHASES = ("open", "streams", "all")
 TARGET_OPEN_S = 0.2
-TARGET_ALL_RATIO = 1.3
+TARGET_ALL_RATIO = 1.5
+TARGET_RSS_RATIO = 1.2  # peak RSS above the import ÷ bytes the reader holds
 EXCLUDED_TABLE_COLUMNS = {"tags", "tags_index", "timeseries", "timeseries_index"}
 # vbo members that cannot be called without arguments or only raise by design
 VBO_SKIP = {"update_targeted_imaging_depth", "get_cell_specimen_indices"}
@@ -350,6 +352,35 @@ def _touch(value: Any) -> None:
         np.asarray(value.data)
 
 
+def _held_bytes(value: Any, seen: set[int] | None = None) -> int:
+    """Bytes of the numeric data a value holds (arrays, frames, their object cells), each buffer counted once."""
+    import numpy as np
+    import pandas as pd
+
+    seen = set() if seen is None else seen
+    if isinstance(value, np.ndarray):
+        base = value
+        while isinstance(base.base, np.ndarray):
+            base = base.base
+        if value.dtype == object:
+            return value.nbytes + sum(_held_bytes(v, seen) for v in value.ravel())
+        if id(base) in seen:
+            return 0
+        seen.add(id(base))
+        return base.nbytes
+    if isinstance(value, pd.DataFrame):
+        return sum(_held_bytes(value[c].to_numpy(), seen) for c in value.columns) + \
+            _held_bytes(value.index.to_numpy(), seen)
+    if isinstance(value, pd.Series):
+        return _held_bytes(value.to_numpy(), seen) + _held_bytes(value.index.to_numpy(), seen)
+    if isinstance(value, dict):
+        return sum(_held_bytes(v, seen) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return sum(_held_bytes(v, seen) for v in value)
+    data = getattr(value, "data", None)
+    return _held_bytes(data, seen) if isinstance(data, np.ndarray) else 0
+
+
 def _call_member(obj, name: str):
     import inspect
 
@@ -385,6 +416,11 @@ class _VboReader:
     def members(self) -> list[str]:
         return list(self.obj.list_data_attributes_and_methods())
 
+    def held_bytes(self, streams: list[str]) -> int:
+        seen: set[int] = set()
+        names = {m for name in streams for m in STREAM_BY_NAME[name].vbo}
+        return sum(_held_bytes(self.obj.__dict__.get(m), seen) for m in names)
+
     def read_member(self, name: str):
         _call_member(self.obj, name)
 
@@ -407,6 +443,9 @@ class _PynwbReader:
     def read(self, stream: Stream):
         self.kept.append(stream.nwb(self.nwb))  # kept, as vbo keeps its members: same memory story
 
+    def held_bytes(self, streams: list[str]) -> int:
+        return _held_bytes(self.kept)
+
     def close(self):
         self.io.close()
 
@@ -424,6 +463,9 @@ class _H5pyReader:
 
     def read(self, stream: Stream):
         self.kept.append(stream.h5(self.f))
+
+    def held_bytes(self, streams: list[str]) -> int:
+        return _held_bytes(self.kept)
 
     def close(self):
         self.f.close()
@@ -494,8 +536,11 @@ def _worker(reader: str, phase: str, path: str, ophys: bool, streams: list[str])
                 r.read(STREAM_BY_NAME[name])
             except Exception as err:
                 out["errors"][name] = f"{type(err).__name__}: {err}"
-        r.close()
         out["all_s"] = out["open_s"] + (clock() - t0)
+        out["held_bytes"] = r.held_bytes(streams)  # before close (untimed): what the reader keeps
+        t_close = clock()
+        r.close()
+        out["all_s"] += clock() - t_close
     else:
         r.close()
     out["peak_rss"] = _peak_rss_bytes()
@@ -648,6 +693,16 @@ def rows_for(fr: FileResult) -> list[list[str]]:
     memory("  minus RSS after import (MB)", "open", subtract_import=True)
     memory("peak RSS, everything (MB)", "all")
     memory("  minus RSS after import (MB)", "all", subtract_import=True)
+    held = [fr.median(r, "all", "held_bytes") for r in READERS]
+    rows.append(["bytes held after everything (MB)", *(_fmt_mb(x) for x in held), _ratio(held[0], held[2]),
+                 _ratio(held[1], held[2]), ""])
+    over = []
+    for reader, h in zip(READERS, held):
+        peak, after_import = fr.median(reader, "all", "peak_rss"), fr.median(reader, "all", "rss_after_import")
+        over.append(None if None in (peak, after_import) or not h else (peak - after_import) / h)
+    status = "" if over[0] is None else (" ✓" if over[0] <= TARGET_RSS_RATIO else " ✗")
+    rows.append(["peak RSS above import ÷ bytes held", *("—" if x is None else f"{x:.2f}x" for x in over), "", "",
+                 f"vbo ≤ {TARGET_RSS_RATIO}x{status}"])
     return rows
 
 

@@ -84,3 +84,15 @@ def pytest_terminal_summary(terminalreporter):
         terminalreporter.section("malformed input: cases / typed errors / raw errors / wrong answers")
         for line in format_tables():
             terminalreporter.write_line(line)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _block_digests_in_a_temporary_folder(tmp_path_factory):
+    """Streamed reads record block digests (vbo.cache.s3.BlockDigests): keep them out of the user's home."""
+    previous = os.environ.get("VBO_BLOCK_DIGESTS")
+    os.environ["VBO_BLOCK_DIGESTS"] = str(tmp_path_factory.mktemp("block-digests"))
+    yield
+    if previous is None:
+        os.environ.pop("VBO_BLOCK_DIGESTS", None)
+    else:
+        os.environ["VBO_BLOCK_DIGESTS"] = previous

@@ -213,12 +213,13 @@ def test_remote_file_reads_like_a_local_file(server, client, proxy):
 def test_remote_file_survives_faults(server, client, proxy):
     data = os.urandom(300_000)
     server.put(BUCKET, "remote/faults.bin", data)
-    f = s3.open_remote((BUCKET, "remote/faults.bin"), client=client, block_size=65_536)
+    f = s3.open_remote((BUCKET, "remote/faults.bin"), client=client, block_size=65_536, tail_bytes=0)
     f.retries, f.backoff = 6, 0.01
     for kind in ("reset", "truncate", "status"):
         proxy.inject(kind, match="faults.bin", after_bytes=1000, status=503)
     assert f.read() == data
-    assert [r.fault for r in proxy.requests(method="GET", match="faults.bin")] == ["reset", "truncate", "status", None]
+    faults = [r.fault for r in proxy.requests(method="GET", match="faults.bin")]
+    assert faults[-4:] == ["reset", "truncate", "status", None]  # after the GETs of the open
     assert f.bytes_transferred >= len(data)
 
 
@@ -268,3 +269,105 @@ def test_streamed_experiment_equals_local(server, proxy, experiment_nwb):
     assert remote.bytes_transferred < 0.2 * size, f"metadata-only access moved {remote.bytes_transferred} of {size}"
     pd.testing.assert_frame_equal(streamed.trials, local.trials)
     pd.testing.assert_frame_equal(streamed.stimulus_presentations, local.stimulus_presentations)
+
+
+# --- streamed bytes are checked against block digests (issue 11) ----------------------------------------
+
+
+def _corrupt_every_range(proxy, match: str, count: int = 50) -> None:
+    proxy.inject("corrupt", count, match=match, after_bytes=10)
+
+
+def test_corrupted_ranges_against_a_verified_file_raise(server, client, proxy, tmp_path):
+    from vbo.errors import StreamIntegrityError
+
+    data = random.Random(3).randbytes(200_000)
+    (tmp_path / "good.bin").write_bytes(data)
+    version = server.put(BUCKET, "digest/file.bin", data)
+    digests = tmp_path / "digests"
+    s3.BlockDigests.record_file(tmp_path / "good.bin", BUCKET, "digest/file.bin", version, directory=digests,
+                                block_size=16_384)
+    _corrupt_every_range(proxy, "digest/file.bin")
+    with pytest.raises(StreamIntegrityError) as info:  # the first block, fetched at open, is already wrong
+        s3.open_remote((BUCKET, "digest/file.bin"), version, client, block_size=65_536, digest_dir=digests)
+    assert isinstance(info.value, VboError) and "verified local file" in str(info.value)
+    proxy.clear()
+    f = s3.open_remote((BUCKET, "digest/file.bin"), version, client, block_size=65_536, digest_dir=digests,
+                       tail_bytes=0)
+    assert f.block_size == 16_384  # the recorded block size wins
+    _corrupt_every_range(proxy, "digest/file.bin")
+    with pytest.raises(StreamIntegrityError):
+        f.seek(100_000)
+        f.read(100)
+    assert set(f._blocks) == {0, 1, 2, 3}  # only the verified blocks of the open, nothing of the bad response
+    proxy.clear()
+    f.seek(0)
+    assert f.read() == data  # a good server: the same file object reads and verifies normally
+
+
+def test_corrupted_ranges_against_an_earlier_stream_raise(server, client, proxy, tmp_path):
+    from vbo.errors import StreamIntegrityError
+
+    data = random.Random(4).randbytes(300_000)
+    version = server.put(BUCKET, "digest/learned.bin", data)
+    digests = tmp_path / "digests"
+    with s3.open_remote((BUCKET, "digest/learned.bin"), version, client, block_size=65_536,
+                        digest_dir=digests) as first:
+        assert first.read() == data  # first read: digests are recorded, then saved on close
+    again = s3.open_remote((BUCKET, "digest/learned.bin"), version, client, block_size=65_536, digest_dir=digests,
+                           tail_bytes=0)
+    _corrupt_every_range(proxy, "digest/learned.bin")
+    with pytest.raises(StreamIntegrityError):
+        again.seek(150_000)
+        again.read(10)
+    with pytest.raises(StreamIntegrityError):  # prefetched ranges too: the reader gets the error
+        again.prefetch([(0, 300_000)])  # block 0 came verified with the open; the others are corrupt
+        again.seek(200_000)
+        again.read(10)
+    unchecked = s3.open_remote((BUCKET, "digest/learned.bin"), version, client, block_size=65_536,
+                               verify=False, tail_bytes=0)
+    assert unchecked.read(65_536) != data[:65_536]  # proves the proxy really corrupts what it serves
+
+
+def test_prefetch_parallel_ranges_equal_the_object(server, client, proxy, tmp_path):
+    data = random.Random(5).randbytes(1_000_003)
+    version = server.put(BUCKET, "digest/prefetch.bin", data)
+    proxy.clear()
+    f = s3.open_remote((BUCKET, "digest/prefetch.bin"), version, client, block_size=16_384, parallel=4,
+                       digest_dir=tmp_path, tail_bytes=0)
+    scheduled = f.prefetch([(0, 100_000), (120_000, 400_000), (900_000, 1_000_003)], request_bytes=65_536)
+    assert scheduled >= 100_000 - 16_384 + 280_000 + 100_003  # block 0 came with the open
+    f.seek(0)
+    assert f.read(400_000) == data[:400_000]
+    f.seek(900_000)
+    assert f.read() == data[900_000:]
+    gets = proxy.requests(method="GET", match="prefetch.bin")
+    assert sum(r.bytes_sent for r in gets) == f.bytes_transferred < 1.2 * len(data)
+    f.close()
+
+
+def test_streamed_experiment_verified_against_the_local_file(server, proxy, experiment_nwb, tmp_path):
+    import numpy as np
+    import vbo
+
+    key = "nwb/verified/behavior_ophys_experiment_1091765022.nwb"
+    version = server.put_file(BUCKET, key, experiment_nwb)
+    s3.BlockDigests.record_file(experiment_nwb, BUCKET, key, version, directory=tmp_path)
+    remote = s3.open_remote(f"{proxy.endpoint}/{BUCKET}/{key}?versionId={version}", digest_dir=tmp_path)
+    with vbo.BehaviorOphysExperiment.from_nwb_path(remote) as streamed, \
+            vbo.BehaviorOphysExperiment.from_nwb_path(experiment_nwb) as local:
+        np.testing.assert_array_equal(np.stack(streamed.dff_traces["dff"].to_list()),
+                                      np.stack(local.dff_traces["dff"].to_list()))
+        pd.testing.assert_frame_equal(streamed.trials, local.trials)
+
+
+def test_block_digest_sidecar_round_trip_and_damage(tmp_path):
+    data = random.Random(6).randbytes(50_000)
+    (tmp_path / "f.bin").write_bytes(data)
+    path = s3.BlockDigests.record_file(tmp_path / "f.bin", "b", "k", "v1", directory=tmp_path / "d", block_size=8_192)
+    loaded = s3.BlockDigests.load(path, len(data), 65_536)
+    assert loaded.block_size == 8_192 and all(flag == 2 for flag in loaded.known)
+    assert loaded.check(6, data[6 * 8_192:]) and not loaded.check(0, b"x" * 8_192)
+    path.write_bytes(path.read_bytes()[:-5])  # damaged: ignored, starts empty with the caller's block size
+    fresh = s3.BlockDigests.load(path, len(data), 65_536)
+    assert fresh.block_size == 65_536 and not any(fresh.known)

@@ -242,3 +242,13 @@ class InvalidIdError(VboError, TypeError, ValueError):
 
 class NwbPermissionError(NwbFileError, PermissionError):
     """The NWB file exists but this user may not read it."""
+
+
+class StreamIntegrityError(S3Error):
+    """Streamed bytes of an object version differ from the block digests recorded for it (from a verified
+    download or an earlier stream), or the server answered a range with another object, version or range."""
+
+    def __init__(self, bucket: str | None, key: str | None, problem: str):
+        super().__init__(bucket, key, f"{problem}; the server or mirror serves different bytes than recorded "
+                                      f"for this object version. Nothing it sent was used. Stream from a trusted "
+                                      f"endpoint, or download the file (vbo download, verified by its blake2b)")

@@ -303,25 +303,63 @@ class BehaviorOphysExperiment(BehaviorSession):
 
     # --- traces -------------------------------------------------------------------------------
 
-    def _traces(self, series: str, required: bool = True) -> tuple[np.ndarray, np.ndarray] | None:
-        """(stored ROI-table rows, data ROI × frame) of a RoiResponseSeries, None when absent and optional."""
-        h5 = self._h5
-        if not nwb.exists(h5, series):
+    def _series_rows(self, series: str, required: bool = True) -> np.ndarray | None:
+        """Stored ROI-table rows of a RoiResponseSeries' ``rois`` region; None when absent and optional."""
+        if not nwb.exists(self._h5, series):
             if required:
                 raise MissingDataError(self._name, f"missing {series}")
             return None
-        rows = nwb.region_rows(h5, series, self._n_rois)
+        return nwb.region_rows(self._h5, series, self._n_rois)
+
+    def _trace_block(self, series: str, rows: np.ndarray, order: np.ndarray) -> np.ndarray:
+        """Data of a RoiResponseSeries as one C-contiguous ROI × frame block, ROIs taken in ``order``
+        (positions in the stored ROI axis), read once without intermediate full-size copies."""
         path = f"{series}/{layout.DATA}"
-        data = nwb.read_numeric(h5, path, ndim=None)
-        if data.ndim == 1:
-            nwb.same_length(h5, path, data, len(rows), f"ROIs of {series}/{layout.ROIS}")
-            return rows, data
-        if data.ndim != 2 or len(rows) not in data.shape:
+        ds = self._checked_series_data(series, rows)
+        if ds.ndim == 1:  # one ROI stored as a plain vector of frames
+            return nwb.read_numeric(self._h5, path)[None, :][order]
+        if ds.shape[1] != len(rows) and ds.shape[0] == len(rows):  # stored ROI × frame
+            data = nwb.read_numeric(self._h5, path, ndim=2)
+            return data if np.array_equal(order, np.arange(len(rows))) else data[order]
+        return nwb.read_transposed(ds, order, **self._prefetch_options())
+
+    def _checked_series_data(self, series: str, rows: np.ndarray) -> h5py.Dataset:
+        """A RoiResponseSeries' data (not read): numbers, frames × its ROIs (or ROIs × frames, or one ROI's vector)."""
+        path = f"{series}/{layout.DATA}"
+        ds = nwb.checked_dataset(self._h5, path)
+        if ds.dtype.kind not in "biuf":
+            raise MalformedDataError(self._name, path, f"must hold numbers, found {ds.dtype}")
+        if ds.ndim == 1:
+            nwb.same_length(self._h5, path, ds, len(rows), f"ROIs of {series}/{layout.ROIS}")
+        elif ds.ndim != 2 or len(rows) not in ds.shape:
             raise MalformedDataError(self._name, path, f"must be frames × {len(rows)} ROIs (its {layout.ROIS}), "
-                                                       f"found shape {data.shape}")
-        if data.shape[1] != len(rows) and data.shape[0] == len(rows):
-            data = data.T  # stored ROI × frame
-        return rows, np.ascontiguousarray(data.T)
+                                                       f"found shape {ds.shape}")
+        return ds
+
+    def _prefetch_options(self) -> dict:
+        """For a streamed file: fetch the chunks of coming slabs on parallel connections while HDF5 decodes."""
+        remote = getattr(self, "_remote", None)
+        prefetch = getattr(remote, "prefetch", None)
+        if prefetch is None:
+            return {}
+        return {"prefetch": prefetch, "prefetch_window": remote.cache_bytes // 2}
+
+    def _n_series_frames(self, series: str, rows: np.ndarray) -> int:
+        """Frames of a RoiResponseSeries (shape only, nothing read)."""
+        shape = self._checked_series_data(series, rows).shape
+        if len(shape) == 2 and shape[1] != len(rows) and shape[0] == len(rows):
+            return int(shape[1])
+        return int(shape[0])
+
+    def _per_roi_values(self, series: str) -> np.ndarray | None:
+        """One float64 value per retained ROI (cell-table order) of an optional 1-D RoiResponseSeries."""
+        rows = self._series_rows(series, required=False)
+        if rows is None:
+            return None
+        order = self._align(series, rows, None, drop_missing=False)
+        values = np.asarray(nwb.read_numeric(self._h5, f"{series}/{layout.DATA}", ndim=None),
+                            dtype=np.float64).reshape(-1)
+        return values[order]
 
     def _align(self, series: str, rows: np.ndarray, n_frames: int | None, drop_missing: bool) -> np.ndarray:
         """Positions in ``rows`` of each retained ROI, in cell-table order; checks ids and frame counts."""
@@ -336,14 +374,25 @@ class BehaviorOphysExperiment(BehaviorSession):
         return np.array([position.get(r, -1) for r in wanted], dtype=np.int64)
 
     def _trace_frame(self, series: str, column: str, required: bool = True) -> pd.DataFrame | None:
-        stored = self._traces(series, required)
-        if stored is None:
+        """``cell_roi_id`` and one trace per ROI; the traces are row views of one ROI × frame block."""
+        rows = self._series_rows(series, required)
+        if rows is None:
             return None
-        rows, data = stored
-        order = self._align(series, rows, data.shape[1], drop_missing=False)
+        order = self._align(series, rows, self._n_series_frames(series, rows), drop_missing=False)
+        block = self._trace_block(series, rows, order)
         index = self._cell_index
         return pd.DataFrame({"cell_roi_id": pd.Series(self._rois["cell_roi_id"].to_numpy(), index=index),
-                             column: _object_column(data[order], index)}, index=index)
+                             column: _object_column(block, index)}, index=index)
+
+    def _dff_rows(self, positions: np.ndarray) -> np.ndarray:
+        """dF/F of the cell-table rows ``positions`` (cells × frames), reading only the stored columns that
+        span them (for a streamed file: only their chunks), without loading ``dff_traces``."""
+        self.ophys_timestamps  # validates the time base as dff_traces does
+        rows = self._series_rows(layout.DFF)
+        order = self._align(layout.DFF, rows, self._n_series_frames(layout.DFF, rows), drop_missing=False)
+        if len(positions) == 0:
+            return np.zeros((0, self._n_frames))
+        return self._trace_block(layout.DFF, rows, order[positions])
 
     @data_member
     def dff_traces(self) -> pd.DataFrame:
@@ -384,11 +433,9 @@ class BehaviorOphysExperiment(BehaviorSession):
         """
         frame = self._trace_frame(layout.CORRECTED_FLUORESCENCE, "corrected_fluorescence")
         for name, path in (("r", layout.CORRECTED_FLUORESCENCE_R), ("RMSE", layout.CORRECTED_FLUORESCENCE_RMSE)):
-            stored = self._traces(path, required=False)
-            if stored is not None:
-                rows, values = stored
-                order = self._align(path, rows, None, drop_missing=False)
-                frame[name] = np.asarray(values, dtype=np.float64).reshape(-1)[order]
+            values = self._per_roi_values(path)
+            if values is not None:
+                frame[name] = values
         return frame
 
     @data_member
@@ -454,8 +501,8 @@ class BehaviorOphysExperiment(BehaviorSession):
         ROIs missing from the stored events are left out, with a warning.
         """
         h5 = self._h5
-        rows, data = self._traces(layout.EVENTS)
-        order = self._align(layout.EVENTS, rows, data.shape[1], drop_missing=True)
+        rows = self._series_rows(layout.EVENTS)
+        order = self._align(layout.EVENTS, rows, self._n_series_frames(layout.EVENTS, rows), drop_missing=True)
         present = order >= 0
         if not present.all():
             dropped = self._rois.loc[~present, "cell_roi_id"].tolist()
@@ -463,7 +510,7 @@ class BehaviorOphysExperiment(BehaviorSession):
                           UserWarning, stacklevel=2)
         order = order[present]
         index = self._cell_index[present]
-        events = data[order]
+        events = self._trace_block(layout.EVENTS, rows, order)
         filtered = derive.filter_events(events, float(self.metadata["ophys_frame_rate"]),
                                         self._events_filter_scale_seconds, self._events_filter_n_time_steps)
         lambdas = nwb.read_numeric(h5, layout.EVENT_LAMBDAS)
@@ -627,12 +674,14 @@ class BehaviorOphysExperiment(BehaviorSession):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", VisibleDeprecationWarning)
             ids = self.get_cell_specimen_ids() if cell_specimen_ids is None else list(cell_specimen_ids)
-        dff = self.dff_traces
-        selected = dff.index.isin(ids)  # NaN selects the unmatched ROIs
+        selected = self._cell_index.isin(ids)  # NaN selects the unmatched ROIs
         if selected.sum() != len(ids):
             raise KeyError(f"cell_specimen_ids {ids} select {selected.sum()} rows of {self._name}, "
                            "not one row each; use dff_traces (indexed by cell_specimen_id)")
-        dff = dff[selected]
+        if cell_specimen_ids is not None and not type(self).dff_traces.is_read(self):
+            # only those cells' columns (chunks) are read; rows in cell-table order, as with the full table
+            return self.ophys_timestamps, self._dff_rows(np.flatnonzero(selected))
+        dff = self.dff_traces[selected]  # the same rows, in the same order as the cell table
         traces = np.stack(dff["dff"].to_list()) if len(dff) else np.zeros((0, self._n_frames))
         return self.ophys_timestamps, traces
 

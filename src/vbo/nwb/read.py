@@ -323,11 +323,23 @@ def _read_bytes(f: Where, ds: h5py.Dataset, path: str) -> Any:
     except UnicodeDecodeError as err:
         raise MalformedDataError(_filename(f), path, f"text is not valid UTF-8 ({err})") from None
     except OSError as err:
-        cause = err.__cause__ or err.__context__
-        if isinstance(cause, VboError):  # a streamed read failed: report the transport error itself
-            raise cause from err
-        raise CorruptDataError(_filename(f), path, f"stored bytes cannot be decoded (corrupt compressed "
-                                                   f"chunk or storage): {err}") from None
+        _raise_unreadable(f, path, err)
+
+
+def _raise_unreadable(f: Where, path: str, err: OSError) -> None:
+    """An HDF5 read failed: re-raise a streamed read's transport error itself, else CorruptDataError."""
+    cause = err.__cause__ or err.__context__
+    if isinstance(cause, VboError):
+        raise cause from err
+    raise CorruptDataError(_filename(f), path, f"stored bytes cannot be decoded (corrupt compressed "
+                                               f"chunk or storage): {err}") from None
+
+
+def checked_dataset(f: Where, path: str) -> h5py.Dataset:
+    """The dataset at ``path``, not read, with the checks every read makes (stored in this file, sizes it can hold)."""
+    ds = dataset(f, path)
+    _check_storage(f, ds, path)
+    return ds
 
 
 def read(f: Where, path: str) -> Any:
@@ -338,9 +350,7 @@ def read(f: Where, path: str) -> Any:
     vbo.errors.MissingDataError, vbo.errors.MalformedDataError, vbo.errors.CorruptDataError,
     vbo.errors.ExternalDataError
     """
-    ds = dataset(f, path)
-    _check_storage(f, ds, path)
-    return _read_bytes(f, ds, path)
+    return _read_bytes(f, checked_dataset(f, path), path)
 
 
 def read_optional(f: Where, path: str) -> Any | None:
@@ -561,3 +571,104 @@ def check_column_kinds(group: h5py.Group, columns: dict[str, Any], booleans: tup
             continue
         if not ok:
             raise MalformedDataError(_filename(group), path, f"must hold {want}, found {_kind_name(arr)}")
+
+
+SLAB_BYTES = 4 << 20  # bytes of one slab read by read_transposed: fits the CPU cache, amortises per-call cost
+
+
+def chunk_ranges(ds: h5py.Dataset) -> list[tuple[tuple[int, ...], int, int]]:
+    """``(chunk offset, byte offset, stored bytes)`` of every stored chunk of a chunked dataset (one pass over
+    the chunk index), ``[]`` for a contiguous or compact dataset."""
+    if ds.chunks is None:
+        return []
+    found: list[tuple[tuple[int, ...], int, int]] = []
+    if hasattr(ds.id, "chunk_iter"):
+        ds.id.chunk_iter(lambda info: found.append((tuple(info.chunk_offset), info.byte_offset, info.size)))
+    else:  # pragma: no cover - HDF5 < 1.12.3
+        for i in range(ds.id.get_num_chunks()):
+            info = ds.id.get_chunk_info(i)
+            found.append((tuple(info.chunk_offset), info.byte_offset, info.size))
+    return found
+
+
+def read_transposed(ds: h5py.Dataset, columns: np.ndarray | None = None, *,
+                    prefetch: Callable[[list[tuple[int, int]]], Any] | None = None,
+                    prefetch_window: int = 32 << 20) -> np.ndarray:
+    """A 2-D dataset (rows × columns, e.g. frames × ROIs) as one C-contiguous (columns × rows) array.
+
+    Read in slabs of whole HDF5 chunks along the first axis and transposed slab by slab into the result,
+    so the peak memory is the result plus one slab (not three copies), and each result row (e.g. one ROI's
+    trace) is a contiguous view of the one block. Only the stored columns between the first and the last
+    wanted one are read.
+
+    Parameters
+    ----------
+    ds
+        A 2-D dataset.
+    columns
+        Stored columns to keep, in the wanted order (default all, in stored order).
+    prefetch
+        For a streamed file: called with the byte ranges ``[(start, stop), ...]`` of the chunks of the coming
+        slabs, up to ``prefetch_window`` bytes ahead of the slab being decoded, so that the network fetches
+        (in parallel) while HDF5 decompresses (e.g. :meth:`vbo.cache.s3.RemoteFile.prefetch`).
+
+    Returns
+    -------
+    numpy.ndarray
+        Shape ``(len(columns), ds.shape[0])``, dtype of the dataset.
+    """
+    n_rows, n_columns = ds.shape
+    keep = None if columns is None else np.asarray(columns, dtype=np.int64)
+    if keep is not None and np.array_equal(keep, np.arange(n_columns)):
+        keep = None
+    out = np.empty((n_columns if keep is None else len(keep), n_rows), dtype=ds.dtype)
+    if n_rows == 0 or n_columns == 0 or out.shape[0] == 0:
+        return out
+    lo_col, hi_col = (0, n_columns) if keep is None else (int(keep.min()), int(keep.max()) + 1)
+    picked = None if keep is None else keep - lo_col
+    width = hi_col - lo_col
+    chunk_rows = ds.chunks[0] if ds.chunks else 1
+    step = max(chunk_rows, SLAB_BYTES // max(1, width * ds.dtype.itemsize) // chunk_rows * chunk_rows)
+    ahead = _SlabPrefetcher(ds, step, lo_col, hi_col, prefetch, prefetch_window) if prefetch else None
+    slab = np.empty((min(step, n_rows), width), dtype=ds.dtype)
+    for lo in range(0, n_rows, step):
+        hi = min(n_rows, lo + step)
+        if ahead is not None:
+            ahead.advance(lo // step)
+        piece = slab[:hi - lo]
+        try:
+            ds.read_direct(piece, np.s_[lo:hi, lo_col:hi_col], np.s_[0:hi - lo])
+        except OSError as err:
+            _raise_unreadable(ds.file, ds.name, err)
+        out[:, lo:hi] = (piece if picked is None else piece[:, picked]).T
+    return out
+
+
+class _SlabPrefetcher:
+    """Schedules the chunk byte ranges of coming slabs, keeping at most ``window`` bytes ahead."""
+
+    def __init__(self, ds: h5py.Dataset, step: int, lo_col: int, hi_col: int,
+                 prefetch: Callable[[list[tuple[int, int]]], Any], window: int):
+        chunk_cols = ds.chunks[1] if ds.chunks else ds.shape[1]
+        by_slab: dict[int, list[tuple[int, int]]] = {}
+        for offset, start, size in chunk_ranges(ds):
+            if offset[1] + chunk_cols > lo_col and offset[1] < hi_col:
+                by_slab.setdefault(offset[0] // step, []).append((start, start + size))
+        self.slabs = [sorted(by_slab.get(i, [])) for i in range(max(by_slab, default=-1) + 1)]
+        self.prefetch, self.window = prefetch, window
+        self.next = 0  # first slab not yet scheduled
+
+    def advance(self, current: int) -> None:
+        """Slab ``current`` is about to be read: schedule it and the next ones within the window."""
+        budget = 0
+        batch: list[tuple[int, int]] = []
+        for i in range(current, len(self.slabs)):
+            size = sum(b - a for a, b in self.slabs[i])
+            if i > current and budget + size > self.window:
+                break
+            budget += size
+            if i >= self.next:
+                batch += self.slabs[i]
+                self.next = i + 1
+        if batch:
+            self.prefetch(batch)

@@ -1,0 +1,93 @@
+"""Trace tables hold one ROI × frame block per member: every ROI's array is a row view of it, equal to the file."""
+
+from __future__ import annotations
+
+import h5py
+import numpy as np
+import pytest
+
+from vbo import BehaviorOphysExperiment
+from vbo.nwb import read as nwb
+
+TRACE_COLUMNS = (("dff_traces", "dff"), ("corrected_fluorescence_traces", "corrected_fluorescence"),
+                 ("demixed_traces", "demixed_trace"), ("neuropil_traces", "neuropil_trace"),
+                 ("events", "events"), ("events", "filtered_events"))
+
+
+def _one_block(arrays) -> np.ndarray:
+    """The one 2-D array every per-ROI array is a row view of (asserts that there is exactly one)."""
+    arrays = list(arrays)
+    bases = {id(a.base) for a in arrays}
+    assert len(bases) == 1, "per-ROI arrays are not views of one block"
+    block = arrays[0].base  # the one allocation (a filter may return a view of a padded buffer)
+    assert block.ndim == 2 and block.shape[0] == len(arrays)
+    for i, row in enumerate(arrays):
+        assert row.flags.c_contiguous and np.shares_memory(row, block)
+        assert row.__array_interface__["data"][0] == block[i].__array_interface__["data"][0]
+    return block
+
+
+@pytest.mark.parametrize("member, column", TRACE_COLUMNS)
+def test_per_roi_arrays_are_views_of_one_block(experiment_nwb, member, column):
+    with BehaviorOphysExperiment.from_nwb_path(experiment_nwb) as exp:
+        table = getattr(exp, member)
+        _one_block(table[column])
+        assert all(trace.shape == exp.ophys_timestamps.shape for trace in table[column])
+
+
+def test_dff_block_equals_the_stored_dataset(experiment_nwb):
+    with h5py.File(experiment_nwb, "r") as f:
+        stored = f["/processing/ophys/dff/traces/data"][()]  # frames × ROIs, ROIs in table order here
+    with BehaviorOphysExperiment.from_nwb_path(experiment_nwb) as exp:
+        traces = exp.dff_traces["dff"]
+        _one_block(traces)
+        np.testing.assert_array_equal(np.stack(traces.to_list()), stored.T)
+
+
+@pytest.mark.parametrize("slab_bytes", [1, 5_000, 1 << 22])
+@pytest.mark.parametrize("chunks", [None, (7, 3), (64, 5)])
+def test_read_transposed_equals_a_whole_read(tmp_path, monkeypatch, slab_bytes, chunks):
+    monkeypatch.setattr(nwb, "SLAB_BYTES", slab_bytes)
+    rng = np.random.default_rng(0)
+    data = rng.random((301, 11)).astype(np.float32)
+    with h5py.File(tmp_path / "x.h5", "w") as f:
+        f.create_dataset("d", data=data, chunks=chunks, compression="gzip" if chunks else None)
+    with h5py.File(tmp_path / "x.h5", "r") as f:
+        ds = f["d"]
+        whole = nwb.read_transposed(ds)
+        assert whole.flags.c_contiguous and whole.dtype == np.float32
+        np.testing.assert_array_equal(whole, data.T)
+        order = np.array([4, 0, 10, 3])
+        np.testing.assert_array_equal(nwb.read_transposed(ds, order), data.T[order])
+        assert nwb.read_transposed(ds, np.array([], dtype=np.int64)).shape == (0, 301)
+
+
+@pytest.mark.parametrize("columns", [None, np.array([9]), np.array([8, 2])])
+def test_read_transposed_prefetches_exactly_the_chunks_it_reads(tmp_path, monkeypatch, columns):
+    monkeypatch.setattr(nwb, "SLAB_BYTES", 2_000)
+    data = np.random.default_rng(1).random((500, 12))
+    with h5py.File(tmp_path / "x.h5", "w") as f:
+        f.create_dataset("d", data=data, chunks=(50, 3), compression="gzip")
+    asked: list[list[tuple[int, int]]] = []
+    with h5py.File(tmp_path / "x.h5", "r") as f:
+        ds = f["d"]
+        out = nwb.read_transposed(ds, columns, prefetch=asked.append, prefetch_window=3_000)
+        chunks = nwb.chunk_ranges(ds)
+    np.testing.assert_array_equal(out, data.T if columns is None else data.T[columns])
+    flat = [r for batch in asked for r in batch]
+    assert len(flat) == len(set(flat)) and len(asked) > 1  # each chunk once, in several windows
+    lo, hi = (0, 12) if columns is None else (columns.min(), columns.max() + 1)
+    needed = {(start, start + size) for offset, start, size in chunks if offset[1] + 3 > lo and offset[1] < hi}
+    assert set(flat) == needed
+
+
+def test_one_cell_dff_without_loading_the_table(experiment_nwb):
+    import warnings
+
+    with BehaviorOphysExperiment.from_nwb_path(experiment_nwb) as exp, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ids = exp.get_cell_specimen_ids()
+        t, one = exp.get_dff_traces([ids[7], ids[3]])
+        assert "dff_traces" not in exp.__dict__
+        np.testing.assert_array_equal(one, np.stack(exp.dff_traces["dff"].iloc[[7, 3]].to_list()))
+        np.testing.assert_array_equal(t, exp.ophys_timestamps)
