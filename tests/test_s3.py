@@ -371,3 +371,24 @@ def test_block_digest_sidecar_round_trip_and_damage(tmp_path):
     path.write_bytes(path.read_bytes()[:-5])  # damaged: ignored, starts empty with the caller's block size
     fresh = s3.BlockDigests.load(path, len(data), 65_536)
     assert fresh.block_size == 65_536 and not any(fresh.known)
+
+
+def test_a_verified_download_is_the_reference_for_streaming(server, client, proxy, tmp_path, monkeypatch):
+    """A download whose blake2b matched records the block digests, so even a first stream of that object version
+    from a bad mirror is caught (no trust on first use)."""
+    from vbo.cache.download import download_object, hash_bytes
+    from vbo.errors import StreamIntegrityError
+
+    monkeypatch.setenv("VBO_BLOCK_DIGESTS", str(tmp_path / "digests"))
+    data = random.Random(5).randbytes(300_000)
+    version = server.put(BUCKET, "digest/downloaded.bin", data)
+    download_object(client, BUCKET, "digest/downloaded.bin", version, hash_bytes(data), tmp_path / "local.bin")
+    assert (tmp_path / "local.bin").read_bytes() == data
+    assert any((tmp_path / "digests").rglob("*.blocks")), "the verified download recorded its block digests"
+    _corrupt_every_range(proxy, "digest/downloaded.bin")
+    with pytest.raises(StreamIntegrityError, match="verified local file"):
+        s3.open_remote((BUCKET, "digest/downloaded.bin"), version, client)
+    proxy.clear()
+    with s3.open_remote((BUCKET, "digest/downloaded.bin"), version, client) as good:
+        assert good.read() == data
+

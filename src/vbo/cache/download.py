@@ -36,7 +36,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from vbo.cache.manifest import HASH_CHUNK_BYTES, file_hash
-from vbo.cache.s3 import as_s3_error, backoff_delay, is_client_error, is_retryable, object_size_retrying
+from vbo.cache.s3 import (BlockDigests, as_s3_error, backoff_delay, is_client_error, is_retryable,
+                         object_size_retrying)
 from vbo.errors import (CacheFolderError, DownloadError, HashMismatchError, LockTimeoutError, PlantedLinkError,
                         UnverifiedObjectError)
 
@@ -604,7 +605,18 @@ def _download_locked(client, bucket, key, version_id, check: _Expected, dest: Pa
         os.replace(partial, dest)
         if fsync:
             _fsync_dir(dest.parent)
+        if expected_hash is not None and version_id:
+            _record_stream_digests(dest, bucket, key, version_id)
         return
+
+
+def _record_stream_digests(path: Path, bucket: str, key: str, version_id: str) -> None:
+    """A file whose blake2b matched the manifest becomes the reference that streamed reads of the same object
+    version are checked against, block by block (:class:`vbo.cache.s3.BlockDigests`)."""
+    try:
+        BlockDigests.record_file(path, bucket, key, version_id)
+    except OSError as err:  # the download itself is sound; streaming then falls back to trust on first use
+        log.warning("could not record block digests of %s: %s", path, err)
 
 
 def _verification_error(check: _Expected, target: str, dest: Path, partial: Path, problem: _Problem,
