@@ -13,8 +13,8 @@ import pytest
 import vbo
 from vbo.cache import manifest as mf
 from vbo.cache.publish import publish
-from vbo.errors import (BehaviorCloudCacheVersionException, OutdatedManifestWarning, UnknownIdError, UnsafeKeyError,
-                        UpdatedStimulusPresentationTableWarning)
+from vbo.errors import (BehaviorCloudCacheVersionException, OutdatedManifestWarning, ReleaseLookupError, UnknownIdError,
+                        UnsafeKeyError, UpdatedStimulusPresentationTableWarning)
 
 pytest.importorskip("moto.server", reason="the S3 tests need moto[server] (test extra)")
 from s3_server import moto_s3  # noqa: E402
@@ -67,8 +67,9 @@ def test_static_cache_tables_and_sessions(static, tiny_release):
         assert len(experiment.cell_specimen_table) == (cells["ophys_experiment_id"] == oeid).sum()
     with pytest.raises(UnknownIdError):
         static.get_behavior_session(1)
-    with pytest.raises(RuntimeError, match="1 and only 1"):
+    with pytest.raises(RuntimeError, match="1 and only 1") as unknown:  # AllenSDK's class, as a typed vbo error
         static.get_behavior_ophys_experiment(1)
+    assert isinstance(unknown.value, ReleaseLookupError)
     with pytest.raises(RuntimeError):
         static.compare_manifests(*tiny_release.versions)
     with pytest.raises(NotImplementedError):

@@ -252,3 +252,15 @@ class StreamIntegrityError(S3Error):
         super().__init__(bucket, key, f"{problem}; the server or mirror serves different bytes than recorded "
                                       f"for this object version. Nothing it sent was used. Stream from a trusted "
                                       f"endpoint, or download the file (vbo download, verified by its blake2b)")
+
+
+# --- release lookups (vbo.cache.project, vbo.history, vbo.export) -------------------------------------------
+
+
+class ReleaseLookupError(VboError, RuntimeError):
+    """The release's tables do not locate what was asked: an id with no row or several rows, a session with no
+    file, or a file holding another session than its table row says (a RuntimeError, as AllenSDK raises)."""
+
+
+class StaticCacheError(VboError, RuntimeError):
+    """A folder opened as a static cache (a copy of the bucket) lacks the bucket's layout."""

@@ -34,6 +34,8 @@ from urllib.parse import quote
 import numpy as np
 import pandas as pd
 
+from vbo.errors import ReleaseLookupError
+
 EXPORT_VERSION = 1
 """Bumped when what a unit writes changes: units made by another version are recomputed."""
 STATE_FOLDER = "_vbo_export"
@@ -251,7 +253,7 @@ def export_session(source: str, out_dir: str, unit: dict) -> dict:
         warnings.simplefilter("ignore")
         with BehaviorSession.from_nwb_path(source) as session:
             if int(session.behavior_session_id) != unit["id"]:
-                raise RuntimeError(f"{source} holds behavior session {session.behavior_session_id}, "
+                raise ReleaseLookupError(f"{source} holds behavior session {session.behavior_session_id}, "
                                    f"not {unit['id']}")
             for dataset, frame in session_tables(session).items():
                 frame = _with_metadata(frame, unit["metadata"], dataset)

@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from vbo import behavior
+from vbo.errors import ReleaseLookupError
 from vbo.parallel import map_files
 
 METRICS_VERSION = 1
@@ -53,7 +54,7 @@ def _entry(cache, behavior_session_id: int) -> dict:
         return cache._data_entry(file_id)
     experiments = row["ophys_experiment_id"]
     if not isinstance(experiments, list) or not experiments:
-        raise RuntimeError(f"behavior session {behavior_session_id} has neither a behavior file nor released "
+        raise ReleaseLookupError(f"behavior session {behavior_session_id} has neither a behavior file nor released "
                            "experiments")
     return cache._experiment_entry(min(experiments))
 
@@ -115,7 +116,7 @@ def performance_table(cache, behavior_session_ids, *, workers: int | None = None
     if len(computed):
         for i, expected in zip(missing, computed["behavior_session_id"]):
             if int(expected) != i:
-                raise RuntimeError(f"the file of behavior session {i} holds session {expected}")
+                raise ReleaseLookupError(f"the file of behavior session {i} holds session {expected}")
         computed["file_hash"] = [entries[i]["file_hash"] for i in missing]
         computed["metrics_version"] = METRICS_VERSION
         if cacheable:

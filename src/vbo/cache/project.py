@@ -25,6 +25,8 @@ import pandas as pd
 
 from vbo.cache import manifest as mf
 from vbo.errors import (
+    ReleaseLookupError,
+    StaticCacheError,
     BehaviorCloudCacheVersionException,
     CacheFolderError,
     CacheFolderNotFoundError,
@@ -233,7 +235,7 @@ class _StaticStore(_Store):
     def manifest_names(self) -> list[str]:
         folder = self.manifests_dir()
         if not folder.is_dir():
-            raise RuntimeError(f"{folder} does not exist: a static cache must be a copy of the bucket, with "
+            raise StaticCacheError(f"{folder} does not exist: a static cache must be a copy of the bucket, with "
                                f"'{mf.PROJECT_NAME}/{mf.MANIFEST_PREFIX}/' inside {self.cache_dir}")
         names = sorted(p.name for p in folder.glob("*_manifest_v*.json") if mf.is_manifest_name(p.name))
         return [max(names, key=mf.manifest_version)] if names else []
@@ -640,7 +642,7 @@ class VisualBehaviorOphysProjectCache:
         key = normalize_id(ophys_experiment_id)
         rows = table[table.index == key]
         if len(rows) != 1:
-            raise RuntimeError(f"ophys_experiment_table should have 1 and only 1 entry for ophys_experiment_id "
+            raise ReleaseLookupError(f"ophys_experiment_table should have 1 and only 1 entry for ophys_experiment_id "
                                f"{ophys_experiment_id}; it has {len(rows)}")
         return self._data_entry(rows["file_id"].iloc[0])
 
@@ -668,7 +670,7 @@ class VisualBehaviorOphysProjectCache:
             return dict(self._data_entry(file_id))
         experiments = row["ophys_experiment_id"]
         if not isinstance(experiments, list) or not experiments:
-            raise RuntimeError(f"behavior session {behavior_session_id} has neither a behavior file nor released "
+            raise ReleaseLookupError(f"behavior session {behavior_session_id} has neither a behavior file nor released "
                                "experiments")
         return dict(self._experiment_entry(min(experiments)))
 
@@ -732,7 +734,7 @@ class VisualBehaviorOphysProjectCache:
         else:
             experiments = row["ophys_experiment_id"]
             if not isinstance(experiments, list) or not experiments:
-                raise RuntimeError(f"behavior session {behavior_session_id} has neither a behavior file nor "
+                raise ReleaseLookupError(f"behavior session {behavior_session_id} has neither a behavior file nor "
                                    "released experiments")
             entry = self._experiment_entry(min(experiments))
         return BehaviorSession.from_nwb_path(self._source(entry, stream), **kwargs)
