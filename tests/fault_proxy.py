@@ -8,35 +8,36 @@ is :class:`s3_server.FaultProxy`'s.
 
 from __future__ import annotations
 
-import threading
 import time
 
-from s3_server import FaultProxy, _ProxyHandler, _QuietServer
+from s3_server import FaultProxy, _ProxyHandler
 
 EXTRA_KINDS = ("ignore_range", "drop")
+
+
+class _ExtraHandler(_ProxyHandler):
+    def _proxy(self) -> None:
+        from urllib.parse import unquote
+
+        kind = self.owner._take_extra(self.command, unquote(self.path))
+        if kind == "drop":
+            self.close_connection = True
+            self.connection.close()
+            return
+        if kind == "ignore_range" and "Range" in self.headers:
+            del self.headers["Range"]
+        super()._proxy()
 
 
 class AdversarialProxy(FaultProxy):
     """:class:`FaultProxy` with the ``ignore_range`` and ``drop`` faults (``inject_extra``)."""
 
+    handler_class = _ExtraHandler
+
     def __init__(self, upstream: str):
-        super().__init__(upstream)
         self._extra: list[dict] = []
         self.extra_applied: list[tuple[str, str, str]] = []  # (kind, method, path) of every extra fault applied
-        self.server.shutdown()
-        self.server.server_close()
-        self._thread.join(timeout=5)
-        proxy = self
-
-        class Handler(_ExtraHandler):
-            owner = proxy
-
-        self.server = _QuietServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.endpoint = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self._thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05},
-                                        daemon=True)
-        self._thread.start()
+        super().__init__(upstream)
 
     def inject_extra(self, kind: str, count: int = 1, *, match: str | None = None, method: str = "GET",
                      ttl: float = 60.0) -> None:
@@ -62,17 +63,3 @@ class AdversarialProxy(FaultProxy):
                     self.extra_applied.append((fault["kind"], method, path))
                     return fault["kind"]
         return None
-
-
-class _ExtraHandler(_ProxyHandler):
-    def _proxy(self) -> None:
-        from urllib.parse import unquote
-
-        kind = self.owner._take_extra(self.command, unquote(self.path))
-        if kind == "drop":
-            self.close_connection = True
-            self.connection.close()
-            return
-        if kind == "ignore_range" and "Range" in self.headers:
-            del self.headers["Range"]
-        super()._proxy()

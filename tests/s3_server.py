@@ -128,6 +128,8 @@ class RequestLog:
 class FaultProxy:
     """A threaded HTTP/1.1 proxy on 127.0.0.1 in front of ``upstream`` that injects faults on demand."""
 
+    handler_class: type = None  # the request handler (default _ProxyHandler); a subclass may extend it
+
     def __init__(self, upstream: str):
         parts = urlsplit(upstream)
         self.upstream_host, self.upstream_port = parts.hostname, parts.port or 80
@@ -137,7 +139,7 @@ class FaultProxy:
         self._stop = threading.Event()
         proxy = self
 
-        class Handler(_ProxyHandler):
+        class Handler(self.handler_class or _ProxyHandler):
             owner = proxy
 
         self.server = _QuietServer(("127.0.0.1", 0), Handler)
