@@ -357,8 +357,9 @@ class BehaviorOphysExperiment(BehaviorSession):
         if rows is None:
             return None
         order = self._align(series, rows, None, drop_missing=False)
-        values = np.asarray(nwb.read_numeric(self._h5, f"{series}/{layout.DATA}", ndim=None),
-                            dtype=np.float64).reshape(-1)
+        path = f"{series}/{layout.DATA}"
+        values = np.asarray(nwb.read_numeric(self._h5, path, ndim=None), dtype=np.float64).reshape(-1)
+        nwb.same_length(self._h5, path, values, len(rows), f"ROIs of {series}/{layout.ROIS}")
         return values[order]
 
     def _align(self, series: str, rows: np.ndarray, n_frames: int | None, drop_missing: bool) -> np.ndarray:

@@ -448,7 +448,7 @@ def export(cache, out_dir: str | os.PathLike, *, behavior_session_ids=None, ophy
         Unit names computed now, reused from an earlier export, and removed.
     """
     start = time.perf_counter()
-    out = Path(out_dir)
+    out = Path(out_dir).resolve()  # workers of a kept pool may run in another working directory
     out.mkdir(parents=True, exist_ok=True)
     units = session_units(cache, behavior_session_ids) + experiment_units(cache, ophys_experiment_ids)
     result = ExportResult(out, cache.current_manifest())
