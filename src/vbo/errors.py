@@ -149,8 +149,8 @@ class UnsafeNameError(UnsafeKeyError):
     """A name taken from content (project name, manifest name, version) that cannot safely become a path."""
 
 
-class CacheFolderError(VboError, OSError):
-    """The cache folder (or a path inside it) is unusable: not a folder, a link vbo did not make, unwritable."""
+class _LocalPathError(VboError):
+    """A problem with one local path; ``path`` and ``problem`` are kept (OSError subclasses format by them)."""
 
     def __init__(self, path: str | Path, problem: str):
         self.path, self.problem = str(path), problem
@@ -158,6 +158,10 @@ class CacheFolderError(VboError, OSError):
 
     def __str__(self) -> str:
         return f"{self.path}: {self.problem}"
+
+
+class CacheFolderError(_LocalPathError, OSError):
+    """The cache folder (or a path inside it) is unusable: not a folder, a link vbo did not make, unwritable."""
 
 
 class CacheFolderNotFoundError(CacheFolderError, FileNotFoundError):
@@ -168,15 +172,8 @@ class PlantedLinkError(CacheFolderError):
     """A symbolic link (or other non-regular file) that vbo did not make sits where vbo keeps its own file."""
 
 
-class NotInCacheError(VboError, FileNotFoundError):
+class NotInCacheError(_LocalPathError, FileNotFoundError):
     """An offline cache lacks a file that the manifest names; ``path`` is where it should be."""
-
-    def __init__(self, path: str | Path, problem: str):
-        self.path, self.problem = str(path), problem
-        VboError.__init__(self, f"{self.path}: {problem}")
-
-    def __str__(self) -> str:
-        return f"{self.path}: {self.problem}"
 
 
 class S3ConnectionError(S3Error):
