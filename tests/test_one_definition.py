@@ -76,6 +76,31 @@ def test_pupil_series_is_shared(experiment, column):
         np.testing.assert_allclose(values[~blink], 2 * np.sqrt(area[~blink] / np.pi))
 
 
+def test_plots_draw_the_shared_pupil_series(experiment):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from vbo import plots
+
+    fig = plots.behavior_neural_window(experiment, 330, 360, cell=0)
+    line = next(ln for ln in fig.axes[1].get_lines() if ln.get_label() == "pupil width")
+    times, width = behavior.pupil_series(experiment.eye_tracking, "pupil_width")
+    inside = (times >= 330) & (times <= 360)
+    np.testing.assert_array_equal(line.get_xdata(), times[inside])
+    np.testing.assert_allclose(line.get_ydata(), width[inside] / np.nanmax(np.abs(width[inside])), equal_nan=True)
+    fig = plots.behavior_window(experiment, 330, 360, pupil_column="pupil_area")
+    times, area = behavior.pupil_series(experiment.eye_tracking, "pupil_area")
+    drawn = [ln for ax in fig.axes for ln in ax.get_lines() if len(ln.get_xdata()) and
+             np.isin(np.asarray(ln.get_xdata(), float), times).all() and len(ln.get_xdata()) > 10]
+    assert drawn, "behavior_window draws the pupil series"
+    for ln in drawn:
+        x = np.asarray(ln.get_xdata(), float)
+        np.testing.assert_array_equal(np.asarray(ln.get_ydata(), float), area[np.searchsorted(times, x)])
+    plt.close("all")
+
+
 def test_unknown_pupil_column_is_refused(experiment):
     with pytest.raises(ValueError, match="pupil_nonsense"):
         R.trace_data(experiment, "pupil_nonsense")
