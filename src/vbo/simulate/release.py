@@ -85,7 +85,8 @@ def _assign_file_ids(sessions: list[SessionPlan]) -> None:
 
 
 def _trial_counts(trials: pd.DataFrame, response_window_start: float) -> dict[str, int]:
-    """The trial-summary columns of the behavior table for one session (engaged: reward rate above ``behavior.ENGAGEMENT_THRESHOLD`` /min)."""
+    """The trial-summary columns of the behavior table for one session (engaged: reward rate above
+    :data:`vbo.behavior.ENGAGEMENT_THRESHOLD` rewards/min)."""
     from vbo import behavior
 
     rolling = behavior.rolling_performance(trials, response_window_start)
