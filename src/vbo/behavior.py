@@ -15,6 +15,8 @@ DPRIME_LIMITS = (0.01, 0.99)
 REWARD_WINDOW_S = 0.75
 REWARD_RATE_TRIAL_WINDOW = 25
 REWARD_RATE_INITIAL_TRIALS = 10
+ENGAGEMENT_THRESHOLD = 2.0
+"""A trial (or flash) is engaged when its reward rate is above this many rewards/min (``analysis.md`` §1.7)."""
 PERFORMANCE_METRIC_KEYS = (
     "trial_count", "go_trial_count", "catch_trial_count", "hit_trial_count", "miss_trial_count",
     "false_alarm_trial_count", "correct_reject_trial_count", "auto_reward_count", "earned_reward_count",
@@ -128,7 +130,7 @@ def rolling_performance(trials: pd.DataFrame, response_window_start: float = 0.1
 
 
 def performance_metrics(trials: pd.DataFrame, rewards: pd.DataFrame, response_window_start: float = 0.15,
-                        engaged_trial_reward_rate_threshold: float = 2.0, *,
+                        engaged_trial_reward_rate_threshold: float = ENGAGEMENT_THRESHOLD, *,
                         rolling: pd.DataFrame | None = None) -> dict:
     """The 23-key ``get_performance_metrics`` dict (``analysis.md`` §1.6), in the SDK's key order.
 
@@ -267,17 +269,30 @@ MAX_DPRIME = 4.6526957480816815
 """Largest rolling d′: Φ⁻¹(0.99) − Φ⁻¹(0.01)."""
 
 
-def engaged(trials: pd.DataFrame, response_window_start: float = 0.15, threshold: float = 2.0) -> np.ndarray:
-    """Per trial: reward rate above ``threshold`` rewards/min (NaN — the first 10 trials — is not engaged)."""
-    rate = reward_rate(trials, response_window_start)
+def is_engaged(rate: np.ndarray, threshold: float = ENGAGEMENT_THRESHOLD) -> np.ndarray:
+    """Reward rate (rewards/min) above ``threshold``; NaN and ±inf are never engaged (defect D14)."""
+    rate = np.asarray(rate, float)
     with np.errstate(invalid="ignore"):
         return np.isfinite(rate) & (rate > threshold)
 
 
+def engaged(trials: pd.DataFrame, response_window_start: float = 0.15,
+            threshold: float = ENGAGEMENT_THRESHOLD) -> np.ndarray:
+    """Per trial: reward rate above ``threshold`` rewards/min (NaN — the first 10 trials — is not engaged)."""
+    return is_engaged(reward_rate(trials, response_window_start), threshold)
+
+
 # --- trial and reward selections ---------------------------------------------------------------------
 
-TRIAL_TYPES = ("all", "go", "catch")
-RESPONSE_TYPES = ("all", "hit", "miss", "false_alarm", "correct_reject")
+GO_CATCH_TYPES = ("go", "catch")
+"""What a trial offered: a change (go) or a sham change (catch) — the ``trials`` boolean columns."""
+TRIAL_OUTCOMES = ("hit", "miss", "false_alarm", "correct_reject")
+"""How the mouse answered a go/catch trial — the ``trials`` boolean columns; the one outcome vocabulary of vbo
+(:data:`vbo.responses.TRIAL_TYPES` and :data:`vbo.plots.behavior.TRIAL_TYPES` are this tuple)."""
+TRIAL_TYPES = ("all",) + GO_CATCH_TYPES
+"""``trial_type`` choices of :func:`select_trials`."""
+RESPONSE_TYPES = ("all",) + TRIAL_OUTCOMES
+"""``response_type`` choices of :func:`select_trials`."""
 
 
 def select_trials(trials: pd.DataFrame, trial_type: str = "all", response_type: str = "all",
@@ -361,7 +376,7 @@ def lick_rate(licks: pd.DataFrame, stimulus_timestamps: np.ndarray, bin_size: in
 CHANGE_DETECTION = "change_detection"
 TRIAL_COLUMNS = ("go", "catch", "aborted", "auto_rewarded", "change_time", "hit", "miss", "false_alarm",
                  "correct_reject", "response_time", "reward_time", "reward_volume")
-OUTCOMES = ("hit", "miss", "false_alarm", "correct_reject", "auto_rewarded")
+OUTCOMES = TRIAL_OUTCOMES + ("auto_rewarded",)
 NO_EVENT = -1
 
 
@@ -447,6 +462,10 @@ def _shift(values: np.ndarray, by: int, fill) -> np.ndarray:
     return out if len(values) > abs(by) else np.full_like(values, fill)
 
 
+DERIVED_PUPIL_SIZES = ("pupil_radius", "pupil_diameter")
+"""Pupil sizes computed from ``pupil_area`` (px): radius √(area/π) and diameter 2·√(area/π)."""
+
+
 def pupil_series(eye_tracking: pd.DataFrame, column: str) -> tuple[np.ndarray, np.ndarray]:
     """(timestamps, values) of one pupil column with blink frames set to NaN (``analysis.md`` §7 steps 2-3, 5).
 
@@ -454,7 +473,7 @@ def pupil_series(eye_tracking: pd.DataFrame, column: str) -> tuple[np.ndarray, n
     ``pupil_area``; times are ``eye_tracking.timestamps`` (never the frame index).
     """
     et = eye_tracking
-    if column in ("pupil_radius", "pupil_diameter"):
+    if column in DERIVED_PUPIL_SIZES:
         radius = np.sqrt(et["pupil_area"].to_numpy(float) / np.pi)
         values = radius * (2.0 if column == "pupil_diameter" else 1.0)
     else:
@@ -571,7 +590,7 @@ def annotate_flashes(stimulus_presentations: pd.DataFrame, trials: pd.DataFrame,
                      running_window: tuple[float, float] = (0.0, 0.75),
                      pupil_window: tuple[float, float] = (0.0, 0.75),
                      pupil_columns: tuple[str, ...] = ("pupil_width",),
-                     engagement_threshold: float = 2.0, epoch_duration_mins: float = 10.0,
+                     engagement_threshold: float = ENGAGEMENT_THRESHOLD, epoch_duration_mins: float = 10.0,
                      change_match_s: float = 0.5) -> pd.DataFrame:
     """Per-flash behavioral annotation of the change-detection block (``analysis.md`` §4), vectorised.
 
@@ -731,8 +750,7 @@ def annotate_flashes(stimulus_presentations: pd.DataFrame, trials: pd.DataFrame,
     if len(key):
         stimulus_rate = kept_rate[np.minimum(np.searchsorted(key, start, side="left"), len(key) - 1)]
     out["reward_rate"] = stimulus_rate
-    with np.errstate(invalid="ignore"):
-        engaged_flash = np.isfinite(stimulus_rate) & (stimulus_rate > engagement_threshold)
+    engaged_flash = is_engaged(stimulus_rate, engagement_threshold)
     out["engaged"] = engaged_flash
     out["engagement_state"] = np.where(engaged_flash, "engaged", "disengaged")
     out["epoch"] = (np.floor((start - start[0]) / (epoch_duration_mins * 60.0)).astype(np.int64) if n

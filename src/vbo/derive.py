@@ -104,19 +104,36 @@ def _recompute_is_change(image_name: pd.Series, omitted: pd.Series) -> np.ndarra
     return is_change
 
 
-def _recompute_flashes_since_change(is_change: np.ndarray, image_name: pd.Series, omitted: pd.Series) -> np.ndarray:
-    """Step 7: count flashes since the last change; omitted rows repeat the previous count."""
+def flashes_since_change(is_change: np.ndarray, holds: np.ndarray) -> np.ndarray:
+    """Flashes since the last change, per presentation row (``format.md`` §8.3 step 7).
+
+    Parameters
+    ----------
+    is_change
+        True on change rows (the count restarts at 0 there; the first row also restarts it).
+    holds
+        True on rows that repeat the previous count instead of adding one (omitted flashes).
+
+    Returns
+    -------
+    numpy.ndarray
+        int64 count per row. The one definition: the reader (here) and the simulator both use it.
+    """
     n = len(is_change)
     if n == 0:
         return np.zeros(0, dtype=np.int64)
-    holds = (omitted == True).fillna(False).to_numpy(bool) | (image_name == "omitted").fillna(False).to_numpy(bool)  # noqa: E712
-    resets = is_change.copy()
+    resets = np.asarray(is_change, bool).copy()
     resets[0] = True
-    step = np.where(holds | resets, 0, 1)
-    step[0] = 0
+    step = np.where(np.asarray(holds, bool) | resets, 0, 1)
     total = np.cumsum(step)
     last_reset = np.maximum.accumulate(np.where(resets, np.arange(n), 0))
     return (total - total[last_reset]).astype(np.int64)
+
+
+def _recompute_flashes_since_change(is_change: np.ndarray, image_name: pd.Series, omitted: pd.Series) -> np.ndarray:
+    """Step 7: count flashes since the last change; omitted rows repeat the previous count."""
+    holds = (omitted == True).fillna(False).to_numpy(bool) | (image_name == "omitted").fillna(False).to_numpy(bool)  # noqa: E712
+    return flashes_since_change(is_change, holds)
 
 
 def _derive_trial_columns(df: pd.DataFrame, trials: pd.DataFrame) -> None:

@@ -33,7 +33,8 @@ METRIC_KEYS = behavior.PERFORMANCE_METRIC_KEYS
 _KEY = ("behavior_session_id", "file_hash", "metrics_version")
 
 
-def session_metrics(nwb_path: str | os.PathLike, engaged_trial_reward_rate_threshold: float = 2.0) -> dict:
+def session_metrics(nwb_path: str | os.PathLike,
+                    engaged_trial_reward_rate_threshold: float = behavior.ENGAGEMENT_THRESHOLD) -> dict:
     """``get_performance_metrics`` of the behavior session stored in one NWB file (runs in a worker)."""
     from vbo.session import BehaviorSession
 
@@ -43,20 +44,6 @@ def session_metrics(nwb_path: str | os.PathLike, engaged_trial_reward_rate_thres
             metrics = session.get_performance_metrics(engaged_trial_reward_rate_threshold)
             metrics["behavior_session_id"] = int(session.behavior_session_id)
     return {k: (v.item() if isinstance(v, np.generic) else v) for k, v in metrics.items()}
-
-
-def _entry(cache, behavior_session_id: int) -> dict:
-    """The manifest entry of the file holding a behavior session (behavior NWB, or lowest experiment NWB)."""
-    table = cache._tables["behavior_session_table"]
-    row = table.loc[behavior_session_id]
-    file_id = row["file_id"]
-    if pd.notna(file_id) and int(file_id) >= 0:
-        return cache._data_entry(file_id)
-    experiments = row["ophys_experiment_id"]
-    if not isinstance(experiments, list) or not experiments:
-        raise ReleaseLookupError(f"behavior session {behavior_session_id} has neither a behavior file nor released "
-                           "experiments")
-    return cache._experiment_entry(min(experiments))
 
 
 def default_cache_path(cache) -> Path:
@@ -88,7 +75,7 @@ def _write_cache(path: Path, rows: pd.DataFrame) -> None:
 def performance_table(cache, behavior_session_ids, *, workers: int | None = None, client=None,
                       use_disk_cache: bool = True,
                       cache_path: str | os.PathLike | None = None,
-                      engaged_trial_reward_rate_threshold: float = 2.0) -> pd.DataFrame:
+                      engaged_trial_reward_rate_threshold: float = behavior.ENGAGEMENT_THRESHOLD) -> pd.DataFrame:
     """The 23 performance metrics of the given behavior sessions (index ``behavior_session_id``, input order).
 
     Files are located (and, on an S3 cache, downloaded) through ``cache``; the metrics are computed in
@@ -102,10 +89,10 @@ def performance_table(cache, behavior_session_ids, *, workers: int | None = None
     from vbo.tables import normalize_id
 
     ids = [normalize_id(i) for i in behavior_session_ids]
-    cacheable = use_disk_cache and engaged_trial_reward_rate_threshold == 2.0
+    cacheable = use_disk_cache and engaged_trial_reward_rate_threshold == behavior.ENGAGEMENT_THRESHOLD
     path = Path(cache_path) if cache_path is not None else default_cache_path(cache)
     stored = _read_cache(path if cacheable else None)
-    entries = {i: _entry(cache, i) for i in ids}
+    entries = {i: cache.file_entry(behavior_session_id=i) for i in ids}  # the one file lookup
     wanted = pd.DataFrame({"behavior_session_id": ids, "file_hash": [entries[i]["file_hash"] for i in ids],
                            "metrics_version": METRICS_VERSION})
     found = wanted.merge(stored, on=list(_KEY), how="left", indicator=True)

@@ -37,14 +37,17 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from vbo import behavior
+
 TIME_TOLERANCE = 1e-9
 TRACE_COLUMNS = ("dff", "events", "filtered_events", "corrected_fluorescence", "demixed_trace", "neuropil_trace")
 NEURAL_DATA_TYPES = ("dff", "events", "filtered_events")
-BEHAVIOR_DATA_TYPES = ("running_speed", "pupil_area", "pupil_width", "pupil_diameter", "pupil_radius", "lick_rate")
+PUPIL_DATA_TYPES = ("pupil_area", "pupil_width", "pupil_diameter", "pupil_radius")
+BEHAVIOR_DATA_TYPES = ("running_speed",) + PUPIL_DATA_TYPES + ("lick_rate",)
 DATA_TYPES = NEURAL_DATA_TYPES + BEHAVIOR_DATA_TYPES
-TRIAL_TYPES = ("hit", "miss", "false_alarm", "correct_reject")
+TRIAL_TYPES = behavior.TRIAL_OUTCOMES  # the one outcome vocabulary (vbo.behavior)
 SPONTANEOUS_BEFORE_S = 240.0  # the last 4 min of the pre-task gray screen
-LICK_RATE_BIN_FRAMES = 6  # 100 ms at 60 Hz
+LICK_RATE_BIN_FRAMES = behavior.LICK_RATE_BIN_FRAMES  # kept here for old imports; defined in vbo.behavior
 
 
 # --- time bases ------------------------------------------------------------------------------------
@@ -440,19 +443,17 @@ def _is_boolean(values: pd.Series) -> bool:
 
 
 def lick_rate(experiment) -> pd.DataFrame:
-    """Lick rate on the stimulus-frame time base: ``timestamps``, ``licks`` (1 at each lick's frame) and
-    ``lick_rate`` in licks/s — the lick train smoothed by a centred triangular window of
-    :data:`LICK_RATE_BIN_FRAMES` frames (100 ms at 60 Hz), times the stimulus frame rate."""
-    timestamps = np.asarray(experiment.stimulus_timestamps, dtype=np.float64)
-    licks = np.zeros(len(timestamps))
-    frames = experiment.licks["frame"].to_numpy(np.int64)
-    frames = frames[(frames >= 0) & (frames < len(timestamps))]
-    np.add.at(licks, frames, 1.0)
-    weights = np.bartlett(LICK_RATE_BIN_FRAMES + 2)[1:-1]
-    weights = weights / weights.sum()
-    smoothed = np.convolve(licks, weights, mode="same")
-    rate = empirical_rate(timestamps) if len(timestamps) > 1 else 60.0
-    return pd.DataFrame({"timestamps": timestamps, "licks": licks, "lick_rate": smoothed * rate})
+    """Lick rate of an experiment on the stimulus-frame time base — :func:`vbo.behavior.lick_rate` (the one
+    definition, ``analysis.md`` §6) applied to ``experiment.licks`` and ``experiment.stimulus_timestamps``.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``timestamps`` (s), ``licks`` (0/1 per frame) and ``lick_rate``: the 0/1 lick train averaged over a
+        trailing triangular window of :data:`LICK_RATE_BIN_FRAMES` frames (weights (1,3,5,5,3,1)/18), in licks
+        per frame (the reference's "licks per 100 ms"); NaN for the first ``LICK_RATE_BIN_FRAMES − 1`` frames.
+    """
+    return behavior.lick_rate(experiment.licks, experiment.stimulus_timestamps)
 
 
 def trace_data(experiment, data_type: str = "dff") -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
@@ -476,16 +477,9 @@ def trace_data(experiment, data_type: str = "dff") -> tuple[np.ndarray, np.ndarr
         t, v = running["timestamps"].to_numpy(np.float64), running["speed"].to_numpy(np.float64)
     elif data_type.startswith("pupil_"):
         eye = experiment.eye_tracking
-        t = eye["timestamps"].to_numpy(np.float64)  # never the frame index (defect D8)
-        if data_type in ("pupil_diameter", "pupil_radius"):
-            radius = np.sqrt(eye["pupil_area"].to_numpy(np.float64) / np.pi)
-            v = 2.0 * radius if data_type == "pupil_diameter" else radius
-        elif data_type in eye:
-            v = eye[data_type].to_numpy(np.float64)
-        else:
+        if data_type not in eye and data_type not in behavior.DERIVED_PUPIL_SIZES:
             raise ValueError(f"unknown data_type {data_type!r}")
-        if "likely_blink" in eye:
-            v = np.where(eye["likely_blink"].fillna(False).to_numpy(bool), np.nan, v)
+        t, v = behavior.pupil_series(eye, data_type)  # eye-tracking timestamps (D8), blinks NaN, derived sizes (D9)
     elif data_type == "lick_rate":
         rate = lick_rate(experiment)
         t, v = rate["timestamps"].to_numpy(np.float64), rate["lick_rate"].to_numpy(np.float64)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from vbo.behavior import TRIAL_OUTCOMES
 from vbo.plots._style import pyplot
 
 HIT_COLOR, FALSE_ALARM_COLOR, DPRIME_COLOR = "darkgreen", "darkred", "black"
@@ -218,7 +219,7 @@ def behavior_window(session, start: float, stop: float, title: str = "", pupil_c
     return fig
 
 
-TRIAL_TYPES = ("hit", "miss", "false_alarm", "correct_reject")
+TRIAL_TYPES = TRIAL_OUTCOMES  # the one outcome vocabulary (vbo.behavior); name kept for old imports
 
 
 def pick_trials(trials: pd.DataFrame, random_state: int | None = 0) -> dict:

@@ -292,6 +292,7 @@ def behavior_neural_window(experiment, t_start: float | None = None, t_end: floa
     and pupil width (max-normalised), licks as dots at 0, rewards as diamonds. Default window: 40 s from the
     first change-detection flash.
     """
+    from vbo.behavior import pupil_series
     from vbo.responses import block_rows
 
     plt = pyplot()
@@ -321,8 +322,9 @@ def behavior_neural_window(experiment, t_start: float | None = None, t_end: floa
     bottom.plot(shown["timestamps"], _normalised(shown["speed"]), color="0.3", lw=1, label="running speed")
     eye = experiment.eye_tracking
     if len(eye) and "pupil_width" in eye:
-        eye = eye[(eye["timestamps"] >= t_start) & (eye["timestamps"] <= t_end)]
-        bottom.plot(eye["timestamps"], _normalised(eye["pupil_width"]), color="tab:purple", lw=1, label="pupil width")
+        et, width = pupil_series(eye, "pupil_width")  # the one pupil definition (blinks NaN, eye-tracking times)
+        inside = (et >= t_start) & (et <= t_end)
+        bottom.plot(et[inside], _normalised(width[inside]), color="tab:purple", lw=1, label="pupil width")
     licks = experiment.licks
     licks = licks[(licks["timestamps"] >= t_start) & (licks["timestamps"] <= t_end)]
     bottom.plot(licks["timestamps"], np.zeros(len(licks)), "o", color="m", ms=3, label="licks")

@@ -85,14 +85,15 @@ def _assign_file_ids(sessions: list[SessionPlan]) -> None:
 
 
 def _trial_counts(trials: pd.DataFrame, response_window_start: float) -> dict[str, int]:
-    """The trial-summary columns of the behavior table for one session (engaged: reward rate > 2/min)."""
+    """The trial-summary columns of the behavior table for one session (engaged: reward rate above
+    :data:`vbo.behavior.ENGAGEMENT_THRESHOLD` rewards/min)."""
     from vbo import behavior
 
     rolling = behavior.rolling_performance(trials, response_window_start)
-    columns = ("go", "catch", "hit", "miss", "false_alarm", "correct_reject")
+    columns = behavior.GO_CATCH_TYPES + behavior.TRIAL_OUTCOMES
     counts = {f"{c}_trial_count": int(trials[c].sum()) for c in columns}
     counts["trial_count"] = len(trials)
-    counts["engaged_trial_count"] = int((rolling["reward_rate"] > 2.0).sum())
+    counts["engaged_trial_count"] = int((rolling["reward_rate"] > behavior.ENGAGEMENT_THRESHOLD).sum())
     return counts
 
 

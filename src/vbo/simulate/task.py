@@ -30,10 +30,11 @@ from functools import lru_cache
 import numpy as np
 import pandas as pd
 
+from vbo.derive import flashes_since_change  # the one definition, shared with the reader
 from vbo.nwb.content import BehaviorContent, Ellipse, EyeTracking, RigGeometry, StimulusTemplate
+from vbo.nwb.layout import INT_NA
 from vbo.simulate.plan import Scale, SessionPlan
 
-INT_NA = -99
 
 # --- stimulus -----------------------------------------------------------------------------------
 FRAME_RATE = 60.0
@@ -567,19 +568,6 @@ def _omissions(setup: _Setup, layout: _FrameLayout, task: _Task, rng: np.random.
     p = min(1.0, OMITTED_FLASH_FRACTION * layout.n_flashes / max(int(eligible.sum()), 1))
     omitted[eligible] = rng.random(int(eligible.sum())) < p
     return omitted
-
-
-def flashes_since_change(is_change: np.ndarray, omitted_like: np.ndarray) -> np.ndarray:
-    """Count of rows since the last change; omitted rows repeat the previous count (format.md §8.3 step 7)."""
-    n = len(is_change)
-    if n == 0:
-        return np.zeros(0, np.int64)
-    resets = np.asarray(is_change, bool).copy()
-    resets[0] = True
-    step = np.where(omitted_like | resets, 0, 1)
-    total = np.cumsum(step)
-    last = np.maximum.accumulate(np.where(resets, np.arange(n), 0))
-    return (total - total[last]).astype(np.int64)
 
 
 def _presentations(setup: _Setup, layout: _FrameLayout, ts: np.ndarray, task: _Task,
