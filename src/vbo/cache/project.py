@@ -671,7 +671,7 @@ class VisualBehaviorOphysProjectCache:
         experiments = row["ophys_experiment_id"]
         if not isinstance(experiments, list) or not experiments:
             raise ReleaseLookupError(f"behavior session {behavior_session_id} has neither a behavior file nor released "
-                               "experiments")
+                                     "experiments")
         return dict(self._experiment_entry(min(experiments)))
 
     def file_source(self, *, behavior_session_id=None, ophys_experiment_id=None, stream: bool = False) -> str:
@@ -728,16 +728,8 @@ class VisualBehaviorOphysProjectCache:
 
         row = lookup(self._tables["behavior_session_table"], behavior_session_id, "behavior_session_id")
         warn_if_known(behavior_session_id=row.name, ophys_session_id=row.get("ophys_session_id"))
-        file_id = row["file_id"]
-        if pd.notna(file_id) and int(file_id) >= 0:
-            entry = self._data_entry(file_id)
-        else:
-            experiments = row["ophys_experiment_id"]
-            if not isinstance(experiments, list) or not experiments:
-                raise ReleaseLookupError(f"behavior session {behavior_session_id} has neither a behavior file nor "
-                                   "released experiments")
-            entry = self._experiment_entry(min(experiments))
-        return BehaviorSession.from_nwb_path(self._source(entry, stream), **kwargs)
+        source = self.file_source(behavior_session_id=row.name, stream=stream)
+        return BehaviorSession.from_nwb_path(source, **kwargs)
 
     # --- bulk download and verification -------------------------------------------------------
 
