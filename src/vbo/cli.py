@@ -164,18 +164,6 @@ _SECTIONS: list[tuple[str, list[tuple[str, str]]]] = [
     ),
 ]
 
-_OPHYS_KEYS = {
-    "ophys_experiment_id",
-    "ophys_session_id",
-    "rois",
-    "ophys_frame_rate_hz",
-    "ophys_frame_rate_empirical_hz",
-    "ophys_frames",
-    "targeted_structure",
-    "imaging_depth_um",
-}
-
-
 def _plain(value: Any) -> Any:
     """A JSON-ready Python value: numpy scalars → int/float/bool, datetimes → ISO text, NaN → None."""
     if value is None:
