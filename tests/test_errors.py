@@ -179,3 +179,10 @@ def test_truncated_copy_is_really_truncated(truncated_nwb, session_nwb):
     head = truncated_nwb.read_bytes()[:8]
     assert head == b"\x89HDF\r\n\x1a\n"
     assert truncated_nwb.stat().st_size == session_nwb.stat().st_size // 2
+
+
+def test_writer_content_error_is_the_vbo_error_class():
+    from vbo.nwb import write
+
+    assert write.ContentError is E.ContentError  # one class, importable from both places
+    assert issubclass(E.ContentError, E.VboError) and issubclass(E.ContentError, ValueError)

@@ -27,6 +27,7 @@ from vbo.cache import manifest as mf
 from vbo.errors import (
     ReleaseLookupError,
     StaticCacheError,
+    UnsupportedCacheOperationError,
     BehaviorCloudCacheVersionException,
     CacheFolderError,
     CacheFolderNotFoundError,
@@ -342,7 +343,8 @@ class CloudFetchApi:
     def load_manifest(self, manifest_name: str | None = None) -> None:
         """Load a manifest by name; None loads the last used (or the latest)."""
         if self.project is None:
-            raise RuntimeError("this fetch API is not attached to a project cache")
+            raise UnsupportedCacheOperationError("this fetch API is not attached to a project cache; load manifests "
+                                                  "through VisualBehaviorOphysProjectCache")
         if manifest_name is None:
             self.project._load_last_manifest()
         else:
@@ -555,7 +557,8 @@ class VisualBehaviorOphysProjectCache:
     def compare_manifests(self, manifest_0_name: str, manifest_1_name: str) -> str:
         """What changed from ``manifest_0_name`` (older) to ``manifest_1_name``, one line per file."""
         if self._store.static:
-            raise RuntimeError("a static cache has only its latest manifest; compare manifests with an S3 cache")
+            raise UnsupportedCacheOperationError("a static cache has only its latest manifest; compare manifests "
+                                                  "with an S3 cache (from_s3_cache)")
         first, second = (self._read_manifest(n) for n in (manifest_0_name, manifest_1_name))
         return format_comparison(manifest_0_name, manifest_1_name, compare(first, second))
 

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from vbo.errors import ContentError
 from vbo.nwb import layout
 from vbo.nwb.content import BehaviorContent, OphysContent
 
@@ -96,10 +97,6 @@ RIG_UNITS = {"monitor_position": "mm", "camera_position": "mm", "led_position": 
              "monitor_rotation": "deg", "camera_rotation": "deg"}
 TEMPLATE_FORMAT = "raw"
 TEMPLATE_UNIT = "NA"
-
-
-class ContentError(ValueError):
-    """The content cannot be written: inconsistent shapes or missing fields (nothing was written)."""
 
 
 # --- private pynwb type map (loaded on first write) --------------------------------------------
