@@ -1,6 +1,6 @@
 """Verified, resumable, lock-protected downloads and the ``_downloaded_data.json`` record.
 
-``format.md`` §4 (blake2b), §5.2 (bookkeeping) and §5.4 (download and reuse decision).
+``docs/format.md`` §4 (blake2b), §5.2 (bookkeeping) and §5.4 (download and reuse decision).
 
 - :func:`download_object` — stream one object version to ``<dest>.partial``, resume with a Range request,
   retry transient failures with exponential backoff, verify blake2b, then ``os.replace`` onto ``dest``.

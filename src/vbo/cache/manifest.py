@@ -1,6 +1,6 @@
 """Release manifests: naming, versions, blake2b file hashes, and building a manifest for a release tree.
 
-Manifest JSON (``format.md`` §3): ``project_name``, ``manifest_version``, ``metadata_file_id_column_name``,
+Manifest JSON (``docs/format.md`` §3; hashing §4): ``project_name``, ``manifest_version``, ``metadata_file_id_column_name``,
 ``data_pipeline``, ``metadata_files`` (table name → entry) and ``data_files`` (file id → entry); an entry
 is ``{url, version_id, file_hash}``.
 """

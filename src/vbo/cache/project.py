@@ -1,6 +1,6 @@
 """VisualBehaviorOphysProjectCache: AllenSDK's project cache (``api.md`` §2), safe and lazy.
 
-Three places the data can come from (``format.md`` §5.5):
+Three places the data can come from (``docs/format.md`` §5.5):
 
 * **S3 cache** (``from_s3_cache``): downloads on demand into ``<cache_dir>/<project>-<version>/...``,
   verifying every file, reusing unchanged files across versions;

@@ -1,6 +1,6 @@
 """Anonymous S3 access to the release bucket: client, URL parsing and building, safe keys, range reads.
 
-``format.md`` §2 (bucket, keys, URL forms) and §3.3 (bucket and key from an entry URL).
+``docs/format.md`` §2 (bucket, keys, URL forms) and §3.3 (bucket and key from an entry URL).
 
 - :func:`anonymous_client` — an unsigned boto3 client; endpoint from the argument, ``AWS_ENDPOINT_URL_S3``,
   ``AWS_ENDPOINT_URL`` or AWS itself (``us-west-2``).

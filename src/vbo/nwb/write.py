@@ -1,5 +1,5 @@
 """Write a :class:`~vbo.nwb.content.BehaviorContent` / :class:`~vbo.nwb.content.OphysContent` as an NWB file
-with the exact layout of the released Visual Behavior files (``spec/format.md`` §7).
+with the exact layout of the released Visual Behavior files (``docs/format.md`` §7).
 
 Only the synthetic-release simulator needs this module; the reader never imports it. It uses pynwb, with
 the four extension namespaces (YAML in :mod:`vbo.nwb.extensions`) loaded into a *private* copy of pynwb's
