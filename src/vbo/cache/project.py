@@ -698,7 +698,8 @@ class VisualBehaviorOphysProjectCache:
         With ``stream=True`` an S3 cache reads the file by byte ranges instead of downloading it (offline
         caches read their local copy either way).
         """
-        from vbo.experiment import BehaviorOphysExperiment
+        from vbo.experiment import BehaviorOphysExperiment  # deferred: reading tables needs no h5py
+
         entry = self._experiment_entry(ophys_experiment_id)
         key = normalize_id(ophys_experiment_id)
         row = self._tables["ophys_experiment_table"].loc[key]
@@ -710,7 +711,8 @@ class VisualBehaviorOphysProjectCache:
         """The :class:`vbo.BehaviorSession` of one session; imaging sessions are read from their lowest
         experiment's file (the behavior data are identical in every plane's file). ``stream`` as for
         :meth:`get_behavior_ophys_experiment`."""
-        from vbo.session import BehaviorSession
+        from vbo.session import BehaviorSession  # deferred: reading tables needs no h5py
+
         row = lookup(self._tables["behavior_session_table"], behavior_session_id, "behavior_session_id")
         warn_if_known(behavior_session_id=row.name, ophys_session_id=row.get("ophys_session_id"))
         file_id = row["file_id"]
