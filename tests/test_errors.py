@@ -103,7 +103,7 @@ def test_not_hdf5(cls, fixture, request):
     path = request.getfixturevalue(fixture)
     with pytest.raises(E.NotHdf5Error) as info:
         _open(cls, path)
-    assert isinstance(info.value, E.NwbFileError)
+    assert info.value.path == str(path) and "not an HDF5 file" in info.value.problem
     _check_message(info.value, path)
 
 
@@ -111,7 +111,7 @@ def test_not_hdf5(cls, fixture, request):
 def test_truncated_file(cls, truncated_nwb):
     with pytest.raises(E.TruncatedFileError) as info:
         _open(cls, truncated_nwb)
-    assert isinstance(info.value, E.NwbFileError)
+    assert info.value.path == str(truncated_nwb) and "incomplete" in info.value.problem  # says what went wrong
     _check_message(info.value, truncated_nwb)
 
 
@@ -121,7 +121,7 @@ def test_not_visual_behavior(cls, fixture, request):
     path = request.getfixturevalue(fixture)
     with pytest.raises(E.NotVisualBehaviorFileError) as info:
         _open(cls, path)
-    assert isinstance(info.value, E.NwbFileError)
+    assert info.value.path == str(path) and "missing /" in info.value.problem  # names what is missing
     _check_message(info.value, path)
 
 
@@ -179,3 +179,10 @@ def test_truncated_copy_is_really_truncated(truncated_nwb, session_nwb):
     head = truncated_nwb.read_bytes()[:8]
     assert head == b"\x89HDF\r\n\x1a\n"
     assert truncated_nwb.stat().st_size == session_nwb.stat().st_size // 2
+
+
+def test_writer_content_error_is_the_vbo_error_class():
+    from vbo.nwb import write
+
+    assert write.ContentError is E.ContentError  # one class, importable from both places
+    assert issubclass(E.ContentError, E.VboError) and issubclass(E.ContentError, ValueError)

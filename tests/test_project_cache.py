@@ -14,6 +14,7 @@ import vbo
 from vbo.cache import manifest as mf
 from vbo.cache.publish import publish
 from vbo.errors import (BehaviorCloudCacheVersionException, OutdatedManifestWarning, ReleaseLookupError, UnknownIdError,
+                        UnsupportedCacheOperationError,
                         UnsafeKeyError, UpdatedStimulusPresentationTableWarning)
 
 pytest.importorskip("moto.server", reason="the S3 tests need moto[server] (test extra)")
@@ -70,8 +71,9 @@ def test_static_cache_tables_and_sessions(static, tiny_release):
     with pytest.raises(RuntimeError, match="1 and only 1") as unknown:  # AllenSDK's class, as a typed vbo error
         static.get_behavior_ophys_experiment(1)
     assert isinstance(unknown.value, ReleaseLookupError)
-    with pytest.raises(RuntimeError):
+    with pytest.raises(RuntimeError, match="only its latest manifest") as comparing:  # AllenSDK's class
         static.compare_manifests(*tiny_release.versions)
+    assert isinstance(comparing.value, UnsupportedCacheOperationError)
     with pytest.raises(NotImplementedError):
         static.construct_local_manifest()
 

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 import xarray as xr
 
+from vbo import population
 from vbo import responses as R
 
 # --- time bases (spec/analysis.md §2.12, §3.3) ----------------------------------------------------------
@@ -446,7 +447,7 @@ def test_recovers_novelty_effect_in_matched_cells(tiny):
     for container in table["ophys_container_id"].unique():
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            summaries = R.container_responses(cache, int(container))
+            summaries = population.container_responses(cache, int(container))
         assert summaries["cell_specimen_id"].notna().any()
         compared = R.novelty_comparison(summaries)
         compared["class"] = [by_specimen[int(c)]["class"] for c in compared.index]

@@ -1,10 +1,19 @@
-"""The ``vbo`` command: readable summaries of Visual Behavior Ophys NWB files.
+"""The ``vbo`` command: summaries, downloads, exports and reports of the Visual Behavior Ophys release.
 
 Commands
 --------
 ``vbo info PATH [--json]``
-    What a session or experiment file holds: ids, subject, rig, date, durations, counts of trials,
-    flashes, omissions, licks, rewards and ROIs, frame rates and imaging plane.
+    What a session or experiment file holds: ids, subject, rig, counts, frame rates, imaging plane.
+``vbo download`` / ``vbo verify``
+    Fetch release files into a cache (verified, resumable) / re-hash and repair the cache.
+``vbo tables`` / ``vbo export``
+    The four metadata tables as CSV or Parquet / the release as Hive-partitioned Parquet datasets.
+``vbo cell ID``
+    Where one cell was imaged.
+``vbo report``
+    Self-contained HTML reports of the release, an experiment, a session, a mouse or a file.
+``vbo simulate`` / ``vbo publish`` / ``vbo demo``
+    Write a synthetic release / upload a release to a versioned bucket / run the workflows on a small release.
 
 Importing this module is cheap: ``vbo``'s readers (h5py, pandas, numpy) are imported inside the
 commands, so ``vbo --help`` answers at once.
@@ -106,8 +115,7 @@ app = typer.Typer(
 @app.callback()
 def _main() -> None:
     """Lazy, AllenSDK-compatible access to the Allen Visual Behavior Ophys dataset."""
-    # A callback keeps `vbo` a command group even while `info` is its only command, so the
-    # command name is always typed (`vbo info PATH`) and later commands slot in beside it.
+    # A callback keeps `vbo` a command group, so the command name is always typed (`vbo info PATH`).
 
 
 # --------------------------------------------------------------------------------------------
@@ -163,18 +171,6 @@ _SECTIONS: list[tuple[str, list[tuple[str, str]]]] = [
         ],
     ),
 ]
-
-_OPHYS_KEYS = {
-    "ophys_experiment_id",
-    "ophys_session_id",
-    "rois",
-    "ophys_frame_rate_hz",
-    "ophys_frame_rate_empirical_hz",
-    "ophys_frames",
-    "targeted_structure",
-    "imaging_depth_um",
-}
-
 
 def _plain(value: Any) -> Any:
     """A JSON-ready Python value: numpy scalars → int/float/bool, datetimes → ISO text, NaN → None."""

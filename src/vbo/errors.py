@@ -49,6 +49,11 @@ class InvalidDataError(NwbFileError, ValueError):
     """A stream is present but inconsistent (e.g. timestamps shorter than traces)."""
 
 
+class ContentError(VboError, ValueError):
+    """Content given to the NWB writer cannot be written: inconsistent shapes or missing fields (nothing was
+    written). Also importable as ``vbo.nwb.write.ContentError``."""
+
+
 class UnknownIdError(VboError, KeyError):
     """An id (session, experiment, mouse, cell) that the release does not contain."""
 
@@ -257,6 +262,11 @@ class StreamIntegrityError(S3Error):
 class ReleaseLookupError(VboError, RuntimeError):
     """The release's tables do not locate what was asked: an id with no row or several rows, a session with no
     file, or a file holding another session than its table row says (a RuntimeError, as AllenSDK raises)."""
+
+
+class UnsupportedCacheOperationError(VboError, RuntimeError):
+    """This kind of cache cannot do what was asked (e.g. compare manifests in a static copy, which holds only the
+    latest one); the message says which cache can (a RuntimeError, as AllenSDK raises)."""
 
 
 class StaticCacheError(VboError, RuntimeError):

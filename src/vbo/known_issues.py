@@ -11,6 +11,8 @@ import warnings
 
 import pandas as pd
 
+from vbo.errors import KnownIssueWarning
+
 CURATED = (
     # (id column, id, public report, what is wrong)
     ("behavior_session_id", 875471358, "AllenSDK#2220",
@@ -37,8 +39,6 @@ def issues_of(**ids) -> list[tuple[str, int, str, str]]:
 
 def warn_if_known(stacklevel: int = 3, **ids) -> None:
     """Emit a :class:`vbo.errors.KnownIssueWarning` for every curated issue of these ids."""
-    from vbo.errors import KnownIssueWarning
-
     for column, value, source, issue in issues_of(**ids):
         warnings.warn(f"{column} {value}: {issue} ({source})", KnownIssueWarning, stacklevel=stacklevel)
 

@@ -4,7 +4,8 @@
   session), from the metadata tables alone: no NWB file is opened;
 - :func:`experiments_of_cell` — the experiments a ``cell_specimen_id`` was matched in (AllenSDK#2181);
 - :func:`roi_table` — the same rows with each ROI's position and size from the files (AllenSDK#2543);
-- :func:`population_responses` — per-cell response summaries of many experiments, one task per file.
+- :func:`population_responses` — per-cell response summaries of many experiments, one task per file;
+- :func:`container_responses` — the same for every experiment of a container, for matching cells across sessions.
 
 The per-file work runs through :func:`vbo.parallel.map_files`: locally in processes, or on a Dask cluster
 when a ``dask.distributed.Client`` is passed as ``client``.
@@ -16,7 +17,11 @@ import warnings
 
 import pandas as pd
 
+from vbo.errors import UnknownIdError
+from vbo.experiment import BehaviorOphysExperiment
 from vbo.parallel import map_files
+from vbo.responses import experiment_summary, stimulus_responses
+from vbo.tables import normalize_id
 
 CELL_METADATA_COLUMNS = ("ophys_session_id", "behavior_session_id", "ophys_container_id", "mouse_id", "cre_line",
                          "full_genotype", "reporter_line", "indicator", "sex", "targeted_structure",
@@ -61,9 +66,6 @@ def experiments_of_cell(cache, cell_specimen_id) -> pd.DataFrame:
     vbo.errors.UnknownIdError
         (a ``KeyError``) if no ROI of the release was matched to this cell.
     """
-    from vbo.errors import UnknownIdError
-    from vbo.tables import normalize_id
-
     key = normalize_id(cell_specimen_id)
     table = cells_table(cache)
     rows = table[(table["cell_specimen_id"] == key).fillna(False).to_numpy(bool)]
@@ -73,8 +75,6 @@ def experiments_of_cell(cache, cell_specimen_id) -> pd.DataFrame:
 
 
 def _experiment_ids(cache, ophys_experiment_ids) -> list[int]:
-    from vbo.tables import normalize_id
-
     if ophys_experiment_ids is None:
         return [int(i) for i in cache.get_ophys_experiment_table().index]
     return [normalize_id(i) for i in ophys_experiment_ids]
@@ -90,8 +90,6 @@ def experiment_sources(cache, ophys_experiment_ids, stream: bool = False) -> lis
 
 
 def _open(source: str):
-    from vbo.experiment import BehaviorOphysExperiment
-
     return BehaviorOphysExperiment.from_nwb_path(source)
 
 
@@ -141,8 +139,6 @@ def roi_table(cache, ophys_experiment_ids=None, *, client=None, workers: int | N
 def experiment_responses(source: str, event_type: str, data_type: str, options: dict) -> pd.DataFrame:
     """Per-cell response summary of one experiment file (runs in a worker; ``options`` go to
     :func:`vbo.responses.stimulus_responses`), with ``ophys_experiment_id``."""
-    from vbo.responses import experiment_summary, stimulus_responses
-
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         with _open(source) as experiment:
@@ -183,3 +179,25 @@ def population_responses(cache, ophys_experiment_ids=None, event_type: str = "ch
     if not parts:
         return pd.DataFrame()
     return _with_metadata(pd.concat(parts, ignore_index=True), cache, metadata_columns)
+
+
+EXPERIMENT_COLUMNS = ("ophys_container_id", "session_type", "experience_level", "passive", "session_number",
+                      "cre_line", "behavior_session_id")
+
+
+def container_responses(cache, ophys_container_id: int, event_type: str = "images", data_type: str = "dff",
+                        window=(-1.0, 1.5), p_value: bool = False, **kwargs) -> pd.DataFrame:
+    """Per-cell response summaries of every experiment of a container, for matching across sessions.
+
+    :func:`population_responses` over the container's experiments: :func:`vbo.responses.experiment_summary`
+    rows with ``ophys_experiment_id`` and the experiment table's ``session_type``, ``experience_level``,
+    ``passive``, … columns. Other keyword arguments go to :func:`vbo.responses.stimulus_responses`, except
+    ``client`` and ``workers`` (where the files are read; default: in this process).
+    """
+    table = cache.get_ophys_experiment_table()
+    ids = table.index[table["ophys_container_id"] == normalize_id(ophys_container_id)]
+    if not len(ids):
+        raise ValueError(f"no experiments in container {ophys_container_id}")
+    kwargs.setdefault("workers", 1)
+    return population_responses(cache, ids, event_type, data_type, window=window, p_value=p_value,
+                                metadata_columns=EXPERIMENT_COLUMNS, **kwargs)

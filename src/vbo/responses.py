@@ -12,7 +12,8 @@ on it:
 * summaries: :func:`condition_summary`, :func:`condition_traces`, :func:`preferred_image`,
   :func:`fraction_significant`, :func:`lifetime_sparseness`, :func:`population_average`;
 * trial types: :func:`trial_type_responses`, :func:`compare_trial_types`;
-* containers: :func:`container_responses`, :func:`match_cells`, :func:`novelty_comparison`.
+* containers: :func:`match_cells`, :func:`novelty_comparison` (over the rows of
+  :func:`vbo.population.container_responses`).
 
 Conventions (``spec/analysis.md`` §3):
 
@@ -1021,31 +1022,6 @@ def experiment_summary(responses: StimulusResponses) -> pd.DataFrame:
     if "cell_specimen_id" in table:
         out["cell_specimen_id"] = grouped["cell_specimen_id"].first()
     return out.reset_index()
-
-
-EXPERIMENT_COLUMNS = ("ophys_container_id", "session_type", "experience_level", "passive", "session_number",
-                      "cre_line", "behavior_session_id")
-
-
-def container_responses(cache, ophys_container_id: int, event_type: str = "images", data_type: str = "dff",
-                        window=(-1.0, 1.5), p_value: bool = False, **kwargs) -> pd.DataFrame:
-    """Per-cell response summaries of every experiment of a container, for matching across sessions.
-
-    :func:`vbo.population.population_responses` over the container's experiments: :func:`experiment_summary`
-    rows with ``ophys_experiment_id`` and the experiment table's ``session_type``, ``experience_level``,
-    ``passive``, … columns. Other keyword arguments go to :func:`stimulus_responses`, except ``client`` and
-    ``workers`` (where the files are read; default: in this process).
-    """
-    from vbo.population import population_responses
-    from vbo.tables import normalize_id
-
-    table = cache.get_ophys_experiment_table()
-    ids = table.index[table["ophys_container_id"] == normalize_id(ophys_container_id)]
-    if not len(ids):
-        raise ValueError(f"no experiments in container {ophys_container_id}")
-    kwargs.setdefault("workers", 1)
-    return population_responses(cache, ids, event_type, data_type, window=window, p_value=p_value,
-                                metadata_columns=EXPERIMENT_COLUMNS, **kwargs)
 
 
 def match_cells(summaries: pd.DataFrame, value: str = "mean_response", by: str = "experience_level",

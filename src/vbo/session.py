@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from vbo import behavior, derive
+from vbo.cache import s3
 from vbo.errors import FileChangedError, MalformedDataError
 from vbo.members import data_member
 from vbo.nwb import layout
@@ -66,8 +67,6 @@ def _local_handle(nwb_path: str | os.PathLike) -> FileHandle:
 def _streamed_handle(url: str) -> FileHandle:
     """A pooled handle on an S3/HTTP object, pinned to the version first seen; reopening skips the HEAD request
     and shares one client per endpoint and process."""
-    from vbo.cache import s3
-
     endpoint = s3.parse_object_url(url).endpoint_url
     remote = s3.open_remote(url, client=s3.shared_client(endpoint))
     try:

@@ -1,4 +1,4 @@
-"""Project metadata CSVs → typed DataFrames exactly as AllenSDK returns them (``format.md`` §6.1), and id lookups.
+"""Project metadata CSVs → typed DataFrames exactly as AllenSDK returns them (``docs/format.md`` §6.1), and id lookups.
 
 ``mouse_id`` stays a string (the SDK's dtype) but every lookup helper here accepts ``int`` or ``str`` ids.
 """

@@ -1,6 +1,6 @@
 """Verified, resumable, lock-protected downloads and the ``_downloaded_data.json`` record.
 
-``format.md`` §4 (blake2b), §5.2 (bookkeeping) and §5.4 (download and reuse decision).
+``docs/format.md`` §4 (blake2b), §5.2 (bookkeeping) and §5.4 (download and reuse decision).
 
 - :func:`download_object` — stream one object version to ``<dest>.partial``, resume with a Range request,
   retry transient failures with exponential backoff, verify blake2b, then ``os.replace`` onto ``dest``.
@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from vbo.cache.manifest import HASH_CHUNK_BYTES, file_hash
-from vbo.cache.s3 import (BlockDigests, as_s3_error, backoff_delay, is_client_error, is_retryable,
+from vbo.cache.s3 import (BlockDigests, anonymous_client, as_s3_error, backoff_delay, is_client_error, is_retryable,
                          object_size_retrying)
 from vbo.errors import (CacheFolderError, DownloadError, HashMismatchError, LockTimeoutError, PlantedLinkError,
                         UnverifiedObjectError)
@@ -720,8 +720,6 @@ def download_many(jobs: Iterable[DownloadJob], workers: int = 8,
     """
     jobs = list(jobs)
     if client is None:
-        from vbo.cache.s3 import anonymous_client
-
         client = anonymous_client(endpoint_url, max_pool_connections=max(10, workers + 2))
     workers = max(1, min(workers, len(jobs) or 1))
 

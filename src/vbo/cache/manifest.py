@@ -1,6 +1,6 @@
 """Release manifests: naming, versions, blake2b file hashes, and building a manifest for a release tree.
 
-Manifest JSON (``format.md`` §3): ``project_name``, ``manifest_version``, ``metadata_file_id_column_name``,
+Manifest JSON (``docs/format.md`` §3; hashing §4): ``project_name``, ``manifest_version``, ``metadata_file_id_column_name``,
 ``data_pipeline``, ``metadata_files`` (table name → entry) and ``data_files`` (file id → entry); an entry
 is ``{url, version_id, file_hash}``.
 """
@@ -11,6 +11,8 @@ import hashlib
 import json
 import re
 from pathlib import Path
+
+from vbo.errors import ManifestFieldError, UnsafeNameError
 
 PROJECT_NAME = "visual-behavior-ophys"
 BUCKET_NAME = "visual-behavior-ophys-data"
@@ -56,8 +58,6 @@ def safe_name(name, what: str) -> str:
     UnsafeNameError
         Anything else: separators, ``..``, absolute paths, control characters, empty or over-long names.
     """
-    from vbo.errors import UnsafeNameError
-
     if not isinstance(name, str) or not _SAFE_NAME.fullmatch(name) or ".." in name:
         raise UnsafeNameError(str(name), f"{what} must be letters, digits, '.', '_' or '-' (no '..', no '/', "
                                          "at most 200 characters) to become a folder name in the cache")
@@ -88,8 +88,6 @@ def validate_manifest(manifest, path: str | Path, name: str | None = None) -> di
     UnsafeNameError
         ``project_name`` or ``manifest_version`` cannot safely become a folder name.
     """
-    from vbo.errors import ManifestFieldError, UnsafeNameError
-
     def bad(field: str, problem: str) -> ManifestFieldError:
         return ManifestFieldError(path, field, problem)
 

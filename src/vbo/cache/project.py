@@ -1,6 +1,6 @@
 """VisualBehaviorOphysProjectCache: AllenSDK's project cache (``api.md`` §2), safe and lazy.
 
-Three places the data can come from (``format.md`` §5.5):
+Three places the data can come from (``docs/format.md`` §5.5):
 
 * **S3 cache** (``from_s3_cache``): downloads on demand into ``<cache_dir>/<project>-<version>/...``,
   verifying every file, reusing unchanged files across versions;
@@ -24,9 +24,28 @@ from typing import Any
 import pandas as pd
 
 from vbo.cache import manifest as mf
+from vbo.cache.download import (
+    DownloadJob,
+    DownloadRecord,
+    download_many,
+    download_object,
+    file_matches,
+    is_inside,
+    is_transient_file,
+    open_nofollow,
+    reuse_identical,
+    verify_file,
+)
+from vbo.cache.s3 import (
+    anonymous_client,
+    bucket_and_key,
+    check_object_url,
+    head_object_retrying,
+    list_keys,
+    object_https_url,
+    safe_relative_key,
+)
 from vbo.errors import (
-    ReleaseLookupError,
-    StaticCacheError,
     BehaviorCloudCacheVersionException,
     CacheFolderError,
     CacheFolderNotFoundError,
@@ -35,12 +54,19 @@ from vbo.errors import (
     ManifestError,
     MissingLocalManifestWarning,
     NotInCacheError,
+    OutdatedManifestWarning,
     PlantedLinkError,
+    ReleaseLookupError,
+    StaticCacheError,
     UnsafeKeyError,
     UnsafeNameError,
-    OutdatedManifestWarning,
+    UnsupportedCacheOperationError,
     UpdatedStimulusPresentationTableWarning,
+    VboError,
 )
+from vbo.known_issues import warn_if_known
+from vbo.screen import movie_template
+from vbo.tables import lookup, normalize_id, read_metadata_table
 
 LAST_USED = "_manifest_last_used.txt"
 DOWNLOAD_RECORD = "_downloaded_data.json"
@@ -63,22 +89,16 @@ def _compatible(version: str) -> bool:
 
 def _relative(key: str) -> str:
     """Object key without its first (project) component, checked to stay inside the cache."""
-    from vbo.cache.s3 import safe_relative_key
-
     safe_relative_key(key)
     return safe_relative_key(key.split("/", 1)[1] if "/" in key else key)
 
 
 def _entry_key(entry: dict) -> tuple[str | None, str]:
-    from vbo.cache.s3 import bucket_and_key
-
     return bucket_and_key(entry["url"])
 
 
 def _read_text_nofollow(path: Path) -> str:
     """A small text file's content, refusing a link or special file at ``path``."""
-    from vbo.cache.download import open_nofollow
-
     with os.fdopen(open_nofollow(path, os.O_RDONLY), "rb") as fh:
         return fh.read().decode("utf-8")
 
@@ -135,8 +155,6 @@ class _Store:
 
     def inside(self, path: Path) -> Path:
         """``path`` itself, if its folder (links resolved) lies inside the cache folder."""
-        from vbo.cache.download import is_inside
-
         if not is_inside(path.parent, self.cache_dir):
             raise PlantedLinkError(path.parent, f"resolves to {path.parent.resolve()}, outside the cache folder "
                                                 f"{self.cache_dir}: a link vbo did not make; remove it")
@@ -151,8 +169,6 @@ class _Store:
         PlantedLinkError
             A link pointing outside the cache folder or at nothing, a folder, FIFO or device.
         """
-        from vbo.cache.download import is_inside
-
         try:
             info = os.lstat(path)
         except (FileNotFoundError, NotADirectoryError):
@@ -206,8 +222,6 @@ class _LocalStore(_Store):
                       if mf.is_manifest_name(p.name) and p.is_file())
 
     def fetch(self, manifest: dict, entry: dict, verify: bool) -> Path:
-        from vbo.cache.download import DownloadRecord, reuse_identical, verify_file
-
         path = self.local_path(manifest, _entry_key(entry)[1])
         if not self.existing(path):
             record = DownloadRecord(self.cache_dir / DOWNLOAD_RECORD)
@@ -248,8 +262,6 @@ class _StaticStore(_Store):
         return self.cache_dir / mf.safe_name(manifest["project_name"], "project_name")
 
     def fetch(self, manifest: dict, entry: dict, verify: bool) -> Path:
-        from vbo.cache.download import verify_file
-
         path = self.local_path(manifest, _entry_key(entry)[1])
         if not self.existing(path):
             raise NotInCacheError(path, f"not in the static copy of the bucket at {self.cache_dir}")
@@ -263,8 +275,6 @@ class _S3Store(_Store):
 
     def __init__(self, cache_dir: Path, bucket: str, endpoint_url: str | None):
         super().__init__(cache_dir)
-        from vbo.cache.s3 import anonymous_client
-
         self.bucket = bucket
         self.endpoint_url = endpoint_url
         self.client = anonymous_client(endpoint_url)
@@ -272,15 +282,11 @@ class _S3Store(_Store):
 
     def check_entries(self, manifest: dict, path: Path) -> None:
         """Refuse entries on foreign hosts or other buckets, and keys escaping the cache folder."""
-        from vbo.cache.s3 import check_object_url
-
         for where, entry in _all_entries(manifest):
             _checked(path, where, lambda: check_object_url(entry["url"], self.bucket, self.endpoint_url))
             _checked(path, where, lambda: _relative(_entry_key(entry)[1]))
 
     def manifest_names(self) -> list[str]:
-        from vbo.cache.s3 import list_keys
-
         prefix = f"{mf.PROJECT_NAME}/{mf.MANIFEST_PREFIX}/"
         keys = list_keys(self.client, self.bucket, prefix)
         return sorted(Path(k).name for k in keys if k.startswith(prefix) and mf.is_manifest_name(k[len(prefix):]))
@@ -288,9 +294,6 @@ class _S3Store(_Store):
     def fetch_manifest(self, name: str, refresh: bool = False) -> Path:
         """The manifest, kept only if its size and MD5 agree with what the server says now (else fetched again,
         pinned to the version the server named, and checked against its size and ETag before it is kept)."""
-        from vbo.cache.download import download_object
-        from vbo.cache.s3 import head_object_retrying
-
         path = self.manifest_path(name)
         key = f"{mf.PROJECT_NAME}/{mf.MANIFEST_PREFIX}/{name}"
         head = head_object_retrying(self.client, self.bucket, key)
@@ -300,8 +303,6 @@ class _S3Store(_Store):
 
     def stream_url(self, entry: dict) -> str:
         """URL of an entry's object version on this store's endpoint, for byte-range streaming."""
-        from vbo.cache.s3 import object_https_url
-
         bucket, key = _entry_key(entry)
         return object_https_url(key, bucket or self.bucket, entry["version_id"], self.endpoint_url)
 
@@ -309,8 +310,6 @@ class _S3Store(_Store):
         """Local path of an entry: the cached file if it verifies, else a reused identical file (hashed
         first), else a download. A corrupt or planted file is replaced atomically under its lock, never
         unlinked."""
-        from vbo.cache.download import DownloadRecord, download_object, file_matches, reuse_identical
-
         bucket, key = _entry_key(entry)
         path = self.local_path(manifest, key)
         record = DownloadRecord(self.cache_dir / DOWNLOAD_RECORD)
@@ -342,7 +341,8 @@ class CloudFetchApi:
     def load_manifest(self, manifest_name: str | None = None) -> None:
         """Load a manifest by name; None loads the last used (or the latest)."""
         if self.project is None:
-            raise RuntimeError("this fetch API is not attached to a project cache")
+            raise UnsupportedCacheOperationError("this fetch API is not attached to a project cache; load manifests "
+                                                  "through VisualBehaviorOphysProjectCache")
         if manifest_name is None:
             self.project._load_last_manifest()
         else:
@@ -555,7 +555,8 @@ class VisualBehaviorOphysProjectCache:
     def compare_manifests(self, manifest_0_name: str, manifest_1_name: str) -> str:
         """What changed from ``manifest_0_name`` (older) to ``manifest_1_name``, one line per file."""
         if self._store.static:
-            raise RuntimeError("a static cache has only its latest manifest; compare manifests with an S3 cache")
+            raise UnsupportedCacheOperationError("a static cache has only its latest manifest; compare manifests "
+                                                  "with an S3 cache (from_s3_cache)")
         first, second = (self._read_manifest(n) for n in (manifest_0_name, manifest_1_name))
         return format_comparison(manifest_0_name, manifest_1_name, compare(first, second))
 
@@ -563,8 +564,6 @@ class VisualBehaviorOphysProjectCache:
         """Hash every data file under the cache folder and write ``_downloaded_data.json`` anew."""
         if self._store.static:
             raise NotImplementedError("a static copy of the bucket has no download record to construct")
-        from vbo.cache.download import DownloadRecord, is_transient_file
-
         folder = self._store.cache_dir
         record = DownloadRecord(folder / DOWNLOAD_RECORD)
         entries = {}
@@ -580,8 +579,6 @@ class VisualBehaviorOphysProjectCache:
 
     def _fetch(self, entry: dict, manifest: dict | None = None) -> Path:
         """Local path of a manifest entry, downloaded/verified as needed (each object hashed once per process)."""
-        from vbo.cache.s3 import bucket_and_key
-
         manifest = manifest or self._manifest
         verify = self.verify_cached
         if verify:
@@ -593,8 +590,6 @@ class VisualBehaviorOphysProjectCache:
         return path
 
     def _load_tables(self, manifest: dict) -> dict[str, pd.DataFrame]:
-        from vbo.tables import read_metadata_table
-
         return {name: read_metadata_table(self._fetch(manifest["metadata_files"][name], manifest), name)
                 for name in mf.METADATA_TABLES}
 
@@ -636,8 +631,6 @@ class VisualBehaviorOphysProjectCache:
             raise ManifestError(f"file_id {file_id} is not in manifest {self._manifest_name}") from None
 
     def _experiment_entry(self, ophys_experiment_id) -> dict:
-        from vbo.tables import normalize_id
-
         table = self._tables["ophys_experiment_table"]
         key = normalize_id(ophys_experiment_id)
         rows = table[table.index == key]
@@ -662,8 +655,6 @@ class VisualBehaviorOphysProjectCache:
             raise ValueError("give exactly one of behavior_session_id and ophys_experiment_id")
         if ophys_experiment_id is not None:
             return dict(self._experiment_entry(ophys_experiment_id))
-        from vbo.tables import lookup
-
         row = lookup(self._tables["behavior_session_table"], behavior_session_id, "behavior_session_id")
         file_id = row["file_id"]
         if pd.notna(file_id) and int(file_id) >= 0:
@@ -707,9 +698,7 @@ class VisualBehaviorOphysProjectCache:
         With ``stream=True`` an S3 cache reads the file by byte ranges instead of downloading it (offline
         caches read their local copy either way).
         """
-        from vbo.experiment import BehaviorOphysExperiment
-        from vbo.known_issues import warn_if_known
-        from vbo.tables import normalize_id
+        from vbo.experiment import BehaviorOphysExperiment  # deferred: reading tables needs no h5py
 
         entry = self._experiment_entry(ophys_experiment_id)
         key = normalize_id(ophys_experiment_id)
@@ -722,9 +711,7 @@ class VisualBehaviorOphysProjectCache:
         """The :class:`vbo.BehaviorSession` of one session; imaging sessions are read from their lowest
         experiment's file (the behavior data are identical in every plane's file). ``stream`` as for
         :meth:`get_behavior_ophys_experiment`."""
-        from vbo.known_issues import warn_if_known
-        from vbo.session import BehaviorSession
-        from vbo.tables import lookup
+        from vbo.session import BehaviorSession  # deferred: reading tables needs no h5py
 
         row = lookup(self._tables["behavior_session_table"], behavior_session_id, "behavior_session_id")
         warn_if_known(behavior_session_id=row.name, ophys_session_id=row.get("ophys_session_id"))
@@ -737,8 +724,6 @@ class VisualBehaviorOphysProjectCache:
         """Manifest entries of the files that hold the given sessions and experiments (or all files)."""
         if everything:
             return [*self._manifest["metadata_files"].values(), *self._manifest["data_files"].values()]
-        from vbo.tables import lookup
-
         entries = [self._experiment_entry(i) for i in ophys_experiment_ids or ()]
         for session_id in behavior_session_ids or ():
             row = lookup(self._tables["behavior_session_table"], session_id, "behavior_session_id")
@@ -772,9 +757,6 @@ class VisualBehaviorOphysProjectCache:
         """
         if not isinstance(self._store, _S3Store):
             return [self._fetch(e) for e in self._entries(behavior_session_ids, ophys_experiment_ids, everything)]
-        from vbo.cache.download import DownloadJob, DownloadRecord, download_many, reuse_identical
-        from vbo.cache.s3 import bucket_and_key
-
         store = self._store
         record = DownloadRecord(store.cache_dir / DOWNLOAD_RECORD)
         entries = self._entries(behavior_session_ids, ophys_experiment_ids, everything)
@@ -802,8 +784,6 @@ class VisualBehaviorOphysProjectCache:
             ``{"ok": [...], "repaired": [...], "corrupt": [...], "missing": [...]}`` (local paths as str).
             A link vbo did not make, or a file that could not be repaired, is "corrupt".
         """
-        from vbo.cache.download import file_matches
-
         store = self._store
         report: dict[str, list[str]] = {"ok": [], "repaired": [], "corrupt": [], "missing": []}
         for entry in self._entries(everything=True):
@@ -825,9 +805,6 @@ class VisualBehaviorOphysProjectCache:
 
     def _repair(self, entry: dict, path: Path) -> str:
         """Download ``entry`` again over its corrupt copy; "repaired" only if the result verifies."""
-        from vbo.cache.download import file_matches
-        from vbo.errors import VboError
-
         try:
             self._store.fetch(self._manifest, entry, verify=True)
         except VboError as err:
@@ -843,8 +820,6 @@ class VisualBehaviorOphysProjectCache:
             if not store.existing(path):
                 raise NotInCacheError(path, f"not in the static copy of the bucket at {store.cache_dir}")
             return path
-        from vbo.cache.download import DownloadRecord, file_matches
-
         path = store.inside(store.cache_dir / "resources" / Path(mf.NATURAL_MOVIE_KEY).name)
         record = DownloadRecord(path.parent / DOWNLOAD_RECORD)
         real_bucket = isinstance(store, _S3Store) and store.bucket == mf.BUCKET_NAME and store.endpoint_url is None
@@ -875,9 +850,6 @@ class VisualBehaviorOphysProjectCache:
     def _download_natural_movie(self, path: Path, record, real_bucket: bool) -> None:
         """Fetch the movie pinned to one version, check it (the release's hash on the real bucket, else the
         server's size and ETag), keep it atomically and record its blake2b for later runs."""
-        from vbo.cache.download import download_object
-        from vbo.cache.s3 import head_object_retrying
-
         store = self._store
         version = mf.NATURAL_MOVIE_VERSION_ID if real_bucket else None
         head = head_object_retrying(store.client, store.bucket, mf.NATURAL_MOVIE_KEY, version)
@@ -919,8 +891,6 @@ class VisualBehaviorOphysProjectCache:
         """
         import numpy as np
 
-        from vbo.screen import movie_template
-
         if n_workers is not None and (not isinstance(n_workers, int) or n_workers < 1):
             raise ValueError(f"n_workers must be a positive int or None, got {n_workers!r}")
         path = self._natural_movie_path()
@@ -961,8 +931,6 @@ def _check_manifest(manifest: Any, path: Path) -> None:
 
 def compare(first: dict, second: dict) -> dict[str, list[tuple[str, str]]]:
     """Changes from manifest ``first`` (older) to ``second`` (``format.md`` §3.5), metadata and data files apart."""
-    from vbo.cache.s3 import bucket_and_key
-
     def relative(entries: dict) -> dict[str, str]:
         return {bucket_and_key(e["url"])[1].split("/", 1)[1]: e["file_hash"] for e in entries.values()}
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Callable
 
 from vbo.cache import manifest as mf
+from vbo.cache.s3 import CONNECT_TIMEOUT, READ_TIMEOUT, bucket_and_key, object_https_url, resolve_endpoint
 
 PREVIOUS_VERSIONS = "previous_versions"
 
@@ -21,8 +22,6 @@ def upload_client(endpoint_url: str | None = None):
     """A signed boto3 S3 client (credentials from the usual AWS environment/config), endpoint as given."""
     import boto3
     from botocore.config import Config
-
-    from vbo.cache.s3 import CONNECT_TIMEOUT, READ_TIMEOUT, resolve_endpoint
 
     endpoint = resolve_endpoint(endpoint_url)
     config = Config(s3={"addressing_style": "path"} if endpoint else {}, retries={"mode": "standard"},
@@ -68,8 +67,6 @@ def publish(release_dir: str | Path, bucket: str, *, endpoint_url: str | None = 
     dict
         ``{manifest name: rewritten manifest}``.
     """
-    from vbo.cache.s3 import bucket_and_key, object_https_url
-
     release_dir = Path(release_dir)
     client = client or upload_client(endpoint_url)
     status = client.get_bucket_versioning(Bucket=bucket).get("Status")

@@ -1,6 +1,6 @@
 """Anonymous S3 access to the release bucket: client, URL parsing and building, safe keys, range reads.
 
-``format.md`` §2 (bucket, keys, URL forms) and §3.3 (bucket and key from an entry URL).
+``docs/format.md`` §2 (bucket, keys, URL forms) and §3.3 (bucket and key from an entry URL).
 
 - :func:`anonymous_client` — an unsigned boto3 client; endpoint from the argument, ``AWS_ENDPOINT_URL_S3``,
   ``AWS_ENDPOINT_URL`` or AWS itself (``us-west-2``).
@@ -27,7 +27,7 @@ from collections import OrderedDict
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from urllib.parse import quote, unquote, urlsplit
 
 from vbo.cache import manifest as mf
@@ -96,14 +96,6 @@ def anonymous_client(endpoint_url: str | None = None, *, region: str = mf.BUCKET
         config = Config(**options)
     session = boto3.session.Session()
     return session.client("s3", endpoint_url=endpoint, config=config, region_name=region)
-
-
-def client_endpoint(client) -> str | None:
-    """The custom endpoint of ``client`` (``scheme://host:port``), or None for AWS itself."""
-    url = getattr(getattr(client, "meta", None), "endpoint_url", None)
-    if not url or urlsplit(url).hostname.endswith("amazonaws.com"):
-        return None
-    return url.rstrip("/")
 
 
 # --- errors -----------------------------------------------------------------------------------------
@@ -367,12 +359,6 @@ def typed_s3_error(exc: BaseException, bucket: str | None, key: str | None) -> B
 def list_keys(client, bucket: str, prefix: str = "", *, page_size: int | None = None) -> list[str]:
     """All keys under ``prefix``, in S3 (lexicographic) order; paginated, so > 1000 keys are complete."""
     return list(iter_keys(client, bucket, prefix, page_size=page_size))
-
-
-def list_manifests(client, bucket: str = mf.BUCKET_NAME) -> list[str]:
-    """Sorted manifest file names of the bucket (``format.md`` §3.4)."""
-    prefix = f"{mf.PROJECT_NAME}/{mf.MANIFEST_PREFIX}/"
-    return sorted(PurePosixPath(k).name for k in iter_keys(client, bucket, prefix) if k.endswith(".json"))
 
 
 def head_object(client, bucket: str, key: str, version_id: str | None = None) -> dict:

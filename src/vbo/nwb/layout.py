@@ -1,7 +1,7 @@
 """The Allen Visual Behavior NWB layout: every HDF5 path, name, sentinel and encoding, as data.
 
 This is the only module that knows where things live inside a released file
-(``spec/format.md`` §7). Readers and writers ask it; nothing else spells an HDF5 path.
+(``docs/format.md`` §7, §10). Readers and writers ask it; nothing else spells an HDF5 path.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Write a :class:`~vbo.nwb.content.BehaviorContent` / :class:`~vbo.nwb.content.OphysContent` as an NWB file
-with the exact layout of the released Visual Behavior files (``spec/format.md`` §7).
+with the exact layout of the released Visual Behavior files (``docs/format.md`` §7).
 
 Only the synthetic-release simulator needs this module; the reader never imports it. It uses pynwb, with
 the four extension namespaces (YAML in :mod:`vbo.nwb.extensions`) loaded into a *private* copy of pynwb's
@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from vbo.errors import ContentError
 from vbo.nwb import layout
 from vbo.nwb.content import BehaviorContent, OphysContent
 
@@ -96,10 +97,6 @@ RIG_UNITS = {"monitor_position": "mm", "camera_position": "mm", "led_position": 
              "monitor_rotation": "deg", "camera_rotation": "deg"}
 TEMPLATE_FORMAT = "raw"
 TEMPLATE_UNIT = "NA"
-
-
-class ContentError(ValueError):
-    """The content cannot be written: inconsistent shapes or missing fields (nothing was written)."""
 
 
 # --- private pynwb type map (loaded on first write) --------------------------------------------

@@ -92,7 +92,6 @@ PROJECT_CYCLE = ("VisualBehavior", "VisualBehaviorMultiscope", "VisualBehaviorTa
                  "VisualBehaviorMultiscope4areasx2d")
 BEHAVIOR_RIG_LETTERS = ("B", "D", "F", "G")
 SCIENTIFICA_DEPTHS = ((175, 0.55), (275, 0.25), (375, 0.20))
-MULTISCOPE_DEPTHS = (75, 150, 225, 300)
 
 # --------------------------------------------------------------------------------------------------
 # Derived-column definitions (format.md §6.2, §6.6)
@@ -140,13 +139,6 @@ def experience_level_of(session_type: str, prior_exposures_to_image_set: int | N
 
 cre_line_of = derive.cre_line
 indicator_of = derive.indicator
-
-
-def d_prime(hit_probability: float, false_alarm_probability: float) -> float:
-    """z(H) − z(F) with probabilities clipped to [0.01, 0.99]."""
-    h = min(max(hit_probability, 0.01), 0.99)
-    f = min(max(false_alarm_probability, 0.01), 0.99)
-    return _NORMAL.inv_cdf(h) - _NORMAL.inv_cdf(f)
 
 
 def derive_history(sessions: list[SessionPlan]) -> None:

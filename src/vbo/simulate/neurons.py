@@ -55,7 +55,6 @@ IMAGE_SELECTIVE = "image_selective"  # Slc17a7: one preferred image, sharp tunin
 IMAGE_RESPONSIVE = "image_responsive"  # Sst: responds to most images (broad tuning)
 OMISSION_RAMPING = "omission_ramping"  # Vip: ramps up after omitted flashes, running-coupled
 UNRESPONSIVE = "unresponsive"  # spontaneous activity only
-CELL_CLASSES = (IMAGE_SELECTIVE, IMAGE_RESPONSIVE, OMISSION_RAMPING, UNRESPONSIVE)
 
 N_TUNING = 8  # images per image set
 RESPONSE_LATENCY_S = 0.08  # flash onset → response
