@@ -9,8 +9,6 @@ from vbo.behavior import TRIAL_OUTCOMES
 from vbo.plots._style import pyplot
 
 HIT_COLOR, FALSE_ALARM_COLOR, DPRIME_COLOR = "darkgreen", "darkred", "black"
-OUTCOME_COLORS = {"hit": "darkgreen", "miss": "#fb9a99", "false_alarm": "darkred", "correct_reject": "#a6cee3",
-                  "aborted": "0.6", "auto_rewarded": "#6a3d9a"}
 REWARD_COLORS = {"earned": "#1f78b4", "auto": "#6a3d9a"}
 
 
