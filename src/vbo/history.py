@@ -48,7 +48,7 @@ def session_metrics(nwb_path: str | os.PathLike,
 
 def default_cache_path(cache) -> Path:
     """Where the performance rows of ``cache`` are kept: ``<cache folder>/vbo-derived/behavior_performance.parquet``."""
-    return Path(cache._store.cache_dir) / CACHE_FOLDER / CACHE_FILE
+    return cache.cache_dir / CACHE_FOLDER / CACHE_FILE
 
 
 def _read_cache(path: Path | None) -> pd.DataFrame:
@@ -97,7 +97,7 @@ def performance_table(cache, behavior_session_ids, *, workers: int | None = None
                            "metrics_version": METRICS_VERSION})
     found = wanted.merge(stored, on=list(_KEY), how="left", indicator=True)
     missing = found.loc[found["_merge"] == "left_only", "behavior_session_id"].drop_duplicates().tolist()
-    paths = [str(cache._fetch(entries[i])) for i in missing]
+    paths = [cache.file_source(behavior_session_id=i) for i in missing]
     computed = pd.DataFrame(map_files(session_metrics, paths, engaged_trial_reward_rate_threshold, client=client,
                                       workers=workers))
     if len(computed):

@@ -86,7 +86,7 @@ def experiment_sources(cache, ophys_experiment_ids, stream: bool = False) -> lis
     ids = list(ophys_experiment_ids)
     if not stream:
         cache.download(ophys_experiment_ids=ids)
-    return [str(cache._source(cache._experiment_entry(i), stream)) for i in ids]
+    return [cache.file_source(ophys_experiment_id=i, stream=stream) for i in ids]
 
 
 def _open(source: str):

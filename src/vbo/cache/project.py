@@ -379,6 +379,11 @@ class VisualBehaviorOphysProjectCache:
         if fetch_api is not None:
             fetch_api.project = self
 
+    @property
+    def cache_dir(self) -> Path:
+        """The folder of this cache (a local cache's, or the bucket copy of a static one)."""
+        return Path(self._store.cache_dir)
+
     # --- construction -----------------------------------------------------------------------
 
     @classmethod
