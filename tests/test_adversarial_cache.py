@@ -37,7 +37,7 @@ from vbo.cache import s3
 
 pytest.importorskip("moto.server", reason="the S3 tests need moto[server] (test extra)")
 from fault_proxy import AdversarialProxy  # noqa: E402
-from s3_server import moto_s3  # noqa: E402
+from s3_server import moto_s3, proxy  # noqa: E402, F401 (proxy: the fixture, on this module's module_proxy)
 
 Cache = vbo.VisualBehaviorOphysProjectCache
 BUCKET = "vbo-adversarial"
@@ -287,13 +287,6 @@ def module_proxy(release):
     server, _ = release
     with AdversarialProxy(server.endpoint) as px:
         yield px
-
-
-@pytest.fixture
-def proxy(module_proxy):
-    module_proxy.clear()
-    yield module_proxy
-    module_proxy.clear()
 
 
 def open_s3(folder: Path, endpoint: str):
