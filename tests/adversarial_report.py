@@ -1,8 +1,11 @@
-"""Collects the outcome of every adversarial case; ``conftest.py`` prints the tables at the end of the run."""
+"""Collects the outcome of every adversarial case (``conftest.py`` prints the tables at the end of the run), and
+runs a case's call with a bound on its time."""
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
+from typing import Any, Callable
 
 
 @dataclass
@@ -43,3 +46,21 @@ def format_tables() -> list[str]:
         totals = [sum(len(r.typed) for r in rows), sum(len(r.raw) for r in rows), sum(len(r.wrong) for r in rows)]
         lines.append(f"  total: {totals[0]} typed errors, {totals[1]} raw errors, {totals[2]} wrong answers")
     return lines
+
+
+def finish_within(call: Callable[[], Any], seconds: float, what: str) -> Any:
+    """``call()`` in a thread: its result, or the exception it raised; fail (not hang) when it takes longer than
+    ``seconds`` (``what`` names the call in the failure)."""
+    box: list = []
+
+    def run():
+        try:
+            box.append(call())
+        except BaseException as err:
+            box.append(err)
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    worker.join(seconds)
+    assert not worker.is_alive(), f"{what} did not finish in {seconds} s"
+    return box[0]

@@ -7,14 +7,13 @@ the cases run offline. Each case is recorded in the terminal summary table.
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 from typing import Callable
 
-import h5py
 import pytest
 from adversarial_report import Outcome, record
-from test_adversarial_files import _external_link, _ragged_index, _swap_two
+from test_adversarial_files import _external_link, _fifo, _ragged_index, _swap_two
+from test_adversarial_files import malformed_copy as _copy
 from typer.testing import CliRunner
 
 from vbo.cli import app
@@ -23,24 +22,9 @@ runner = CliRunner()
 STIMULUS_TIMES = "processing/stimulus/timestamps/timestamps"  # read by `vbo info`
 
 
-def _copy(source: Path, tmp: Path, mutate) -> Path:
-    path = tmp / "malformed.nwb"
-    shutil.copy(source, path)
-    path.chmod(0o644)
-    with h5py.File(path, "r+") as f:
-        mutate(f, tmp)
-    return path
-
-
 def _file(tmp: Path) -> Path:
     path = tmp / "a_file"
     path.write_text("not a folder\n")
-    return path
-
-
-def _fifo(tmp: Path) -> Path:
-    path = tmp / "pipe.nwb"
-    os.mkfifo(path)
     return path
 
 

@@ -24,7 +24,7 @@ import h5py
 import numpy as np
 import pandas as pd
 import pytest
-from adversarial_report import Outcome, record
+from adversarial_report import Outcome, finish_within, record
 from nwb_variants import STR, replace_dataset, set_attr, set_text_dataset
 
 from vbo import BehaviorOphysExperiment, BehaviorSession
@@ -452,13 +452,19 @@ def _names_the_spot(err: BaseException, path: Path, spot: str) -> bool:
     return str(path) in text and spot in text
 
 
-def run_case(case: Case, pristine, tmp_path: Path, request) -> Outcome:
-    cls, fixture = SOURCES[case.source]
-    path = tmp_path / f"{case.source}_malformed.nwb"
-    shutil.copy(request.getfixturevalue(fixture), path)
+def malformed_copy(source: Path, tmp: Path, mutate, name: str = "malformed.nwb") -> Path:
+    """A writable copy of ``source`` in ``tmp``, edited in place by ``mutate(h5py.File, tmp)``."""
+    path = tmp / name
+    shutil.copy(source, path)
     path.chmod(0o644)
     with h5py.File(path, "r+") as f:
-        case.mutate(f, tmp_path)
+        mutate(f, tmp)
+    return path
+
+
+def run_case(case: Case, pristine, tmp_path: Path, request) -> Outcome:
+    cls, fixture = SOURCES[case.source]
+    path = malformed_copy(request.getfixturevalue(fixture), tmp_path, case.mutate, f"{case.source}_malformed.nwb")
     if case.raw_bytes is not None:
         case.raw_bytes(path)
     prints, cell_ids, pristine_values = pristine(case.source)
@@ -506,20 +512,7 @@ def test_malformed_file(case: Case, pristine, tmp_path, request):
 
 def _open_in_thread(path: Path, seconds: float = 20.0):
     """Open ``path`` as a session in a thread; the exception it raised (None if it opened), or a hang."""
-    box: list = []
-
-    def run():
-        try:
-            BehaviorSession.from_nwb_path(path).close()
-            box.append(None)
-        except BaseException as err:
-            box.append(err)
-
-    worker = threading.Thread(target=run, daemon=True)
-    worker.start()
-    worker.join(seconds)
-    assert not worker.is_alive(), f"opening {path} hangs"
-    return box[0]
+    return finish_within(lambda: BehaviorSession.from_nwb_path(path).close(), seconds, f"opening {path} (a hang?)")
 
 
 def _fifo(tmp: Path) -> Path:

@@ -6,12 +6,11 @@ the bytes), then reads it with ``read_metadata_table``. Outcomes go to the termi
 
 from __future__ import annotations
 
-import threading
 
 import numpy as np
 import pandas as pd
 import pytest
-from adversarial_report import Outcome, record
+from adversarial_report import Outcome, finish_within, record
 
 from vbo import tables
 from vbo.errors import InvalidIdError, MetadataTableError, VboError
@@ -71,20 +70,8 @@ CASES = [
 
 
 def _read_bounded(path, name, seconds: float = 120.0):
-    """Read the table in a thread; fail (not hang) if it takes longer than ``seconds``."""
-    box: list = []
-
-    def run():
-        try:
-            box.append(tables.read_metadata_table(path, name))
-        except BaseException as err:
-            box.append(err)
-
-    worker = threading.Thread(target=run, daemon=True)
-    worker.start()
-    worker.join(seconds)
-    assert not worker.is_alive(), f"reading {path} did not finish in {seconds} s (super-linear parsing?)"
-    return box[0]
+    """Read the table; fail (not hang) if it takes longer than ``seconds`` (super-linear parsing?)."""
+    return finish_within(lambda: tables.read_metadata_table(path, name), seconds, f"reading {path}")
 
 
 @pytest.mark.parametrize("case,name,edit,column,check", CASES, ids=[c[0] for c in CASES])

@@ -13,13 +13,11 @@ import shutil
 import subprocess
 import sys
 import threading
-import warnings
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 from pathlib import Path
 
 import h5py
-import numpy as np
 import pandas as pd
 import pytest
 

@@ -302,6 +302,7 @@ def test_load_ophys_data(cache, targets, tmp_path):
     stimulus_presentations = ophys_experiment.stimulus_presentations
     trials = ophys_experiment.trials
     assert "pupil_area" in eye_tracking.columns
+    assert len(trials) > 100 and trials.start_time.is_monotonic_increasing, "an hour of trials, in order"
     assert stimulus_presentations.omitted.sum() > 0, "active imaging sessions have omitted flashes"
     assert len(stimulus_presentations) > 4_000, "a 60-minute change-detection block holds ~4,800 flashes"
 
