@@ -189,7 +189,15 @@ class BehaviorOphysExperiment(BehaviorSession):
 
     @data_member
     def _rois(self) -> pd.DataFrame:
-        """Light ROI index of the stored table: cell_roi_id, cell_specimen_id, valid_roi, stored row."""
+        """Light ROI index of the retained ROIs: cell_roi_id, cell_specimen_id, valid_roi, stored row."""
+        rois = self._stored_rois
+        if self._exclude_invalid_rois:
+            rois = rois[rois["valid_roi"]]
+        return rois.reset_index(drop=True)
+
+    @data_member
+    def _stored_rois(self) -> pd.DataFrame:
+        """Light ROI index of every stored ROI, valid or not (each column read once)."""
         h5 = self._h5
         table = nwb.group(h5, layout.CELL_TABLE)
         id_path = f"{layout.CELL_TABLE}/{layout.ID}"
@@ -197,12 +205,8 @@ class BehaviorOphysExperiment(BehaviorSession):
         specimen = nwb.read_column(table, layout.CELL_SPECIMEN_ID_COLUMN, len(roi_ids))
         specimen = nwb.integer_ids(h5, layout.CELL_SPECIMEN_ID, specimen)
         valid = nwb.booleans(h5, layout.VALID_ROI, nwb.read_column(table, "valid_roi", len(roi_ids)))
-        rois = pd.DataFrame({"cell_roi_id": roi_ids, "cell_specimen_id": np.asarray(specimen, dtype=np.int64),
-                             "valid_roi": valid,
-                             "row": np.arange(len(roi_ids))})
-        if self._exclude_invalid_rois:
-            rois = rois[rois["valid_roi"]]
-        return rois.reset_index(drop=True)
+        return pd.DataFrame({"cell_roi_id": roi_ids, "cell_specimen_id": np.asarray(specimen, dtype=np.int64),
+                             "valid_roi": valid, "row": np.arange(len(roi_ids))})
 
     @data_member
     def _n_rois(self) -> int:
@@ -221,8 +225,7 @@ class BehaviorOphysExperiment(BehaviorSession):
         it leaves out invalid ROIs, so the dtype follows every stored ROI: int64 when all are matched;
         float64 (NaN for the unmatched) when some are; object holding None when none is.
         """
-        stored = np.asarray(nwb.integer_ids(self._h5, layout.CELL_SPECIMEN_ID,
-                                            nwb.read(self._h5, layout.CELL_SPECIMEN_ID)), dtype=np.int64)
+        stored = self._stored_rois["cell_specimen_id"].to_numpy()
         stored_unmatched = stored == layout.NULL_CELL_SPECIMEN_ID
         ids = stored[self._rois["row"].to_numpy()]
         unmatched = ids == layout.NULL_CELL_SPECIMEN_ID
