@@ -689,11 +689,11 @@ def test_read_only_complete_cache_opens_offline(release, proxy, tmp_path, monkey
 _CHILD = textwrap.dedent("""
     import sys, time
     from pathlib import Path
-    from vbo.cache.project import _S3Store
+    from vbo.cache.stores import S3Store
     endpoint, bucket, folder, key, version, digest, go = sys.argv[1:8]
     while go != "-" and not Path(go).exists():
         time.sleep(0.01)
-    store = _S3Store(Path(folder), bucket, endpoint)
+    store = S3Store(Path(folder), bucket, endpoint)
     manifest = {"project_name": "visual-behavior-ophys", "manifest_version": "1.1.0"}
     entry = {"url": f"{endpoint}/{bucket}/{key}", "version_id": version, "file_hash": digest}
     path = store.fetch(manifest, entry, verify=True)   # what verify(repair=True) and every get_* call do

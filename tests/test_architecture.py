@@ -18,7 +18,8 @@ PACKAGE = SRC / "vbo"
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("foundation", ("vbo.errors", "vbo.values", "vbo.members", "vbo.parallel", "vbo.tables", "vbo.screen",
                     "vbo.known_issues")),
-    ("source", ("vbo.cache", "vbo.cache.manifest", "vbo.cache.s3", "vbo.cache.download", "vbo.cache.publish")),
+    ("source", ("vbo.cache", "vbo.cache.manifest", "vbo.cache.s3", "vbo.cache.download", "vbo.cache.stores",
+                "vbo.cache.publish")),
     ("file", ("vbo.nwb", "vbo.nwb.", "vbo.derive")),
     ("session", ("vbo.behavior", "vbo.session", "vbo.experiment")),
     ("release", ("vbo.cache.project", "vbo.history")),

@@ -362,13 +362,3 @@ def test_download_many_collects_failures(server, proxy, tmp_path):
     assert (tmp_path / "ok.bin").read_bytes() == data
     results = dl.download_many(jobs, endpoint_url=proxy.endpoint, raise_errors=False)
     assert results[0] == tmp_path / "ok.bin" and isinstance(results[1], S3ObjectNotFoundError)
-
-
-def test_progress_bar_renders():
-    from rich.console import Console
-
-    out = io.StringIO()
-    with dl.progress_bar(1000, console=Console(file=out, force_terminal=False, width=100)) as update:
-        update(dl.DownloadProgress(500, 1000, 1, 2, 1.0, 500.0, 1.0))
-        update(dl.DownloadProgress(1000, 1000, 2, 2, 2.0, 500.0, 0.0, finished=True))
-    assert "2/2 files" in out.getvalue()

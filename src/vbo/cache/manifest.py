@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 from vbo.errors import ManifestFieldError, UnsafeNameError
@@ -208,3 +209,58 @@ def write_manifest(manifest: dict, path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     return path
+
+
+# --- comparing two manifests (docs/format.md §3.5) ------------------------------------------------------------
+
+
+def compare_manifests(first: dict, second: dict,
+                      relative_path: Callable[[str], str]) -> dict[str, list[tuple[str, str]]]:
+    """Changes from manifest ``first`` (older) to ``second`` (``docs/format.md`` §3.5).
+
+    Parameters
+    ----------
+    first, second
+        Validated manifests (:func:`validate_manifest`).
+    relative_path
+        Maps an entry's URL to the file's path below the project folder (the cache's URL parser).
+
+    Returns
+    -------
+    dict
+        ``{"metadata_changes": [...], "data_changes": [...]}``, each a list of ``(path, message)`` sorted by
+        path; a message says the path ``changed``, was ``renamed`` (its hash is found under another path),
+        ``deleted`` or ``created``.
+    """
+    def hashes(entries: dict) -> dict[str, str]:
+        return {relative_path(e["url"]): e["file_hash"] for e in entries.values()}
+
+    out = {}
+    for group, label in (("metadata_files", "metadata_changes"), ("data_files", "data_changes")):
+        out[label] = _changes(hashes(first[group]), hashes(second[group]))
+    return out
+
+
+def _changes(old: dict[str, str], new: dict[str, str]) -> list[tuple[str, str]]:
+    """``(path, message)`` for every path that differs between two ``{path: hash}`` maps."""
+    new_by_hash = {h: p for p, h in new.items()}
+    old_hashes = set(old.values())
+    changes = []
+    for path in sorted(set(old) | set(new)):
+        if path in old and path in new:
+            if old[path] != new[path]:
+                changes.append((path, f"{path} changed"))
+        elif path in old:
+            renamed = new_by_hash.get(old[path])
+            changes.append((path, f"{path} renamed {renamed}" if renamed else f"{path} deleted"))
+        elif new[path] not in old_hashes:
+            changes.append((path, f"{path} created"))
+    return changes
+
+
+def format_comparison(name_0: str, name_1: str, changes: dict[str, list[tuple[str, str]]]) -> str:
+    """The text of :func:`compare_manifests`' result, one line per file (AllenSDK's wording)."""
+    lines = [msg for _, msg in changes["metadata_changes"]] + [msg for _, msg in changes["data_changes"]]
+    if not lines:
+        return "The two manifests are equivalent"
+    return f"Changes going from\n{name_0}\nto\n{name_1}\n\n" + "\n".join(lines)
