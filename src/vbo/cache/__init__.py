@@ -1,1 +1,1 @@
-"""The project cache: manifests, verified downloads, S3 access (``format.md`` §2-§5)."""
+"""The project cache: manifests, verified downloads, S3 access (``docs/format.md`` §2-§5)."""

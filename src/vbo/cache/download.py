@@ -169,7 +169,7 @@ class _NoFollowLock:
 
 
 def verify_file(path: str | Path, expected_hash: str, target: str | None = None) -> Path:
-    """Check that ``path`` hashes (blake2b, ``format.md`` §4) to ``expected_hash``; return the path.
+    """Check that ``path`` hashes (blake2b, ``docs/format.md`` §4) to ``expected_hash``; return the path.
 
     Raises
     ------
@@ -198,7 +198,7 @@ def file_matches(path: str | Path, expected_hash: str) -> bool:
 
 
 class DownloadRecord:
-    """The ``_downloaded_data.json`` record: ``{absolute local path: blake2b hex}`` (``format.md`` §5.2).
+    """The ``_downloaded_data.json`` record: ``{absolute local path: blake2b hex}`` (``docs/format.md`` §5.2).
 
     Every change is a read-modify-write under ``<record>.lock`` and an atomic rewrite (temporary file in the
     same folder, then ``os.replace``), indent 2, sorted keys, so concurrent writers in several processes
@@ -291,7 +291,7 @@ def is_inside(path: str | Path, root: str | Path) -> bool:
 
 def reuse_identical(record: DownloadRecord, expected_hash: str, dest: str | Path, *,
                     verify: bool = True) -> str | None:
-    """Make ``dest`` an identical copy of a recorded file with ``expected_hash`` (``format.md`` §5.4 step 3).
+    """Make ``dest`` an identical copy of a recorded file with ``expected_hash`` (``docs/format.md`` §5.4).
 
     The source is hashed first (``verify``, default on): a recorded file that no longer has its hash is not
     reused. Under ``dest``'s lock, tries a symlink, then a hard link, then a copy; each is made under a

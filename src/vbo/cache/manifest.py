@@ -66,7 +66,7 @@ def safe_name(name, what: str) -> str:
 
 
 def validate_manifest(manifest, path: str | Path, name: str | None = None) -> dict:
-    """Check every field of a release manifest (``format.md`` §3) before any of it becomes a path or a URL.
+    """Check every field of a release manifest (``docs/format.md`` §3) before any of it becomes a path or a URL.
 
     Parameters
     ----------
@@ -181,7 +181,7 @@ def experiment_nwb_key(ophys_experiment_id: int) -> str:
 
 
 NATURAL_MOVIE_KEY = f"{PROJECT_NAME}/resources/Movie_TOE1.npy"
-# the real bucket's natural movie: fixed object version and hash (format.md §5.7)
+# the real bucket's natural movie: fixed object version and hash (docs/format.md §5.7)
 NATURAL_MOVIE_VERSION_ID = "Czht4ouDiTvs4CC_s8hsaE7VtVt_E9rO"
 NATURAL_MOVIE_HASH = ("7e44cba154b29e1511ab8e5453b7aa5070f1ae456724b5b2541c97c052fbd80a"
                       "ebf159e5f933ab319bda8fdab7b863a096cdb44f129abd20a8c4cc791af4bc41")

@@ -374,7 +374,7 @@ class VisualBehaviorOphysProjectCache:
         return str(self._source(entry, stream))
 
     def previous_manifest_changes(self) -> tuple[str | None, dict[str, list[tuple[str, str]]]]:
-        """The manifest released just before the loaded one and what changed since (``format.md`` §3.5).
+        """The manifest released just before the loaded one and what changed since (``docs/format.md`` §3.5).
 
         Works on every kind of cache (a static copy of the bucket included). Returns ``(None, {})`` when the
         loaded manifest is the first one available.
