@@ -31,6 +31,7 @@ from vbo.cache.stores import (
     LocalStore,
     S3Store,
     StaticStore,
+    StatToken,
     Store,
     relative_path_of_url,
     stat_token,
@@ -113,7 +114,7 @@ class VisualBehaviorOphysProjectCache:
         self._manifest: dict | None = None
         self._manifest_name: str | None = None
         self._tables: dict[str, pd.DataFrame] = {}
-        self._verified: dict[tuple[str, int, int], str] = {}  # (path, size, mtime) → hash, this object only
+        self._verified: dict[StatToken, str] = {}  # (path, size, mtime) → hash, this object only
         self._warned_outdated: set[str] = set()
         if fetch_api is not None:
             fetch_api.project = self
