@@ -254,7 +254,7 @@ def summarize(obj: BehaviorSession, path: str | Path) -> dict[str, Any]:
         ots = np.asarray(obj.ophys_timestamps, dtype=float)
         out["ophys_frames"] = int(ots.size)
         out["ophys_frame_rate_hz"] = md.get("ophys_frame_rate")
-        # the empirical rate of a stream (docs/analysis.md §6, time bases): 1 / mean(diff(timestamps))
+        # the empirical rate of a stream (docs/analysis.md §6.1): 1 / mean(diff(timestamps))
         out["ophys_frame_rate_empirical_hz"] = (
             float(1.0 / np.mean(np.diff(ots))) if ots.size > 1 else None
         )
