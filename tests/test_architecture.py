@@ -22,7 +22,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("file", ("vbo.nwb", "vbo.nwb.", "vbo.derive")),
     ("session", ("vbo.behavior", "vbo.session", "vbo.experiment")),
     ("release", ("vbo.cache.project", "vbo.history")),
-    ("analysis", ("vbo.responses", "vbo.population")),
+    ("analysis", ("vbo.events", "vbo.responses", "vbo.population")),
     ("output", ("vbo", "vbo.__main__", "vbo.plots", "vbo.plots.", "vbo.report", "vbo.report.", "vbo.export",
                 "vbo.cli", "vbo.demo", "vbo.simulate", "vbo.simulate.")),
 )
