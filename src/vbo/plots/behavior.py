@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 
-from vbo.behavior import TRIAL_OUTCOMES
+from vbo import behavior
+from vbo.behavior import TRIAL_OUTCOMES, change_detection_flashes, plain_bool, pupil_series
 from vbo.plots._style import pyplot
 
 HIT_COLOR, FALSE_ALARM_COLOR, DPRIME_COLOR = "darkgreen", "darkred", "black"
@@ -120,12 +123,10 @@ def image_colors(image_names) -> dict:
 def _stimulus_spans(ax, presentations: pd.DataFrame, t0: float, t1: float, colors: dict, alpha: float = 0.25,
                     mark_omitted: bool = True) -> None:
     """Each flash overlapping [t0, t1] as an ``axvspan`` coloured by image; omitted flashes as dashed lines."""
-    from vbo.behavior import _plain_bool, change_detection_flashes
-
     sp = change_detection_flashes(presentations)
     inside = (sp["end_time"].to_numpy(float) >= t0) & (sp["start_time"].to_numpy(float) <= t1)
     sp = sp[inside]
-    omitted = _plain_bool(sp["omitted"]) if "omitted" in sp else np.zeros(len(sp), bool)
+    omitted = plain_bool(sp["omitted"]) if "omitted" in sp else np.zeros(len(sp), bool)
     for (a, b, name, om) in zip(sp["start_time"], sp["end_time"], sp["image_name"], omitted):
         if om:
             if mark_omitted:
@@ -135,8 +136,6 @@ def _stimulus_spans(ax, presentations: pd.DataFrame, t0: float, t1: float, color
 
 
 def _eye(session) -> pd.DataFrame | None:
-    import warnings
-
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
@@ -164,8 +163,6 @@ def behavior_window(session, start: float, stop: float, title: str = "", pupil_c
     pupil_column
         Eye-tracking column of the pupil panel (blink frames removed; omitted when there is no eye tracking).
     """
-    from vbo.behavior import change_detection_flashes, pupil_series
-
     plt = pyplot()
     eye = _eye(session)
     n_rows = 3 if eye is not None else 2
@@ -242,8 +239,6 @@ def trial_type_panels(session, trials_ids: dict | None = None, random_state: int
     trials_ids
         ``{outcome: trials_id}``; by default one trial of each outcome drawn with ``random_state``.
     """
-    from vbo.behavior import pupil_series
-
     plt = pyplot()
     trials = session.trials
     picked = trials_ids if trials_ids is not None else pick_trials(trials, random_state)
@@ -254,8 +249,6 @@ def trial_type_panels(session, trials_ids: dict | None = None, random_state: int
                              gridspec_kw={"height_ratios": [{"running": 2, "licks": 1, "pupil": 2,
                                                              "dff": 3}[r] for r in rows]})
     sp = session.stimulus_presentations
-    from vbo.behavior import change_detection_flashes
-
     colors = image_colors(change_detection_flashes(sp)["image_name"])
     running = _running_frame(session)
     rt, rv = running["timestamps"].to_numpy(float), running["speed"].to_numpy(float)
@@ -350,9 +343,6 @@ def session_summary(session, window: tuple[float, float] | None = None, title: s
     """One session's behavior at a glance: rolling hit/false-alarm rate and d′ over time, the response-
     probability matrix of engaged flashes, and licks/rewards/running with the stimulus spans of ``window``
     (default: the first 60 s of the change-detection block)."""
-    from vbo import behavior
-    from vbo.behavior import change_detection_flashes
-
     plt = pyplot()
     trials = session.trials
     rolling = session.get_rolling_performance_df().ffill()
