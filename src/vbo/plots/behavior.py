@@ -251,14 +251,14 @@ def trial_type_panels(session, trials_ids: dict | None = None, random_state: int
     sp = session.stimulus_presentations
     colors = image_colors(change_detection_flashes(sp)["image_name"])
     running = _running_frame(session)
-    rt, rv = running["timestamps"].to_numpy(float), running["speed"].to_numpy(float)
-    licks = session.licks["timestamps"].to_numpy(float)
-    rewards = session.rewards["timestamps"].to_numpy(float)
+    streams = {"running": (running["timestamps"].to_numpy(float), running["speed"].to_numpy(float)),
+               "licks": session.licks["timestamps"].to_numpy(float),
+               "rewards": session.rewards["timestamps"].to_numpy(float)}
     if eye is not None:
-        et, ev = pupil_series(eye, "pupil_area")
+        streams["pupil"] = pupil_series(eye, "pupil_area")
     if dff is not None:
-        traces = np.stack(dff["dff"].to_numpy()) if len(dff) else np.zeros((0, 0))
-        ot = np.asarray(session.ophys_timestamps, float)
+        streams["dff"] = (np.asarray(session.ophys_timestamps, float),
+                          np.stack(dff["dff"].to_numpy()) if len(dff) else np.zeros((0, 0)))
     for col, outcome in enumerate(TRIAL_TYPES):
         column = axes[:, col]
         column[0].set_title(outcome.replace("_", " "))
@@ -273,37 +273,47 @@ def trial_type_panels(session, trials_ids: dict | None = None, random_state: int
             if np.isfinite(trial["change_time"]):
                 ax.axvline(trial["change_time"], color="k", lw=1)
             ax.set_xlim(t0, t1)
-        for ax, row in zip(column, rows):
-            if row == "running":
-                keep = (rt >= t0) & (rt <= t1)
-                ax.plot(rt[keep], rv[keep], color="0.3")
-                if col == 0:
-                    ax.set_ylabel("speed (cm/s)")
-            elif row == "licks":
-                sel = licks[(licks >= t0) & (licks <= t1)]
-                ax.plot(sel, np.zeros(len(sel)), "o", color="k", ms=3)
-                sel = rewards[(rewards >= t0) & (rewards <= t1)]
-                ax.plot(sel, np.full(len(sel), 0.5), "d", color=REWARD_COLORS["earned"], ms=7)
-                ax.set_ylim(-0.5, 1)
-                ax.set_yticks([])
-                if col == 0:
-                    ax.set_ylabel("licks /\nrewards")
-            elif row == "pupil":
-                keep = (et >= t0) & (et <= t1)
-                ax.plot(et[keep], ev[keep], color="#1f78b4")
-                if col == 0:
-                    ax.set_ylabel("pupil area (pixels²)")
-            elif row == "dff" and traces.size:
-                keep = (ot >= t0) & (ot <= t1)
-                ax.plot(ot[keep], traces[:, keep].T, lw=0.6, alpha=0.7)
-                if col == 0:
-                    ax.set_ylabel("dF/F")
+        _trial_rows(column, rows, streams, t0, t1, labels=col == 0)
         column[-1].set_xlabel("time in session (seconds)")
         column[0].set_title(f"{outcome.replace('_', ' ')} (trial {picked[outcome]})")
     if title:
         fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+def _trial_rows(column, rows: list[str], streams: dict, t0: float, t1: float, labels: bool) -> None:
+    """Draw one trial's streams over [t0, t1] (s) in the axes of ``column``, one axis per name in ``rows``;
+    ``labels``: also the y labels (first column)."""
+    rt, rv = streams["running"]
+    licks, rewards = streams["licks"], streams["rewards"]
+    for ax, row in zip(column, rows):
+        if row == "running":
+            keep = (rt >= t0) & (rt <= t1)
+            ax.plot(rt[keep], rv[keep], color="0.3")
+            if labels:
+                ax.set_ylabel("speed (cm/s)")
+        elif row == "licks":
+            sel = licks[(licks >= t0) & (licks <= t1)]
+            ax.plot(sel, np.zeros(len(sel)), "o", color="k", ms=3)
+            sel = rewards[(rewards >= t0) & (rewards <= t1)]
+            ax.plot(sel, np.full(len(sel), 0.5), "d", color=REWARD_COLORS["earned"], ms=7)
+            ax.set_ylim(-0.5, 1)
+            ax.set_yticks([])
+            if labels:
+                ax.set_ylabel("licks /\nrewards")
+        elif row == "pupil":
+            et, ev = streams["pupil"]
+            keep = (et >= t0) & (et <= t1)
+            ax.plot(et[keep], ev[keep], color="#1f78b4")
+            if labels:
+                ax.set_ylabel("pupil area (pixels²)")
+        elif row == "dff" and streams["dff"][1].size:
+            ot, traces = streams["dff"]
+            keep = (ot >= t0) & (ot <= t1)
+            ax.plot(ot[keep], traces[:, keep].T, lw=0.6, alpha=0.7)
+            if labels:
+                ax.set_ylabel("dF/F")
 
 
 def response_probability_matrix(matrix: pd.DataFrame, title: str = "", annotate: bool = True):
