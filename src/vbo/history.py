@@ -1,6 +1,6 @@
 """Training histories: one row per behavior session with its metadata and performance metrics.
 
-The metrics are those of ``get_performance_metrics`` (``analysis.md`` §1.6), computed from each session's
+The metrics are those of ``get_performance_metrics`` (``docs/analysis.md`` §4), computed from each session's
 NWB file in a process pool and kept on disk next to the data, so that a second call reads them back:
 
 - :func:`training_history` — every behavior session of one mouse, in date order (tutorial "Examine the full

@@ -92,7 +92,7 @@ def annotate_flashes(stimulus_presentations: pd.DataFrame, trials: pd.DataFrame,
                      pupil_columns: tuple[str, ...] = ("pupil_width",),
                      engagement_threshold: float = ENGAGEMENT_THRESHOLD, epoch_duration_mins: float = 10.0,
                      change_match_s: float = 0.5) -> pd.DataFrame:
-    """Per-flash behavioral annotation of the change-detection block (``analysis.md`` §4), vectorised.
+    """Per-flash behavioral annotation of the change-detection block (``docs/analysis.md`` §9), vectorised.
 
     All windows are relative to each flash's ``start_time`` (s). Returns the block's rows of
     ``stimulus_presentations`` (same index) with these columns added:
@@ -309,7 +309,7 @@ def annotate_session(session, **kwargs) -> pd.DataFrame:
 
 def response_probability_matrix(annotated: pd.DataFrame, engaged_only: bool = True, aggfunc="mean",
                                 sort: bool = False, value: str = "response_lick") -> pd.DataFrame:
-    """Lick probability per image transition (``analysis.md`` §5): rows ``previous_image_name``, columns
+    """Lick probability per image transition (``docs/analysis.md`` §10): rows ``previous_image_name``, columns
     ``image_name``.
 
     Uses the flashes of :func:`annotate_flashes` that could be a change, are not auto-rewarded, follow and are

@@ -18,7 +18,7 @@ REWARD_WINDOW_S = 0.75
 REWARD_RATE_TRIAL_WINDOW = 25
 REWARD_RATE_INITIAL_TRIALS = 10
 ENGAGEMENT_THRESHOLD = 2.0
-"""A trial (or flash) is engaged when its reward rate is above this many rewards/min (``analysis.md`` §1.7)."""
+"""A trial (or flash) is engaged when its reward rate is above this many rewards/min (``docs/analysis.md`` §4)."""
 PERFORMANCE_METRIC_KEYS = (
     "trial_count", "go_trial_count", "catch_trial_count", "hit_trial_count", "miss_trial_count",
     "false_alarm_trial_count", "correct_reject_trial_count", "auto_reward_count", "earned_reward_count",
@@ -132,7 +132,7 @@ def rolling_performance(trials: pd.DataFrame, response_window_start: float = 0.1
 def performance_metrics(trials: pd.DataFrame, rewards: pd.DataFrame, response_window_start: float = 0.15,
                         engaged_trial_reward_rate_threshold: float = ENGAGEMENT_THRESHOLD, *,
                         rolling: pd.DataFrame | None = None) -> dict:
-    """The 23-key ``get_performance_metrics`` dict (``analysis.md`` §1.6), in the SDK's key order.
+    """The 23-key ``get_performance_metrics`` dict (``docs/analysis.md`` §4), in the SDK's key order.
 
     Parameters
     ----------
@@ -214,7 +214,7 @@ def _trial_rate(trials) -> tuple[np.ndarray, int]:
 
 def dprime(hit_rate=None, false_alarm_rate=None, go_trials=None, catch_trials=None, limits=False, *,
            fa_rate=None):
-    """d′ = Φ⁻¹(H) − Φ⁻¹(F), with the reference helpers' clipping rules (``analysis.md`` §1.5).
+    """d′ = Φ⁻¹(H) − Φ⁻¹(F), with the reference helpers' clipping rules (``docs/analysis.md`` §3).
 
     Parameters
     ----------
@@ -271,7 +271,7 @@ MAX_DPRIME = 4.6526957480816815
 
 
 def is_engaged(rate: np.ndarray, threshold: float = ENGAGEMENT_THRESHOLD) -> np.ndarray:
-    """Reward rate (rewards/min) above ``threshold``; NaN and ±inf are never engaged (defect D14)."""
+    """Reward rate (rewards/min) above ``threshold``; NaN and ±inf are never engaged (``docs/analysis.md`` §4)."""
     rate = np.asarray(rate, float)
     with np.errstate(invalid="ignore"):
         return np.isfinite(rate) & (rate > threshold)

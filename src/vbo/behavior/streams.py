@@ -16,7 +16,7 @@ LICK_RATE_BIN_FRAMES = 6
 
 def lick_rate(licks: pd.DataFrame, stimulus_timestamps: np.ndarray, bin_size: int = LICK_RATE_BIN_FRAMES,
               center: bool = False, per_second: bool = False) -> pd.DataFrame:
-    """Smoothed lick rate on the stimulus-frame timebase (``analysis.md`` §6).
+    """Smoothed lick rate on the stimulus-frame timebase (``docs/analysis.md`` §5).
 
     A 0/1 lick train (1 at each lick's ``frame``) is averaged over a triangular window of ``bin_size``
     frames (weights ``scipy.signal.windows.triang``, normalised to sum 1).
@@ -83,7 +83,7 @@ DERIVED_PUPIL_SIZES = ("pupil_radius", "pupil_diameter")
 
 
 def pupil_series(eye_tracking: pd.DataFrame, column: str) -> tuple[np.ndarray, np.ndarray]:
-    """(timestamps, values) of one pupil column with blink frames set to NaN (``analysis.md`` §7 steps 2-3, 5).
+    """(timestamps, values) of one pupil column with blink frames set to NaN (``docs/analysis.md`` §11 steps 1–2).
 
     ``pupil_radius`` = √(pupil_area/π) and ``pupil_diameter`` = 2·√(pupil_area/π) are derived from
     ``pupil_area``; times are ``eye_tracking.timestamps`` (never the frame index).
@@ -109,7 +109,7 @@ def gray_screen_interval(stimulus_presentations: pd.DataFrame,
     """(start, end) in s of the gray-screen block whose ``stimulus_block_name`` contains ``block``.
 
     The pre-task gray screen (``initial_gray_screen_5min``) is the pupil-normalisation baseline of
-    ``analysis.md`` §7; ``block="post_behavior_gray_screen"`` gives the one after the task.
+    ``docs/analysis.md`` §11; ``block="post_behavior_gray_screen"`` gives the one after the task.
     """
     sp = stimulus_presentations
     if "stimulus_block_name" not in sp:
@@ -124,7 +124,7 @@ def gray_screen_interval(stimulus_presentations: pd.DataFrame,
 def pupil_trace(eye_tracking: pd.DataFrame, column: str = "pupil_area", *, interpolate: bool = False,
                 max_gap: float | None = None, baseline: tuple[float, float] | None = None, zscore: bool = False,
                 ddof: int = 1, resample_to=None) -> pd.Series:
-    """One pupil measure, preprocessed in the order of ``analysis.md`` §7.
+    """One pupil measure, preprocessed in the order of ``docs/analysis.md`` §11.
 
     Parameters
     ----------

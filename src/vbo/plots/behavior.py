@@ -31,7 +31,7 @@ def stage_color(session_type: str, experience_level: str | None = None) -> str:
 
 
 def training_history(history: pd.DataFrame, title: str = ""):
-    """Max d′ per session across a mouse's training (``analysis.md`` P14), one marker per session coloured by
+    """Max d′ per session across a mouse's training (``docs/analysis.md`` §12.1), one marker per session coloured by
     stage; alternating grey bands mark the runs of one stage.
 
     Parameters
@@ -73,7 +73,7 @@ def training_history(history: pd.DataFrame, title: str = ""):
 
 
 def rolling_performance(rolling: pd.DataFrame, title: str = "", start_time=None):
-    """Rolling hit and false-alarm rates (top) and d′ (bottom) over a session (``analysis.md`` P15).
+    """Rolling hit and false-alarm rates (top) and d′ (bottom) over a session (``docs/analysis.md`` §12.2).
 
     Parameters
     ----------
@@ -152,7 +152,7 @@ def _running_frame(session) -> pd.DataFrame:
 
 def behavior_window(session, start: float, stop: float, title: str = "", pupil_column: str = "pupil_area"):
     """Running speed, licks, rewards and pupil over the time window [start, stop] (s) with the stimulus spans
-    (``analysis.md`` P13/P20): every flash coloured by image, omitted flashes marked by dashed lines, changes by
+    (``docs/analysis.md`` §12.3): every flash coloured by image, omitted flashes marked by dashed lines, changes by
     solid lines.
 
     Parameters
@@ -231,7 +231,7 @@ def pick_trials(trials: pd.DataFrame, random_state: int | None = 0) -> dict:
 
 def trial_type_panels(session, trials_ids: dict | None = None, random_state: int | None = 0, title: str = ""):
     """One column per trial type — hit, miss, false alarm, correct reject — over [trial start, trial stop]
-    (``analysis.md`` P16): running speed, licks and rewards, pupil area and (for experiments) every cell's dF/F,
+    (``docs/analysis.md`` §12.4): running speed, licks and rewards, pupil area and (for experiments) every cell's dF/F,
     with the stimulus spans (omitted flashes dashed) and the change time.
 
     Parameters
@@ -317,13 +317,13 @@ def _trial_rows(column, rows: list[str], streams: dict, t0: float, t1: float, la
 
 
 def response_probability_matrix(matrix: pd.DataFrame, title: str = "", annotate: bool = True):
-    """Lick probability per image transition (``analysis.md`` P21): viridis, 0–1, rows = previous image."""
+    """Lick probability per image transition (``docs/analysis.md`` §10, §12.5): viridis, 0–1, rows = previous image."""
     return _matrix(matrix, "viridis", (0.0, 1.0), "response probability", title or "response probability",
                    annotate)
 
 
 def dprime_matrix(matrix: pd.DataFrame, title: str = "", annotate: bool = True):
-    """d′ per image transition (``analysis.md`` P22): magma, 0–1.5, diagonal blank."""
+    """d′ per image transition (``docs/analysis.md`` §10, §12.5): magma, 0–1.5, diagonal blank."""
     return _matrix(matrix, "magma", (0.0, 1.5), "d′", title or "d′ per image transition", annotate)
 
 

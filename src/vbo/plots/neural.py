@@ -143,7 +143,7 @@ def roi_projection(experiment, projection: str = "max", ax=None, outline_color: 
 
 
 def stimulus_template(templates, name, versions=("unwarped", "warped")):
-    """One stimulus as the template stores it (plot P1): ``imshow`` in gray, one panel per version.
+    """One stimulus as the template stores it (``docs/analysis.md`` §12.7): ``imshow`` in gray, one panel per version.
 
     Parameters
     ----------
@@ -169,7 +169,7 @@ def stimulus_template(templates, name, versions=("unwarped", "warped")):
 
 
 def container_projections(cache, ophys_container_id, projection: str = "max"):
-    """The field of view of every experiment of a container, side by side in acquisition order (plot P3).
+    """The field of view of every experiment of a container, side by side in acquisition order (``docs/analysis.md`` §12.8).
 
     Parameters
     ----------
@@ -198,7 +198,7 @@ def container_projections(cache, ophys_container_id, projection: str = "max"):
 
 
 def plane_population_traces(cache, ophys_session_id, t_range=(300.0, 600.0), data_type: str = "dff", ax=None):
-    """Mean dF/F over cells of every imaging plane of one session, one line per plane (plot P4).
+    """Mean dF/F over cells of every imaging plane of one session, one line per plane (``docs/analysis.md`` §12.9).
 
     Lines are labelled ``<targeted_structure>_<imaging_depth>``; x "time (seconds)" limited to ``t_range``
     (s), y "dF/F"; the title is the cre line and the session id.
