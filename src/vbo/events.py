@@ -143,7 +143,7 @@ def _trace_matrix(traces, column: str | None, cell_ids) -> tuple[np.ndarray, dic
 
 
 def nullable_ids(values) -> np.ndarray:
-    """Cell specimen ids as int64 with −1 for unmatched (null) ROIs."""
+    """Cell specimen ids (any iterable of ints, None or NaN) as an int64 array with −1 for unmatched ROIs."""
     return np.array([-1 if v is None or (isinstance(v, float) and math.isnan(v)) else int(v) for v in values],
                     dtype=np.int64)
 
@@ -345,7 +345,7 @@ def to_wide(tensor: xr.DataArray, cell=None) -> pd.DataFrame:
     return pd.DataFrame(one.to_numpy().T, index=pd.Index(one["time"].to_numpy(), name="time"), columns=names)
 
 
-# --- window means ------------------------------------------------------------------------------------
+# --- response and baseline windows ---------------------------------------------------------------
 
 
 @contextmanager
@@ -383,7 +383,7 @@ def anova_p_values(tensor: xr.DataArray, response_window_duration: float = 0.5,
     """Legacy workshop significance (``trial_response_df``): one-way ANOVA between the samples of the
     response window ``[0, rwd)`` and the equal-length window before the event ``[−rwd, 0)``, per cell and
     event (cells × events; NaN where a window holds NaN or has no variance)."""
-    from scipy import stats
+    from scipy import stats  # heavy: imported on use, keeps ``import vbo.events`` fast
 
     times = tensor["time"].to_numpy()
     rwd = float(response_window_duration)
