@@ -40,14 +40,6 @@ EYE_TRACKING_COLUMNS = [
     "eye_center_y", "eye_width", "eye_height", "eye_phi", "pupil_center_x", "pupil_center_y", "pupil_width",
     "pupil_height", "pupil_phi",
 ]
-PERFORMANCE_KEYS = [
-    "trial_count", "go_trial_count", "catch_trial_count", "hit_trial_count", "miss_trial_count",
-    "false_alarm_trial_count", "correct_reject_trial_count", "auto_reward_count", "earned_reward_count",
-    "total_reward_count", "total_reward_volume", "maximum_reward_rate", "engaged_trial_count", "mean_hit_rate",
-    "mean_hit_rate_uncorrected", "mean_hit_rate_engaged", "mean_false_alarm_rate",
-    "mean_false_alarm_rate_uncorrected", "mean_false_alarm_rate_engaged", "mean_dprime", "mean_dprime_engaged",
-    "max_dprime", "max_dprime_engaged",
-]
 PER_CELL_MEMBERS = [
     "cell_specimen_table", "roi_masks", "dff_traces", "events", "corrected_fluorescence_traces",
     "demixed_traces", "neuropil_traces",
@@ -77,83 +69,34 @@ def variant_dir(tmp_path_factory):
     return tmp_path_factory.mktemp("nwb_variants")
 
 
-@pytest.fixture(scope="session")
-def passive_experiment_nwb(experiment_nwb, variant_dir):
-    return nv.make_passive(experiment_nwb, variant_dir, "passive_experiment.nwb")
+def _variant(base: str, make, *args, **kwargs):
+    """A session fixture: the variant ``make(file of fixture base, variant_dir, *args, **kwargs)``, built once."""
 
-
-@pytest.fixture(scope="session")
-def passive_session_nwb(session_nwb, variant_dir):
-    return nv.make_passive(session_nwb, variant_dir, "passive_session.nwb")
-
-
-@pytest.fixture(scope="session")
-def gratings_nwb(session_nwb, variant_dir):
-    return nv.make_gratings(session_nwb, variant_dir)
-
-
-@pytest.fixture(scope="session")
-def mesoscope_nwb(experiment_nwb, variant_dir):
-    return nv.make_mesoscope(experiment_nwb, variant_dir)
-
-
-@pytest.fixture(scope="session")
-def mesoscope_long_ts_nwb(mesoscope_nwb, variant_dir):
-    return nv.make_timestamp_mismatch(mesoscope_nwb, variant_dir, "mesoscope_long_ts.nwb", extra_frames=5)
-
-
-@pytest.fixture(scope="session")
-def mesoscope_short_ts_nwb(mesoscope_nwb, variant_dir):
-    return nv.make_timestamp_mismatch(mesoscope_nwb, variant_dir, "mesoscope_short_ts.nwb", extra_frames=-5)
-
-
-@pytest.fixture(scope="session")
-def single_long_ts_nwb(experiment_nwb, variant_dir):
-    return nv.make_timestamp_mismatch(experiment_nwb, variant_dir, "single_long_ts.nwb", extra_frames=7)
-
-
-@pytest.fixture(scope="session")
-def single_short_ts_nwb(experiment_nwb, variant_dir):
-    return nv.make_timestamp_mismatch(experiment_nwb, variant_dir, "single_short_ts.nwb", extra_frames=-7)
-
-
-@pytest.fixture(scope="session")
-def no_eye_tracking_nwb(experiment_nwb, variant_dir):
-    return nv.make_no_eye_tracking(experiment_nwb, variant_dir)
-
-
-@pytest.fixture(scope="session")
-def v1_0_nwb(experiment_nwb, variant_dir):
-    return nv.make_v1_0(experiment_nwb, variant_dir)
+    @pytest.fixture(scope="session")
+    def variant(request, variant_dir):
+        return make(request.getfixturevalue(base), variant_dir, *args, **kwargs)
+    return variant
 
 
 NULL_ROWS = (0, 7, 42)
-
-
-@pytest.fixture(scope="session")
-def null_csid_nwb(experiment_nwb, variant_dir):
-    return nv.make_null_cell_specimen_ids(experiment_nwb, variant_dir, rows=NULL_ROWS)
-
-
 EVENT_DROP_ROWS = (1, 5, 50, 119)
-
-
-@pytest.fixture(scope="session")
-def events_subset_nwb(experiment_nwb, variant_dir):
-    return nv.make_events_roi_subset(experiment_nwb, variant_dir, drop_rows=EVENT_DROP_ROWS)
-
-
-@pytest.fixture(scope="session")
-def nonragged_nwb(session_nwb, variant_dir):
-    return nv.make_nonragged_lick_times(session_nwb, variant_dir)
-
-
 INVALID_ROW = 3
 
-
-@pytest.fixture(scope="session")
-def invalid_roi_nwb(experiment_nwb, variant_dir):
-    return nv.make_invalid_roi(experiment_nwb, variant_dir, row=INVALID_ROW)
+passive_experiment_nwb = _variant("experiment_nwb", nv.make_passive, "passive_experiment.nwb")
+passive_session_nwb = _variant("session_nwb", nv.make_passive, "passive_session.nwb")
+gratings_nwb = _variant("session_nwb", nv.make_gratings)
+mesoscope_nwb = _variant("experiment_nwb", nv.make_mesoscope)
+mesoscope_long_ts_nwb = _variant("mesoscope_nwb", nv.make_timestamp_mismatch, "mesoscope_long_ts.nwb", extra_frames=5)
+mesoscope_short_ts_nwb = _variant("mesoscope_nwb", nv.make_timestamp_mismatch, "mesoscope_short_ts.nwb",
+                                  extra_frames=-5)
+single_long_ts_nwb = _variant("experiment_nwb", nv.make_timestamp_mismatch, "single_long_ts.nwb", extra_frames=7)
+single_short_ts_nwb = _variant("experiment_nwb", nv.make_timestamp_mismatch, "single_short_ts.nwb", extra_frames=-7)
+no_eye_tracking_nwb = _variant("experiment_nwb", nv.make_no_eye_tracking)
+v1_0_nwb = _variant("experiment_nwb", nv.make_v1_0)
+null_csid_nwb = _variant("experiment_nwb", nv.make_null_cell_specimen_ids, rows=NULL_ROWS)
+events_subset_nwb = _variant("experiment_nwb", nv.make_events_roi_subset, drop_rows=EVENT_DROP_ROWS)
+nonragged_nwb = _variant("session_nwb", nv.make_nonragged_lick_times)
+invalid_roi_nwb = _variant("experiment_nwb", nv.make_invalid_roi, row=INVALID_ROW)
 
 
 @pytest.fixture(scope="session")
@@ -313,12 +256,12 @@ def test_passive_rolling_performance_has_zero_dprime(passive):
     np.testing.assert_array_equal(reward_rate[10:], np.zeros(n - 10))
 
 
-def test_passive_performance_metrics(passive):
+def test_passive_performance_metrics(passive, session_truth):
     path, cls = passive
     o = _trial_outcomes(path)
     with cls.from_nwb_path(path) as s:
         pm = s.get_performance_metrics()
-    assert list(pm) == PERFORMANCE_KEYS
+    assert list(pm) == list(session_truth["get_performance_metrics"])  # AllenSDK's keys, in its order
     assert pm["trial_count"] == len(o["go"])
     assert pm["go_trial_count"] == o["go"].sum()
     assert pm["catch_trial_count"] == o["catch"].sum()
