@@ -412,7 +412,8 @@ class BehaviorOphysExperiment(BehaviorSession):
             return np.zeros((0, self._n_frames))
         return self._trace_block(layout.DFF, rows, order[positions])
 
-    @data_member(doc=_trace_doc("ΔF/F (change of fluorescence over baseline) of every ROI", "dff", "ΔF/F (unitless)."))
+    @data_member(doc=_trace_doc("ΔF/F (change of fluorescence over baseline) of every ROI", "dff",
+                                "ΔF/F (unitless)."))
     def dff_traces(self) -> pd.DataFrame:
         self.ophys_timestamps  # validates the time base as the SDK does
         return self._trace_frame(layout.DFF, "dff")
