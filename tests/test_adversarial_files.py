@@ -222,7 +222,7 @@ def _swap_two(ends, n):
 
 
 def _no_licks_quirk(f: h5py.File, tmp: Path) -> None:
-    """The writer's encoding of a session without licks (format.md §7.6): one empty string, every end 0."""
+    """The writer's encoding of a session without licks (docs/format.md §7.6): one empty string, every end 0."""
     t = f[TRIALS]
     n = len(t["id"])
     replace_dataset(t, "lick_times", np.array([b""], dtype=object), dtype=h5py.string_dtype("ascii"))

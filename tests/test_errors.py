@@ -126,7 +126,7 @@ def test_behavior_file_opened_as_experiment(session_nwb):
 
 
 def test_experiment_file_opens_as_behavior_session(experiment_nwb):
-    """Not an error: behavior sessions of imaging sessions are read from the experiment file (api.md Q12)."""
+    """Not an error: behavior sessions of imaging sessions are read from the experiment file (docs/format.md §6.7)."""
     with BehaviorSession.from_nwb_path(experiment_nwb) as s:
         assert s.behavior_session_id == 1091562010
         assert len(s.metadata) == 14

@@ -1,4 +1,4 @@
-"""The synthetic cohort and metadata tables (vbo.simulate.mice) against the released tables and format.md §6."""
+"""The synthetic cohort and metadata tables (vbo.simulate.mice) against the released tables and docs/format.md §6."""
 
 from __future__ import annotations
 

@@ -56,7 +56,7 @@ def test_every_manifest_names_its_allensdk(every_version):
         assert allensdk and pipeline[0] is allensdk[0], "AllenSDK reads the first AllenSDK entry"
         assert allensdk[0]["version"] == ALLENSDK_VERSIONS[version]
         assert set(allensdk[0]) == {"name", "version", "comment"}
-    assert ALLENSDK_VERSIONS["0.1.0"] == "2.10.0"  # format.md §3.1
+    assert ALLENSDK_VERSIONS["0.1.0"] == "2.10.0"  # the published v0.1.0 manifest names it (docs/format.md §3)
 
 
 def test_consecutive_versions_really_differ(every_version):
@@ -66,7 +66,7 @@ def test_consecutive_versions_really_differ(every_version):
     first, second = manifests[0], manifests[1]
     changed = sorted(k for k, h in _hashes(first, "metadata_files").items()
                      if _hashes(second, "metadata_files")[k] != h)
-    assert changed == THREE_CSVS  # format.md §3.5 reference: v0.1.0 → v0.2.0 changes only these three
+    assert changed == THREE_CSVS  # docs/format.md §3.5; reference: v0.1.0 → v0.2.0 changes only these three
     assert _hashes(first, "data_files") == _hashes(second, "data_files")
     latest, previous = manifests[-1], manifests[-2]
     changed_data = [k for k, h in _hashes(latest, "data_files").items() if _hashes(previous, "data_files")[k] != h]

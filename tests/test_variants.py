@@ -1,9 +1,9 @@
 """vbo on kinds of released files that the two AllenSDK-written reference files do not cover.
 
 Each variant is built once per test session by ``nwb_variants`` (a copy of a reference file edited
-with h5py into the exact Allen layout).  Expectations come from spec/format.md §7, §8, §10, §11 and
-spec/api.md §3–§5, §9; where the SDK answer for the unedited part of a file is the same, it is taken
-from the SDK truth shipped beside the reference files.
+with h5py into the exact Allen layout).  Expectations come from docs/format.md §7, §8, §10, §11 and
+AllenSDK 2.16.2's behaviour (docs/quirks.md); where the SDK answer for the unedited part of a file is the same,
+it is taken from the SDK truth shipped beside the reference files.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ PER_CELL_MEMBERS = [
 
 
 def _causal_halfnormal(trace: np.ndarray, frame_rate: float, scale_seconds: float = 2 / 31, n_steps: int = 20):
-    """format.md §8.8: half-normal kernel (σ = scale × rate frames), normalised, causal, same length."""
+    """docs/format.md §8.8: half-normal kernel (σ = scale × rate frames), normalised, causal, same length."""
     sigma = scale_seconds * frame_rate
     k = np.arange(n_steps)
     w = np.exp(-0.5 * (k / sigma) ** 2)
@@ -129,7 +129,7 @@ def _check_dynamic_table(table: h5py.Group) -> None:
             idx = table[f"{col}_index"]
             assert len(idx) == n, f"{table.name}/{col}_index"
             end = int(idx[-1]) if n else 0
-            # AllenSDK's writer stores a column without any value as one empty string (format.md §7.6)
+            # AllenSDK's writer stores a column without any value as one empty string (docs/format.md §7.6)
             empty_text = (h5py.check_string_dtype(table[col].dtype) is not None and table[col].shape == (1,)
                           and table[col].asstr()[0] == "")
             stored = 0 if end == 0 and empty_text else len(table[col])
@@ -246,8 +246,8 @@ def test_passive_rolling_performance_has_zero_dprime(passive):
     assert len(df) == n and df.index.name == "trials_id"
     aborted = _trial_outcomes(path)["aborted"]
     dprime = df["rolling_dprime"].to_numpy()
-    # zeros on every non-aborted trial; aborted rows are NaN like every rate column (api.md §4.7,
-    # analysis.md §1.4)
+    # zeros on every non-aborted trial; aborted rows are NaN like every rate column
+    # (docs/analysis.md §3)
     assert (~aborted).sum() > 0
     np.testing.assert_array_equal(dprime[~aborted], np.zeros((~aborted).sum()))
     assert np.isnan(dprime[aborted]).all()
@@ -500,7 +500,7 @@ def test_v1_0_single_block_presentations(v1_0_nwb, experiment_truth):
     np.testing.assert_allclose(sp["start_time"].to_numpy(), block["start_time"].to_numpy())
     assert list(sp["image_name"]) == list(block["image_name"])
     np.testing.assert_array_equal(sp["is_change"].to_numpy(), block["is_change"].to_numpy())
-    # without the initial gray-screen row the count starts at 0 instead of 1 (format.md §8.3 step 7)
+    # without the initial gray-screen row the count starts at 0 instead of 1 (docs/format.md §8.3)
     first_change = int(np.flatnonzero(block["is_change"].to_numpy())[0])
     expected_fsc = block["flashes_since_change"].to_numpy().copy()
     expected_fsc[:first_change] -= 1

@@ -34,7 +34,7 @@ EXPERIMENT = "behavior_ophys_experiment_1091765022"
 SESSION = "behavior_session_1089912433"
 SOURCES = {EXPERIMENT: EXPERIMENT_NWB, SESSION: SESSION_NWB}
 # stored values that differ on purpose: vbo's content holds flashes_since_change as recomputed on read
-# (format.md §8.3 step 7), the SDK stored -99 outside image blocks; every reader recomputes it
+# (docs/format.md §8.3), the SDK stored -99 outside image blocks; every reader recomputes it
 RECOMPUTED_ON_READ = ("flashes_since_change",)
 NOT_LAYOUT = ("/specifications", "/file_create_date")
 
@@ -191,7 +191,7 @@ def test_pynwb_validates_and_reads(stem, written):
 
 
 def test_no_global_registration(written):
-    """Writing loaded the extensions into a private type map only (api.md Q19)."""
+    """Writing loaded the extensions into a private type map only, not pynwb's global one."""
     for namespace in layout.EXTENSION_NAMESPACES:
         assert namespace not in pynwb.available_namespaces()
     code = ("import sys, vbo, vbo.nwb.write, vbo.nwb.content; "
@@ -305,7 +305,7 @@ def test_passive_session(contents, tmp_path):
     path = _write_and_validate(content, tmp_path / "passive.nwb")
     with h5py.File(path, "r") as h5:
         assert "/processing/licking" not in h5 and "/processing/rewards" not in h5
-        # as the SDK's writer stores it (format.md §7.6): flat data one empty string, every index entry 0
+        # as the SDK's writer stores it (docs/format.md §7.6): flat data one empty string, every index entry 0
         assert list(h5[f"{layout.TRIALS}/lick_times"][()]) == [b""]
         index = h5[f"{layout.TRIALS}/lick_times_index"][()]
         assert len(index) == len(content.trials) and (index == 0).all()

@@ -243,7 +243,7 @@ class BehaviorOphysExperiment(BehaviorSession):
 
     @data_member
     def _cell_index(self) -> pd.Index:
-        """``cell_specimen_id`` of the retained ROIs as AllenSDK 2.16.2 builds it (api.md Q38, docs/quirks.md).
+        """``cell_specimen_id`` of the retained ROIs as AllenSDK 2.16.2 builds it (docs/quirks.md; docs/format.md §10).
 
         AllenSDK replaces −1 by None in the stored table's column and lets pandas infer its dtype **before**
         it leaves out invalid ROIs, so the dtype follows every stored ROI: int64 when all are matched;

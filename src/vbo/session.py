@@ -548,7 +548,7 @@ class BehaviorSession:
         for name, values in columns.items():
             if name == "lick_events":
                 continue
-            if isinstance(values, list):  # ragged; text flat data (no lick at all, §7.6) stays object
+            if isinstance(values, list):  # ragged; text flat data (no lick at all, docs/format.md §7.6) stays object
                 series = pd.Series([v if v.dtype == object else np.asarray(v, dtype=np.float64) for v in values],
                                    dtype=object)
             elif name == "lick_times":  # the writer's quirk: one lick per trial stored as a plain column
