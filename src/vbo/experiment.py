@@ -243,7 +243,8 @@ class BehaviorOphysExperiment(BehaviorSession):
 
     @data_member
     def _cell_index(self) -> pd.Index:
-        """``cell_specimen_id`` of the retained ROIs as AllenSDK 2.16.2 builds it (docs/quirks.md; docs/format.md §10).
+        """``cell_specimen_id`` of the retained ROIs as AllenSDK 2.16.2 builds it (docs/quirks.md; null ids:
+        docs/format.md §10).
 
         AllenSDK replaces −1 by None in the stored table's column and lets pandas infer its dtype **before**
         it leaves out invalid ROIs, so the dtype follows every stored ROI: int64 when all are matched;
@@ -314,7 +315,8 @@ class BehaviorOphysExperiment(BehaviorSession):
 
     @data_member(doc=_per_roi_doc(
         "The mask of every ROI", aside=" (two columns of :attr:`cell_specimen_table`)",
-        columns="roi_mask : object\n    Boolean array of the full field of view (e.g. 512 × 512 px), True inside the ROI."))
+        columns="roi_mask : object\n"
+                "    Boolean array of the full field of view (e.g. 512 × 512 px), True inside the ROI."))
     def roi_masks(self) -> pd.DataFrame:
         return self.cell_specimen_table[["cell_roi_id", "roi_mask"]]
 
