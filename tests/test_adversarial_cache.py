@@ -23,7 +23,6 @@ import sys
 import tempfile
 import textwrap
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -37,19 +36,14 @@ from vbo.cache import s3
 
 pytest.importorskip("moto.server", reason="the S3 tests need moto[server] (test extra)")
 from fault_proxy import AdversarialProxy  # noqa: E402
-from s3_server import moto_s3, proxy  # noqa: E402, F401 (proxy: the fixture, on this module's module_proxy)
+from quiet import quiet  # noqa: E402
+from s3_server import proxy, publish_release  # noqa: E402, F401 (proxy: the fixture, on this module's module_proxy)
 
 Cache = vbo.VisualBehaviorOphysProjectCache
 BUCKET = "vbo-adversarial"
 NAME = mf.manifest_name("1.1.0")
 BIG_BYTES = 160 * 1024 * 1024  # release-sized: hashing it takes long enough for a race to show
 LEDGER: list[tuple[str, str, str]] = []  # (case, outcome, detail)
-
-
-def quiet(factory, *args, **kwargs):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return factory(*args, **kwargs)
 
 
 def record(case: str, outcome: str, detail: str = "") -> None:
@@ -274,12 +268,7 @@ def test_cache_folder_that_is_a_regular_file(tmp_path):
 
 @pytest.fixture(scope="module")
 def release(tiny_release):
-    from vbo.cache.publish import publish
-
-    server = moto_s3()
-    server.create_bucket(BUCKET)
-    published = publish(tiny_release.root, BUCKET, client=server.admin)
-    return server, published
+    return publish_release(tiny_release.root, BUCKET)
 
 
 @pytest.fixture(scope="module")

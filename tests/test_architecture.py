@@ -21,9 +21,9 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("source", ("vbo.cache", "vbo.cache.manifest", "vbo.cache.s3", "vbo.cache.download", "vbo.cache.stores",
                 "vbo.cache.publish")),
     ("file", ("vbo.nwb", "vbo.nwb.", "vbo.derive")),
-    ("session", ("vbo.behavior", "vbo.session", "vbo.experiment")),
+    ("session", ("vbo.behavior", "vbo.behavior.", "vbo.session", "vbo.experiment")),
     ("release", ("vbo.cache.project", "vbo.history")),
-    ("analysis", ("vbo.responses", "vbo.population")),
+    ("analysis", ("vbo.events", "vbo.responses", "vbo.population")),
     ("output", ("vbo", "vbo.__main__", "vbo.plots", "vbo.plots.", "vbo.report", "vbo.report.", "vbo.export",
                 "vbo.cli", "vbo.demo", "vbo.simulate", "vbo.simulate.")),
 )
@@ -31,8 +31,6 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
 # Imports of another module's private names (``_x``) or of a private module from outside its package, each with
 # its reason; checked like ALLOWED_UPWARD, so the list only shrinks.
 ALLOWED_PRIVATE: dict[tuple[str, str], str] = {
-    ("vbo.plots.behavior", "vbo.behavior._plain_bool"): "figure code reuses the nullable-boolean helper; make it "
-                                                         "public in vbo.behavior or move it to the figures",
     ("vbo.report.pages", "vbo.plots._style.pyplot"): "report pages draw with the figures' pyplot setup; export "
                                                       "it from vbo.plots",
 }

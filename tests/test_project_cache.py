@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import warnings
 
 import numpy as np
 import pandas as pd
@@ -12,23 +11,17 @@ import pytest
 
 import vbo
 from vbo.cache import manifest as mf
-from vbo.cache.publish import publish
 from vbo.cache.stores import relative_path_of_url
 from vbo.errors import (BehaviorCloudCacheVersionException, OutdatedManifestWarning, ReleaseLookupError, UnknownIdError,
                         UnsupportedCacheOperationError,
                         UnsafeKeyError, UpdatedStimulusPresentationTableWarning)
 
 pytest.importorskip("moto.server", reason="the S3 tests need moto[server] (test extra)")
-from s3_server import moto_s3  # noqa: E402
+from quiet import quiet  # noqa: E402
+from s3_server import moto_s3, publish_release  # noqa: E402
 
 Cache = vbo.VisualBehaviorOphysProjectCache
 BUCKET = "vbo-test-release"
-
-
-def quiet(factory, *args, **kwargs):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return factory(*args, **kwargs)
 
 
 @pytest.fixture(scope="module")
@@ -38,10 +31,7 @@ def static(tiny_release):
 
 @pytest.fixture(scope="module")
 def bucket(tiny_release):
-    server = moto_s3()
-    server.create_bucket(BUCKET)
-    published = publish(tiny_release.root, BUCKET, client=server.admin)
-    return server, published
+    return publish_release(tiny_release.root, BUCKET)
 
 
 @pytest.fixture

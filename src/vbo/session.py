@@ -96,6 +96,21 @@ def adopt(build, handle: FileHandle):
         raise
 
 
+def _running_doc(filtering: str, speed: str) -> str:
+    """Documentation of a running-speed member: the speed ``filtering`` (how it was filtered) and how its
+    ``speed`` column was processed."""
+    return f"""Running speed of the mouse on the wheel, {filtering}: a ``pandas.DataFrame``, one row per stimulus frame.
+
+Index: ``RangeIndex`` (unnamed).
+
+Columns
+-------
+timestamps : float64
+    Stimulus frame time (s, without monitor delay), ≈ 60 Hz.
+speed : float64
+    Running speed (cm/s), {speed}"""
+
+
 class BehaviorSession:
     """A Visual Behavior session (behavior data of a training or imaging session).
 
@@ -448,35 +463,13 @@ class BehaviorSession:
             speed = -speed
         return pd.DataFrame({"timestamps": timestamps, "speed": speed})
 
-    @data_member
+    @data_member(doc=_running_doc("filtered", "10 Hz low-pass filtered. If its mean is below −1 cm/s (encoder "
+                                              "wired backwards)\n    the whole column is negated, as AllenSDK does."))
     def running_speed(self) -> pd.DataFrame:
-        """Running speed of the mouse on the wheel, filtered: a ``pandas.DataFrame``, one row per stimulus frame.
-
-        Index: ``RangeIndex`` (unnamed).
-
-        Columns
-        -------
-        timestamps : float64
-            Stimulus frame time (s, without monitor delay), ≈ 60 Hz.
-        speed : float64
-            Running speed (cm/s), 10 Hz low-pass filtered. If its mean is below −1 cm/s (encoder wired backwards)
-            the whole column is negated, as AllenSDK does.
-        """
         return self._running(layout.RUNNING_SPEED)
 
-    @data_member
+    @data_member(doc=_running_doc("unfiltered", "not filtered; negated as a whole when its mean is below −1 cm/s."))
     def raw_running_speed(self) -> pd.DataFrame:
-        """Running speed of the mouse on the wheel, unfiltered: a ``pandas.DataFrame``, one row per stimulus frame.
-
-        Index: ``RangeIndex`` (unnamed).
-
-        Columns
-        -------
-        timestamps : float64
-            Stimulus frame time (s, without monitor delay), ≈ 60 Hz.
-        speed : float64
-            Running speed (cm/s), not filtered; negated as a whole when its mean is below −1 cm/s.
-        """
         return self._running(layout.RAW_RUNNING_SPEED)
 
     @data_member
@@ -555,7 +548,7 @@ class BehaviorSession:
         for name, values in columns.items():
             if name == "lick_events":
                 continue
-            if isinstance(values, list):  # ragged; text flat data (no lick at all, §7.6) stays object
+            if isinstance(values, list):  # ragged; text flat data (no lick at all, docs/format.md §7.6) stays object
                 series = pd.Series([v if v.dtype == object else np.asarray(v, dtype=np.float64) for v in values],
                                    dtype=object)
             elif name == "lick_times":  # the writer's quirk: one lick per trial stored as a plain column

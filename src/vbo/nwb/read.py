@@ -222,24 +222,25 @@ def exists(where: Where, path: str) -> bool:
     return node(where, path) is not None
 
 
-def group(where: Where, path: str) -> h5py.Group:
-    """The group at ``path``; MissingDataError if absent, MalformedDataError if it is not a group."""
+def _node_of_kind(where: Where, path: str, kind: type, what: str, other: str):
+    """The object at ``path`` if it is a ``kind`` (a ``what``); MissingDataError if absent, MalformedDataError if
+    it is the ``other`` kind of object."""
     obj = node(where, path)
     if obj is None:
-        raise MissingDataError(_filename(where), f"missing group {path}")
-    if not isinstance(obj, h5py.Group):
-        raise MalformedDataError(_filename(where), path, "is a dataset where a group was expected")
+        raise MissingDataError(_filename(where), f"missing {what} {path}")
+    if not isinstance(obj, kind):
+        raise MalformedDataError(_filename(where), path, f"is a {other} where a {what} was expected")
     return obj
+
+
+def group(where: Where, path: str) -> h5py.Group:
+    """The group at ``path``; MissingDataError if absent, MalformedDataError if it is not a group."""
+    return _node_of_kind(where, path, h5py.Group, "group", "dataset")
 
 
 def dataset(where: Where, path: str) -> h5py.Dataset:
     """The dataset at ``path`` (not read); MissingDataError if absent, MalformedDataError if not a dataset."""
-    obj = node(where, path)
-    if obj is None:
-        raise MissingDataError(_filename(where), f"missing dataset {path}")
-    if not isinstance(obj, h5py.Dataset):
-        raise MalformedDataError(_filename(where), path, "is a group where a dataset was expected")
-    return obj
+    return _node_of_kind(where, path, h5py.Dataset, "dataset", "group")
 
 
 def require(f: h5py.File, paths: tuple[str, ...], what: str) -> None:
