@@ -16,7 +16,7 @@ file:
   one cell's dF/F          (on a fresh open, not timed) one ROI's dF/F trace
 
 For each job: wall time, GET requests and bytes through the proxy (counted by the proxy), and ratios from
-the same run (each tool's imports are done before timing). Tools: vbo (``stream=True`` path: :func:`vbo.cache.s3.open_remote`), pynwb on remfile, and
+the same run (each tool's imports are done before timing). Tools: vbo (``stream=True`` path: :func:`vbo.source.remote.open_remote`), pynwb on remfile, and
 lazynwb (which also reads through remfile over HTTP). Targets (printed, never asserted): open + metadata in
 ≤ 10 requests and ≤ 1 s; dff_traces at ≥ 70 % of the link's bandwidth; ≥ 3× faster than the best other tool.
 """

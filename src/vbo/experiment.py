@@ -341,11 +341,10 @@ class BehaviorOphysExperiment(BehaviorSession):
 
     def _prefetch_options(self) -> dict:
         """For a streamed file: fetch the chunks of coming slabs on parallel connections while HDF5 decodes."""
-        remote = getattr(self, "_remote", None)
-        prefetch = getattr(remote, "prefetch", None)
-        if prefetch is None:
+        remote = getattr(self._handle.source, "remote", None)
+        if remote is None:
             return {}
-        return {"prefetch": prefetch, "prefetch_window": remote.cache_bytes // 2}
+        return {"prefetch": remote.prefetch, "prefetch_window": remote.cache_bytes // 2}
 
     def _n_series_frames(self, series: str, rows: np.ndarray) -> int:
         """Frames of a RoiResponseSeries (shape only, nothing read)."""

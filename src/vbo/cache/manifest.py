@@ -13,10 +13,9 @@ import re
 from pathlib import Path
 
 from vbo.errors import ManifestFieldError, UnsafeNameError
+from vbo.source.s3 import BUCKET_NAME, BUCKET_REGION, object_url  # noqa: F401 (re-exported: the release bucket)
 
 PROJECT_NAME = "visual-behavior-ophys"
-BUCKET_NAME = "visual-behavior-ophys-data"
-BUCKET_REGION = "us-west-2"
 METADATA_TABLES = ("behavior_session_table", "ophys_session_table", "ophys_experiment_table", "ophys_cells_table")
 METADATA_PREFIX = "project_metadata"
 MANIFEST_PREFIX = "manifests"
@@ -154,11 +153,6 @@ def manifest_version(name: str) -> tuple[int, int, int]:
     if not match:
         raise ValueError(f"{name!r} is not a manifest file name (expected '<project>_manifest_vX.Y.Z.json')")
     return tuple(int(part) for part in match.group("version").split("."))
-
-
-def object_url(key: str, bucket: str = BUCKET_NAME, region: str = BUCKET_REGION) -> str:
-    """HTTPS URL of an object key in the bucket (the form manifests use)."""
-    return f"https://{bucket}.s3.{region}.amazonaws.com/{key}"
 
 
 def metadata_key(table: str) -> str:

@@ -36,7 +36,7 @@ from vbo.cache.download import (
     reuse_identical,
     verify_file,
 )
-from vbo.cache.s3 import (
+from vbo.source.s3 import (
     anonymous_client,
     bucket_and_key,
     check_object_url,

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Callable
 
 from vbo.cache import manifest as mf
-from vbo.cache.s3 import CONNECT_TIMEOUT, READ_TIMEOUT, bucket_and_key, object_https_url, resolve_endpoint
+from vbo.source.s3 import CONNECT_TIMEOUT, READ_TIMEOUT, bucket_and_key, object_https_url, resolve_endpoint
 
 PREVIOUS_VERSIONS = "previous_versions"
 

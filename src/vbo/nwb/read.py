@@ -610,7 +610,7 @@ def read_transposed(ds: h5py.Dataset, columns: np.ndarray | None = None, *,
     prefetch
         For a streamed file: called with the byte ranges ``[(start, stop), ...]`` of the chunks of the coming
         slabs, up to ``prefetch_window`` bytes ahead of the slab being decoded, so that the network fetches
-        (in parallel) while HDF5 decompresses (e.g. :meth:`vbo.cache.s3.RemoteFile.prefetch`).
+        (in parallel) while HDF5 decompresses (e.g. :meth:`vbo.source.remote.RemoteFile.prefetch`).
 
     Returns
     -------
