@@ -136,6 +136,7 @@ def _vbo_jobs(url: str, cell: int):
     import boto3  # noqa: F401 (vbo imports its S3 client on first use; imports are excluded for every tool)
 
     import vbo
+    import vbo.experiment  # noqa: F401 (vbo imports its classes lazily: done here, before timing, as for the others)
 
     warnings.simplefilter("ignore")  # legacy-method warnings of get_dff_traces
     state = {}

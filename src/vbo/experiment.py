@@ -390,12 +390,13 @@ class BehaviorOphysExperiment(BehaviorSession):
     def _dff_rows(self, positions: np.ndarray) -> np.ndarray:
         """dF/F of the cell-table rows ``positions`` (cells × frames), reading only the stored columns that
         span them (for a streamed file: only their chunks), without loading ``dff_traces``."""
-        self.ophys_timestamps  # validates the time base as dff_traces does
-        rows = self._series_rows(layout.DFF)
-        order = self._align(layout.DFF, rows, self._n_series_frames(layout.DFF, rows), drop_missing=False)
-        if len(positions) == 0:
-            return np.zeros((0, self._n_frames))
-        return self._trace_block(layout.DFF, rows, order[positions])
+        with self._reading("dff_rows"):  # one phase of a streamed file's read plan
+            self.ophys_timestamps  # validates the time base as dff_traces does
+            rows = self._series_rows(layout.DFF)
+            order = self._align(layout.DFF, rows, self._n_series_frames(layout.DFF, rows), drop_missing=False)
+            if len(positions) == 0:
+                return np.zeros((0, self._n_frames))
+            return self._trace_block(layout.DFF, rows, order[positions])
 
     @data_member
     def dff_traces(self) -> pd.DataFrame:

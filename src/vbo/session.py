@@ -6,6 +6,8 @@ import datetime as dt
 import os
 import uuid
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from typing import IO, Any
 
 import h5py
@@ -18,6 +20,7 @@ from vbo.members import data_member
 from vbo.nwb import layout
 from vbo.nwb import read as nwb
 from vbo.nwb.pool import FileHandle
+from vbo.nwb.prefetch import btree_children
 from vbo.values import Coordinates
 
 NwbSource = str | os.PathLike | IO[bytes]
@@ -42,7 +45,10 @@ def open_source(nwb_path: NwbSource) -> FileHandle:
 
 
 def _hdf5_of(opened: source.OpenedFile) -> h5py.File:
-    """``opened`` as HDF5; what the opening made is released if that fails."""
+    """``opened`` as HDF5; what the opening made is released if that fails. A streamed file prefetches the
+    children of a chunk index's B-tree node as soon as the node is read (:func:`vbo.nwb.prefetch.btree_children`)."""
+    if opened.remote is not None:
+        opened.remote.read_hint = btree_children
     try:
         return nwb.open_hdf5(opened.target)
     except BaseException:
@@ -186,9 +192,14 @@ class BehaviorSession:
         """The open file; inside :meth:`_reading` (every data member) the pool cannot close it meanwhile."""
         return self._handle.file()
 
-    def _reading(self):
-        """Context manager keeping the file open (pinned in the pool) while a member is read."""
-        return self._handle.pinned()
+    @contextmanager
+    def _reading(self, member: str | None = None) -> Iterator[None]:
+        """Context manager keeping the file open (pinned in the pool) while ``member`` is read; for a streamed
+        file, also a phase of its read plan (:meth:`vbo.source.remote.RemoteFile.phase`)."""
+        with self._handle.pinned():
+            remote = getattr(self._handle.source, "remote", None)
+            with remote.phase(member) if remote is not None and member else nullcontext():
+                yield
 
     def list_data_attributes_and_methods(self) -> list[str]:
         """The sorted names of the AllenSDK data members of this object (16 for a session)."""

@@ -10,16 +10,21 @@ import io
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 from vbo.errors import S3Error, StreamIntegrityError, UnsafeKeyError
 from vbo.source.digests import DEFAULT_BLOCK_SIZE, BlockDigests, default_digest_dir
+from vbo.source.plan import SMALL_READ_BYTES, ReadPlan, plan_path
 from vbo.source.s3 import (anonymous_client, as_s3_error, backoff_delay, error_code, head_object, is_client_error,
                            is_retryable, parse_object_url)
 
 DEFAULT_CACHE_BYTES = 64 * 1024 * 1024
 DEFAULT_PARALLEL = 8  # range requests in flight at once (prefetch)
+PLAN_MERGE_GAP = 4 * DEFAULT_BLOCK_SIZE  # a planned round fetches gaps up to this size rather than add a request
+OPEN_PHASE = "open"
 
 
 # --- remote file -------------------------------------------------------------------------------------
@@ -59,7 +64,13 @@ class RemoteFile(io.RawIOBase):
         self.bytes_transferred = 0
         self.requests = 0
         self._stats_lock = threading.Lock()
-        head, first_pieces = self._open_requests(version_id, int(block_size), int(tail_bytes))
+        directory = Path(digest_dir or default_digest_dir())
+        plan = self._stored_plan(directory, version_id, size) if verify else None
+        if plan is not None:  # a planned open: size and ETag as recorded, checked on every response
+            head, first_pieces, block_size = {"VersionId": version_id, "ETag": plan.etag, "size": plan.size}, [], \
+                plan.block_size
+        else:
+            head, first_pieces = self._open_requests(version_id, int(block_size), int(tail_bytes))
         self.version_id = version_id or head.get("VersionId") or None
         if self.version_id == "null":
             self.version_id = None
@@ -70,10 +81,11 @@ class RemoteFile(io.RawIOBase):
                                                     f"before")
         self.name = f"s3://{bucket}/{key}" + (f"?versionId={self.version_id}" if self.version_id else "")
         self.digests: BlockDigests | None = None
+        identity = self.version_id or (self.etag or "").strip('"')
+        sidecar = BlockDigests.sidecar_path(directory, bucket, key, identity) if identity else None
         if verify:
-            identity = self.version_id or (self.etag or "").strip('"')
-            if identity:
-                path = BlockDigests.sidecar_path(digest_dir or default_digest_dir(), bucket, key, identity)
+            if sidecar is not None:
+                path = sidecar
                 self.digests = BlockDigests.load(path, self.size, block_size)
                 if hasattr(self.digests, "size_mismatch"):
                     raise StreamIntegrityError(bucket, key, f"the server reports {self.size} bytes for version "
@@ -92,8 +104,60 @@ class RemoteFile(io.RawIOBase):
         self._lock = threading.RLock()
         self.parallel = max(1, int(parallel))
         self._pool: ThreadPoolExecutor | None = None
+        #: ``hint(offset, data, size) -> [(start, stop), ...]``: byte ranges to prefetch after a read of ``data``
+        #: at ``offset`` (e.g. the children of a B-tree node, :func:`vbo.nwb.prefetch.btree_children`), or None.
+        self.read_hint = None
         for start, data in first_pieces:
             self._keep_whole_blocks(start, data)
+        self._start_plan(plan, sidecar)
+
+    # learned read plans
+    def _stored_plan(self, directory: Path, version_id: str | None, size: int | None) -> ReadPlan | None:
+        """The stored plan of a pinned version whose open phase is known (else None: a plain open)."""
+        if not version_id:
+            return None
+        plan = ReadPlan.load(plan_path(BlockDigests.sidecar_path(directory, self.bucket, self.key, version_id)))
+        if plan is None or not plan.has(OPEN_PHASE) or (size is not None and int(size) != plan.size):
+            return None
+        return plan
+
+    def _start_plan(self, plan: ReadPlan | None, sidecar: Path | None) -> None:
+        """Use ``plan`` if it fits this version and block size, else start an empty one; begin the open phase."""
+        if plan is None or not plan.matches(self.size, self.etag, self.block_size):
+            plan = ReadPlan(plan_path(sidecar) if sidecar is not None else None, self.size, self.etag,
+                            self.block_size)
+        self.plan = plan
+        self._phase: str | None = OPEN_PHASE
+        self._phase_depth = 0
+        self._fetch_planned(OPEN_PHASE)
+
+    def _fetch_planned(self, phase: str) -> None:
+        blocks = self.plan.blocks(phase)
+        if blocks:
+            bs = self.block_size
+            self.prefetch([(b * bs, (b + 1) * bs) for b in sorted(blocks)], merge_gap=PLAN_MERGE_GAP)
+
+    @contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        """Within this block, small reads are recorded as phase ``name`` of the read plan, and the blocks the
+        plan holds for ``name`` (from earlier reads of this object version) are fetched at its start, in one
+        parallel round. Nested phases belong to the outermost one. The open phase ends at the first phase."""
+        if self._phase_depth:
+            self._phase_depth += 1
+            try:
+                yield
+            finally:
+                self._phase_depth -= 1
+            return
+        if self._phase == OPEN_PHASE:
+            self.plan.save()
+        self._phase, self._phase_depth = name, 1
+        self._fetch_planned(name)
+        try:
+            yield
+        finally:
+            self._phase, self._phase_depth = None, 0
+            self.plan.save()
 
     def _open_requests(self, version_id: str | None, head_bytes: int, tail_bytes: int):
         """Size, version and ETag of the object from ranged GETs of its first ``head_bytes`` and (in parallel)
@@ -197,6 +261,12 @@ class RemoteFile(io.RawIOBase):
         n = max(0, min(len(view), self.size - start))
         if n:
             view[:n] = self._read_range(start, start + n)
+            if n <= SMALL_READ_BYTES and self._phase is not None:
+                self.plan.touch(self._phase, start, start + n)
+            if self.read_hint is not None:
+                ahead = self.read_hint(start, view[:n], self.size)
+                if ahead:
+                    self.prefetch(ahead)
         self._pos = start + n
         return n
 
@@ -226,6 +296,9 @@ class RemoteFile(io.RawIOBase):
                 self.digests.save()
             except OSError:  # a read-only home: the digests of this read are simply not kept
                 pass
+        plan = getattr(self, "plan", None)  # None if the open failed
+        if plan is not None:
+            plan.save()
         super().close()
 
     def _check_open(self) -> None:
