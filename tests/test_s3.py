@@ -234,10 +234,11 @@ def test_remote_file_missing_object(client):
 # --- streaming NWB reads equal local reads -------------------------------------------------------------
 
 
-def _counting_remote(server, proxy, path, key, block_size):
+def _counting_remote(server, proxy, path, key, block_size, fetch_bytes=None):
     version = server.put_file(BUCKET, key, path)
     proxy.clear()
-    return open_remote(f"{proxy.endpoint}/{BUCKET}/{key}?versionId={version}", block_size=block_size)
+    return open_remote(f"{proxy.endpoint}/{BUCKET}/{key}?versionId={version}", block_size=block_size,
+                       fetch_bytes=fetch_bytes or block_size)
 
 
 def test_streamed_behavior_session_equals_local(server, proxy, session_nwb):
@@ -296,7 +297,7 @@ def test_corrupted_ranges_against_a_verified_file_raise(server, client, proxy, t
     assert isinstance(info.value, VboError) and "verified local file" in str(info.value)
     proxy.clear()
     f = open_remote((BUCKET, "digest/file.bin"), version, client, block_size=65_536, digest_dir=digests,
-                       tail_bytes=0)
+                    tail_bytes=0, fetch_bytes=65_536)
     assert f.block_size == 16_384  # the recorded block size wins
     _corrupt_every_range(proxy, "digest/file.bin")
     with pytest.raises(StreamIntegrityError):
@@ -318,7 +319,7 @@ def test_corrupted_ranges_against_an_earlier_stream_raise(server, client, proxy,
                         digest_dir=digests) as first:
         assert first.read() == data  # first read: digests are recorded, then saved on close
     again = open_remote((BUCKET, "digest/learned.bin"), version, client, block_size=65_536, digest_dir=digests,
-                           tail_bytes=0)
+                        tail_bytes=0, fetch_bytes=65_536)
     _corrupt_every_range(proxy, "digest/learned.bin")
     with pytest.raises(StreamIntegrityError):
         again.seek(150_000)
@@ -337,7 +338,7 @@ def test_prefetch_parallel_ranges_equal_the_object(server, client, proxy, tmp_pa
     version = server.put(BUCKET, "digest/prefetch.bin", data)
     proxy.clear()
     f = open_remote((BUCKET, "digest/prefetch.bin"), version, client, block_size=16_384, parallel=4,
-                       digest_dir=tmp_path, tail_bytes=0)
+                    digest_dir=tmp_path, tail_bytes=0, fetch_bytes=16_384)
     scheduled = f.prefetch([(0, 100_000), (120_000, 400_000), (900_000, 1_000_003)], request_bytes=65_536)
     assert scheduled >= 100_000 - 16_384 + 280_000 + 100_003  # block 0 came with the open
     f.seek(0)

@@ -92,3 +92,18 @@ def test_one_cell_dff_without_loading_the_table(experiment_nwb):
         # rows in cell-table order whatever the order asked, as AllenSDK returns them
         np.testing.assert_array_equal(one, np.stack(exp.dff_traces["dff"].iloc[[3, 7]].to_list()))
         np.testing.assert_array_equal(t, exp.ophys_timestamps)
+
+
+def test_a_corrupt_chunk_still_raises_corrupt_data(tmp_path):
+    from vbo.errors import CorruptDataError
+
+    data = np.random.default_rng(3).random((200, 8))
+    with h5py.File(tmp_path / "x.h5", "w") as f:
+        f.create_dataset("d", data=data, chunks=(50, 4), compression="gzip", shuffle=True)
+    with h5py.File(tmp_path / "x.h5", "r") as f:
+        _, start, size = nwb.chunk_ranges(f["d"])[3]
+    raw = bytearray((tmp_path / "x.h5").read_bytes())
+    raw[start + size // 2:start + size // 2 + 16] = bytes(16)
+    (tmp_path / "x.h5").write_bytes(bytes(raw))
+    with h5py.File(tmp_path / "x.h5", "r") as f, pytest.raises(CorruptDataError):
+        nwb.read_transposed(f["d"])

@@ -13,7 +13,7 @@ import os
 import threading
 from pathlib import Path
 
-DEFAULT_BLOCK_SIZE = 256 * 1024  # bytes per digest (and per range-read block of a new sidecar)
+DEFAULT_BLOCK_SIZE = 64 * 1024  # bytes per digest (and per cached block) of a new sidecar
 DIGEST_DIR_ENV = "VBO_BLOCK_DIGESTS"
 DIGEST_BYTES = 16  # blake2b-128 per block
 _DIGEST_MAGIC = b"VBO-BLOCK-DIGESTS 1\n"

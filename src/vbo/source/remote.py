@@ -22,8 +22,9 @@ from vbo.source.s3 import (anonymous_client, as_s3_error, backoff_delay, error_c
                            is_retryable, parse_object_url)
 
 DEFAULT_CACHE_BYTES = 64 * 1024 * 1024
-DEFAULT_PARALLEL = 8  # range requests in flight at once (prefetch)
-PLAN_MERGE_GAP = 4 * DEFAULT_BLOCK_SIZE  # a planned round fetches gaps up to this size rather than add a request
+DEFAULT_PARALLEL = 16  # range requests in flight at once (prefetch; per-connection throughput is limited)
+DEFAULT_FETCH_BYTES = 256 * 1024  # a read that misses fetches the aligned group of blocks of this size around it
+PLAN_MERGE_GAP = 2 << 20  # gap bytes cost link time, but a planned round's request count stays small  # a planned round fetches gaps up to this size rather than add a request
 OPEN_PHASE = "open"
 
 
@@ -34,14 +35,18 @@ class RemoteFile(io.RawIOBase):
     """Read-only, seekable binary file over byte ranges of one S3 object version.
 
     Reads are served from fixed-size blocks fetched with ranged GETs (contiguous missing blocks in one
-    request) and kept in an LRU cache of at most ``cache_bytes``; a read larger than half the cache is
-    fetched directly. Sequential misses fetch ahead, doubling up to a quarter of the cache.
-    :meth:`prefetch` fetches known byte ranges ahead of use on up to ``parallel`` connections (coalescing
-    nearby ranges); a read of a block in flight waits for it instead of fetching it again. The version is
-    pinned at open (the given ``version_id`` or the one the first GET reports), so an overwrite during reading
-    cannot mix versions. Opening costs one round trip: the first block and the last ``tail_bytes`` (default
-    four blocks) in two parallel GETs, which also report the size, version and ETag (no HeadObject); a given ``size`` (a reopened
-    file) must equal the size the server reports. Thread-safe. ``bytes_transferred`` and ``requests`` count network use.
+    request) and kept in an LRU cache of at most ``cache_bytes``; a read that misses fetches the aligned
+    ``fetch_bytes`` (default 256 KiB) group of blocks around it, a read larger than half the cache is fetched
+    directly, and sequential misses fetch ahead, doubling up to a quarter of the cache. :meth:`prefetch` fetches
+    known byte ranges ahead of use on up to ``parallel`` connections (coalescing nearby ranges); a read of a
+    block in flight waits for it instead of fetching it again. The version is pinned at open (the given
+    ``version_id`` or the one the first GET reports), so an overwrite during reading cannot mix versions.
+    Opening costs one round trip: the first group and the last ``tail_bytes`` (default four groups) in two parallel
+    GETs, which also report the size, version and ETag (no HeadObject); a given ``size`` (a reopened file) must
+    equal the size the server reports. A pinned version read before opens with no round trip of its own: its
+    read plan (:class:`~vbo.source.plan.ReadPlan`, see :meth:`phase`) names the blocks the open needs, fetched
+    in one parallel round, and the recorded size and ETag are checked on every response. Thread-safe.
+    ``bytes_transferred`` and ``requests`` count network use.
 
     Verification (``verify=True``, the default): every response must name the pinned version and the
     object's ETag and cover exactly the requested range; every block's blake2b-128 must equal the digest
@@ -54,11 +59,13 @@ class RemoteFile(io.RawIOBase):
                  block_size: int = DEFAULT_BLOCK_SIZE, cache_bytes: int = DEFAULT_CACHE_BYTES,
                  retries: int = 5, backoff: float = 0.2, max_backoff: float = 5.0,
                  parallel: int = DEFAULT_PARALLEL, verify: bool = True, digest_dir: str | Path | None = None,
-                 tail_bytes: int | None = None, size: int | None = None):
+                 tail_bytes: int | None = None, size: int | None = None,
+                 fetch_bytes: int = DEFAULT_FETCH_BYTES):
         super().__init__()
-        tail_bytes = 4 * block_size if tail_bytes is None else tail_bytes
         if block_size <= 0:
             raise ValueError("block_size must be positive")
+        group_bytes = max(1, int(fetch_bytes) // int(block_size)) * int(block_size)
+        tail_bytes = 4 * group_bytes if tail_bytes is None else tail_bytes  # HDF5 writers' last metadata
         self.client, self.bucket, self.key = client, bucket, key
         self.retries, self.backoff, self.max_backoff = retries, backoff, max_backoff
         self.bytes_transferred = 0
@@ -70,7 +77,7 @@ class RemoteFile(io.RawIOBase):
             head, first_pieces, block_size = {"VersionId": version_id, "ETag": plan.etag, "size": plan.size}, [], \
                 plan.block_size
         else:
-            head, first_pieces = self._open_requests(version_id, int(block_size), int(tail_bytes))
+            head, first_pieces = self._open_requests(version_id, group_bytes, int(tail_bytes))
         self.version_id = version_id or head.get("VersionId") or None
         if self.version_id == "null":
             self.version_id = None
@@ -98,6 +105,7 @@ class RemoteFile(io.RawIOBase):
         self._next_block = -1  # block after the last fetch, to detect sequential reads
         self._ahead = 1
         self.max_ahead_blocks = max(1, (self.cache_bytes // 4) // self.block_size)
+        self.group_blocks = max(1, int(fetch_bytes) // self.block_size)
         self._blocks: OrderedDict[int, bytes] = OrderedDict()
         self._cached = 0
         self._inflight: dict[int, Future] = {}
@@ -135,7 +143,8 @@ class RemoteFile(io.RawIOBase):
         blocks = self.plan.blocks(phase)
         if blocks:
             bs = self.block_size
-            self.prefetch([(b * bs, (b + 1) * bs) for b in sorted(blocks)], merge_gap=PLAN_MERGE_GAP)
+            self.prefetch([(b * bs, (b + 1) * bs) for b in sorted(blocks)], merge_gap=PLAN_MERGE_GAP,
+                          request_bytes=2 * PLAN_MERGE_GAP)
 
     @contextmanager
     def phase(self, name: str) -> Iterator[None]:
@@ -306,7 +315,7 @@ class RemoteFile(io.RawIOBase):
             raise ValueError(f"I/O operation on closed remote file {self.name}")
 
     # prefetching
-    def prefetch(self, ranges, *, merge_gap: int | None = None, request_bytes: int = 8 << 20) -> int:
+    def prefetch(self, ranges, *, merge_gap: int | None = None, request_bytes: int = 2 << 20) -> int:
         """Start fetching byte ranges ``[(start, stop), ...]`` in the background; return the bytes scheduled.
 
         Blocks already cached or in flight are skipped; runs of missing blocks closer than ``merge_gap``
@@ -375,8 +384,7 @@ class RemoteFile(io.RawIOBase):
             else:
                 runs.append([b])
         for run in runs:
-            lo_block = run[0]
-            hi_block = run[-1] if direct else self._read_ahead(run[0], run[-1])
+            lo_block, hi_block = (run[0], run[-1]) if direct else self._widen(run[0], run[-1])
             pieces = self._fetch_blocks(lo_block, hi_block)
             with self._lock:
                 for blk, piece in zip(range(lo_block, hi_block + 1), pieces):
@@ -388,6 +396,20 @@ class RemoteFile(io.RawIOBase):
         joined = b"".join(have[b] for b in range(first, last + 1))
         offset = start - first * self.block_size
         return joined[offset:offset + (stop - start)]
+
+    def _widen(self, first: int, last: int) -> tuple[int, int]:
+        """Blocks to fetch for a miss of blocks ``first..last``: the aligned group of ``fetch_bytes`` around
+        them (a metadata read's neighbours are often read next) and the read-ahead of sequential reads, without
+        blocks that are cached or in flight."""
+        group = self.group_blocks
+        lo = first
+        with self._lock:
+            while lo > first // group * group and lo - 1 not in self._blocks and lo - 1 not in self._inflight:
+                lo -= 1
+            hi, end = last, min((last // group + 1) * group, -(-self.size // self.block_size)) - 1
+            while hi < end and hi + 1 not in self._blocks and hi + 1 not in self._inflight:
+                hi += 1
+        return lo, max(hi, self._read_ahead(first, last))
 
     def _read_ahead(self, first: int, last: int) -> int:
         """Last block to fetch for a miss of blocks ``first..last``: more, doubling, while reads are sequential."""
@@ -485,7 +507,7 @@ def open_remote(source: str | tuple[str, str], version_id: str | None = None, cl
                 block_size: int = DEFAULT_BLOCK_SIZE, cache_bytes: int = DEFAULT_CACHE_BYTES,
                 endpoint_url: str | None = None, buffered: bool = False, parallel: int = DEFAULT_PARALLEL,
                 verify: bool = True, digest_dir: str | Path | None = None,
-                tail_bytes: int | None = None) -> RemoteFile | io.BufferedReader:
+                tail_bytes: int | None = None, fetch_bytes: int = DEFAULT_FETCH_BYTES) -> RemoteFile | io.BufferedReader:
     """Open one S3 object version as a read-only seekable binary file (e.g. for ``h5py.File(f, 'r')``).
 
     Parameters
@@ -508,8 +530,10 @@ def open_remote(source: str | tuple[str, str], version_id: str | None = None, cl
         Check every response and every block against the digests recorded for this object version
         (:class:`BlockDigests`, sidecars in ``digest_dir``, default :func:`default_digest_dir`).
     tail_bytes
-        Bytes at the end of the object fetched at open, in parallel with the first block (default four
-        blocks; HDF5 writers put their last metadata there).
+        Bytes at the end of the object fetched at open, in parallel with the first ``fetch_bytes`` (default
+        four times ``fetch_bytes``; HDF5 writers put their last metadata there).
+    fetch_bytes
+        A read that misses fetches the aligned group of blocks of this size around it (default 256 KiB).
 
     Raises
     ------
@@ -530,5 +554,5 @@ def open_remote(source: str | tuple[str, str], version_id: str | None = None, cl
         client = anonymous_client(endpoint_url or url_endpoint)
     raw = RemoteFile(client, bucket, key, version_id or url_version, block_size=block_size,
                      cache_bytes=cache_bytes, parallel=parallel, verify=verify, digest_dir=digest_dir,
-                     tail_bytes=tail_bytes)
+                     tail_bytes=tail_bytes, fetch_bytes=fetch_bytes)
     return io.BufferedReader(raw, buffer_size=block_size) if buffered else raw
