@@ -24,6 +24,7 @@ from pathlib import Path
 SMALL_READ_BYTES = 64 * 1024  # reads up to this size are metadata-like and recorded
 MAX_PLAN_BYTES = 16 << 20  # blocks kept per phase (at most), in the order they were first touched
 PLAN_VERSION = 1
+MAX_NEXT = 4  # phases remembered as following one phase
 
 
 def plan_path(digest_sidecar: Path) -> Path:
@@ -36,10 +37,12 @@ class ReadPlan:
     ``block_size``); thread-safe. :meth:`touch` records, :meth:`blocks` answers, :meth:`save` merges and writes."""
 
     def __init__(self, path: Path | None, size: int, etag: str | None, block_size: int,
-                 phases: dict[str, list[int]] | None = None):
+                 phases: dict[str, list[int]] | None = None, following: dict[str, list[str]] | None = None):
         self.path, self.size, self.etag, self.block_size = path, int(size), etag, int(block_size)
         self._stored: dict[str, list[int]] = dict(phases or {})
         self._new: dict[str, dict[int, None]] = {}  # insertion-ordered sets
+        self._next: dict[str, list[str]] = dict(following or {})  # phase -> phases that started after it
+        self._next_changed = False
         self._lock = threading.Lock()
 
     @property
@@ -54,7 +57,8 @@ class ReadPlan:
             if raw.get("format") != PLAN_VERSION:
                 return None
             phases = {str(name): _expand(runs) for name, runs in dict(raw["phases"]).items()}
-            return cls(Path(path), int(raw["size"]), raw.get("etag"), int(raw["block_size"]), phases)
+            following = {str(a): [str(b) for b in list(after)] for a, after in dict(raw.get("next", {})).items()}
+            return cls(Path(path), int(raw["size"]), raw.get("etag"), int(raw["block_size"]), phases, following)
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
             return None
 
@@ -74,6 +78,18 @@ class ReadPlan:
     def has(self, phase: str) -> bool:
         return bool(self._stored.get(phase))
 
+    def follow(self, previous: str, phase: str) -> None:
+        """Record that ``phase`` started right after ``previous`` (kept: the last :data:`MAX_NEXT` such phases)."""
+        with self._lock:
+            after = self._next.get(previous, [])
+            if after[:1] != [phase]:
+                self._next[previous] = ([phase] + [p for p in after if p != phase])[:MAX_NEXT]
+                self._next_changed = True
+
+    def next_phases(self, phase: str) -> list[str]:
+        """The phases that started right after ``phase`` before, most recent first."""
+        return list(self._next.get(phase, ()))
+
     def touch(self, phase: str, start: int, stop: int) -> None:
         """Record that ``phase`` read bytes ``[start, stop)`` (a small read)."""
         first, last = start // self.block_size, (max(start, stop - 1)) // self.block_size
@@ -88,7 +104,7 @@ class ReadPlan:
         """Merge what was recorded into the stored plan (re-read first: another process may have saved) and
         write it atomically; does nothing without new blocks or a path. An unwritable folder is ignored."""
         with self._lock:
-            if self.path is None or not any(self._new.values()):
+            if self.path is None or not (any(self._new.values()) or self._next_changed):
                 return
             stored = ReadPlan.load(self.path)
             merged = dict(stored._stored) if stored is not None and \
@@ -98,8 +114,10 @@ class ReadPlan:
                 order.update(dict.fromkeys(self._stored.get(phase, [])))
                 order.update(dict.fromkeys(blocks))
                 merged[phase] = list(order)[:self.max_blocks]
+            following = {**(stored._next if stored is not None and stored.matches(self.size, self.etag, self.block_size)
+                            else {}), **self._next}
             body = {"format": PLAN_VERSION, "size": self.size, "etag": self.etag, "block_size": self.block_size,
-                    "phases": {name: _runs(blocks) for name, blocks in merged.items()}}
+                    "phases": {name: _runs(blocks) for name, blocks in merged.items()}, "next": following}
             try:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
                 tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
@@ -107,8 +125,8 @@ class ReadPlan:
                 os.replace(tmp, self.path)
             except OSError:
                 return  # a read-only home: the plan is simply not kept
-            self._stored = merged
-            self._new = {}
+            self._stored, self._next = merged, following
+            self._new, self._next_changed = {}, False
 
 
 def _runs(blocks: list[int]) -> list[list[int]]:

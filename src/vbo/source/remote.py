@@ -24,7 +24,8 @@ from vbo.source.s3 import (anonymous_client, as_s3_error, backoff_delay, error_c
 DEFAULT_CACHE_BYTES = 64 * 1024 * 1024
 DEFAULT_PARALLEL = 16  # range requests in flight at once (prefetch; per-connection throughput is limited)
 DEFAULT_FETCH_BYTES = 256 * 1024  # a read that misses fetches the aligned group of blocks of this size around it
-PLAN_MERGE_GAP = 2 << 20  # gap bytes cost link time, but a planned round's request count stays small  # a planned round fetches gaps up to this size rather than add a request
+PLAN_MERGE_GAP = 1 << 20  # a planned round fetches gaps up to this size rather than add a request
+NEXT_PHASE_BYTES = 1 << 20  # the open also fetches the plans of the phases that followed it, up to this much  # a planned round fetches gaps up to this size rather than add a request
 OPEN_PHASE = "open"
 
 
@@ -136,11 +137,22 @@ class RemoteFile(io.RawIOBase):
                             self.block_size)
         self.plan = plan
         self._phase: str | None = OPEN_PHASE
+        self._last_phase = OPEN_PHASE
         self._phase_depth = 0
         self._fetch_planned(OPEN_PHASE)
 
     def _fetch_planned(self, phase: str) -> None:
+        """Fetch the planned blocks of ``phase``; the open also fetches the (few) blocks of the phases that came
+        right after an open before (e.g. ``metadata``), so that the first member costs no round trip of its own."""
         blocks = self.plan.blocks(phase)
+        if phase == OPEN_PHASE:
+            extra: dict[int, None] = {}
+            for following in self.plan.next_phases(phase):
+                more = dict.fromkeys(b for b in self.plan.blocks(following) if b not in extra)
+                if (len(extra) + len(more)) * self.block_size > NEXT_PHASE_BYTES:
+                    break
+                extra.update(more)
+            blocks = blocks + list(extra)
         if blocks:
             bs = self.block_size
             self.prefetch([(b * bs, (b + 1) * bs) for b in sorted(blocks)], merge_gap=PLAN_MERGE_GAP,
@@ -160,6 +172,8 @@ class RemoteFile(io.RawIOBase):
             return
         if self._phase == OPEN_PHASE:
             self.plan.save()
+        self.plan.follow(self._last_phase, name)
+        self._last_phase = name
         self._phase, self._phase_depth = name, 1
         self._fetch_planned(name)
         try:
