@@ -193,13 +193,13 @@ class BehaviorSession:
         return self._handle.file()
 
     @contextmanager
-    def _reading(self, member: str | None = None) -> Iterator[None]:
-        """Context manager keeping the file open (pinned in the pool) while ``member`` is read; for a streamed
-        file, also a phase of its read plan (:meth:`vbo.source.remote.RemoteFile.phase`)."""
-        with self._handle.pinned():
+    def _reading(self, member: str | None = None) -> Iterator[h5py.File]:
+        """Context manager keeping the file open (pinned in the pool) while ``member`` is read, giving the file;
+        for a streamed file, also a phase of its read plan (:meth:`vbo.source.remote.RemoteFile.phase`)."""
+        with self._handle.pinned() as file:
             remote = getattr(self._handle.source, "remote", None)
             with remote.phase(member) if remote is not None and member else nullcontext():
-                yield
+                yield file
 
     def list_data_attributes_and_methods(self) -> list[str]:
         """The sorted names of the AllenSDK data members of this object (16 for a session)."""
