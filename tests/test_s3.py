@@ -396,3 +396,54 @@ def test_a_verified_download_is_the_reference_for_streaming(server, client, prox
     with open_remote((BUCKET, "digest/downloaded.bin"), version, client) as good:
         assert good.read() == data
 
+
+
+# --- read plans: a second read of the same version fetches what the first one needed in one round --------
+
+
+def test_a_second_open_follows_the_read_plan(server, proxy, session_nwb, tmp_path):
+    import vbo
+    from vbo.source.plan import ReadPlan, plan_path
+
+    version = server.put_file(BUCKET, "plan/session.nwb", session_nwb)
+    url = f"{proxy.endpoint}/{BUCKET}/plan/session.nwb?versionId={version}"
+    local = vbo.BehaviorSession.from_nwb_path(session_nwb)
+
+    def open_and_read() -> tuple[int, int]:
+        proxy.clear()
+        with vbo.BehaviorSession.from_nwb_path(url) as streamed:
+            assert streamed.metadata == local.metadata
+            opened = len(proxy.requests(method="GET"))
+            pd.testing.assert_frame_equal(streamed.trials, local.trials)
+        return opened, len(proxy.requests(method="GET"))
+
+    cold_open, cold_total = open_and_read()
+    sidecar = BlockDigests.sidecar_path(os.environ["VBO_BLOCK_DIGESTS"], BUCKET, "plan/session.nwb", version)
+    plan = ReadPlan.load(plan_path(sidecar))
+    assert plan is not None and plan.blocks("open") and plan.blocks("metadata") and plan.blocks("trials")
+    warm_open, warm_total = open_and_read()  # same values, fewer round trips (one per phase at most)
+    assert warm_open < cold_open and warm_total <= cold_total
+
+    plan_path(sidecar).write_text("{not json")  # a damaged plan is ignored: a plain open, same values
+    open_and_read()
+    assert ReadPlan.load(plan_path(sidecar)) is not None  # ... and written again
+
+
+def test_a_planned_open_still_checks_every_block(server, client, proxy, tmp_path):
+    from vbo.errors import StreamIntegrityError
+
+    data = random.Random(6).randbytes(400_000)
+    version = server.put(BUCKET, "plan/blocks.bin", data)
+    digests = tmp_path / "digests"
+    with open_remote((BUCKET, "plan/blocks.bin"), version, client, block_size=16_384, digest_dir=digests) as f:
+        for offset in (0, 200_000, 390_000):  # small reads: recorded in the open phase
+            f.seek(offset)
+            assert f.read(100) == data[offset:offset + 100]
+    proxy.clear()
+    again = open_remote((BUCKET, "plan/blocks.bin"), version, client, block_size=16_384, digest_dir=digests)
+    again.seek(200_000)
+    assert again.read(100) == data[200_000:200_100]
+    assert len(proxy.requests(method="GET")) <= 3  # the planned blocks, no open requests of its own
+    _corrupt_every_range(proxy, "plan/blocks.bin")
+    with pytest.raises(StreamIntegrityError):  # planned blocks are verified like any others
+        open_remote((BUCKET, "plan/blocks.bin"), version, client, block_size=16_384, digest_dir=digests).read(100)

@@ -74,8 +74,9 @@ class RemoteFile(io.RawIOBase):
         self._stats_lock = threading.Lock()
         directory = Path(digest_dir or default_digest_dir())
         plan = self._stored_plan(directory, version_id, size) if verify else None
-        if plan is not None:  # a planned open: size and ETag as recorded, checked on every response
-            head, first_pieces, block_size = {"VersionId": version_id, "ETag": plan.etag, "size": plan.size}, [], \
+        if plan is not None:  # a planned open: the recorded size, checked on every response (the ETag is pinned
+            # by the first response, so a mirror with other ETags for the same version still reads)
+            head, first_pieces, block_size = {"VersionId": version_id, "ETag": None, "size": plan.size}, [], \
                 plan.block_size
         else:
             head, first_pieces = self._open_requests(version_id, group_bytes, int(tail_bytes))
@@ -471,6 +472,9 @@ class RemoteFile(io.RawIOBase):
         if self.version_id and version and version != self.version_id:
             problems.append(f"version {version} instead of {self.version_id}")
         etag = response.get("ETag")
+        if self.etag is None and etag:
+            with self._stats_lock:
+                self.etag = self.etag or etag  # a planned open: the first response pins it
         if self.etag and etag and etag != self.etag:
             problems.append(f"ETag {etag} instead of {self.etag}")
         content_range = response.get("ContentRange")
