@@ -341,10 +341,10 @@ class BehaviorOphysExperiment(BehaviorSession):
 
     def _prefetch_options(self) -> dict:
         """For a streamed file: fetch the chunks of coming slabs on parallel connections while HDF5 decodes."""
-        remote = getattr(self._handle.source, "remote", None)
-        if remote is None:
+        prefetch = self._stream_prefetch()
+        if prefetch is None:
             return {}
-        return {"prefetch": remote.prefetch, "prefetch_window": remote.cache_bytes // 2}
+        return {"prefetch": prefetch, "prefetch_window": self._handle.source.remote.cache_bytes // 2}
 
     def _n_series_frames(self, series: str, rows: np.ndarray) -> int:
         """Frames of a RoiResponseSeries (shape only, nothing read)."""

@@ -201,6 +201,12 @@ class BehaviorSession:
             with remote.phase(member) if remote is not None and member else nullcontext():
                 yield file
 
+    def _stream_prefetch(self):
+        """For a streamed file: its :meth:`~vbo.source.remote.RemoteFile.prefetch` (byte ranges fetched in parallel
+        ahead of the reads), else None."""
+        remote = getattr(self._handle.source, "remote", None)
+        return None if remote is None else remote.prefetch
+
     def list_data_attributes_and_methods(self) -> list[str]:
         """The sorted names of the AllenSDK data members of this object (16 for a session)."""
         return sorted(self._DATA_MEMBERS)
@@ -539,6 +545,7 @@ class BehaviorSession:
         if not nwb.exists(h5, layout.TRIALS):
             return pd.DataFrame(index=pd.Index([], dtype=np.int64, name="trials_id"))
         table = nwb.group(h5, layout.TRIALS)
+        nwb.prefetch_tables([table], self._stream_prefetch())
         ids, columns = nwb.read_table(table)
         nwb.check_column_kinds(table, columns, layout.TRIAL_BOOLEAN_COLUMNS, layout.TRIAL_NUMBER_COLUMNS,
                                layout.TRIAL_TEXT_COLUMNS)
@@ -610,13 +617,15 @@ class BehaviorSession:
         """
         h5 = self._h5
         tables = []
-        for name in sorted(nwb.group(h5, layout.INTERVALS)) if nwb.exists(h5, layout.INTERVALS) else []:
-            if name.endswith(layout.PRESENTATIONS_SUFFIX):
-                table = nwb.group(h5, f"{layout.INTERVALS}/{name}")
-                _, columns = nwb.read_table(table, skip=layout.PRESENTATION_SKIP_COLUMNS)
-                nwb.check_column_kinds(table, columns, layout.PRESENTATION_BOOLEAN_COLUMNS,
-                                       layout.PRESENTATION_NUMBER_COLUMNS, layout.PRESENTATION_TEXT_COLUMNS)
-                tables.append(derive.presentation_frame(columns))
+        names = sorted(nwb.group(h5, layout.INTERVALS)) if nwb.exists(h5, layout.INTERVALS) else []
+        groups = [nwb.group(h5, f"{layout.INTERVALS}/{name}") for name in names
+                  if name.endswith(layout.PRESENTATIONS_SUFFIX)]
+        nwb.prefetch_tables(groups, self._stream_prefetch(), layout.PRESENTATION_SKIP_COLUMNS)
+        for table in groups:
+            _, columns = nwb.read_table(table, skip=layout.PRESENTATION_SKIP_COLUMNS)
+            nwb.check_column_kinds(table, columns, layout.PRESENTATION_BOOLEAN_COLUMNS,
+                                   layout.PRESENTATION_NUMBER_COLUMNS, layout.PRESENTATION_TEXT_COLUMNS)
+            tables.append(derive.presentation_frame(columns))
         needs_trials = not all(
             all(c in t for t in tables) for c in ("trials_id", "active", "is_sham_change")
         )

@@ -24,6 +24,7 @@ from vbo.source.s3 import (anonymous_client, as_s3_error, backoff_delay, error_c
 DEFAULT_CACHE_BYTES = 64 * 1024 * 1024
 DEFAULT_PARALLEL = 16  # range requests in flight at once (prefetch; per-connection throughput is limited)
 DEFAULT_FETCH_BYTES = 256 * 1024  # a read that misses fetches the aligned group of blocks of this size around it
+AROUND_MAX_BYTES = 4 << 20  # largest window prefetched around clustered misses
 PLAN_MERGE_GAP = 1 << 20  # a planned round fetches gaps up to this size rather than add a request
 NEXT_PHASE_BYTES = 1 << 20  # the open also fetches the plans of the phases that followed it, up to this much  # a planned round fetches gaps up to this size rather than add a request
 OPEN_PHASE = "open"
@@ -108,6 +109,8 @@ class RemoteFile(io.RawIOBase):
         self._ahead = 1
         self.max_ahead_blocks = max(1, (self.cache_bytes // 4) // self.block_size)
         self.group_blocks = max(1, int(fetch_bytes) // self.block_size)
+        self.max_around = max(self.group_blocks, AROUND_MAX_BYTES // self.block_size)
+        self._around, self._last_miss = self.group_blocks, None
         self._blocks: OrderedDict[int, bytes] = OrderedDict()
         self._cached = 0
         self._inflight: dict[int, Future] = {}
@@ -392,6 +395,8 @@ class RemoteFile(io.RawIOBase):
                 have[b] = self._blocks.get(b)  # None if evicted meanwhile: fetched again below
         missing = [b for b, data in have.items() if data is None]
         direct = (stop - start) > self.cache_bytes // 2
+        if missing and not direct:
+            self._fetch_around(missing[0])
         runs: list[list[int]] = []
         for b in missing:  # runs of consecutive missing blocks, one request each
             if runs and runs[-1][-1] == b - 1:
@@ -411,6 +416,18 @@ class RemoteFile(io.RawIOBase):
         joined = b"".join(have[b] for b in range(first, last + 1))
         offset = start - first * self.block_size
         return joined[offset:offset + (stop - start)]
+
+    def _fetch_around(self, block: int) -> None:
+        """A miss close to the previous one (metadata clustered in a region, e.g. a table's column headers):
+        prefetch the aligned window around it on parallel requests, the window doubling (up to
+        ``AROUND_MAX_BYTES``) while misses stay close; a distant miss starts over."""
+        near = self._last_miss is not None and abs(block - self._last_miss) <= 4 * self._around
+        self._around = min(2 * self._around, self.max_around) if near else self.group_blocks
+        self._last_miss = block
+        if near:
+            lo = block // self._around * self._around
+            bs = self.block_size
+            self.prefetch([(lo * bs, (lo + self._around) * bs)], merge_gap=0, request_bytes=self.group_blocks * bs)
 
     def _widen(self, first: int, last: int) -> tuple[int, int]:
         """Blocks to fetch for a miss of blocks ``first..last``: the aligned group of ``fetch_bytes`` around
