@@ -26,6 +26,7 @@ DEFAULT_PARALLEL = 16  # range requests in flight at once (prefetch; per-connect
 DEFAULT_FETCH_BYTES = 256 * 1024  # a read that misses fetches the aligned group of blocks of this size around it
 AROUND_MAX_BYTES = 4 << 20  # largest window prefetched around clustered misses
 PLAN_MERGE_GAP = 1 << 20  # a planned round fetches gaps up to this size rather than add a request
+PLAN_REQUEST_BYTES = 512 * 1024  # ... in requests of at most this size, in parallel
 NEXT_PHASE_BYTES = 1 << 20  # the open also fetches the plans of the phases that followed it, up to this much  # a planned round fetches gaps up to this size rather than add a request
 OPEN_PHASE = "open"
 
@@ -160,7 +161,7 @@ class RemoteFile(io.RawIOBase):
         if blocks:
             bs = self.block_size
             self.prefetch([(b * bs, (b + 1) * bs) for b in sorted(blocks)], merge_gap=PLAN_MERGE_GAP,
-                          request_bytes=2 * PLAN_MERGE_GAP)
+                          request_bytes=PLAN_REQUEST_BYTES)
 
     @contextmanager
     def phase(self, name: str) -> Iterator[None]:
