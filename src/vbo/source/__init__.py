@@ -3,6 +3,7 @@
 - :mod:`vbo.source.s3` — anonymous S3 client, URL parsing and building, safe keys, listing and sizes.
 - :mod:`vbo.source.remote` — :class:`~vbo.source.remote.RemoteFile`, a seekable file over byte ranges.
 - :mod:`vbo.source.digests` — per-block digests that every streamed read is checked against.
+- :mod:`vbo.source.plan` — learned read plans: the blocks each phase of an earlier read touched.
 
 :func:`open_file` turns a path or a URL into what ``h5py.File`` opens, with a way to open the same bytes
 again later (a pool of open files closes and reopens them); nothing here knows HDF5 or the release cache.
