@@ -9,7 +9,7 @@ Usage (no conftest needed)::
     version = s3.put("bucket", "key", b"bytes")
     with FaultProxy(s3.endpoint) as proxy:
         proxy.inject("reset", after_bytes=100_000, match="key")
-        client = vbo.cache.s3.anonymous_client(proxy.endpoint)
+        client = vbo.source.s3.anonymous_client(proxy.endpoint)
         ...
         proxy.requests(method="GET", match="key")   # what went through, with Range headers and faults
 

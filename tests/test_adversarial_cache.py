@@ -32,7 +32,7 @@ import vbo
 from vbo import errors as E
 from vbo.cache import download as dl
 from vbo.cache import manifest as mf
-from vbo.cache import s3
+from vbo.source import s3
 
 pytest.importorskip("moto.server", reason="the S3 tests need moto[server] (test extra)")
 from fault_proxy import AdversarialProxy  # noqa: E402

@@ -18,9 +18,9 @@ import pytest
 
 from s3_server import FaultProxy, module_proxy, moto_s3, proxy, server  # noqa: F401 (fixtures)
 from vbo.cache import download as dl
-from vbo.cache import s3
 from vbo.cache.manifest import file_hash
 from vbo.errors import DownloadError, HashMismatchError, S3ObjectNotFoundError
+from vbo.source import s3
 
 pytest.importorskip("moto.server", reason="the S3 tests need moto[server] (test extra)")
 
@@ -177,7 +177,8 @@ def test_directory_in_the_way(client, obj, tmp_path):
 _CHILD = textwrap.dedent("""
     import sys, time
     from pathlib import Path
-    from vbo.cache import download as dl, s3
+    from vbo.cache import download as dl
+    from vbo.source import s3
     endpoint, bucket, key, version, digest, dest, go = sys.argv[1:8]
     deadline = time.monotonic() + 20
     while go != "-" and not Path(go).exists() and time.monotonic() < deadline:

@@ -11,7 +11,6 @@ import pytest
 
 import vbo
 from vbo.cache import manifest as mf
-from vbo.cache.stores import relative_path_of_url
 from vbo.errors import (BehaviorCloudCacheVersionException, OutdatedManifestWarning, ReleaseLookupError, UnknownIdError,
                         UnsupportedCacheOperationError,
                         UnsafeKeyError, UpdatedStimulusPresentationTableWarning)
@@ -392,7 +391,7 @@ def test_compare_manifests_names_every_kind_of_change():
     new = manifest("1.1.0", {1: (mf.experiment_nwb_key(1), "v", "9" * 128), 2: (mf.experiment_nwb_key(20), "v", "2" * 128),
                              4: (mf.experiment_nwb_key(4), "v", "4" * 128)})
     new["metadata_files"]["ophys_cells_table"]["file_hash"] = "b" * 128
-    changes = mf.compare_manifests(old, new, relative_path_of_url)
+    changes = mf.compare_manifests(old, new)
     name = "behavior_ophys_experiments/behavior_ophys_experiment_{}.nwb".format
     assert changes["metadata_changes"] == [("project_metadata/ophys_cells_table.csv",
                                             "project_metadata/ophys_cells_table.csv changed")]
@@ -400,5 +399,5 @@ def test_compare_manifests_names_every_kind_of_change():
                                        (name(3), f"{name(3)} deleted"), (name(4), f"{name(4)} created")]
     text = mf.format_comparison("a", "b", changes)
     assert text.splitlines()[5:] == [msg for group in changes.values() for _, msg in group]
-    assert mf.format_comparison("a", "b", mf.compare_manifests(old, old, relative_path_of_url)) == \
+    assert mf.format_comparison("a", "b", mf.compare_manifests(old, old)) == \
         "The two manifests are equivalent"

@@ -357,11 +357,10 @@ class BehaviorOphysExperiment(BehaviorSession):
 
     def _prefetch_options(self) -> dict:
         """For a streamed file: fetch the chunks of coming slabs on parallel connections while HDF5 decodes."""
-        remote = getattr(self, "_remote", None)
-        prefetch = getattr(remote, "prefetch", None)
+        prefetch = self._stream_prefetch()
         if prefetch is None:
             return {}
-        return {"prefetch": prefetch, "prefetch_window": remote.cache_bytes // 2}
+        return {"prefetch": prefetch, "prefetch_window": self._handle.source.remote.cache_bytes // 2}
 
     def _n_series_frames(self, series: str, rows: np.ndarray) -> int:
         """Frames of a RoiResponseSeries (shape only, nothing read)."""
@@ -407,12 +406,13 @@ class BehaviorOphysExperiment(BehaviorSession):
     def _dff_rows(self, positions: np.ndarray) -> np.ndarray:
         """dF/F of the cell-table rows ``positions`` (cells × frames), reading only the stored columns that
         span them (for a streamed file: only their chunks), without loading ``dff_traces``."""
-        self.ophys_timestamps  # validates the time base as dff_traces does
-        rows = self._series_rows(layout.DFF)
-        order = self._align(layout.DFF, rows, self._n_series_frames(layout.DFF, rows), drop_missing=False)
-        if len(positions) == 0:
-            return np.zeros((0, self._n_frames))
-        return self._trace_block(layout.DFF, rows, order[positions])
+        with self._reading("dff_rows"):  # one phase of a streamed file's read plan
+            self.ophys_timestamps  # validates the time base as dff_traces does
+            rows = self._series_rows(layout.DFF)
+            order = self._align(layout.DFF, rows, self._n_series_frames(layout.DFF, rows), drop_missing=False)
+            if len(positions) == 0:
+                return np.zeros((0, self._n_frames))
+            return self._trace_block(layout.DFF, rows, order[positions])
 
     @data_member(doc=_trace_doc("ΔF/F (change of fluorescence over baseline) of every ROI", "dff",
                                 "ΔF/F (unitless)."))

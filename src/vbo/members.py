@@ -44,7 +44,7 @@ class DataMember(property):
         if stored is not _MISSING:
             return stored
         reading = getattr(obj, "_reading", None)
-        with reading() if reading is not None else nullcontext():
+        with reading(self.name) if reading is not None else nullcontext():
             value = self.fget(obj)
         return obj.__dict__.setdefault(self.name, value)
 

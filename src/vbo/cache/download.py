@@ -36,10 +36,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from vbo.cache.manifest import HASH_CHUNK_BYTES, file_hash
-from vbo.cache.s3 import (BlockDigests, anonymous_client, as_s3_error, backoff_delay, is_client_error, is_retryable,
-                         object_size_retrying)
 from vbo.errors import (CacheFolderError, DownloadError, HashMismatchError, LockTimeoutError, PlantedLinkError,
                         UnverifiedObjectError)
+from vbo.source.digests import BlockDigests
+from vbo.source.s3 import (anonymous_client, as_s3_error, backoff_delay, is_client_error, is_retryable,
+                           object_size_retrying)
 
 try:
     import fcntl
@@ -366,7 +367,7 @@ def download_object(client, bucket: str, key: str, version_id: str | None, expec
     Parameters
     ----------
     client
-        A boto3 S3 client (see :func:`vbo.cache.s3.anonymous_client`).
+        A boto3 S3 client (see :func:`vbo.source.s3.anonymous_client`).
     bucket, key, version_id
         The object; ``version_id`` None means the latest version (manifests, listings).
     expected_hash
@@ -633,7 +634,7 @@ def _write_body(body, partial: Path, offset: int, attempts: _Attempts, chunk_siz
 
 def _record_stream_digests(path: Path, bucket: str, key: str, version_id: str) -> None:
     """A file whose blake2b matched the manifest becomes the reference that streamed reads of the same object
-    version are checked against, block by block (:class:`vbo.cache.s3.BlockDigests`)."""
+    version are checked against, block by block (:class:`vbo.source.digests.BlockDigests`)."""
     try:
         BlockDigests.record_file(path, bucket, key, version_id)
     except OSError as err:  # the download itself is sound; streaming then falls back to trust on first use

@@ -10,14 +10,12 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Callable
 from pathlib import Path
 
 from vbo.errors import ManifestFieldError, UnsafeNameError
+from vbo.source.s3 import BUCKET_NAME, BUCKET_REGION, bucket_and_key, object_url  # noqa: F401 (re-exported: the release bucket)
 
 PROJECT_NAME = "visual-behavior-ophys"
-BUCKET_NAME = "visual-behavior-ophys-data"
-BUCKET_REGION = "us-west-2"
 METADATA_TABLES = ("behavior_session_table", "ophys_session_table", "ophys_experiment_table", "ophys_cells_table")
 METADATA_PREFIX = "project_metadata"
 MANIFEST_PREFIX = "manifests"
@@ -157,11 +155,6 @@ def manifest_version(name: str) -> tuple[int, int, int]:
     return tuple(int(part) for part in match.group("version").split("."))
 
 
-def object_url(key: str, bucket: str = BUCKET_NAME, region: str = BUCKET_REGION) -> str:
-    """HTTPS URL of an object key in the bucket (the form manifests use)."""
-    return f"https://{bucket}.s3.{region}.amazonaws.com/{key}"
-
-
 def metadata_key(table: str) -> str:
     return f"{PROJECT_NAME}/{METADATA_PREFIX}/{table}.csv"
 
@@ -214,16 +207,18 @@ def write_manifest(manifest: dict, path: str | Path) -> Path:
 # --- comparing two manifests (docs/format.md §3.5) ------------------------------------------------------------
 
 
-def compare_manifests(first: dict, second: dict,
-                      relative_path: Callable[[str], str]) -> dict[str, list[tuple[str, str]]]:
+def relative_path_of_url(url: str) -> str:
+    """The path of an entry's object below the project folder (``docs/format.md`` §3.3, §3.5)."""
+    return bucket_and_key(url)[1].split("/", 1)[1]
+
+
+def compare_manifests(first: dict, second: dict) -> dict[str, list[tuple[str, str]]]:
     """Changes from manifest ``first`` (older) to ``second`` (``docs/format.md`` §3.5).
 
     Parameters
     ----------
     first, second
         Validated manifests (:func:`validate_manifest`).
-    relative_path
-        Maps an entry's URL to the file's path below the project folder (the cache's URL parser).
 
     Returns
     -------
@@ -233,7 +228,7 @@ def compare_manifests(first: dict, second: dict,
         ``deleted`` or ``created``.
     """
     def hashes(entries: dict) -> dict[str, str]:
-        return {relative_path(e["url"]): e["file_hash"] for e in entries.values()}
+        return {relative_path_of_url(e["url"]): e["file_hash"] for e in entries.values()}
 
     out = {}
     for group, label in (("metadata_files", "metadata_changes"), ("data_files", "data_changes")):

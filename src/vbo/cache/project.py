@@ -33,7 +33,6 @@ from vbo.cache.stores import (
     StaticStore,
     StatToken,
     Store,
-    relative_path_of_url,
     stat_token,
 )
 from vbo.errors import (
@@ -273,7 +272,7 @@ class VisualBehaviorOphysProjectCache:
                                                   "with an S3 cache (from_s3_cache)")
         first, second = (self._store.read_manifest(n) for n in (manifest_0_name, manifest_1_name))
         return mf.format_comparison(manifest_0_name, manifest_1_name,
-                                    mf.compare_manifests(first, second, relative_path_of_url))
+                                    mf.compare_manifests(first, second))
 
     def construct_local_manifest(self) -> None:
         """Hash every data file under the cache folder and write ``_downloaded_data.json`` anew."""
@@ -388,7 +387,7 @@ class VisualBehaviorOphysProjectCache:
             return None, {}
         previous = max(older, key=mf.manifest_version)
         manifest = store.read_manifest(previous)
-        return previous, mf.compare_manifests(manifest, self._manifest, relative_path_of_url)
+        return previous, mf.compare_manifests(manifest, self._manifest)
 
     def get_behavior_ophys_experiment(self, ophys_experiment_id, stream: bool = False, **kwargs):
         """The :class:`vbo.BehaviorOphysExperiment` of one imaging plane (``id`` as int or str).

@@ -16,7 +16,7 @@ import boto3
 from botocore.config import Config
 
 from vbo.cache import manifest as mf
-from vbo.cache.s3 import CONNECT_TIMEOUT, READ_TIMEOUT, bucket_and_key, object_https_url, resolve_endpoint
+from vbo.source.s3 import CONNECT_TIMEOUT, READ_TIMEOUT, bucket_and_key, object_https_url, resolve_endpoint
 
 PREVIOUS_VERSIONS = "previous_versions"
 

@@ -38,7 +38,7 @@ from vbo.cache.download import (
     reuse_identical,
     verify_file,
 )
-from vbo.cache.s3 import (
+from vbo.source.s3 import (
     anonymous_client,
     bucket_and_key,
     check_object_url,
@@ -75,11 +75,6 @@ def relative_key(key: str) -> str:
     """Object key without its first (project) component, checked to stay inside the cache."""
     safe_relative_key(key)
     return safe_relative_key(key.split("/", 1)[1] if "/" in key else key)
-
-
-def relative_path_of_url(url: str) -> str:
-    """The path of an entry's object below the project folder (``docs/format.md`` §3.3, §3.5)."""
-    return bucket_and_key(url)[1].split("/", 1)[1]
 
 
 def entry_key(entry: dict) -> tuple[str | None, str]:

@@ -523,6 +523,38 @@ def read_column(group: h5py.Group, name: str, n_rows: int | None = None,
     return values
 
 
+PREFETCH_TABLE_BYTES = 32 << 20  # tables whose stored columns are larger are read as they come
+
+
+def storage_ranges(ds: h5py.Dataset) -> list[tuple[int, int]]:
+    """Byte ranges ``[(start, stop), ...]`` holding a dataset's stored values: its chunks, or its contiguous
+    storage; ``[]`` for compact or unallocated storage."""
+    if ds.chunks is not None:
+        return [(start, start + size) for _, start, size in chunk_ranges(ds)]
+    offset, size = ds.id.get_offset(), ds.id.get_storage_size()
+    return [(offset, offset + size)] if offset is not None and size else []
+
+
+def prefetch_tables(groups: list[h5py.Group], prefetch: Callable[[list[tuple[int, int]]], Any] | None,
+                    skip: tuple[str, ...] = ()) -> None:
+    """For a streamed file: schedule the stored bytes of every column (and index) of these DynamicTables in one
+    parallel round (:meth:`vbo.source.remote.RemoteFile.prefetch`) before they are read one by one; nothing
+    when ``prefetch`` is None or the columns hold more than :data:`PREFETCH_TABLE_BYTES`."""
+    if prefetch is None:
+        return
+    ranges: list[tuple[int, int]] = []
+    for group in groups:
+        for name in group:
+            if name.split(layout.INDEX_SUFFIX)[0] in skip or \
+                    not isinstance(group.get(name, getlink=True), h5py.HardLink):
+                continue
+            obj = group.get(name)
+            if isinstance(obj, h5py.Dataset):
+                ranges += storage_ranges(obj)
+    if ranges and sum(stop - start for start, stop in ranges) <= PREFETCH_TABLE_BYTES:
+        prefetch(ranges)
+
+
 def read_table(group: h5py.Group, skip: tuple[str, ...] = ()) -> tuple[np.ndarray, dict[str, Any]]:
     """A DynamicTable as ``(ids, {column: values})`` with columns in stored order, every column one per row."""
     ids = integer_ids(group, f"{group.name}/{layout.ID}", read(group, layout.ID))
@@ -611,7 +643,7 @@ def read_transposed(ds: h5py.Dataset, columns: np.ndarray | None = None, *,
     prefetch
         For a streamed file: called with the byte ranges ``[(start, stop), ...]`` of the chunks of the coming
         slabs, up to ``prefetch_window`` bytes ahead of the slab being decoded, so that the network fetches
-        (in parallel) while HDF5 decompresses (e.g. :meth:`vbo.cache.s3.RemoteFile.prefetch`).
+        (in parallel) while HDF5 decompresses (e.g. :meth:`vbo.source.remote.RemoteFile.prefetch`).
 
     Returns
     -------
