@@ -4,17 +4,21 @@ Visual Behavior shows its stimuli on the Brain Observatory monitor (1200 × 1920
 15 cm from the eye). Every image is warped so that equal distances on the screen subtend equal visual angles
 at the eye; pixels the warp never samples are invisible to the mouse. This module computes, once and with
 whole-array numpy, the warp's sampling coordinates and the visible-pixel mask, and applies them to frames
-with the same arithmetic as the AllenSDK (cubic-spline sampling; the movie file: ``docs/format.md`` §5.7), so warped frames are
-byte-identical to the SDK's.
+with the same arithmetic as the AllenSDK (cubic-spline sampling), so warped frames are byte-identical to the
+SDK's. The movie file itself: ``docs/format.md`` §5.7.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 from concurrent.futures import ThreadPoolExecutor
 from functools import cache
+from pathlib import Path
 
 import numpy as np
+import pandas as pd
+from filelock import FileLock
 
 SCREEN_SHAPE = (1200, 1920)  # rows, columns (px)
 PANEL_DIAGONAL_CM = 61.214
@@ -208,7 +212,6 @@ def movie_template(movie: np.ndarray, frames=None, *, n_workers: int | None = No
         (float64 1200 × 1920, NaN where the mouse cannot see) and ``warped`` (uint8 1200 × 1920), one array per
         frame. ``DataFrame.name`` is ``natural_movie_one``.
     """
-    import pandas as pd
 
     movie = np.asarray(movie)
     if movie.ndim != 3 or movie.dtype != np.uint8:
@@ -269,11 +272,6 @@ def _cached_warp(movie: np.ndarray, cache_file, *, build: bool, n_workers: int |
     Returns None when there is no usable cache and ``build`` is False. The file appears only complete
     (written under a lock to a temporary name, then renamed); leftovers of an interrupted build are removed.
     """
-    import hashlib
-    from pathlib import Path
-
-    from filelock import FileLock
-
     base = Path(cache_file)
     key = hashlib.blake2b(np.ascontiguousarray(movie).data, digest_size=8).hexdigest()
     path = base.with_name(f"{base.stem}.{key}{base.suffix or '.npy'}")
