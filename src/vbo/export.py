@@ -210,11 +210,19 @@ def _arrow(frame: pd.DataFrame, dataset: str, metadata: dict):
     return pa.table(arrays, names=names)
 
 
+def _temporary_path(path: Path) -> Path:
+    """This process's temporary name for ``path``, after removing the temporaries an interrupted (killed) earlier
+    writer of the same file left behind (one task at a time writes a unit's files)."""
+    for leftover in path.parent.glob(f".{path.name}.*.tmp"):
+        leftover.unlink(missing_ok=True)
+    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
+
+
 def _write_parquet(frame, path: Path) -> None:
     """Atomic write of a DataFrame or Arrow table: a temporary file renamed into place."""
     path.parent.mkdir(parents=True, exist_ok=True)
     table = frame if isinstance(frame, pa.Table) else pa.Table.from_pandas(frame, preserve_index=False)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = _temporary_path(path)
     pq.write_table(table, tmp)
     os.replace(tmp, path)
 
@@ -228,7 +236,7 @@ def _finish(out_dir: Path, unit: dict, rows: dict[str, int]) -> dict:
     marker = _marker_path(out_dir, unit)
     marker.parent.mkdir(parents=True, exist_ok=True)
     summary = {"key": unit["key"], "files": unit["files"], "rows": rows}
-    tmp = marker.with_name(f".{marker.name}.{os.getpid()}.tmp")
+    tmp = _temporary_path(marker)
     tmp.write_text(json.dumps(summary))
     os.replace(tmp, marker)
     return {"name": unit["name"], **summary}
