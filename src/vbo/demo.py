@@ -47,34 +47,51 @@ def demo_targets(behavior_sessions: pd.DataFrame, experiments: pd.DataFrame) -> 
     """The mouse, experiments, container and session the demo's workflows use (metadata tables only).
 
     The choices overlap where they can, so the demo opens (and a demo release holds) few files: the
-    session with the most planes, its lowest active plane (its mouse's history and container), and per
-    Cre line the experiments the other workflows open anyway."""
+    session with the most planes (the manifest tutorial's novel Vip Multiscope session when it is one of
+    them), its lowest active plane (its mouse's history and container), and per Cre line the experiments
+    the other workflows open anyway."""
     experiments = _indexed(experiments, "ophys_experiment_id").sort_index()
     active = experiments[~experiments["passive"].astype(bool)]
-    planes = active.groupby("ophys_session_id").size()
-    session_id = int(planes.idxmax()) if len(planes) else int(experiments.groupby("ophys_session_id").size().idxmax())
+    novel_sst, novel_vip_session = _tutorial_choices(experiments)
+    session_id = _most_planes_session(experiments, active, prefer=novel_vip_session)
     in_session = active.index[active["ophys_session_id"] == session_id]
     experiment_id = int(in_session.min()) if len(in_session) else int(active.index.min())
     row = experiments.loc[experiment_id]
-    opened = set(experiments.index[(experiments["ophys_session_id"] == session_id)
+    opened = set(experiments.index[(experiments["ophys_session_id"].isin([session_id, novel_vip_session]))
                                    | (experiments["ophys_container_id"] == row["ophys_container_id"])])
+    opened |= {novel_sst} - {None}
     # then Multiscope planes: a third of the frames of a single-plane rig, the same 70-min session
     single_plane = ~active["equipment_name"].astype(str).str.startswith(layout.MESOSCOPE_PREFIX)
     ranked = active.assign(_elsewhere=[i not in opened for i in active.index], _single=single_plane.to_numpy())
     ranked = ranked.sort_values(["_elsewhere", "_single"], kind="stable")
     by_cre = ranked.groupby("cre_line", sort=True).head(EXPERIMENTS_PER_CRE_LINE)
-    # the tutorials' own filters (docs/tutorials.md): the first experiment each one selects
+    return DemoTargets(mouse_id=str(row["mouse_id"]), experiment_id=experiment_id,
+                       by_cre_line=tuple(int(i) for i in sorted(by_cre.index)),
+                       ophys_container_id=int(row["ophys_container_id"]), ophys_session_id=session_id,
+                       first_novel_sst=novel_sst, novel_vip_multiscope_session=novel_vip_session)
+
+
+def _tutorial_choices(experiments: pd.DataFrame) -> tuple[int | None, int | None]:
+    """The tutorials' own filters (docs/tutorials.md), the first row each selects: an Sst experiment of a
+    first novel session 4, and a Vip Multiscope "Novel 1" session."""
     novel_sst = experiments.index[(experiments["cre_line"] == "Sst-IRES-Cre") & (experiments["session_number"] == 4)
                                   & (experiments["prior_exposures_to_image_set"] == 0)]
     novel_vip = experiments[(experiments["project_code"] == "VisualBehaviorMultiscope")
                             & (experiments["cre_line"] == "Vip-IRES-Cre")
                             & (experiments["experience_level"] == "Novel 1")]
-    return DemoTargets(mouse_id=str(row["mouse_id"]), experiment_id=experiment_id,
-                       by_cre_line=tuple(int(i) for i in sorted(by_cre.index)),
-                       ophys_container_id=int(row["ophys_container_id"]), ophys_session_id=session_id,
-                       first_novel_sst=int(novel_sst[0]) if len(novel_sst) else None,
-                       novel_vip_multiscope_session=int(novel_vip["ophys_session_id"].iloc[0]) if len(novel_vip)
-                       else None)
+    return (int(novel_sst[0]) if len(novel_sst) else None,
+            int(novel_vip["ophys_session_id"].iloc[0]) if len(novel_vip) else None)
+
+
+def _most_planes_session(experiments: pd.DataFrame, active: pd.DataFrame, prefer: int | None) -> int:
+    """The active session with the most planes (``prefer`` among equals, else the first); any session
+    when none is active."""
+    planes = active.groupby("ophys_session_id").size()
+    if not len(planes):
+        return int(experiments.groupby("ophys_session_id").size().idxmax())
+    if prefer is not None and planes.get(prefer, 0) == planes.max():
+        return int(prefer)
+    return int(planes.idxmax())
 
 
 def demo_files(tables: dict[str, pd.DataFrame]) -> set[str]:

@@ -103,6 +103,7 @@ RUN_TAU_S = 3.0
 RUN_ENGAGED_MEAN, RUN_DISENGAGED_EXTRA, RUN_GRAY_MEAN, RUN_SPREAD = 10.0, 10.0, 8.0, 15.0  # cm/s
 ENCODER_RADIUS_CM = 6.5
 ENCODER_STEP_CM = 0.0095
+ENCODER_VOLTAGE_STEP = 0.00129  # V: the DAQ's resolution of v_in and v_sig (docs/format.md §7.9)
 RUNNING_CUTOFF_HZ = 10.0
 EYE_RATE = 30.0
 BLINK_RATE = 0.05  # per s
@@ -711,12 +712,18 @@ def _running(setup: _Setup, layout: _FrameLayout, ts: np.ndarray, engagement: _E
     raw = dx.astype(np.float64) / dt_frame
     b, a_ = signal.butter(3, RUNNING_CUTOFF_HZ / (FRAME_RATE / 2.0))
     speed = signal.filtfilt(b, a_, raw)
+    # both voltages are sampled at the DAQ's resolution: v_in sits on a few levels, v_sig (≤ v_in) steps
     v_in_level = rng.uniform(4.85, 4.95)
-    v_in = np.round(v_in_level + rng.normal(0.0, 2e-4, n), 5)
+    v_in = _sampled_volts(np.round((v_in_level + rng.normal(0.0, 2e-4, n)) / ENCODER_VOLTAGE_STEP))
     angle = np.mod(rng.uniform(0, 2 * np.pi) + np.cumsum(dx.astype(np.float64)) / ENCODER_RADIUS_CM, 2 * np.pi)
-    v_sig = np.round(v_in * angle / (2 * np.pi), 6)
+    v_sig = _sampled_volts(np.floor(np.round(v_in / ENCODER_VOLTAGE_STEP) * angle / (2 * np.pi)))
     return {"speed": speed, "speed_unfiltered": raw, "dx": dx, "v_in": v_in, "v_sig": v_sig,
             "true_speed": true_speed, "in_task": in_task, "level": level}
+
+
+def _sampled_volts(counts: np.ndarray) -> np.ndarray:
+    """DAQ counts → volts, at the decimal precision of the step."""
+    return np.round(counts * ENCODER_VOLTAGE_STEP, 8)
 
 
 # --- eye tracking -------------------------------------------------------------------------------
@@ -778,6 +785,11 @@ def _eye_tracking(setup: _Setup, ts: np.ndarray, running_speed: np.ndarray, rng:
         arr[pupil_nan] = np.nan
     for arr in (cr_w, cr_h):
         arr[cr_nan] = np.nan
+    # the ellipse fits are single precision (as in AllenSDK-written files); areas are computed from them
+    (eye_cx, eye_cy, eye_w, eye_h, eye_phi, pupil_cx, pupil_cy, pupil_w, pupil_h, pupil_phi, cr_cx, cr_cy, cr_w, cr_h,
+     cr_phi) = (np.asarray(a, np.float32).astype(np.float64) for a in (
+        eye_cx, eye_cy, eye_w, eye_h, eye_phi, pupil_cx, pupil_cy, pupil_w, pupil_h, pupil_phi, cr_cx, cr_cy, cr_w,
+        cr_h, cr_phi))
 
     eye_area = np.pi * eye_w * eye_h
     pupil_area = np.pi * np.fmax(pupil_w, pupil_h) ** 2
