@@ -26,8 +26,10 @@ import itertools
 import os
 import threading
 import uuid
+import warnings
 import zlib
 from concurrent.futures import ThreadPoolExecutor
+from importlib.metadata import version
 from pathlib import Path
 
 import h5py
@@ -63,8 +65,6 @@ _SPEC_LOCK = threading.Lock()
 
 def _spec_fingerprint() -> str:
     """pynwb and hdmf versions and the extension YAML: what the cached specifications depend on."""
-    from importlib.metadata import version
-
     digest = hashlib.blake2b(digest_size=8)
     digest.update(f"pynwb {version('pynwb')} hdmf {version('hdmf')}".encode())
     for path in sorted(ref.EXTENSIONS_DIR.glob("*.yaml")):
@@ -96,9 +96,7 @@ def prepare() -> Path:
 
 def _write_spec_file(path: Path) -> None:
     """A minimal NWB file written by pynwb with vbo's private type map: its specifications are the ones
-    every file of the reference writer caches."""
-    import warnings
-
+    every file of the reference writer caches (pynwb and hdmf imported here: heavy, and only once per machine)."""
     from hdmf.build import BuildManager
     from pynwb import NWBFile, NWBHDF5IO
 
@@ -525,7 +523,38 @@ def _eye_tracking(tree: _Tree, b: BehaviorContent) -> None:
 
 
 def _ophys(tree: _Tree, o: OphysContent, device: str) -> None:
-    plane = o.imaging_plane
+    """The imaging plane and the ophys module: ROI table, traces, events, motion correction, images."""
+    plane_path = _imaging_plane(tree, o.imaging_plane, device)
+    module = _processing_module(tree, layout.OPHYS_MODULE, ref.OPHYS_MODULE_DESCRIPTION)
+    table = _roi_table(tree, module, o, plane_path)
+    timestamps = ref._float(o.ophys_timestamps)
+    _trace_series(tree, module, o, table, timestamps)
+    table_ref = tree.h5[table].ref
+
+    events = f"{module}/{layout.EVENTS_NAME}"
+    _series(tree, events, ref._float(o.events), timestamps, ref.EVENT_UNIT, neurodata_type="OphysEventDetection",
+            namespace=layout.NS_EVENT_DETECTION, compress=True, shuffle=False)
+    tree.dataset(f"{events}/lambdas", ref._float(o.event_lambdas))
+    tree.dataset(f"{events}/noise_stds", ref._float(o.event_noise_stds))
+    event_rois = tree.dataset(f"{events}/{layout.ROIS}", np.asarray(o.event_rows, dtype=np.int64), expandable=True)
+    tree.typed(event_rois, "DynamicTableRegion", NS_COMMON, description=ref.EVENT_ROIS_DESCRIPTION, table=table_ref)
+
+    for name, values in ((layout.MOTION_X_SERIES, o.motion_x), (layout.MOTION_Y_SERIES, o.motion_y)):
+        _series(tree, f"{module}/{name}", np.asarray(values, dtype=np.int64), timestamps, ref.MOTION_UNIT)
+
+    images = f"{module}/{layout.IMAGES_INTERFACE}"
+    tree.group(images, "Images", description=SERIES_DEFAULTS["description"])
+    resolution = np.float64(float(o.pixel_size_mm) / layout.RESOLUTION_TO_MM)
+    for name, data in ((layout.MAX_PROJECTION_NAME, o.max_projection),
+                       (layout.AVERAGE_PROJECTION_NAME, o.average_projection),
+                       (layout.SEGMENTATION_MASK_NAME, o.segmentation_mask)):
+        image = tree.dataset(f"{images}/{name}", np.asarray(data))
+        tree.typed(image, "GrayscaleImage", NS_CORE, description=ref.IMAGE_DESCRIPTION.format(name),
+                   resolution=resolution)
+
+
+def _imaging_plane(tree: _Tree, plane, device: str) -> str:
+    """``/general/optophysiology/imaging_plane_1`` with its optical channel; returns its path."""
     plane_path = f"{layout.OPTOPHYSIOLOGY}/{layout.IMAGING_PLANE_NAME}"
     tree.group(plane_path, "ImagingPlane")
     channel = f"{plane_path}/{layout.OPTICAL_CHANNEL_NAME}"
@@ -538,8 +567,11 @@ def _ophys(tree: _Tree, o: OphysContent, device: str) -> None:
     tree.dataset(f"{plane_path}/imaging_rate", np.float64(plane.imaging_rate))
     tree.text(f"{plane_path}/indicator", plane.indicator)
     tree.text(f"{plane_path}/location", plane.location)
+    return plane_path
 
-    module = _processing_module(tree, layout.OPHYS_MODULE, ref.OPHYS_MODULE_DESCRIPTION)
+
+def _roi_table(tree: _Tree, module: str, o: OphysContent, plane_path: str) -> str:
+    """The ROI table (``PlaneSegmentation``) with its masks; returns its path."""
     segmentation = f"{module}/{layout.IMAGE_SEGMENTATION}"
     tree.group(segmentation, "ImageSegmentation")
     table = f"{segmentation}/{layout.CELL_TABLE_NAME}"
@@ -558,9 +590,13 @@ def _ophys(tree: _Tree, o: OphysContent, device: str) -> None:
             ref.CELL_COLUMN_DESCRIPTIONS[layout.CELL_TABLE_MASK])
     tree.link(f"{table}/imaging_plane", plane_path)
     tree.h5.require_group(f"{table}/reference_images")
+    return table
 
-    n_roi = len(rois)
-    timestamps = ref._float(o.ophys_timestamps)
+
+def _trace_series(tree: _Tree, module: str, o: OphysContent, table: str, timestamps: np.ndarray) -> None:
+    """dF/F (owning the ``rois`` region), corrected fluorescence with ``r``/``RMSE``, demixed and neuropil
+    traces (their ``rois`` soft links to dF/F's)."""
+    n_roi = len(o.rois)
     table_ref = tree.h5[table].ref
     dff_series = f"{module}/{layout.DFF_INTERFACE}/{layout.TRACES_SERIES}"
     region = f"{dff_series}/{layout.ROIS}"
@@ -591,27 +627,6 @@ def _ophys(tree: _Tree, o: OphysContent, device: str) -> None:
     if o.neuropil is not None:
         tree.group(f"{module}/{layout.NEUROPIL_INTERFACE}", "Fluorescence")
         traces(layout.NEUROPIL_INTERFACE, o.neuropil)
-
-    events = f"{module}/{layout.EVENTS_NAME}"
-    _series(tree, events, ref._float(o.events), timestamps, ref.EVENT_UNIT, neurodata_type="OphysEventDetection",
-            namespace=layout.NS_EVENT_DETECTION, compress=True, shuffle=False)
-    tree.dataset(f"{events}/lambdas", ref._float(o.event_lambdas))
-    tree.dataset(f"{events}/noise_stds", ref._float(o.event_noise_stds))
-    event_rois = tree.dataset(f"{events}/{layout.ROIS}", np.asarray(o.event_rows, dtype=np.int64), expandable=True)
-    tree.typed(event_rois, "DynamicTableRegion", NS_COMMON, description=ref.EVENT_ROIS_DESCRIPTION, table=table_ref)
-
-    for name, values in ((layout.MOTION_X_SERIES, o.motion_x), (layout.MOTION_Y_SERIES, o.motion_y)):
-        _series(tree, f"{module}/{name}", np.asarray(values, dtype=np.int64), timestamps, ref.MOTION_UNIT)
-
-    images = f"{module}/{layout.IMAGES_INTERFACE}"
-    tree.group(images, "Images", description=SERIES_DEFAULTS["description"])
-    resolution = np.float64(float(o.pixel_size_mm) / layout.RESOLUTION_TO_MM)
-    for name, data in ((layout.MAX_PROJECTION_NAME, o.max_projection),
-                       (layout.AVERAGE_PROJECTION_NAME, o.average_projection),
-                       (layout.SEGMENTATION_MASK_NAME, o.segmentation_mask)):
-        image = tree.dataset(f"{images}/{name}", np.asarray(data))
-        tree.typed(image, "GrayscaleImage", NS_CORE, description=ref.IMAGE_DESCRIPTION.format(name),
-                   resolution=resolution)
 
 
 def _write_tree(h5: h5py.File, content: BehaviorContent | OphysContent, specifications: Path) -> None:

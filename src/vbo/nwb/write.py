@@ -231,7 +231,7 @@ def _ragged(cells) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _no_licks(n_trials: int) -> tuple[np.ndarray, np.ndarray]:
-    """``lick_times`` of a session without a single lick, as the SDK's writer stores it (format.md §7.6):
+    """``lick_times`` of a session without a single lick, as the SDK's writer stores it (docs/format.md §7.6):
     flat data one empty string (not float), every index entry 0."""
     return np.array([""], dtype=object), np.zeros(n_trials, dtype=_index_dtype(0))
 
@@ -487,7 +487,7 @@ def _presentation_order(columns) -> list[str]:
 
 
 def _presentation_tables(presentations: pd.DataFrame, stimulus_ts, stimulus_times: np.ndarray) -> list:
-    """One TimeIntervals per ``stimulus_name``, in first-appearance order (format.md §7.5); the
+    """One TimeIntervals per ``stimulus_name``, in first-appearance order (docs/format.md §7.5); the
     ``timeseries`` column points into ``stimulus_ts`` (frame times ``stimulus_times``) as pynwb would."""
     from hdmf.common import VectorIndex
     from pynwb.base import TimeSeriesReference, TimeSeriesReferenceVectorData
