@@ -205,6 +205,19 @@ class Stream:
     ophys: bool = False  # only in experiment files
 
 
+def _series_stream(member: str, module: str, series: str) -> Stream:
+    """The stream of a TimeSeries ``/processing/<module>/<series>``: its data and timestamps."""
+    path = f"/processing/{module}/{series}"
+    return Stream(member, (member,), path, lambda f: _h5_read(f, f"{path}/data", f"{path}/timestamps"),
+                  _nwb_series(module, series))
+
+
+def _traces_stream(member: str, interface: str) -> Stream:
+    """The stream of a RoiResponseSeries ``traces`` in the ``ophys`` module's ``interface``."""
+    path = f"/processing/ophys/{interface}/traces"
+    return Stream(member, (member,), path, _h5_traces(path), _nwb_rrs(interface, "traces"), ophys=True)
+
+
 STREAMS: list[Stream] = [
     Stream(
         "task_parameters", ("task_parameters",), "/general/task_parameters",
@@ -216,11 +229,7 @@ STREAMS: list[Stream] = [
         lambda f: _h5_read(f, "/processing/stimulus/timestamps/timestamps"),
         lambda n: n.processing["stimulus"]["timestamps"].timestamps[:],
     ),
-    Stream(
-        "licks", ("licks",), "/processing/licking/licks",
-        lambda f: _h5_read(f, "/processing/licking/licks/data", "/processing/licking/licks/timestamps"),
-        _nwb_series("licking", "licks"),
-    ),
+    _series_stream("licks", "licking", "licks"),
     Stream(
         "rewards", ("rewards",), "/processing/rewards/volume",
         lambda f: _h5_read(
@@ -229,18 +238,8 @@ STREAMS: list[Stream] = [
         ),
         lambda n: (*_nwb_series("rewards", "volume")(n), n.processing["rewards"]["autorewarded"].data[:]),
     ),
-    Stream(
-        "running_speed", ("running_speed",), "/processing/running/speed",
-        lambda f: _h5_read(f, "/processing/running/speed/data", "/processing/running/speed/timestamps"),
-        _nwb_series("running", "speed"),
-    ),
-    Stream(
-        "raw_running_speed", ("raw_running_speed",), "/processing/running/speed_unfiltered",
-        lambda f: _h5_read(
-            f, "/processing/running/speed_unfiltered/data", "/processing/running/speed_unfiltered/timestamps"
-        ),
-        _nwb_series("running", "speed_unfiltered"),
-    ),
+    _series_stream("running_speed", "running", "speed"),
+    _series_stream("raw_running_speed", "running", "speed_unfiltered"),
     Stream(
         "trials", ("trials",), "/intervals/trials",
         lambda f: _h5_table(f["/intervals/trials"]),
@@ -269,10 +268,7 @@ STREAMS: list[Stream] = [
         lambda n: n.processing["ophys"]["image_segmentation"]["cell_specimen_table"].to_dataframe(),
         ophys=True,
     ),
-    Stream(
-        "dff_traces", ("dff_traces",), "/processing/ophys/dff/traces",
-        _h5_traces("/processing/ophys/dff/traces"), _nwb_rrs("dff", "traces"), ophys=True,
-    ),
+    _traces_stream("dff_traces", "dff"),
     Stream(
         "corrected_fluorescence_traces", ("corrected_fluorescence_traces",),
         "/processing/ophys/corrected_fluorescence/traces",
@@ -284,14 +280,8 @@ STREAMS: list[Stream] = [
         ),
         _nwb_corrected, ophys=True,
     ),
-    Stream(
-        "demixed_traces", ("demixed_traces",), "/processing/ophys/demixed_trace/traces",
-        _h5_traces("/processing/ophys/demixed_trace/traces"), _nwb_rrs("demixed_trace", "traces"), ophys=True,
-    ),
-    Stream(
-        "neuropil_traces", ("neuropil_traces",), "/processing/ophys/neuropil_trace/traces",
-        _h5_traces("/processing/ophys/neuropil_trace/traces"), _nwb_rrs("neuropil_trace", "traces"), ophys=True,
-    ),
+    _traces_stream("demixed_traces", "demixed_trace"),
+    _traces_stream("neuropil_traces", "neuropil_trace"),
     Stream(
         "events", ("events",), "/processing/ophys/event_detection",
         lambda f: _h5_read(
@@ -398,10 +388,18 @@ def _call_member(obj, name: str):
     return value
 
 
-class _VboReader:
+class _Reader:
+    """A reader of one file: ``open``, ``read`` streams (keeping what it reads), ``held_bytes``, ``close``."""
+
     def __init__(self, path: str, ophys: bool):
         self.path, self.ophys = path, ophys
+        self.kept: list[Any] = []  # what was read, kept as vbo keeps its members: same memory story
 
+    def held_bytes(self, streams: list[str]) -> int:
+        return _held_bytes(self.kept)
+
+
+class _VboReader(_Reader):
     def open(self):
         import vbo
 
@@ -428,44 +426,30 @@ class _VboReader:
         self.obj.close()
 
 
-class _PynwbReader:
-    def __init__(self, path: str, ophys: bool):
-        self.path, self.ophys = path, ophys
-
+class _PynwbReader(_Reader):
     def open(self):
         from pynwb import NWBHDF5IO
 
-        self.kept: list[Any] = []
         self.io = NWBHDF5IO(self.path, "r", load_namespaces=True)
         self.nwb = self.io.read()
         _nwb_open(self.nwb, self.ophys)
 
     def read(self, stream: Stream):
-        self.kept.append(stream.nwb(self.nwb))  # kept, as vbo keeps its members: same memory story
-
-    def held_bytes(self, streams: list[str]) -> int:
-        return _held_bytes(self.kept)
+        self.kept.append(stream.nwb(self.nwb))
 
     def close(self):
         self.io.close()
 
 
-class _H5pyReader:
-    def __init__(self, path: str, ophys: bool):
-        self.path, self.ophys = path, ophys
-
+class _H5pyReader(_Reader):
     def open(self):
         import h5py
 
-        self.kept: list[Any] = []
         self.f = h5py.File(self.path, "r")
         _h5_open(self.f, self.ophys)
 
     def read(self, stream: Stream):
         self.kept.append(stream.h5(self.f))
-
-    def held_bytes(self, streams: list[str]) -> int:
-        return _held_bytes(self.kept)
 
     def close(self):
         self.f.close()

@@ -88,7 +88,7 @@ def pytest_terminal_summary(terminalreporter):
 
 @pytest.fixture(autouse=True, scope="session")
 def _block_digests_in_a_temporary_folder(tmp_path_factory):
-    """Streamed reads record block digests (vbo.cache.s3.BlockDigests): keep them out of the user's home."""
+    """Streamed reads record block digests (vbo.source.digests.BlockDigests): keep them out of the user's home."""
     previous = os.environ.get("VBO_BLOCK_DIGESTS")
     os.environ["VBO_BLOCK_DIGESTS"] = str(tmp_path_factory.mktemp("block-digests"))
     yield

@@ -5,10 +5,11 @@ Usage (no conftest needed)::
     from s3_server import FaultProxy, moto_s3
     s3 = moto_s3()                       # one per test process, stopped at exit
     s3.create_bucket("bucket")           # versioned
+    s3, manifests = publish_release(release_folder, "bucket")   # or: a whole simulated release
     version = s3.put("bucket", "key", b"bytes")
     with FaultProxy(s3.endpoint) as proxy:
         proxy.inject("reset", after_bytes=100_000, match="key")
-        client = vbo.cache.s3.anonymous_client(proxy.endpoint)
+        client = vbo.source.s3.anonymous_client(proxy.endpoint)
         ...
         proxy.requests(method="GET", match="key")   # what went through, with Range headers and faults
 
@@ -99,6 +100,18 @@ def moto_s3() -> MotoS3:
             _MOTO = MotoS3()
             atexit.register(_MOTO.stop)
         return _MOTO
+
+
+def publish_release(root, bucket: str) -> tuple[MotoS3, dict]:
+    """Publish the release folder ``root`` to a new versioned ``bucket`` of the test process's moto server.
+
+    Returns the server and what :func:`vbo.cache.publish.publish` returned (the published manifests by name).
+    """
+    from vbo.cache.publish import publish
+
+    server = moto_s3()
+    server.create_bucket(bucket)
+    return server, publish(root, bucket, client=server.admin)
 
 
 @dataclass

@@ -23,7 +23,6 @@ import sys
 import tempfile
 import textwrap
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -33,23 +32,18 @@ import vbo
 from vbo import errors as E
 from vbo.cache import download as dl
 from vbo.cache import manifest as mf
-from vbo.cache import s3
+from vbo.source import s3
 
 pytest.importorskip("moto.server", reason="the S3 tests need moto[server] (test extra)")
 from fault_proxy import AdversarialProxy  # noqa: E402
-from s3_server import moto_s3, proxy  # noqa: E402, F401 (proxy: the fixture, on this module's module_proxy)
+from quiet import quiet  # noqa: E402
+from s3_server import proxy, publish_release  # noqa: E402, F401 (proxy: the fixture, on this module's module_proxy)
 
 Cache = vbo.VisualBehaviorOphysProjectCache
 BUCKET = "vbo-adversarial"
 NAME = mf.manifest_name("1.1.0")
 BIG_BYTES = 160 * 1024 * 1024  # release-sized: hashing it takes long enough for a race to show
 LEDGER: list[tuple[str, str, str]] = []  # (case, outcome, detail)
-
-
-def quiet(factory, *args, **kwargs):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return factory(*args, **kwargs)
 
 
 def record(case: str, outcome: str, detail: str = "") -> None:
@@ -274,12 +268,7 @@ def test_cache_folder_that_is_a_regular_file(tmp_path):
 
 @pytest.fixture(scope="module")
 def release(tiny_release):
-    from vbo.cache.publish import publish
-
-    server = moto_s3()
-    server.create_bucket(BUCKET)
-    published = publish(tiny_release.root, BUCKET, client=server.admin)
-    return server, published
+    return publish_release(tiny_release.root, BUCKET)
 
 
 @pytest.fixture(scope="module")
@@ -689,11 +678,11 @@ def test_read_only_complete_cache_opens_offline(release, proxy, tmp_path, monkey
 _CHILD = textwrap.dedent("""
     import sys, time
     from pathlib import Path
-    from vbo.cache.project import _S3Store
+    from vbo.cache.stores import S3Store
     endpoint, bucket, folder, key, version, digest, go = sys.argv[1:8]
     while go != "-" and not Path(go).exists():
         time.sleep(0.01)
-    store = _S3Store(Path(folder), bucket, endpoint)
+    store = S3Store(Path(folder), bucket, endpoint)
     manifest = {"project_name": "visual-behavior-ophys", "manifest_version": "1.1.0"}
     entry = {"url": f"{endpoint}/{bucket}/{key}", "version_id": version, "file_hash": digest}
     path = store.fetch(manifest, entry, verify=True)   # what verify(repair=True) and every get_* call do

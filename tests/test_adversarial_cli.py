@@ -12,7 +12,7 @@ from typing import Callable
 
 import pytest
 from adversarial_report import Outcome, record
-from test_adversarial_files import _external_link, _fifo, _ragged_index, _swap_two
+from test_adversarial_files import _external_link, _fifo, _ragged_index, _swap_two, path_builder
 from test_adversarial_files import malformed_copy as _copy
 from typer.testing import CliRunner
 
@@ -22,16 +22,8 @@ runner = CliRunner()
 STIMULUS_TIMES = "processing/stimulus/timestamps/timestamps"  # read by `vbo info`
 
 
-def _file(tmp: Path) -> Path:
-    path = tmp / "a_file"
-    path.write_text("not a folder\n")
-    return path
-
-
-def _text(tmp: Path) -> Path:
-    path = tmp / "notes.nwb"
-    path.write_text("text\n" * 50)
-    return path
+_file = path_builder("a_file", lambda path: path.write_text("not a folder\n"))
+_text = path_builder("notes.nwb", lambda path: path.write_text("text\n" * 50))
 
 
 # (case, args builder(tmp, session_nwb) -> argv, text the error line must contain)

@@ -222,7 +222,7 @@ def _swap_two(ends, n):
 
 
 def _no_licks_quirk(f: h5py.File, tmp: Path) -> None:
-    """The writer's encoding of a session without licks (format.md §7.6): one empty string, every end 0."""
+    """The writer's encoding of a session without licks (docs/format.md §7.6): one empty string, every end 0."""
     t = f[TRIALS]
     n = len(t["id"])
     replace_dataset(t, "lick_times", np.array([b""], dtype=object), dtype=h5py.string_dtype("ascii"))
@@ -515,34 +515,22 @@ def _open_in_thread(path: Path, seconds: float = 20.0):
     return finish_within(lambda: BehaviorSession.from_nwb_path(path).close(), seconds, f"opening {path} (a hang?)")
 
 
-def _fifo(tmp: Path) -> Path:
-    path = tmp / "pipe.nwb"
-    os.mkfifo(path)
-    return path
+def path_builder(name: str, make: Callable[[Path], object]) -> Callable[[Path], Path]:
+    """A case's file builder: given a folder ``tmp``, create ``tmp / name`` with ``make(path)`` and return it."""
+
+    def build(tmp: Path) -> Path:
+        path = tmp / name
+        make(path)
+        return path
+    return build
 
 
-def _device_link(tmp: Path) -> Path:
-    path = tmp / "device.nwb"
-    path.symlink_to("/dev/zero")
-    return path
-
-
-def _directory(tmp: Path) -> Path:
-    path = tmp / "folder.nwb"
-    path.mkdir()
-    return path
-
-
-def _empty(tmp: Path) -> Path:
-    path = tmp / "empty.nwb"
-    path.write_bytes(b"")
-    return path
-
-
-def _signature_only(tmp: Path) -> Path:
-    path = tmp / "signature_only.nwb"
-    path.write_bytes(b"\x89HDF\r\n\x1a\n" + b"\x00" * 100)
-    return path
+_fifo = path_builder("pipe.nwb", os.mkfifo)
+_device_link = path_builder("device.nwb", lambda path: path.symlink_to("/dev/zero"))
+_directory = path_builder("folder.nwb", Path.mkdir)
+_empty = path_builder("empty.nwb", lambda path: path.write_bytes(b""))
+_signature_only = path_builder("signature_only.nwb",
+                               lambda path: path.write_bytes(b"\x89HDF\r\n\x1a\n" + b"\x00" * 100))
 
 
 OPEN_CASES = [

@@ -187,7 +187,7 @@ def _trials_group(case: str) -> h5py.Group:
 @pytest.mark.parametrize("case", ["passive_nolick_experiment", "passive_nolick_session_retake",
                                   "mesoscope_passive_all_unmatched"])
 def test_no_lick_files_carry_the_sdk_encoding(case):
-    """format.md §7.6: no lick in any trial → ``lick_times`` is one empty string, every index entry 0;
+    """docs/format.md §7.6: no lick in any trial → ``lick_times`` is one empty string, every index entry 0;
     vbo reads every trial as an empty object array, as AllenSDK does."""
     trials = _trials_group(case)
     assert h5py.check_string_dtype(trials["lick_times"].dtype) is not None

@@ -1,5 +1,5 @@
 """vbo.behavior as functions: d′ reference values, metrics signature, lick rate, per-flash annotations,
-response matrices, defects not copied (analysis.md §8), and recovery of the planted behaviour."""
+response matrices, faults of the helper packages not copied, and recovery of the planted behaviour."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from scipy.stats import binom, norm
 from vbo import behavior
 from vbo.behavior import dprime
 
-# --- d′ (analysis.md §1.5, §2.1) ---------------------------------------------------------------------------
+# --- d′ (docs/analysis.md §3) ------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("args, kwargs, expected", [
@@ -84,7 +84,7 @@ def _trials(n: int = 60, seed: int = 0) -> pd.DataFrame:
 
 
 def _reward_rate_loop(trials: pd.DataFrame, response_window_start: float = 0.15) -> np.ndarray:
-    """Straightforward per-trial reading of analysis.md §1.3 (oracle for the vectorised version)."""
+    """Straightforward per-trial reading of docs/analysis.md §2 (oracle for the vectorised version)."""
     latency = []
     for licks, change in zip(trials["lick_times"], trials["change_time"]):
         later = [lick - change for lick in licks if lick - change > response_window_start]
@@ -161,7 +161,7 @@ def test_select_trials_and_reward_types():
     np.testing.assert_array_equal(behavior.reward_times(rewards), [1.0, 2.0, 3.0])
 
 
-# --- lick rate (analysis.md §6) ----------------------------------------------------------------------------
+# --- lick rate (docs/analysis.md §5) ----------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("center", [False, True])
@@ -181,7 +181,7 @@ def test_lick_rate_is_triangular_rolling_mean(center):
     np.testing.assert_allclose(per_s["lick_rate"], out["lick_rate"] * 60.0, rtol=1e-9, equal_nan=True)
 
 
-# --- per-flash annotation (analysis.md §4) ------------------------------------------------------------------
+# --- per-flash annotation (docs/analysis.md §9) ------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
@@ -323,7 +323,7 @@ def test_pupil_uses_timestamps_and_correct_diameter():
     assert a["mean_pupil_diameter"].iat[1] == pytest.approx(112.8379, abs=1e-4)
 
 
-# --- response-probability and d′ matrices (analysis.md §5) ---------------------------------------------------
+# --- response-probability and d′ matrices (docs/analysis.md §10) ---------------------------------------------------
 
 
 def test_matrices_on_known_values():

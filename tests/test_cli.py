@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -11,9 +12,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from rich.console import Console
 from typer.testing import CliRunner
 
-from vbo.cli import app
+from vbo.cache.download import DownloadProgress
+from vbo.cli import _progress_bar, app
 
 REPO = Path(__file__).resolve().parents[1]
 BENCHMARK = REPO / "benchmarks" / "read.py"
@@ -238,6 +241,22 @@ def test_console_script(session_nwb):
     assert proc.returncode == 0, proc.stderr
     got = json.loads(proc.stdout)
     assert (got["trials"], got["session_type"]) == (77, "TRAINING_5_images_A_handoff_ready")
+
+
+def test_one_progress_bar_draws_transfers_and_steps():
+    """The command line's one progress bar: byte transfers (the library's DownloadProgress) and counted steps."""
+    out = io.StringIO()
+    bar, update = _progress_bar("downloading", transfer=True,
+                                console=Console(file=out, force_terminal=False, width=100))
+    with bar:
+        update(DownloadProgress(500, 1000, 1, 2, 1.0, 500.0, 1.0, errors=1))
+        update(DownloadProgress(1000, 1000, 2, 2, 2.0, 500.0, 0.0, finished=True, errors=1))
+    assert "2/2 files, 1 failed" in out.getvalue()
+    out = io.StringIO()
+    bar, update = _progress_bar("simulating", console=Console(file=out, force_terminal=False, width=100))
+    with bar:
+        update(3, 7)
+    assert "3/7" in out.getvalue()
 
 
 def test_importing_the_cli_is_light():

@@ -18,9 +18,9 @@ import pytest
 
 from s3_server import FaultProxy, module_proxy, moto_s3, proxy, server  # noqa: F401 (fixtures)
 from vbo.cache import download as dl
-from vbo.cache import s3
 from vbo.cache.manifest import file_hash
 from vbo.errors import DownloadError, HashMismatchError, S3ObjectNotFoundError
+from vbo.source import s3
 
 pytest.importorskip("moto.server", reason="the S3 tests need moto[server] (test extra)")
 
@@ -177,7 +177,8 @@ def test_directory_in_the_way(client, obj, tmp_path):
 _CHILD = textwrap.dedent("""
     import sys, time
     from pathlib import Path
-    from vbo.cache import download as dl, s3
+    from vbo.cache import download as dl
+    from vbo.source import s3
     endpoint, bucket, key, version, digest, dest, go = sys.argv[1:8]
     deadline = time.monotonic() + 20
     while go != "-" and not Path(go).exists() and time.monotonic() < deadline:
@@ -362,13 +363,3 @@ def test_download_many_collects_failures(server, proxy, tmp_path):
     assert (tmp_path / "ok.bin").read_bytes() == data
     results = dl.download_many(jobs, endpoint_url=proxy.endpoint, raise_errors=False)
     assert results[0] == tmp_path / "ok.bin" and isinstance(results[1], S3ObjectNotFoundError)
-
-
-def test_progress_bar_renders():
-    from rich.console import Console
-
-    out = io.StringIO()
-    with dl.progress_bar(1000, console=Console(file=out, force_terminal=False, width=100)) as update:
-        update(dl.DownloadProgress(500, 1000, 1, 2, 1.0, 500.0, 1.0))
-        update(dl.DownloadProgress(1000, 1000, 2, 2, 2.0, 500.0, 0.0, finished=True))
-    assert "2/2 files" in out.getvalue()

@@ -97,31 +97,23 @@ def test_missing_path(cls, tmp_path):
     assert info.value.path == str(path)
 
 
+# A file that is not one vbo reads: the error class and what its ``problem`` says went wrong.
+UNREADABLE_FILES = [
+    ("text_nwb", E.NotHdf5Error, "not an HDF5 file"),
+    ("random_nwb", E.NotHdf5Error, "not an HDF5 file"),
+    ("truncated_nwb", E.TruncatedFileError, "incomplete"),
+    ("plain_pynwb_nwb", E.NotVisualBehaviorFileError, "missing /"),  # names what is missing
+    ("bare_hdf5_nwb", E.NotVisualBehaviorFileError, "missing /"),
+]
+
+
 @pytest.mark.parametrize("cls", OPENERS, ids=OPENER_IDS)
-@pytest.mark.parametrize("fixture", ["text_nwb", "random_nwb"])
-def test_not_hdf5(cls, fixture, request):
+@pytest.mark.parametrize("fixture,error,problem", UNREADABLE_FILES, ids=[row[0] for row in UNREADABLE_FILES])
+def test_unreadable_file(cls, fixture, error, problem, request):
     path = request.getfixturevalue(fixture)
-    with pytest.raises(E.NotHdf5Error) as info:
+    with pytest.raises(error) as info:
         _open(cls, path)
-    assert info.value.path == str(path) and "not an HDF5 file" in info.value.problem
-    _check_message(info.value, path)
-
-
-@pytest.mark.parametrize("cls", OPENERS, ids=OPENER_IDS)
-def test_truncated_file(cls, truncated_nwb):
-    with pytest.raises(E.TruncatedFileError) as info:
-        _open(cls, truncated_nwb)
-    assert info.value.path == str(truncated_nwb) and "incomplete" in info.value.problem  # says what went wrong
-    _check_message(info.value, truncated_nwb)
-
-
-@pytest.mark.parametrize("cls", OPENERS, ids=OPENER_IDS)
-@pytest.mark.parametrize("fixture", ["plain_pynwb_nwb", "bare_hdf5_nwb"])
-def test_not_visual_behavior(cls, fixture, request):
-    path = request.getfixturevalue(fixture)
-    with pytest.raises(E.NotVisualBehaviorFileError) as info:
-        _open(cls, path)
-    assert info.value.path == str(path) and "missing /" in info.value.problem  # names what is missing
+    assert info.value.path == str(path) and problem in info.value.problem
     _check_message(info.value, path)
 
 
@@ -134,7 +126,7 @@ def test_behavior_file_opened_as_experiment(session_nwb):
 
 
 def test_experiment_file_opens_as_behavior_session(experiment_nwb):
-    """Not an error: behavior sessions of imaging sessions are read from the experiment file (api.md Q12)."""
+    """Not an error: behavior sessions of imaging sessions are read from the experiment file (docs/format.md §6.7)."""
     with BehaviorSession.from_nwb_path(experiment_nwb) as s:
         assert s.behavior_session_id == 1091562010
         assert len(s.metadata) == 14

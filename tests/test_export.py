@@ -271,15 +271,12 @@ def test_export_command(tiny_release, tmp_path):
 def test_export_streamed_from_s3_equals_the_static_export(exported, tiny_release, tmp_path):
     pytest.importorskip("moto.server", reason="the S3 case needs moto[server] (test extra)")
     sys.path.insert(0, str(Path(__file__).parent))
-    from s3_server import moto_s3
+    from s3_server import publish_release
 
     from vbo.cache.project import VisualBehaviorOphysProjectCache as Cache
-    from vbo.cache.publish import publish
 
     out, sessions, planes, _ = exported
-    server = moto_s3()
-    server.create_bucket("vbo-export-test")
-    publish(tiny_release.root, "vbo-export-test", client=server.admin)
+    server, _ = publish_release(tiny_release.root, "vbo-export-test")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         s3 = Cache.from_s3_cache(tmp_path / "cache", bucket_name_override="vbo-export-test",

@@ -36,7 +36,7 @@ def _lick_rate_consumers(source) -> dict[str, pd.DataFrame]:
 
 
 def test_lick_rate_is_the_spec_window_for_every_consumer():
-    """analysis.md §6: a 0/1 train smoothed by a trailing triangular window of 6 frames, (1,3,5,5,3,1)/18."""
+    """docs/analysis.md §5: a 0/1 train smoothed by a trailing triangular window of 6 frames, (1,3,5,5,3,1)/18."""
     ts = np.arange(40) / 60.0
     source = SimpleNamespace(licks=pd.DataFrame({"frame": [10, 10, 10]}), stimulus_timestamps=ts)  # 3 licks, 1 frame
     expected = np.zeros(40)

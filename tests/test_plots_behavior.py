@@ -1,4 +1,4 @@
-"""Behavior figures: each returns a Figure with the catalogue's labels (analysis.md §10) and renders to PNG."""
+"""Behavior figures: each returns a Figure with the catalogue's labels (docs/analysis.md §12) and renders to PNG."""
 
 from __future__ import annotations
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import warnings
 
 import numpy as np
 import pandas as pd
@@ -12,22 +11,16 @@ import pytest
 
 import vbo
 from vbo.cache import manifest as mf
-from vbo.cache.publish import publish
 from vbo.errors import (BehaviorCloudCacheVersionException, OutdatedManifestWarning, ReleaseLookupError, UnknownIdError,
                         UnsupportedCacheOperationError,
                         UnsafeKeyError, UpdatedStimulusPresentationTableWarning)
 
 pytest.importorskip("moto.server", reason="the S3 tests need moto[server] (test extra)")
-from s3_server import moto_s3  # noqa: E402
+from quiet import quiet  # noqa: E402
+from s3_server import moto_s3, publish_release  # noqa: E402
 
 Cache = vbo.VisualBehaviorOphysProjectCache
 BUCKET = "vbo-test-release"
-
-
-def quiet(factory, *args, **kwargs):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return factory(*args, **kwargs)
 
 
 @pytest.fixture(scope="module")
@@ -37,10 +30,7 @@ def static(tiny_release):
 
 @pytest.fixture(scope="module")
 def bucket(tiny_release):
-    server = moto_s3()
-    server.create_bucket(BUCKET)
-    published = publish(tiny_release.root, BUCKET, client=server.admin)
-    return server, published
+    return publish_release(tiny_release.root, BUCKET)
 
 
 @pytest.fixture
@@ -388,3 +378,26 @@ def test_population_tables_stream_from_s3(static, s3_cache):
                                                  window=(-0.5, 0.75))
     local = population.population_responses(static, ids[:1], "changes", workers=1, window=(-0.5, 0.75))
     pd.testing.assert_frame_equal(responses, local)
+
+
+def test_compare_manifests_names_every_kind_of_change():
+    """Changed, renamed (same hash, new path), deleted and created files; metadata before data; equal → equivalent."""
+    def manifest(version, data):
+        tables = {t: (mf.metadata_key(t), "v", "a" * 128) for t in mf.METADATA_TABLES}
+        return mf.build_manifest(version, tables, data, [])
+
+    old = manifest("1.0.0", {1: (mf.experiment_nwb_key(1), "v", "1" * 128), 2: (mf.experiment_nwb_key(2), "v", "2" * 128),
+                             3: (mf.experiment_nwb_key(3), "v", "3" * 128)})
+    new = manifest("1.1.0", {1: (mf.experiment_nwb_key(1), "v", "9" * 128), 2: (mf.experiment_nwb_key(20), "v", "2" * 128),
+                             4: (mf.experiment_nwb_key(4), "v", "4" * 128)})
+    new["metadata_files"]["ophys_cells_table"]["file_hash"] = "b" * 128
+    changes = mf.compare_manifests(old, new)
+    name = "behavior_ophys_experiments/behavior_ophys_experiment_{}.nwb".format
+    assert changes["metadata_changes"] == [("project_metadata/ophys_cells_table.csv",
+                                            "project_metadata/ophys_cells_table.csv changed")]
+    assert changes["data_changes"] == [(name(1), f"{name(1)} changed"), (name(2), f"{name(2)} renamed {name(20)}"),
+                                       (name(3), f"{name(3)} deleted"), (name(4), f"{name(4)} created")]
+    text = mf.format_comparison("a", "b", changes)
+    assert text.splitlines()[5:] == [msg for group in changes.values() for _, msg in group]
+    assert mf.format_comparison("a", "b", mf.compare_manifests(old, old)) == \
+        "The two manifests are equivalent"

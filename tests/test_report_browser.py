@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import os
 import shutil
-import warnings
+import sys
 from pathlib import Path
 
 import pytest
 
 from vbo import report
+
+sys.path.insert(0, str(Path(__file__).parent))
+from quiet import quiet  # noqa: E402
 
 webdriver = pytest.importorskip("selenium.webdriver", reason="the browser tests need selenium (test extra)")
 
@@ -43,12 +46,6 @@ def browser(tmp_path_factory):
     driver.set_page_load_timeout(60)
     yield driver
     driver.quit()
-
-
-def quiet(factory, *args, **kwargs):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return factory(*args, **kwargs)
 
 
 def _pick(cache):
@@ -193,16 +190,9 @@ def test_report_from_an_nwb_file(browser, experiment_nwb, session_nwb, tmp_path)
 @pytest.fixture(scope="module")
 def s3_release(tiny_release):
     pytest.importorskip("moto.server", reason="the S3 case needs moto[server] (test extra)")
-    import sys
+    from s3_server import publish_release
 
-    sys.path.insert(0, str(Path(__file__).parent))
-    from s3_server import moto_s3
-
-    from vbo.cache.publish import publish
-
-    server = moto_s3()
-    server.create_bucket(BUCKET)
-    publish(tiny_release.root, BUCKET, client=server.admin)
+    server, _ = publish_release(tiny_release.root, BUCKET)
     return server
 
 

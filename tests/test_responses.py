@@ -13,7 +13,7 @@ import xarray as xr
 from vbo import population
 from vbo import responses as R
 
-# --- time bases (spec/analysis.md §2.12, §3.3) ----------------------------------------------------------
+# --- time bases (docs/analysis.md §6) -------------------------------------------------------------------------
 
 
 def test_relative_timebase_reference_values():

@@ -1,4 +1,4 @@
-"""vbo.cache.s3: URL forms, safe keys, foreign hosts, anonymous listing, sizes, remote (range) reads.
+"""vbo.source (s3, remote, digests) and vbo.cache.urls: URL forms, safe keys, foreign hosts, anonymous listing, sizes, remote (range) reads.
 
 Network: only 127.0.0.1 (moto's S3 server and a fault proxy from ``s3_server.py``).
 """
@@ -14,8 +14,11 @@ import pytest
 
 from s3_server import FaultProxy, module_proxy, moto_s3, proxy, server  # noqa: F401 (fixtures)
 from vbo.cache import manifest as mf
-from vbo.cache import s3
+from vbo.cache.urls import behavior_nwb_url, experiment_nwb_url, manifest_url, metadata_url
 from vbo.errors import ForeignHostError, S3Error, S3ObjectNotFoundError, UnsafeKeyError, VboError
+from vbo.source import s3
+from vbo.source.digests import DEFAULT_BLOCK_SIZE, BlockDigests
+from vbo.source.remote import open_remote
 
 pytest.importorskip("moto.server", reason="the S3 tests need moto[server] (test extra)")
 
@@ -66,20 +69,20 @@ def test_urls_without_object_refused(url):
 def test_url_builders_follow_the_key_layout():
     v = "Czht4ouDiTvs4CC_s8hsaE7VtVt_E9rO"
     host = "https://visual-behavior-ophys-data.s3.us-west-2.amazonaws.com"
-    assert s3.manifest_url("1.1.0") == (f"{host}/visual-behavior-ophys/manifests/"
+    assert manifest_url("1.1.0") == (f"{host}/visual-behavior-ophys/manifests/"
                                         "visual-behavior-ophys_project_manifest_v1.1.0.json")
-    assert s3.metadata_url("ophys_session_table") == \
+    assert metadata_url("ophys_session_table") == \
         f"{host}/visual-behavior-ophys/project_metadata/ophys_session_table.csv"
-    assert s3.metadata_url("ophys_cells_table.csv", version_id=v).endswith(f"ophys_cells_table.csv?versionId={v}")
-    assert s3.behavior_nwb_url(1089912433) == \
+    assert metadata_url("ophys_cells_table.csv", version_id=v).endswith(f"ophys_cells_table.csv?versionId={v}")
+    assert behavior_nwb_url(1089912433) == \
         f"{host}/visual-behavior-ophys/behavior_sessions/behavior_session_1089912433.nwb"
-    assert s3.experiment_nwb_url(951980471) == f"{host}/{KEY_951}"
-    pinned = s3.experiment_nwb_url("951980471", version_id=v, endpoint_url="http://127.0.0.1:9000")
+    assert experiment_nwb_url(951980471) == f"{host}/{KEY_951}"
+    pinned = experiment_nwb_url("951980471", version_id=v, endpoint_url="http://127.0.0.1:9000")
     assert pinned == f"http://127.0.0.1:9000/visual-behavior-ophys-data/{KEY_951}?versionId={v}"
     loc = s3.parse_object_url(pinned)
     assert (loc.bucket, loc.key, loc.version_id) == (mf.BUCKET_NAME, KEY_951, v)
     with pytest.raises(ValueError, match="unknown metadata table"):
-        s3.metadata_url("cells")
+        metadata_url("cells")
 
 
 # --- unsafe keys and foreign hosts ---------------------------------------------------------------------
@@ -183,7 +186,7 @@ def test_remote_file_reads_like_a_local_file(server, client, proxy):
     data = random.Random(1).randbytes(700_001)
     version = server.put(BUCKET, "remote/r.bin", data)
     server.put(BUCKET, "remote/r.bin", b"overwritten")
-    f = s3.open_remote((BUCKET, "remote/r.bin"), version, client, block_size=16_384, cache_bytes=65_536)
+    f = open_remote((BUCKET, "remote/r.bin"), version, client, block_size=16_384, cache_bytes=65_536)
     assert f.size == len(data) and f.seekable() and f.readable() and not f.writable()
     rng = random.Random(2)
     for _ in range(200):
@@ -204,16 +207,16 @@ def test_remote_file_reads_like_a_local_file(server, client, proxy):
     with pytest.raises(ValueError):
         f.read(1)
     # the latest version, pinned at open; a URL's versionId pins too
-    latest = s3.open_remote(f"{proxy.endpoint}/{BUCKET}/remote/r.bin")
+    latest = open_remote(f"{proxy.endpoint}/{BUCKET}/remote/r.bin")
     assert latest.read() == b"overwritten"
-    pinned = s3.open_remote(f"{proxy.endpoint}/{BUCKET}/remote/r.bin?versionId={version}", buffered=True)
+    pinned = open_remote(f"{proxy.endpoint}/{BUCKET}/remote/r.bin?versionId={version}", buffered=True)
     assert pinned.read(100) == data[:100]
 
 
 def test_remote_file_survives_faults(server, client, proxy):
     data = os.urandom(300_000)
     server.put(BUCKET, "remote/faults.bin", data)
-    f = s3.open_remote((BUCKET, "remote/faults.bin"), client=client, block_size=65_536, tail_bytes=0)
+    f = open_remote((BUCKET, "remote/faults.bin"), client=client, block_size=65_536, tail_bytes=0)
     f.retries, f.backoff = 6, 0.01
     for kind in ("reset", "truncate", "status"):
         proxy.inject(kind, match="faults.bin", after_bytes=1000, status=503)
@@ -225,16 +228,17 @@ def test_remote_file_survives_faults(server, client, proxy):
 
 def test_remote_file_missing_object(client):
     with pytest.raises(S3ObjectNotFoundError):
-        s3.open_remote((BUCKET, "remote/none.bin"), client=client)
+        open_remote((BUCKET, "remote/none.bin"), client=client)
 
 
 # --- streaming NWB reads equal local reads -------------------------------------------------------------
 
 
-def _counting_remote(server, proxy, path, key, block_size):
+def _counting_remote(server, proxy, path, key, block_size, fetch_bytes=None):
     version = server.put_file(BUCKET, key, path)
     proxy.clear()
-    return s3.open_remote(f"{proxy.endpoint}/{BUCKET}/{key}?versionId={version}", block_size=block_size)
+    return open_remote(f"{proxy.endpoint}/{BUCKET}/{key}?versionId={version}", block_size=block_size,
+                       fetch_bytes=fetch_bytes or block_size)
 
 
 def test_streamed_behavior_session_equals_local(server, proxy, session_nwb):
@@ -258,7 +262,7 @@ def test_streamed_experiment_equals_local(server, proxy, experiment_nwb):
     import vbo
 
     remote = _counting_remote(server, proxy, experiment_nwb, "nwb/behavior_ophys_experiment_1091765022.nwb",
-                              s3.DEFAULT_BLOCK_SIZE)
+                              DEFAULT_BLOCK_SIZE)
     size = experiment_nwb.stat().st_size
     local = vbo.BehaviorOphysExperiment.from_nwb_path(experiment_nwb)
     streamed = vbo.BehaviorOphysExperiment.from_nwb_path(remote)
@@ -285,15 +289,15 @@ def test_corrupted_ranges_against_a_verified_file_raise(server, client, proxy, t
     (tmp_path / "good.bin").write_bytes(data)
     version = server.put(BUCKET, "digest/file.bin", data)
     digests = tmp_path / "digests"
-    s3.BlockDigests.record_file(tmp_path / "good.bin", BUCKET, "digest/file.bin", version, directory=digests,
+    BlockDigests.record_file(tmp_path / "good.bin", BUCKET, "digest/file.bin", version, directory=digests,
                                 block_size=16_384)
     _corrupt_every_range(proxy, "digest/file.bin")
     with pytest.raises(StreamIntegrityError) as info:  # the first block, fetched at open, is already wrong
-        s3.open_remote((BUCKET, "digest/file.bin"), version, client, block_size=65_536, digest_dir=digests)
+        open_remote((BUCKET, "digest/file.bin"), version, client, block_size=65_536, digest_dir=digests)
     assert isinstance(info.value, VboError) and "verified local file" in str(info.value)
     proxy.clear()
-    f = s3.open_remote((BUCKET, "digest/file.bin"), version, client, block_size=65_536, digest_dir=digests,
-                       tail_bytes=0)
+    f = open_remote((BUCKET, "digest/file.bin"), version, client, block_size=65_536, digest_dir=digests,
+                    tail_bytes=0, fetch_bytes=65_536)
     assert f.block_size == 16_384  # the recorded block size wins
     _corrupt_every_range(proxy, "digest/file.bin")
     with pytest.raises(StreamIntegrityError):
@@ -311,11 +315,11 @@ def test_corrupted_ranges_against_an_earlier_stream_raise(server, client, proxy,
     data = random.Random(4).randbytes(300_000)
     version = server.put(BUCKET, "digest/learned.bin", data)
     digests = tmp_path / "digests"
-    with s3.open_remote((BUCKET, "digest/learned.bin"), version, client, block_size=65_536,
+    with open_remote((BUCKET, "digest/learned.bin"), version, client, block_size=65_536,
                         digest_dir=digests) as first:
         assert first.read() == data  # first read: digests are recorded, then saved on close
-    again = s3.open_remote((BUCKET, "digest/learned.bin"), version, client, block_size=65_536, digest_dir=digests,
-                           tail_bytes=0)
+    again = open_remote((BUCKET, "digest/learned.bin"), version, client, block_size=65_536, digest_dir=digests,
+                        tail_bytes=0, fetch_bytes=65_536)
     _corrupt_every_range(proxy, "digest/learned.bin")
     with pytest.raises(StreamIntegrityError):
         again.seek(150_000)
@@ -324,7 +328,7 @@ def test_corrupted_ranges_against_an_earlier_stream_raise(server, client, proxy,
         again.prefetch([(0, 300_000)])  # block 0 came verified with the open; the others are corrupt
         again.seek(200_000)
         again.read(10)
-    unchecked = s3.open_remote((BUCKET, "digest/learned.bin"), version, client, block_size=65_536,
+    unchecked = open_remote((BUCKET, "digest/learned.bin"), version, client, block_size=65_536,
                                verify=False, tail_bytes=0)
     assert unchecked.read(65_536) != data[:65_536]  # proves the proxy really corrupts what it serves
 
@@ -333,8 +337,8 @@ def test_prefetch_parallel_ranges_equal_the_object(server, client, proxy, tmp_pa
     data = random.Random(5).randbytes(1_000_003)
     version = server.put(BUCKET, "digest/prefetch.bin", data)
     proxy.clear()
-    f = s3.open_remote((BUCKET, "digest/prefetch.bin"), version, client, block_size=16_384, parallel=4,
-                       digest_dir=tmp_path, tail_bytes=0)
+    f = open_remote((BUCKET, "digest/prefetch.bin"), version, client, block_size=16_384, parallel=4,
+                    digest_dir=tmp_path, tail_bytes=0, fetch_bytes=16_384)
     scheduled = f.prefetch([(0, 100_000), (120_000, 400_000), (900_000, 1_000_003)], request_bytes=65_536)
     assert scheduled >= 100_000 - 16_384 + 280_000 + 100_003  # block 0 came with the open
     f.seek(0)
@@ -352,8 +356,8 @@ def test_streamed_experiment_verified_against_the_local_file(server, proxy, expe
 
     key = "nwb/verified/behavior_ophys_experiment_1091765022.nwb"
     version = server.put_file(BUCKET, key, experiment_nwb)
-    s3.BlockDigests.record_file(experiment_nwb, BUCKET, key, version, directory=tmp_path)
-    remote = s3.open_remote(f"{proxy.endpoint}/{BUCKET}/{key}?versionId={version}", digest_dir=tmp_path)
+    BlockDigests.record_file(experiment_nwb, BUCKET, key, version, directory=tmp_path)
+    remote = open_remote(f"{proxy.endpoint}/{BUCKET}/{key}?versionId={version}", digest_dir=tmp_path)
     with vbo.BehaviorOphysExperiment.from_nwb_path(remote) as streamed, \
             vbo.BehaviorOphysExperiment.from_nwb_path(experiment_nwb) as local:
         np.testing.assert_array_equal(np.stack(streamed.dff_traces["dff"].to_list()),
@@ -364,12 +368,12 @@ def test_streamed_experiment_verified_against_the_local_file(server, proxy, expe
 def test_block_digest_sidecar_round_trip_and_damage(tmp_path):
     data = random.Random(6).randbytes(50_000)
     (tmp_path / "f.bin").write_bytes(data)
-    path = s3.BlockDigests.record_file(tmp_path / "f.bin", "b", "k", "v1", directory=tmp_path / "d", block_size=8_192)
-    loaded = s3.BlockDigests.load(path, len(data), 65_536)
+    path = BlockDigests.record_file(tmp_path / "f.bin", "b", "k", "v1", directory=tmp_path / "d", block_size=8_192)
+    loaded = BlockDigests.load(path, len(data), 65_536)
     assert loaded.block_size == 8_192 and all(flag == 2 for flag in loaded.known)
     assert loaded.check(6, data[6 * 8_192:]) and not loaded.check(0, b"x" * 8_192)
     path.write_bytes(path.read_bytes()[:-5])  # damaged: ignored, starts empty with the caller's block size
-    fresh = s3.BlockDigests.load(path, len(data), 65_536)
+    fresh = BlockDigests.load(path, len(data), 65_536)
     assert fresh.block_size == 65_536 and not any(fresh.known)
 
 
@@ -387,8 +391,59 @@ def test_a_verified_download_is_the_reference_for_streaming(server, client, prox
     assert any((tmp_path / "digests").rglob("*.blocks")), "the verified download recorded its block digests"
     _corrupt_every_range(proxy, "digest/downloaded.bin")
     with pytest.raises(StreamIntegrityError, match="verified local file"):
-        s3.open_remote((BUCKET, "digest/downloaded.bin"), version, client)
+        open_remote((BUCKET, "digest/downloaded.bin"), version, client)
     proxy.clear()
-    with s3.open_remote((BUCKET, "digest/downloaded.bin"), version, client) as good:
+    with open_remote((BUCKET, "digest/downloaded.bin"), version, client) as good:
         assert good.read() == data
 
+
+
+# --- read plans: a second read of the same version fetches what the first one needed in one round --------
+
+
+def test_a_second_open_follows_the_read_plan(server, proxy, session_nwb, tmp_path):
+    import vbo
+    from vbo.source.plan import ReadPlan, plan_path
+
+    version = server.put_file(BUCKET, "plan/session.nwb", session_nwb)
+    url = f"{proxy.endpoint}/{BUCKET}/plan/session.nwb?versionId={version}"
+    local = vbo.BehaviorSession.from_nwb_path(session_nwb)
+
+    def open_and_read() -> tuple[int, int]:
+        proxy.clear()
+        with vbo.BehaviorSession.from_nwb_path(url) as streamed:
+            assert streamed.metadata == local.metadata
+            opened = len(proxy.requests(method="GET"))
+            pd.testing.assert_frame_equal(streamed.trials, local.trials)
+        return opened, len(proxy.requests(method="GET"))
+
+    cold_open, cold_total = open_and_read()
+    sidecar = BlockDigests.sidecar_path(os.environ["VBO_BLOCK_DIGESTS"], BUCKET, "plan/session.nwb", version)
+    plan = ReadPlan.load(plan_path(sidecar))
+    assert plan is not None and plan.blocks("open") and plan.blocks("metadata") and plan.blocks("trials")
+    warm_open, warm_total = open_and_read()  # same values, fewer round trips (one per phase at most)
+    assert warm_open < cold_open and warm_total <= cold_total
+
+    plan_path(sidecar).write_text("{not json")  # a damaged plan is ignored: a plain open, same values
+    open_and_read()
+    assert ReadPlan.load(plan_path(sidecar)) is not None  # ... and written again
+
+
+def test_a_planned_open_still_checks_every_block(server, client, proxy, tmp_path):
+    from vbo.errors import StreamIntegrityError
+
+    data = random.Random(6).randbytes(400_000)
+    version = server.put(BUCKET, "plan/blocks.bin", data)
+    digests = tmp_path / "digests"
+    with open_remote((BUCKET, "plan/blocks.bin"), version, client, block_size=16_384, digest_dir=digests) as f:
+        for offset in (0, 200_000, 390_000):  # small reads: recorded in the open phase
+            f.seek(offset)
+            assert f.read(100) == data[offset:offset + 100]
+    proxy.clear()
+    again = open_remote((BUCKET, "plan/blocks.bin"), version, client, block_size=16_384, digest_dir=digests)
+    again.seek(200_000)
+    assert again.read(100) == data[200_000:200_100]
+    assert len(proxy.requests(method="GET")) <= 3  # the planned blocks, no open requests of its own
+    _corrupt_every_range(proxy, "plan/blocks.bin")
+    with pytest.raises(StreamIntegrityError):  # planned blocks are verified like any others
+        open_remote((BUCKET, "plan/blocks.bin"), version, client, block_size=16_384, digest_dir=digests).read(100)

@@ -1,4 +1,4 @@
-"""The synthetic cohort and metadata tables (vbo.simulate.mice) against the released tables and format.md §6."""
+"""The synthetic cohort and metadata tables (vbo.simulate.mice) against the released tables and docs/format.md §6."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import pytest
 
 from vbo.simulate.mice import (
     cells_table,
+    experience_level_of,
     metadata_tables,
     plan_release,
     table_columns,
@@ -255,16 +256,20 @@ def _session_number(st):
     return int(m.group(1)) if m else None
 
 
-def _experience(st, prior_image_set):
-    level = "None"
-    n = _session_number(st)
-    if st.startswith("TRAINING"):
-        level = "Training"
-    if n in (0, 1, 2, 3):
-        level = "Familiar"
-    if n in (4, 5, 6):
-        level = "Novel 1" if prior_image_set == 0 else "Novel >1"
-    return level
+@pytest.mark.parametrize("session_type,prior_exposures_to_image_set,level", [
+    ("TRAINING_0_gratings_autorewards_15min", None, "Training"),
+    ("TRAINING_5_images_A_handoff_ready", 3, "Training"),
+    ("OPHYS_0_images_A_habituation", 2, "Familiar"),
+    ("OPHYS_2_images_A_passive", 9, "Familiar"),
+    ("OPHYS_4_images_B", 0, "Novel 1"),
+    ("OPHYS_5_images_B_passive", 1, "Novel >1"),
+    ("OPHYS_6_images_B", 2, "Novel >1"),
+    ("OPHYS_7_receptive_field_mapping", None, "None"),
+])
+def test_experience_level(session_type, prior_exposures_to_image_set, level):
+    """The release's experience levels: training; familiar images (ophys 0-3); novel images (ophys 4-6), first
+    exposure or later; anything else the literal ``"None"``."""
+    assert experience_level_of(session_type, prior_exposures_to_image_set) == level
 
 
 def _expected_history(full):
@@ -310,7 +315,7 @@ def test_derived_columns(cohort):
         assert (t.prior_exposures_to_session_type.values == h.pe_type.values).all()
         assert (t.prior_exposures_to_image_set.fillna(-1).values == h.pe_image.fillna(-1).values).all()
         assert (t.prior_exposures_to_omissions.values == h.pe_omit.values).all()
-        levels = [_experience(st, None if pd.isna(p) else int(p))
+        levels = [experience_level_of(st, None if pd.isna(p) else int(p))
                   for st, p in zip(t.session_type, h.pe_image)]
         assert list(t.experience_level) == levels
         ages = [(d - mice[m].date_of_birth).days for d, m in zip(t.date_of_acquisition, t.mouse_id)]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import warnings
 
 import h5py
 import numpy as np
@@ -12,7 +11,6 @@ import pytest
 
 import vbo
 from vbo.cache import manifest as mf
-from vbo.cache.publish import publish
 from vbo.errors import BehaviorCloudCacheVersionException
 from vbo.simulate import simulate
 from vbo.simulate.mice import plan_release
@@ -21,14 +19,10 @@ from vbo.simulate.plan import REAL_DURATION_SCALES, SCALES, ExperimentPlan, exam
 from vbo.simulate.release import ALLENSDK_VERSIONS, FILE_PATH_VERSIONS, RELEASE_VERSIONS
 from vbo.simulate.task import simulate_behavior
 
+from quiet import quiet
+
 PROJECT = mf.PROJECT_NAME
 THREE_CSVS = ["behavior_session_table", "ophys_experiment_table", "ophys_session_table"]
-
-
-def quiet(factory, *args, **kwargs):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return factory(*args, **kwargs)
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +56,7 @@ def test_every_manifest_names_its_allensdk(every_version):
         assert allensdk and pipeline[0] is allensdk[0], "AllenSDK reads the first AllenSDK entry"
         assert allensdk[0]["version"] == ALLENSDK_VERSIONS[version]
         assert set(allensdk[0]) == {"name", "version", "comment"}
-    assert ALLENSDK_VERSIONS["0.1.0"] == "2.10.0"  # format.md §3.1
+    assert ALLENSDK_VERSIONS["0.1.0"] == "2.10.0"  # the published v0.1.0 manifest names it (docs/format.md §3)
 
 
 def test_consecutive_versions_really_differ(every_version):
@@ -72,7 +66,7 @@ def test_consecutive_versions_really_differ(every_version):
     first, second = manifests[0], manifests[1]
     changed = sorted(k for k, h in _hashes(first, "metadata_files").items()
                      if _hashes(second, "metadata_files")[k] != h)
-    assert changed == THREE_CSVS  # format.md §3.5 reference: v0.1.0 → v0.2.0 changes only these three
+    assert changed == THREE_CSVS  # docs/format.md §3.5; reference: v0.1.0 → v0.2.0 changes only these three
     assert _hashes(first, "data_files") == _hashes(second, "data_files")
     latest, previous = manifests[-1], manifests[-2]
     changed_data = [k for k, h in _hashes(latest, "data_files").items() if _hashes(previous, "data_files")[k] != h]
@@ -97,11 +91,9 @@ def test_older_csvs_are_written_as_released(every_version):
 
 def test_vbo_opens_every_compatible_version_and_refuses_pre_1_0(every_version, tmp_path):
     pytest.importorskip("moto.server", reason="needs moto[server] (test extra)")
-    from s3_server import moto_s3
+    from s3_server import publish_release
 
-    server = moto_s3()
-    server.create_bucket("vbo-every-version")
-    publish(every_version.root, "vbo-every-version", client=server.admin)
+    server, _ = publish_release(every_version.root, "vbo-every-version")
     cache = quiet(vbo.VisualBehaviorOphysProjectCache.from_s3_cache, tmp_path / "cache",
                   bucket_name_override="vbo-every-version", endpoint_url=server.endpoint)
     for version in RELEASE_VERSIONS:

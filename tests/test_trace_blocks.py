@@ -92,3 +92,50 @@ def test_one_cell_dff_without_loading_the_table(experiment_nwb):
         # rows in cell-table order whatever the order asked, as AllenSDK returns them
         np.testing.assert_array_equal(one, np.stack(exp.dff_traces["dff"].iloc[[3, 7]].to_list()))
         np.testing.assert_array_equal(t, exp.ophys_timestamps)
+
+
+def test_a_corrupt_chunk_still_raises_corrupt_data(tmp_path):
+    from vbo.errors import CorruptDataError
+
+    data = np.random.default_rng(3).random((200, 8))
+    with h5py.File(tmp_path / "x.h5", "w") as f:
+        f.create_dataset("d", data=data, chunks=(50, 4), compression="gzip", shuffle=True)
+    with h5py.File(tmp_path / "x.h5", "r") as f:
+        _, start, size = nwb.chunk_ranges(f["d"])[3]
+    raw = bytearray((tmp_path / "x.h5").read_bytes())
+    raw[start + size // 2:start + size // 2 + 16] = bytes(16)
+    (tmp_path / "x.h5").write_bytes(bytes(raw))
+    with h5py.File(tmp_path / "x.h5", "r") as f, pytest.raises(CorruptDataError):
+        nwb.read_transposed(f["d"])
+
+
+def test_btree_children_name_the_nodes_hdf5_reads_next(tmp_path):
+    # a streamed file fetches the children of a chunk index node as soon as HDF5 reads it (vbo.nwb.prefetch)
+    import io
+
+    from vbo.nwb.prefetch import btree_children
+
+    with h5py.File(tmp_path / "x.h5", "w") as f:  # 2,000 chunks: a chunk index with internal nodes
+        f.create_dataset("d", data=np.arange(20_000.0).reshape(2_000, 10), chunks=(10, 1), compression="gzip")
+        f.create_group("g")
+    raw = (tmp_path / "x.h5").read_bytes()
+    reads: list[tuple[int, bytes]] = []
+
+    class Logged(io.BytesIO):
+        def readinto(self, buffer):
+            at = self.tell()
+            n = super().readinto(buffer)
+            reads.append((at, bytes(memoryview(buffer)[:n])))
+            return n
+
+    with h5py.File(Logged(raw), "r") as f:
+        f["d"].id.chunk_iter(lambda info: None)
+    nodes = [(at, data) for at, data in reads if data[:4] == b"TREE"]
+    internal = [(at, data) for at, data in nodes if data[4] == 1 and data[5] > 0]
+    leaves = {at for at, data in nodes if data[4] == 1 and data[5] == 0}
+    assert internal and leaves
+    predicted = {start for at, data in internal for start, _ in btree_children(at, data, len(raw))}
+    assert leaves <= predicted  # every leaf HDF5 read next was named by its parent
+    group_nodes = [(at, data) for at, data in nodes if data[4] == 0]
+    assert all(btree_children(at, data, len(raw)) == [] for at, data in group_nodes)  # only chunk indexes
+    assert btree_children(0, b"TREE\x01\x01\x05\x00" + bytes(16), len(raw)) == []  # too short: no guess

@@ -140,11 +140,13 @@ def test_data_access(cache, targets, tmp_path):
     # direct access without the SDK: URL builders, an anonymous listing, every file pinned to its version
     import json
 
-    from vbo.cache import s3
+    from vbo.cache.urls import experiment_nwb_url, metadata_url
+    from vbo.source import s3
+    from vbo.source.remote import open_remote
 
-    assert s3.experiment_nwb_url(targets.experiment_id).endswith(
+    assert experiment_nwb_url(targets.experiment_id).endswith(
         f"behavior_ophys_experiment_{targets.experiment_id}.nwb")
-    assert s3.metadata_url("ophys_experiment_table").endswith("project_metadata/ophys_experiment_table.csv")
+    assert metadata_url("ophys_experiment_table").endswith("project_metadata/ophys_experiment_table.csv")
     client = s3.anonymous_client()  # the endpoint from AWS_ENDPOINT_URL_S3, as for any mirror
     keys = s3.list_keys(client, mf.BUCKET_NAME, prefix=f"{mf.PROJECT_NAME}/behavior_ophys_experiments/")
     assert f"{mf.PROJECT_NAME}/behavior_ophys_experiments/behavior_ophys_experiment_{targets.experiment_id}.nwb" in keys
@@ -156,7 +158,7 @@ def test_data_access(cache, targets, tmp_path):
     file_ids = set(ophys_experiments.file_id.astype(int).astype(str)) | \
         set(behavior_sessions.file_id.dropna().astype(int).astype(str))
     assert set(manifest["data_files"]) <= file_ids, "every data file is a row of the tables"
-    pinned = s3.open_remote(manifest["data_files"][str(int(ophys_experiments.loc[targets.experiment_id,
+    pinned = open_remote(manifest["data_files"][str(int(ophys_experiments.loc[targets.experiment_id,
                                                                                   "file_id"]))]["url"])
     assert pinned.read(8) == b"\x89HDF\r\n\x1a\n"
     pinned.close()

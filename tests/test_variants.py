@@ -1,9 +1,9 @@
 """vbo on kinds of released files that the two AllenSDK-written reference files do not cover.
 
 Each variant is built once per test session by ``nwb_variants`` (a copy of a reference file edited
-with h5py into the exact Allen layout).  Expectations come from spec/format.md §7, §8, §10, §11 and
-spec/api.md §3–§5, §9; where the SDK answer for the unedited part of a file is the same, it is taken
-from the SDK truth shipped beside the reference files.
+with h5py into the exact Allen layout).  Expectations come from docs/format.md §7, §8, §10, §11 and
+AllenSDK 2.16.2's behaviour (docs/quirks.md); where the SDK answer for the unedited part of a file is the same,
+it is taken from the SDK truth shipped beside the reference files.
 """
 
 from __future__ import annotations
@@ -40,14 +40,6 @@ EYE_TRACKING_COLUMNS = [
     "eye_center_y", "eye_width", "eye_height", "eye_phi", "pupil_center_x", "pupil_center_y", "pupil_width",
     "pupil_height", "pupil_phi",
 ]
-PERFORMANCE_KEYS = [
-    "trial_count", "go_trial_count", "catch_trial_count", "hit_trial_count", "miss_trial_count",
-    "false_alarm_trial_count", "correct_reject_trial_count", "auto_reward_count", "earned_reward_count",
-    "total_reward_count", "total_reward_volume", "maximum_reward_rate", "engaged_trial_count", "mean_hit_rate",
-    "mean_hit_rate_uncorrected", "mean_hit_rate_engaged", "mean_false_alarm_rate",
-    "mean_false_alarm_rate_uncorrected", "mean_false_alarm_rate_engaged", "mean_dprime", "mean_dprime_engaged",
-    "max_dprime", "max_dprime_engaged",
-]
 PER_CELL_MEMBERS = [
     "cell_specimen_table", "roi_masks", "dff_traces", "events", "corrected_fluorescence_traces",
     "demixed_traces", "neuropil_traces",
@@ -55,7 +47,7 @@ PER_CELL_MEMBERS = [
 
 
 def _causal_halfnormal(trace: np.ndarray, frame_rate: float, scale_seconds: float = 2 / 31, n_steps: int = 20):
-    """format.md §8.8: half-normal kernel (σ = scale × rate frames), normalised, causal, same length."""
+    """docs/format.md §8.8: half-normal kernel (σ = scale × rate frames), normalised, causal, same length."""
     sigma = scale_seconds * frame_rate
     k = np.arange(n_steps)
     w = np.exp(-0.5 * (k / sigma) ** 2)
@@ -77,83 +69,34 @@ def variant_dir(tmp_path_factory):
     return tmp_path_factory.mktemp("nwb_variants")
 
 
-@pytest.fixture(scope="session")
-def passive_experiment_nwb(experiment_nwb, variant_dir):
-    return nv.make_passive(experiment_nwb, variant_dir, "passive_experiment.nwb")
+def _variant(base: str, make, *args, **kwargs):
+    """A session fixture: the variant ``make(file of fixture base, variant_dir, *args, **kwargs)``, built once."""
 
-
-@pytest.fixture(scope="session")
-def passive_session_nwb(session_nwb, variant_dir):
-    return nv.make_passive(session_nwb, variant_dir, "passive_session.nwb")
-
-
-@pytest.fixture(scope="session")
-def gratings_nwb(session_nwb, variant_dir):
-    return nv.make_gratings(session_nwb, variant_dir)
-
-
-@pytest.fixture(scope="session")
-def mesoscope_nwb(experiment_nwb, variant_dir):
-    return nv.make_mesoscope(experiment_nwb, variant_dir)
-
-
-@pytest.fixture(scope="session")
-def mesoscope_long_ts_nwb(mesoscope_nwb, variant_dir):
-    return nv.make_timestamp_mismatch(mesoscope_nwb, variant_dir, "mesoscope_long_ts.nwb", extra_frames=5)
-
-
-@pytest.fixture(scope="session")
-def mesoscope_short_ts_nwb(mesoscope_nwb, variant_dir):
-    return nv.make_timestamp_mismatch(mesoscope_nwb, variant_dir, "mesoscope_short_ts.nwb", extra_frames=-5)
-
-
-@pytest.fixture(scope="session")
-def single_long_ts_nwb(experiment_nwb, variant_dir):
-    return nv.make_timestamp_mismatch(experiment_nwb, variant_dir, "single_long_ts.nwb", extra_frames=7)
-
-
-@pytest.fixture(scope="session")
-def single_short_ts_nwb(experiment_nwb, variant_dir):
-    return nv.make_timestamp_mismatch(experiment_nwb, variant_dir, "single_short_ts.nwb", extra_frames=-7)
-
-
-@pytest.fixture(scope="session")
-def no_eye_tracking_nwb(experiment_nwb, variant_dir):
-    return nv.make_no_eye_tracking(experiment_nwb, variant_dir)
-
-
-@pytest.fixture(scope="session")
-def v1_0_nwb(experiment_nwb, variant_dir):
-    return nv.make_v1_0(experiment_nwb, variant_dir)
+    @pytest.fixture(scope="session")
+    def variant(request, variant_dir):
+        return make(request.getfixturevalue(base), variant_dir, *args, **kwargs)
+    return variant
 
 
 NULL_ROWS = (0, 7, 42)
-
-
-@pytest.fixture(scope="session")
-def null_csid_nwb(experiment_nwb, variant_dir):
-    return nv.make_null_cell_specimen_ids(experiment_nwb, variant_dir, rows=NULL_ROWS)
-
-
 EVENT_DROP_ROWS = (1, 5, 50, 119)
-
-
-@pytest.fixture(scope="session")
-def events_subset_nwb(experiment_nwb, variant_dir):
-    return nv.make_events_roi_subset(experiment_nwb, variant_dir, drop_rows=EVENT_DROP_ROWS)
-
-
-@pytest.fixture(scope="session")
-def nonragged_nwb(session_nwb, variant_dir):
-    return nv.make_nonragged_lick_times(session_nwb, variant_dir)
-
-
 INVALID_ROW = 3
 
-
-@pytest.fixture(scope="session")
-def invalid_roi_nwb(experiment_nwb, variant_dir):
-    return nv.make_invalid_roi(experiment_nwb, variant_dir, row=INVALID_ROW)
+passive_experiment_nwb = _variant("experiment_nwb", nv.make_passive, "passive_experiment.nwb")
+passive_session_nwb = _variant("session_nwb", nv.make_passive, "passive_session.nwb")
+gratings_nwb = _variant("session_nwb", nv.make_gratings)
+mesoscope_nwb = _variant("experiment_nwb", nv.make_mesoscope)
+mesoscope_long_ts_nwb = _variant("mesoscope_nwb", nv.make_timestamp_mismatch, "mesoscope_long_ts.nwb", extra_frames=5)
+mesoscope_short_ts_nwb = _variant("mesoscope_nwb", nv.make_timestamp_mismatch, "mesoscope_short_ts.nwb",
+                                  extra_frames=-5)
+single_long_ts_nwb = _variant("experiment_nwb", nv.make_timestamp_mismatch, "single_long_ts.nwb", extra_frames=7)
+single_short_ts_nwb = _variant("experiment_nwb", nv.make_timestamp_mismatch, "single_short_ts.nwb", extra_frames=-7)
+no_eye_tracking_nwb = _variant("experiment_nwb", nv.make_no_eye_tracking)
+v1_0_nwb = _variant("experiment_nwb", nv.make_v1_0)
+null_csid_nwb = _variant("experiment_nwb", nv.make_null_cell_specimen_ids, rows=NULL_ROWS)
+events_subset_nwb = _variant("experiment_nwb", nv.make_events_roi_subset, drop_rows=EVENT_DROP_ROWS)
+nonragged_nwb = _variant("session_nwb", nv.make_nonragged_lick_times)
+invalid_roi_nwb = _variant("experiment_nwb", nv.make_invalid_roi, row=INVALID_ROW)
 
 
 @pytest.fixture(scope="session")
@@ -186,7 +129,7 @@ def _check_dynamic_table(table: h5py.Group) -> None:
             idx = table[f"{col}_index"]
             assert len(idx) == n, f"{table.name}/{col}_index"
             end = int(idx[-1]) if n else 0
-            # AllenSDK's writer stores a column without any value as one empty string (format.md §7.6)
+            # AllenSDK's writer stores a column without any value as one empty string (docs/format.md §7.6)
             empty_text = (h5py.check_string_dtype(table[col].dtype) is not None and table[col].shape == (1,)
                           and table[col].asstr()[0] == "")
             stored = 0 if end == 0 and empty_text else len(table[col])
@@ -303,8 +246,8 @@ def test_passive_rolling_performance_has_zero_dprime(passive):
     assert len(df) == n and df.index.name == "trials_id"
     aborted = _trial_outcomes(path)["aborted"]
     dprime = df["rolling_dprime"].to_numpy()
-    # zeros on every non-aborted trial; aborted rows are NaN like every rate column (api.md §4.7,
-    # analysis.md §1.4)
+    # zeros on every non-aborted trial; aborted rows are NaN like every rate column
+    # (docs/analysis.md §3)
     assert (~aborted).sum() > 0
     np.testing.assert_array_equal(dprime[~aborted], np.zeros((~aborted).sum()))
     assert np.isnan(dprime[aborted]).all()
@@ -313,12 +256,12 @@ def test_passive_rolling_performance_has_zero_dprime(passive):
     np.testing.assert_array_equal(reward_rate[10:], np.zeros(n - 10))
 
 
-def test_passive_performance_metrics(passive):
+def test_passive_performance_metrics(passive, session_truth):
     path, cls = passive
     o = _trial_outcomes(path)
     with cls.from_nwb_path(path) as s:
         pm = s.get_performance_metrics()
-    assert list(pm) == PERFORMANCE_KEYS
+    assert list(pm) == list(session_truth["get_performance_metrics"])  # AllenSDK's keys, in its order
     assert pm["trial_count"] == len(o["go"])
     assert pm["go_trial_count"] == o["go"].sum()
     assert pm["catch_trial_count"] == o["catch"].sum()
@@ -557,7 +500,7 @@ def test_v1_0_single_block_presentations(v1_0_nwb, experiment_truth):
     np.testing.assert_allclose(sp["start_time"].to_numpy(), block["start_time"].to_numpy())
     assert list(sp["image_name"]) == list(block["image_name"])
     np.testing.assert_array_equal(sp["is_change"].to_numpy(), block["is_change"].to_numpy())
-    # without the initial gray-screen row the count starts at 0 instead of 1 (format.md §8.3 step 7)
+    # without the initial gray-screen row the count starts at 0 instead of 1 (docs/format.md §8.3)
     first_change = int(np.flatnonzero(block["is_change"].to_numpy())[0])
     expected_fsc = block["flashes_since_change"].to_numpy().copy()
     expected_fsc[:first_change] -= 1

@@ -34,7 +34,7 @@ EXPERIMENT = "behavior_ophys_experiment_1091765022"
 SESSION = "behavior_session_1089912433"
 SOURCES = {EXPERIMENT: EXPERIMENT_NWB, SESSION: SESSION_NWB}
 # stored values that differ on purpose: vbo's content holds flashes_since_change as recomputed on read
-# (format.md §8.3 step 7), the SDK stored -99 outside image blocks; every reader recomputes it
+# (docs/format.md §8.3), the SDK stored -99 outside image blocks; every reader recomputes it
 RECOMPUTED_ON_READ = ("flashes_since_change",)
 NOT_LAYOUT = ("/specifications", "/file_create_date")
 
@@ -191,7 +191,7 @@ def test_pynwb_validates_and_reads(stem, written):
 
 
 def test_no_global_registration(written):
-    """Writing loaded the extensions into a private type map only (api.md Q19)."""
+    """Writing loaded the extensions into a private type map only, not pynwb's global one."""
     for namespace in layout.EXTENSION_NAMESPACES:
         assert namespace not in pynwb.available_namespaces()
     code = ("import sys, vbo, vbo.nwb.write, vbo.nwb.content; "
@@ -201,35 +201,43 @@ def test_no_global_registration(written):
     subprocess.run([sys.executable, "-c", code, str(written[SESSION])], check=True)
 
 
-def test_layout_names_agree_with_paths():
-    assert f"/processing/{layout.RUNNING_MODULE}/{layout.RUNNING_SPEED_SERIES}" == layout.RUNNING_SPEED
-    assert f"/processing/{layout.RUNNING_MODULE}/{layout.RAW_RUNNING_SPEED_SERIES}" == layout.RAW_RUNNING_SPEED
-    assert f"/processing/{layout.RUNNING_MODULE}/{layout.RUNNING_DX_SERIES}" == layout.RUNNING_DX
-    assert (f"/processing/{layout.STIMULUS_MODULE}/{layout.STIMULUS_TIMESTAMPS_SERIES}/{layout.TIMESTAMPS}"
-            == layout.STIMULUS_TIMESTAMPS)
-    assert f"/processing/{layout.LICKING_MODULE}/{layout.LICKS_SERIES}" == layout.LICKS
-    assert f"/processing/{layout.REWARDS_MODULE}/{layout.REWARD_VOLUME_SERIES}" == layout.REWARD_VOLUME
-    assert f"/processing/{layout.REWARDS_MODULE}/{layout.REWARD_AUTOREWARDED_SERIES}" == layout.REWARD_AUTOREWARDED
-    assert f"{layout.ACQUISITION}/{layout.V_IN_SERIES}" == layout.V_IN
-    assert f"{layout.ACQUISITION}/{layout.EYE_TRACKING_NAME}" == layout.EYE_TRACKING
-    assert f"/processing/{layout.EYE_RIG_MODULE}/{layout.EYE_RIG_NAME}" == layout.EYE_RIG_GEOMETRY
-    assert f"{layout.INTERVALS}/{layout.TRIALS_TABLE}" == layout.TRIALS
-    ophys = f"/processing/{layout.OPHYS_MODULE}"
-    assert ophys == layout.OPHYS
-    assert f"{ophys}/{layout.IMAGE_SEGMENTATION}/{layout.CELL_TABLE_NAME}" == layout.CELL_TABLE
-    assert f"{ophys}/{layout.DFF_INTERFACE}/{layout.TRACES_SERIES}" == layout.DFF
-    corrected = f"{ophys}/{layout.CORRECTED_FLUORESCENCE_INTERFACE}"
-    assert f"{corrected}/{layout.RMSE_SERIES}" == layout.CORRECTED_FLUORESCENCE_RMSE
-    assert f"{ophys}/{layout.DEMIXED_INTERFACE}/{layout.TRACES_SERIES}" == layout.DEMIXED
-    assert f"{ophys}/{layout.NEUROPIL_INTERFACE}/{layout.TRACES_SERIES}" == layout.NEUROPIL
-    assert f"{ophys}/{layout.EVENTS_NAME}" == layout.EVENTS
-    assert f"{ophys}/{layout.MOTION_X_SERIES}/{layout.DATA}" == layout.MOTION_X
-    assert f"{ophys}/{layout.IMAGES_INTERFACE}/{layout.AVERAGE_PROJECTION_NAME}" == layout.AVERAGE_PROJECTION
-    assert f"{ophys}/{layout.IMAGES_INTERFACE}/{layout.SEGMENTATION_MASK_NAME}" == layout.STORED_SEGMENTATION_MASK
-    assert (f"/general/optophysiology/{layout.IMAGING_PLANE_NAME}/{layout.OPTICAL_CHANNEL_NAME}/emission_lambda"
-            == layout.EMISSION_LAMBDA)
-    assert f"/general/{layout.METADATA_NAME}" == layout.METADATA
-    assert f"/general/{layout.TASK_PARAMETERS_NAME}" == layout.TASK_PARAMETERS
+_OPHYS = f"/processing/{layout.OPHYS_MODULE}"
+_CORRECTED = f"{_OPHYS}/{layout.CORRECTED_FLUORESCENCE_INTERFACE}"
+# Each full path of the layout and the names it is joined from.
+LAYOUT_PATHS = [
+    (layout.RUNNING_SPEED, "/processing", layout.RUNNING_MODULE, layout.RUNNING_SPEED_SERIES),
+    (layout.RAW_RUNNING_SPEED, "/processing", layout.RUNNING_MODULE, layout.RAW_RUNNING_SPEED_SERIES),
+    (layout.RUNNING_DX, "/processing", layout.RUNNING_MODULE, layout.RUNNING_DX_SERIES),
+    (layout.STIMULUS_TIMESTAMPS, "/processing", layout.STIMULUS_MODULE, layout.STIMULUS_TIMESTAMPS_SERIES,
+     layout.TIMESTAMPS),
+    (layout.LICKS, "/processing", layout.LICKING_MODULE, layout.LICKS_SERIES),
+    (layout.REWARD_VOLUME, "/processing", layout.REWARDS_MODULE, layout.REWARD_VOLUME_SERIES),
+    (layout.REWARD_AUTOREWARDED, "/processing", layout.REWARDS_MODULE, layout.REWARD_AUTOREWARDED_SERIES),
+    (layout.V_IN, layout.ACQUISITION, layout.V_IN_SERIES),
+    (layout.EYE_TRACKING, layout.ACQUISITION, layout.EYE_TRACKING_NAME),
+    (layout.EYE_RIG_GEOMETRY, "/processing", layout.EYE_RIG_MODULE, layout.EYE_RIG_NAME),
+    (layout.TRIALS, layout.INTERVALS, layout.TRIALS_TABLE),
+    (layout.OPHYS, _OPHYS),
+    (layout.CELL_TABLE, _OPHYS, layout.IMAGE_SEGMENTATION, layout.CELL_TABLE_NAME),
+    (layout.DFF, _OPHYS, layout.DFF_INTERFACE, layout.TRACES_SERIES),
+    (layout.CORRECTED_FLUORESCENCE_RMSE, _CORRECTED, layout.RMSE_SERIES),
+    (layout.DEMIXED, _OPHYS, layout.DEMIXED_INTERFACE, layout.TRACES_SERIES),
+    (layout.NEUROPIL, _OPHYS, layout.NEUROPIL_INTERFACE, layout.TRACES_SERIES),
+    (layout.EVENTS, _OPHYS, layout.EVENTS_NAME),
+    (layout.MOTION_X, _OPHYS, layout.MOTION_X_SERIES, layout.DATA),
+    (layout.AVERAGE_PROJECTION, _OPHYS, layout.IMAGES_INTERFACE, layout.AVERAGE_PROJECTION_NAME),
+    (layout.STORED_SEGMENTATION_MASK, _OPHYS, layout.IMAGES_INTERFACE, layout.SEGMENTATION_MASK_NAME),
+    (layout.EMISSION_LAMBDA, "/general/optophysiology", layout.IMAGING_PLANE_NAME, layout.OPTICAL_CHANNEL_NAME,
+     "emission_lambda"),
+    (layout.METADATA, "/general", layout.METADATA_NAME),
+    (layout.TASK_PARAMETERS, "/general", layout.TASK_PARAMETERS_NAME),
+]
+
+
+@pytest.mark.parametrize("path,parts", [(row[0], row[1:]) for row in LAYOUT_PATHS],
+                         ids=[row[0] for row in LAYOUT_PATHS])
+def test_layout_names_agree_with_paths(path, parts):
+    assert "/".join(parts) == path
 
 
 # --- variants through content -------------------------------------------------------------------
@@ -297,7 +305,7 @@ def test_passive_session(contents, tmp_path):
     path = _write_and_validate(content, tmp_path / "passive.nwb")
     with h5py.File(path, "r") as h5:
         assert "/processing/licking" not in h5 and "/processing/rewards" not in h5
-        # as the SDK's writer stores it (format.md §7.6): flat data one empty string, every index entry 0
+        # as the SDK's writer stores it (docs/format.md §7.6): flat data one empty string, every index entry 0
         assert list(h5[f"{layout.TRIALS}/lick_times"][()]) == [b""]
         index = h5[f"{layout.TRIALS}/lick_times_index"][()]
         assert len(index) == len(content.trials) and (index == 0).all()

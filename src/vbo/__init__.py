@@ -52,6 +52,7 @@ def open_nwb(path, **kwargs):
         Reading options of the chosen class's ``from_nwb_path``; options that only experiments take
         are ignored for behavior-only files.
     """
+    # deferred, as every member of this facade: `import vbo` does not load h5py, pandas or numpy
     from vbo.experiment import BehaviorOphysExperiment
     from vbo.nwb import layout
     from vbo.nwb import read as nwb

@@ -15,20 +15,31 @@ Commands
 ``vbo simulate`` / ``vbo publish`` / ``vbo demo``
     Write a synthetic release / upload a release to a versioned bucket / run the workflows on a small release.
 
-Importing this module is cheap: ``vbo``'s readers (h5py, pandas, numpy) are imported inside the
-commands, so ``vbo --help`` answers at once.
+Importing this module is cheap: the commands' heavy libraries (h5py, pandas, numpy, matplotlib, pyarrow, dask:
+the readers, analyses, figures and exports) are imported inside the commands, so ``vbo --help`` answers at once.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import sys
+import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
+from rich.console import Console
+from rich.progress import (BarColumn, DownloadColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                           TimeRemainingColumn, TransferSpeedColumn)
+from rich.table import Table
+from rich.text import Text
 from typer.core import TyperGroup
+
+import vbo
+from vbo.errors import InvalidIdError, NwbFileError, VboError
 
 try:  # recent typer vendors click; its exceptions are typer's own classes
     from typer import _click as click
@@ -36,6 +47,7 @@ except ImportError:  # pragma: no cover - typer that uses the click package
     import click
 
 if TYPE_CHECKING:  # pragma: no cover
+    from vbo.cache.download import DownloadProgress
     from vbo.session import BehaviorSession
 
 # Exit status for a problem with the user's input (bad path, not an NWB file, ...), as click uses
@@ -48,9 +60,6 @@ TRACEBACK_ENV = "VBO_TRACEBACK"  # set to 1 to see the traceback of an unexpecte
 
 def _red_line(message: str) -> None:
     """Print ``error: message`` as one red line on stderr, whatever newlines the message holds."""
-    from rich.console import Console
-    from rich.text import Text
-
     line = " ".join(str(message).split())
     Console(stderr=True, highlight=False, soft_wrap=True).print(Text(f"error: {line}", style="bold red"))
 
@@ -63,8 +72,6 @@ class OneLineErrors(TyperGroup):
     """
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
-        import os
-
         try:
             code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         except click.exceptions.ClickException as err:
@@ -85,8 +92,6 @@ class OneLineErrors(TyperGroup):
 
     @staticmethod
     def _report(err: Exception) -> int:
-        from vbo.errors import VboError
-
         if isinstance(err, VboError):
             _red_line(str(err))
             return EXIT_BAD_INPUT
@@ -205,11 +210,9 @@ def summarize(obj: BehaviorSession, path: str | Path) -> dict[str, Any]:
         Keys in display order (see ``_SECTIONS``); ophys keys only for experiments. Durations in
         seconds, rates in Hz, depth in µm. Values are plain Python (JSON-ready).
     """
-    import numpy as np
+    import numpy as np  # deferred: `vbo --help` does not pay for numpy
 
-    from vbo import BehaviorOphysExperiment
-
-    is_experiment = isinstance(obj, BehaviorOphysExperiment)
+    is_experiment = isinstance(obj, vbo.BehaviorOphysExperiment)
     md = obj.metadata
     out: dict[str, Any] = {
         "file": str(path),
@@ -251,7 +254,7 @@ def summarize(obj: BehaviorSession, path: str | Path) -> dict[str, Any]:
         ots = np.asarray(obj.ophys_timestamps, dtype=float)
         out["ophys_frames"] = int(ots.size)
         out["ophys_frame_rate_hz"] = md.get("ophys_frame_rate")
-        # the empirical rate convention of analysis.md §3.2: 1 / mean(diff(timestamps))
+        # the empirical rate of a stream (docs/analysis.md §6.1): 1 / mean(diff(timestamps))
         out["ophys_frame_rate_empirical_hz"] = (
             float(1.0 / np.mean(np.diff(ots))) if ots.size > 1 else None
         )
@@ -274,9 +277,7 @@ def _format(key: str, value: Any) -> str:
     return str(value)
 
 
-def _render_table(summary: dict[str, Any]):
-    from rich.table import Table
-
+def _render_table(summary: dict[str, Any]) -> Table:
     table = Table(title=f"vbo info — {Path(summary['file']).name}", show_header=True)
     table.add_column("field", style="bold", no_wrap=True)
     table.add_column("value", overflow="fold")
@@ -313,9 +314,6 @@ def info(
     ] = False,
 ) -> None:
     """Summarize a session or experiment NWB file: ids, subject, rig, counts, frame rates."""
-    import vbo
-    from vbo.errors import NwbFileError, VboError
-
     try:
         with vbo.open_nwb(path) as obj:
             summary = summarize(obj, path)
@@ -329,27 +327,36 @@ def info(
     if as_json:
         sys.stdout.write(json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
         return
-
-    from rich.console import Console
-
     console = Console()
     if not console.is_terminal:  # piped or captured: do not fold genotypes at 80 columns
         console = Console(width=max(console.width, 120))
     console.print(_render_table(summary))
 
 
-def _progress_bar(description: str):
-    """A rich progress bar and a ``progress(done, total)`` callback that drives it."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+def _progress_bar(description: str, *, transfer: bool = False,
+                  console: Console | None = None) -> tuple[Progress, Callable]:
+    """The command line's progress bar (rich) and the callback that drives it.
 
-    bar = Progress(TextColumn(description), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                   TimeRemainingColumn(), transient=False)
-    task = bar.add_task(description, total=None)
+    The callback is ``update(done, total)`` for counted steps (sessions, uploads) or, with ``transfer``,
+    ``update(state)`` for a :class:`vbo.cache.download.DownloadProgress` (bytes, rate, time left, files):
+    the library reports progress through callbacks and draws nothing itself.
+    """
+    if transfer:
+        columns = (DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[files]}"))
+    else:
+        columns = (MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
+    bar = Progress(TextColumn(description), BarColumn(), *columns, console=console, transient=False)
+    task = bar.add_task(description, total=None, files="")
 
-    def update(done: int, total: int) -> None:
+    def steps(done: int, total: int) -> None:
         bar.update(task, completed=done, total=total)
 
-    return bar, update
+    def transferred(state: DownloadProgress) -> None:
+        failed = f", {state.errors} failed" if state.errors else ""
+        bar.update(task, completed=state.bytes_done, total=state.bytes_total or None,
+                   files=f"{state.files_done}/{state.files_total} files{failed}")
+
+    return bar, (transferred if transfer else steps)
 
 
 @app.command()
@@ -364,7 +371,7 @@ def simulate(
     workers: Annotated[Optional[int], typer.Option(help="Worker processes (default: CPUs, at most 4).")] = None,
 ) -> None:
     """Write a synthetic release in the bucket layout, with planted truth in OUT_DIR/ground_truth."""
-    from vbo.simulate import SCALES
+    from vbo.simulate import SCALES  # deferred, as every command's library: numpy, h5py
     from vbo.simulate import simulate as run
 
     if scale not in SCALES:
@@ -389,7 +396,7 @@ def demo(
     cache_dir: Annotated[Optional[Path], typer.Option(help="Where the synthetic release is kept.")] = None,
 ) -> None:
     """Simulate a small release once, run the workflows on it, and save figures and a summary."""
-    from vbo.demo import run_demo
+    from vbo.demo import run_demo  # deferred: pandas, h5py, matplotlib
 
     bar, update = _progress_bar("simulating the demo release (first run only)")
     with bar:
@@ -401,8 +408,7 @@ def demo(
 
 def _ids(text: Optional[str], option: str) -> list[int]:
     """Comma-separated ids (``1,2,3``) → ints; a bad id is a usage error naming ``option``."""
-    from vbo.errors import InvalidIdError
-    from vbo.tables import normalize_id
+    from vbo.tables import normalize_id  # deferred: pandas
 
     try:
         return [normalize_id(part) for part in text.split(",") if part.strip()] if text else []
@@ -412,10 +418,6 @@ def _ids(text: Optional[str], option: str) -> list[int]:
 
 def _open_cache(cache_dir: Path, bucket: Optional[str], endpoint_url: Optional[str], offline: bool,
                 static: bool = False):
-    import warnings
-
-    import vbo
-
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", vbo.errors.UpdatedStimulusPresentationTableWarning)
         if static:
@@ -437,9 +439,6 @@ def download(
     workers: Annotated[int, typer.Option(help="Parallel downloads.")] = 8,
 ) -> None:
     """Download files of the release into CACHE_DIR: verified, resumable, in parallel, with progress."""
-    from vbo.cache.download import progress_bar
-    from vbo.errors import VboError
-
     if not (experiments or sessions or everything):
         raise typer.BadParameter("name --experiments, --sessions or --all", param_hint="--experiments")
     if workers < 1:
@@ -447,7 +446,8 @@ def download(
     session_ids, experiment_ids = _ids(sessions, "--sessions"), _ids(experiments, "--experiments")
     try:
         cache = _open_cache(cache_dir, bucket, endpoint_url, offline=False)
-        with progress_bar(description="downloading") as update:
+        bar, update = _progress_bar("downloading", transfer=True)
+        with bar:
             paths = cache.download(session_ids, experiment_ids, everything, workers=workers, progress=update)
     except (VboError, KeyError, TypeError, RuntimeError) as err:
         raise _fail(cache_dir, str(err)) from None
@@ -463,8 +463,6 @@ def verify(
     offline: Annotated[bool, typer.Option(help="Only check; never touch the network.")] = False,
 ) -> None:
     """Re-hash every cached file of the current manifest; repair what is wrong. Exit 1 if corrupt files remain."""
-    from vbo.errors import VboError
-
     try:
         cache = _open_cache(cache_dir, bucket, endpoint_url, offline)
         report = cache.verify(repair=repair and not offline)
@@ -490,8 +488,7 @@ def cell(
     endpoint_url: Annotated[Optional[str], typer.Option(help="S3 endpoint of a mirror or test server.")] = None,
 ) -> None:
     """Where one cell was imaged: its experiments with session, date, area and depth (metadata only)."""
-    from vbo.errors import VboError
-    from vbo.population import experiments_of_cell
+    from vbo.population import experiments_of_cell  # deferred: pandas, h5py, scipy
 
     given = _ids(cell_specimen_id, "CELL_SPECIMEN_ID")
     if len(given) != 1:
@@ -516,8 +513,7 @@ def publish(
     endpoint_url: Annotated[Optional[str], typer.Option(help="S3 endpoint (mirror or test server).")] = None,
 ) -> None:
     """Upload a release to a versioned bucket and rewrite its manifests with the server's version ids."""
-    from vbo.cache.publish import publish as run
-
+    from vbo.cache.publish import publish as upload_release  # deferred: the S3 modules, which `vbo --help` skips
     if not target.startswith("s3://") or not target[5:].strip("/"):
         raise typer.BadParameter(f"{target!r} is not s3://BUCKET", param_hint="TARGET")
     if not release_dir.is_dir():
@@ -526,7 +522,7 @@ def publish(
     bar, update = _progress_bar("uploading")
     with bar:
         try:
-            published = run(release_dir, target[5:].strip("/"), endpoint_url=endpoint_url, progress=update)
+            published = upload_release(release_dir, target[5:].strip("/"), endpoint_url=endpoint_url, progress=update)
         except (FileNotFoundError, ValueError) as err:
             raise _fail(release_dir, str(err)) from None
     typer.echo(f"published {', '.join(sorted(published))} to {target}")
@@ -563,10 +559,7 @@ def report(
     endpoint_url: Annotated[Optional[str], typer.Option(help="S3 endpoint of a mirror or test server.")] = None,
 ) -> None:
     """Self-contained HTML reports: the release overview (default), --experiment, --session, --mouse, or an NWB file."""
-    import warnings
-
-    from vbo import report as reports
-    from vbo.errors import VboError
+    from vbo import report as reports  # deferred: matplotlib, pandas, h5py
 
     if sum(x is not None for x in (experiment, session, mouse)) > 1:
         raise typer.BadParameter("give at most one of --experiment, --session, --mouse", param_hint="--experiment")
@@ -608,8 +601,7 @@ def tables(
     endpoint_url: Annotated[Optional[str], typer.Option(help="S3 endpoint of a mirror or test server.")] = None,
 ) -> None:
     """Write the four metadata tables (behavior sessions, ophys sessions, experiments, cells) as CSV or Parquet."""
-    from vbo.errors import VboError
-    from vbo.export import write_tables
+    from vbo.export import write_tables  # deferred: pandas, pyarrow
 
     if format not in ("csv", "parquet"):
         raise typer.BadParameter(f"{format!r} is not csv or parquet", param_hint="--format")
@@ -635,14 +627,13 @@ def export(
     endpoint_url: Annotated[Optional[str], typer.Option(help="S3 endpoint of a mirror or test server.")] = None,
 ) -> None:
     """The release as Hive-partitioned Parquet datasets: incremental, resumable, on processes or Dask."""
-    from vbo.errors import VboError
-    from vbo.export import export as run
+    from vbo.export import export as run  # deferred: pandas, pyarrow, h5py
 
     client = None
     try:
         cache = _open_cache(cache_dir, bucket, endpoint_url, offline, static)
         if scheduler:
-            from dask.distributed import Client
+            from dask.distributed import Client  # deferred: only with --scheduler
 
             client = Client(scheduler)
         bar, update = _progress_bar("exporting (sessions and experiments)")

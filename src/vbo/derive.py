@@ -1,5 +1,5 @@
 """What AllenSDK recomputes when it reads a file: presentations, eye-tracking blinks, filtered events,
-and the metadata parsing rules (``spec/format.md`` §6.2, §6.6, §8.3, §8.6-§8.8).
+and the metadata parsing rules (``docs/format.md`` §6.2–§6.6, §8.3, §8.6–§8.8).
 
 Pure functions on arrays and frames; no file access.
 """
@@ -48,7 +48,7 @@ def none_if_none_string(value):
 
 
 def image_set(session_type: str) -> str:
-    """``images_X`` or ``gratings`` from a session type (session-table rule, format.md §6.6).
+    """``images_X`` or ``gratings`` from a session type (session-table rule, ``docs/format.md`` §6.6).
 
     Raises
     ------
@@ -64,7 +64,7 @@ def image_set(session_type: str) -> str:
     raise ValueError(f"session_type {session_type!r} names no image set (expected '..._images_X...' or '..._gratings...')")
 
 
-# --- stimulus presentations (format.md §8.3) --------------------------------------------------
+# --- stimulus presentations (docs/format.md §8.3) ----------------------------------------------
 
 PRESENTATION_INT_COLUMNS = ("flashes_since_change", "image_index", "movie_repeat", "movie_frame_index",
                             "repeat", "stimulus_index")
@@ -105,7 +105,7 @@ def _recompute_is_change(image_name: pd.Series, omitted: pd.Series) -> np.ndarra
 
 
 def flashes_since_change(is_change: np.ndarray, holds: np.ndarray) -> np.ndarray:
-    """Flashes since the last change, per presentation row (``format.md`` §8.3 step 7).
+    """Flashes since the last change, per presentation row (``docs/format.md`` §8.3).
 
     Parameters
     ----------
@@ -158,7 +158,7 @@ def _derive_trial_columns(df: pd.DataFrame, trials: pd.DataFrame) -> None:
 
 def stimulus_presentations(tables: list[pd.DataFrame], trials: pd.DataFrame | None,
                            recompute_is_change: bool = True) -> pd.DataFrame:
-    """Build ``stimulus_presentations`` from the stored ``*_presentations`` tables (format.md §8.3).
+    """Build ``stimulus_presentations`` from the stored ``*_presentations`` tables (``docs/format.md`` §8.3).
 
     Parameters
     ----------
@@ -172,7 +172,7 @@ def stimulus_presentations(tables: list[pd.DataFrame], trials: pd.DataFrame | No
     Returns
     -------
     pandas.DataFrame
-        Index ``stimulus_presentations_id``; columns in the fixed order of ``api.md`` §4.1.
+        Index ``stimulus_presentations_id``; columns in AllenSDK's fixed order (:data:`PRESENTATION_FIXED_ORDER`) first.
     """
     df = pd.concat(tables, ignore_index=True, sort=False) if tables else pd.DataFrame()
     for name in df.columns:
@@ -206,7 +206,7 @@ def stimulus_presentations(tables: list[pd.DataFrame], trials: pd.DataFrame | No
     return df
 
 
-# --- eye tracking (format.md §8.7) ------------------------------------------------------------
+# --- eye tracking (docs/format.md §8.7) --------------------------------------------------------
 
 EYE_TRACKING_COLUMNS = (
     "timestamps", "cr_area", "eye_area", "pupil_area", "likely_blink", "pupil_area_raw", "cr_area_raw",
@@ -276,7 +276,7 @@ def empty_eye_tracking() -> pd.DataFrame:
                         index=pd.Index([], dtype=object, name="frame"))
 
 
-# --- events (format.md §8.8) ------------------------------------------------------------------
+# --- events (docs/format.md §8.8) --------------------------------------------------------------
 
 
 FILTER_BLOCK_BYTES = 2 << 20  # rows of event traces filtered together

@@ -92,7 +92,7 @@ class BehaviorCloudCacheVersionException(Exception):
     """A manifest's version is outside the range this reader supports."""
 
 
-# --- S3 access and downloads (vbo.cache.s3, vbo.cache.download) ------------------------------
+# --- S3 access and downloads (vbo.source, vbo.cache.download) ---------------------------------
 
 
 class UnsafeKeyError(VboError, ValueError):

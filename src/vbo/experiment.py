@@ -41,6 +41,30 @@ def _index_has(index: pd.Index, value) -> bool:
     return True
 
 
+def _per_roi_doc(what: str, columns: str, note: str = "", aside: str = "") -> str:
+    """Documentation of a member returning one row per ROI: ``what`` it holds, its ``columns`` after
+    ``cell_roi_id`` (numpy-style entries, four-space indented descriptions) and a closing ``note``."""
+    return f"""{what}: a ``pandas.DataFrame``, one row per ROI{aside}.
+
+Index: ``cell_specimen_id`` (cross-session cell id; null for ROIs not matched across sessions), rows in
+the order of :attr:`cell_specimen_table`.
+
+Columns
+-------
+cell_roi_id : int64
+    ROI id (unique within the segmentation run).
+{columns}
+{note}"""
+
+
+def _trace_doc(what: str, column: str, values: str, more_columns: str = "", note: str = "") -> str:
+    """Documentation of a trace member: :func:`_per_roi_doc` whose ``column`` holds one array per ROI of
+    ``values`` (their meaning and unit), one per ophys frame."""
+    trace = (f"{column} : object\n    float64 array per ROI, one value per ophys frame (aligned with "
+             f":attr:`ophys_timestamps`):\n    {values}")
+    return _per_roi_doc(what, trace + more_columns, note)
+
+
 class BehaviorOphysExperiment(BehaviorSession):
     """One imaging plane of a Visual Behavior imaging session: everything of :class:`BehaviorSession`
     plus ROIs, fluorescence traces (one value per ophys frame), events and projection images.
@@ -219,7 +243,8 @@ class BehaviorOphysExperiment(BehaviorSession):
 
     @data_member
     def _cell_index(self) -> pd.Index:
-        """``cell_specimen_id`` of the retained ROIs as AllenSDK 2.16.2 builds it (api.md Q38, docs/quirks.md).
+        """``cell_specimen_id`` of the retained ROIs as AllenSDK 2.16.2 builds it (docs/quirks.md; null ids:
+        docs/format.md §10).
 
         AllenSDK replaces −1 by None in the stored table's column and lets pandas infer its dtype **before**
         it leaves out invalid ROIs, so the dtype follows every stored ROI: int64 when all are matched;
@@ -288,20 +313,11 @@ class BehaviorOphysExperiment(BehaviorSession):
         data["roi_mask"] = _object_column(self._roi_masks, index)
         return pd.DataFrame(data, index=index)
 
-    @data_member
+    @data_member(doc=_per_roi_doc(
+        "The mask of every ROI", aside=" (two columns of :attr:`cell_specimen_table`)",
+        columns="roi_mask : object\n"
+                "    Boolean array of the full field of view (e.g. 512 × 512 px), True inside the ROI."))
     def roi_masks(self) -> pd.DataFrame:
-        """The mask of every ROI: a ``pandas.DataFrame``, one row per ROI (two columns of :attr:`cell_specimen_table`).
-
-        Index: ``cell_specimen_id`` (cross-session cell id; null for ROIs not matched across sessions), rows in
-        the order of :attr:`cell_specimen_table`.
-
-        Columns
-        -------
-        cell_roi_id : int64
-            ROI id.
-        roi_mask : object
-            Boolean array of the full field of view (e.g. 512 × 512 px), True inside the ROI.
-        """
         return self.cell_specimen_table[["cell_roi_id", "roi_mask"]]
 
     # --- traces -------------------------------------------------------------------------------
@@ -341,11 +357,10 @@ class BehaviorOphysExperiment(BehaviorSession):
 
     def _prefetch_options(self) -> dict:
         """For a streamed file: fetch the chunks of coming slabs on parallel connections while HDF5 decodes."""
-        remote = getattr(self, "_remote", None)
-        prefetch = getattr(remote, "prefetch", None)
+        prefetch = self._stream_prefetch()
         if prefetch is None:
             return {}
-        return {"prefetch": prefetch, "prefetch_window": remote.cache_bytes // 2}
+        return {"prefetch": prefetch, "prefetch_window": self._handle.source.remote.cache_bytes // 2}
 
     def _n_series_frames(self, series: str, rows: np.ndarray) -> int:
         """Frames of a RoiResponseSeries (shape only, nothing read)."""
@@ -391,50 +406,25 @@ class BehaviorOphysExperiment(BehaviorSession):
     def _dff_rows(self, positions: np.ndarray) -> np.ndarray:
         """dF/F of the cell-table rows ``positions`` (cells × frames), reading only the stored columns that
         span them (for a streamed file: only their chunks), without loading ``dff_traces``."""
-        self.ophys_timestamps  # validates the time base as dff_traces does
-        rows = self._series_rows(layout.DFF)
-        order = self._align(layout.DFF, rows, self._n_series_frames(layout.DFF, rows), drop_missing=False)
-        if len(positions) == 0:
-            return np.zeros((0, self._n_frames))
-        return self._trace_block(layout.DFF, rows, order[positions])
+        with self._reading("dff_rows"):  # one phase of a streamed file's read plan
+            self.ophys_timestamps  # validates the time base as dff_traces does
+            rows = self._series_rows(layout.DFF)
+            order = self._align(layout.DFF, rows, self._n_series_frames(layout.DFF, rows), drop_missing=False)
+            if len(positions) == 0:
+                return np.zeros((0, self._n_frames))
+            return self._trace_block(layout.DFF, rows, order[positions])
 
-    @data_member
+    @data_member(doc=_trace_doc("ΔF/F (change of fluorescence over baseline) of every ROI", "dff",
+                                "ΔF/F (unitless)."))
     def dff_traces(self) -> pd.DataFrame:
-        """ΔF/F (change of fluorescence over baseline) of every ROI: a ``pandas.DataFrame``, one row per ROI.
-
-        Index: ``cell_specimen_id`` (cross-session cell id; null for ROIs not matched across sessions), rows in
-        the order of :attr:`cell_specimen_table`.
-
-        Columns
-        -------
-        cell_roi_id : int64
-            ROI id (unique within the segmentation run).
-        dff : object
-            float64 array per ROI, one value per ophys frame (aligned with :attr:`ophys_timestamps`):
-            ΔF/F (unitless).
-        """
         self.ophys_timestamps  # validates the time base as the SDK does
         return self._trace_frame(layout.DFF, "dff")
 
-    @data_member
+    @data_member(doc=_trace_doc(
+        "Neuropil-corrected fluorescence of every ROI", "corrected_fluorescence", "fluorescence (a.u.).",
+        more_columns="\nr : float64\n    Neuropil contamination ratio of the fit (files of release 1.1.0 on)."
+                     "\nRMSE : float64\n    Root-mean-square error of the fit (a.u.; files of release 1.1.0 on)."))
     def corrected_fluorescence_traces(self) -> pd.DataFrame:
-        """Neuropil-corrected fluorescence of every ROI: a ``pandas.DataFrame``, one row per ROI.
-
-        Index: ``cell_specimen_id`` (cross-session cell id; null for ROIs not matched across sessions), rows in
-        the order of :attr:`cell_specimen_table`.
-
-        Columns
-        -------
-        cell_roi_id : int64
-            ROI id (unique within the segmentation run).
-        corrected_fluorescence : object
-            float64 array per ROI, one value per ophys frame (aligned with :attr:`ophys_timestamps`):
-            fluorescence (a.u.).
-        r : float64
-            Neuropil contamination ratio of the fit (files of release 1.1.0 on).
-        RMSE : float64
-            Root-mean-square error of the fit (a.u.; files of release 1.1.0 on).
-        """
         frame = self._trace_frame(layout.CORRECTED_FLUORESCENCE, "corrected_fluorescence")
         for name, path in (("r", layout.CORRECTED_FLUORESCENCE_R), ("RMSE", layout.CORRECTED_FLUORESCENCE_RMSE)):
             values = self._per_roi_values(path)
@@ -442,68 +432,30 @@ class BehaviorOphysExperiment(BehaviorSession):
                 frame[name] = values
         return frame
 
-    @data_member
+    @data_member(doc=_trace_doc("Fluorescence of every ROI after demixing overlapping ROIs", "demixed_trace",
+                                "fluorescence (a.u.).", note="\nNone in files that predate demixing."))
     def demixed_traces(self) -> pd.DataFrame | None:
-        """Fluorescence of every ROI after demixing overlapping ROIs: a ``pandas.DataFrame``, one row per ROI.
-
-        Index: ``cell_specimen_id`` (cross-session cell id; null for ROIs not matched across sessions), rows in
-        the order of :attr:`cell_specimen_table`.
-
-        Columns
-        -------
-        cell_roi_id : int64
-            ROI id (unique within the segmentation run).
-        demixed_trace : object
-            float64 array per ROI, one value per ophys frame (aligned with :attr:`ophys_timestamps`):
-            fluorescence (a.u.).
-
-        None in files that predate demixing.
-        """
         return self._trace_frame(layout.DEMIXED, "demixed_trace", required=False)
 
-    @data_member
+    @data_member(doc=_trace_doc(
+        "Fluorescence of the neuropil around every ROI", "neuropil_trace", "fluorescence (a.u.).",
+        note="\nNone in files that predate it. AllenSDK 2.16.2 returns the demixed traces here (a bug); vbo\n"
+             "returns the neuropil traces."))
     def neuropil_traces(self) -> pd.DataFrame | None:
-        """Fluorescence of the neuropil around every ROI: a ``pandas.DataFrame``, one row per ROI.
-
-        Index: ``cell_specimen_id`` (cross-session cell id; null for ROIs not matched across sessions), rows in
-        the order of :attr:`cell_specimen_table`.
-
-        Columns
-        -------
-        cell_roi_id : int64
-            ROI id (unique within the segmentation run).
-        neuropil_trace : object
-            float64 array per ROI, one value per ophys frame (aligned with :attr:`ophys_timestamps`):
-            fluorescence (a.u.).
-
-        None in files that predate it. AllenSDK 2.16.2 returns the demixed traces here (a bug); vbo
-        returns the neuropil traces.
-        """
         return self._trace_frame(layout.NEUROPIL, "neuropil_trace", required=False)
 
-    @data_member
+    @data_member(doc=_trace_doc(
+        "Detected calcium events of every ROI", "events", "event magnitude (a.u., 0 where no event).",
+        more_columns="""
+filtered_events : object
+    ``events`` smoothed by a causal half-Gaussian filter (``events_filter_scale_seconds``, default 2/31 s,
+    over ``events_filter_n_time_steps``, default 20 frames), computed on read as in AllenSDK.
+lambda : float64
+    Sparsity penalty of the event detection.
+noise_std : float64
+    Estimated noise standard deviation of the ROI's trace (ΔF/F).""",
+        note="\nROIs missing from the stored events are left out, with a warning."))
     def events(self) -> pd.DataFrame:
-        """Detected calcium events of every ROI: a ``pandas.DataFrame``, one row per ROI.
-
-        Index: ``cell_specimen_id`` (cross-session cell id; null for ROIs not matched across sessions), rows in
-        the order of :attr:`cell_specimen_table`.
-
-        Columns
-        -------
-        cell_roi_id : int64
-            ROI id.
-        events : object
-            float64 array per ROI, one value per ophys frame: event magnitude (a.u., 0 where no event).
-        filtered_events : object
-            ``events`` smoothed by a causal half-Gaussian filter (``events_filter_scale_seconds``, default 2/31 s,
-            over ``events_filter_n_time_steps``, default 20 frames), computed on read as in AllenSDK.
-        lambda : float64
-            Sparsity penalty of the event detection.
-        noise_std : float64
-            Estimated noise standard deviation of the ROI's trace (ΔF/F).
-
-        ROIs missing from the stored events are left out, with a warning.
-        """
         h5 = self._h5
         rows = self._series_rows(layout.EVENTS)
         order = self._align(layout.EVENTS, rows, self._n_series_frames(layout.EVENTS, rows), drop_missing=True)

@@ -33,8 +33,16 @@ from urllib.parse import quote
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
-from vbo.errors import ReleaseLookupError
+from vbo.behavior import PERFORMANCE_METRIC_KEYS
+from vbo.errors import ReleaseLookupError, VboError
+from vbo.experiment import BehaviorOphysExperiment
+from vbo.parallel import map_files
+from vbo.population import cells_table
+from vbo.responses import stimulus_responses
+from vbo.session import BehaviorSession
 
 EXPORT_VERSION = 1
 """Bumped when what a unit writes changes: units made by another version are recomputed."""
@@ -156,8 +164,6 @@ def _dtype(key: str, value) -> str:
 
 def _schema(dataset: str):
     """The Arrow types of a dataset's data columns (metadata columns are typed by :func:`_dtype`)."""
-    import pyarrow as pa
-
     f64, i64, text, flag = pa.float64(), pa.int64(), pa.string(), pa.bool_()
     if dataset == "trials":
         columns = {"trials_id": i64, "start_time": f64, "stop_time": f64, "initial_image_name": text,
@@ -178,8 +184,6 @@ def _schema(dataset: str):
                    "trials_id": i64, "event_type": text, "image_name": text, "trial_type": text,
                    "mean_response": f64, "baseline_response": f64, "p_value_gray_screen": f64, "event_time": f64}
     elif dataset == "performance":
-        from vbo.behavior import PERFORMANCE_METRIC_KEYS
-
         columns = {k: i64 if k.endswith("_count") else f64 for k in PERFORMANCE_METRIC_KEYS}
     else:
         return None
@@ -189,8 +193,6 @@ def _schema(dataset: str):
 def _arrow(frame: pd.DataFrame, dataset: str, metadata: dict):
     """``frame`` as an Arrow table with the dataset's fixed schema: metadata columns first, then the known
     data columns (absent ones as nulls, e.g. ``orientation`` outside grating sessions)."""
-    import pyarrow as pa
-
     table = pa.Table.from_pandas(frame, preserve_index=False)
     schema = _schema(dataset)
     if schema is None:
@@ -210,9 +212,6 @@ def _arrow(frame: pd.DataFrame, dataset: str, metadata: dict):
 
 def _write_parquet(frame, path: Path) -> None:
     """Atomic write of a DataFrame or Arrow table: a temporary file renamed into place."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     path.parent.mkdir(parents=True, exist_ok=True)
     table = frame if isinstance(frame, pa.Table) else pa.Table.from_pandas(frame, preserve_index=False)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -245,8 +244,6 @@ def session_tables(session) -> dict[str, pd.DataFrame]:
 
 def export_session(source: str, out_dir: str, unit: dict) -> dict:
     """Write the session datasets of one behavior session file (runs in a worker)."""
-    from vbo.session import BehaviorSession
-
     out = Path(out_dir)
     rows = {}
     with warnings.catch_warnings():
@@ -278,8 +275,6 @@ def cell_response_rows(experiment, n_shuffles: int = 10_000) -> pd.DataFrame:
     before the event), ``p_value_gray_screen`` (against ``n_shuffles`` gray-screen windows), ``image_name``,
     ``event_type`` (``changes`` / ``omissions``) and ``trial_type`` of the change's trial (hit, miss …).
     """
-    from vbo.responses import stimulus_responses
-
     trial_types = _trial_type(experiment.trials)
     parts = []
     for event_type in ("changes", "omissions"):
@@ -294,8 +289,6 @@ def cell_response_rows(experiment, n_shuffles: int = 10_000) -> pd.DataFrame:
 
 def export_experiment(source: str, out_dir: str, unit: dict, n_shuffles: int = 10_000) -> dict:
     """Write the cell responses of one experiment file (runs in a worker)."""
-    from vbo.experiment import BehaviorOphysExperiment
-
     out = Path(out_dir)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -317,8 +310,6 @@ def _run_batch(cache, batch: list[dict], out_dir: str, n_shuffles: int, stream: 
                workers: int | None) -> list[dict]:
     """Export a batch of units, sessions and experiments apart (an imaging session's behavior is read from
     an experiment's file, so a source names one unit only within a kind)."""
-    from vbo.parallel import map_files
-
     summaries = []
     for kind in ("session", "experiment"):
         units = {}
@@ -376,8 +367,6 @@ def _remove_stale(out_dir: Path, units: list[dict], release: set[str]) -> list[s
 
 def _write_cells(cache, out_dir: Path) -> int:
     """The ``cells`` dataset (ROI × experiment metadata, from the tables alone), rewritten whole."""
-    from vbo.population import cells_table
-
     cells = cells_table(cache).reset_index()
     for name in cells.columns[cells.dtypes == object]:
         cells[name] = cells[name].astype("string")
@@ -407,8 +396,6 @@ def export_state(out_dir: str | os.PathLike) -> dict:
     """The recorded state of an export folder: ``manifest`` (of the last export) and every ``exports`` entry."""
     path = Path(out_dir) / STATE_FOLDER / "state.json"
     if not path.is_file():
-        from vbo.errors import VboError
-
         raise VboError(f"{out_dir} holds no vbo export (no {STATE_FOLDER}/state.json); run `vbo export` first")
     return json.loads(path.read_text())
 

@@ -1,6 +1,6 @@
 """Training histories: one row per behavior session with its metadata and performance metrics.
 
-The metrics are those of ``get_performance_metrics`` (``analysis.md`` §1.6), computed from each session's
+The metrics are those of ``get_performance_metrics`` (``docs/analysis.md`` §4), computed from each session's
 NWB file in a process pool and kept on disk next to the data, so that a second call reads them back:
 
 - :func:`training_history` — every behavior session of one mouse, in date order (tutorial "Examine the full
@@ -22,8 +22,10 @@ import numpy as np
 import pandas as pd
 
 from vbo import behavior
-from vbo.errors import ReleaseLookupError
+from vbo.errors import ReleaseLookupError, UnknownIdError
 from vbo.parallel import map_files
+from vbo.session import BehaviorSession
+from vbo.tables import normalize_id
 
 METRICS_VERSION = 1
 """Bumped whenever the metric definitions change: rows computed by another version are recomputed."""
@@ -36,8 +38,6 @@ _KEY = ("behavior_session_id", "file_hash", "metrics_version")
 def session_metrics(nwb_path: str | os.PathLike,
                     engaged_trial_reward_rate_threshold: float = behavior.ENGAGEMENT_THRESHOLD) -> dict:
     """``get_performance_metrics`` of the behavior session stored in one NWB file (runs in a worker)."""
-    from vbo.session import BehaviorSession
-
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         with BehaviorSession.from_nwb_path(nwb_path) as session:
@@ -86,8 +86,6 @@ def performance_table(cache, behavior_session_ids, *, workers: int | None = None
     same files — reads them back.
     Only the default threshold (2.0 rewards/min) is cached.
     """
-    from vbo.tables import normalize_id
-
     ids = [normalize_id(i) for i in behavior_session_ids]
     cacheable = use_disk_cache and engaged_trial_reward_rate_threshold == behavior.ENGAGEMENT_THRESHOLD
     path = Path(cache_path) if cache_path is not None else default_cache_path(cache)
@@ -156,9 +154,6 @@ def training_history(cache, mouse_id, **kwargs) -> pd.DataFrame:
     vbo.errors.UnknownIdError
         (a ``KeyError``) if the mouse has no session in the release.
     """
-    from vbo.errors import UnknownIdError
-    from vbo.tables import normalize_id
-
     key = str(normalize_id(mouse_id))
     table = cache.get_behavior_session_table()
     ids = table.index[table["mouse_id"].astype(str) == key]

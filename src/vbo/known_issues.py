@@ -1,6 +1,6 @@
 """Documented data issues of the release: a curated table, checks of the metadata tables, and warnings.
 
-Some released sessions are known to be wrong or inconsistent (users.md REQ-09). They still open; the
+Some released sessions are known to be wrong or inconsistent (``docs/format.md`` §12). They still open; the
 project cache warns (:class:`vbo.errors.KnownIssueWarning`, naming the id and the public report) when one is
 asked for, and :func:`release_issues` lists what the loaded tables show.
 """

@@ -44,7 +44,7 @@ class DataMember(property):
         if stored is not _MISSING:
             return stored
         reading = getattr(obj, "_reading", None)
-        with reading() if reading is not None else nullcontext():
+        with reading(self.name) if reading is not None else nullcontext():
             value = self.fget(obj)
         return obj.__dict__.setdefault(self.name, value)
 
@@ -59,6 +59,14 @@ class DataMember(property):
         return self.name in obj.__dict__
 
 
-def data_member(fget: Callable[[Any], Any]) -> DataMember:
-    """Decorate a method computing a data member from the object's file (see :class:`DataMember`)."""
-    return DataMember(fget)
+def data_member(fget: Callable[[Any], Any] | None = None, *,
+                doc: str | None = None) -> DataMember | Callable[[Callable[[Any], Any]], DataMember]:
+    """Decorate a method computing a data member from the object's file (see :class:`DataMember`).
+
+    ``@data_member`` documents the member with the method's docstring; ``@data_member(doc=text)`` with
+    ``text`` instead, for members of one kind whose documentation is built from one template (the text is
+    fixed when the class is defined, so ``help()`` and ``obj.member?`` show it without reading anything).
+    """
+    if fget is None:
+        return lambda method: DataMember(method, doc)
+    return DataMember(fget, doc)

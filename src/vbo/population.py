@@ -1,4 +1,4 @@
-"""Project-level tables and population analyses across experiments (users.md REQ-07).
+"""Project-level tables and population analyses across experiments.
 
 - :func:`cells_table` — every ROI of the release with its experiment's metadata (mouse, genotype, area, depth,
   session), from the metadata tables alone: no NWB file is opened;

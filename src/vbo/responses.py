@@ -1,31 +1,22 @@
-"""Stimulus-locked responses: event-triggered tensors, response tables, significance and summaries.
+"""Stimulus-locked responses of one experiment: response tables, significance and summaries.
 
-The core is :func:`event_locked`: one vectorised gather of a cells × samples trace matrix around many
-events, returning an :class:`xarray.DataArray` with dims ``("cell", "event", "time")``. Everything else builds
-on it:
+Built on :mod:`vbo.events` (the gather on arrays), this module knows an experiment's streams and tables:
 
 * :func:`stimulus_responses` — the responses of one experiment to changes, omissions, image flashes or any
   boolean column of ``stimulus_presentations`` / ``trials``, for dF/F, events, filtered events, running
   speed, pupil size or lick rate; restricted by default to the change-detection block. Returns a
   :class:`StimulusResponses` (the tensor plus a tidy table with ``mean_response``, ``baseline_response``,
-  ``p_value_gray_screen`` and the stimulus/trial metadata).
+  ``p_value_gray_screen`` and the stimulus/trial metadata);
 * summaries: :func:`condition_summary`, :func:`condition_traces`, :func:`preferred_image`,
-  :func:`fraction_significant`, :func:`lifetime_sparseness`, :func:`population_average`;
+  :func:`fraction_significant`, :func:`lifetime_sparseness`, :func:`population_average`,
+  :func:`experiment_summary`;
 * trial types: :func:`trial_type_responses`, :func:`compare_trial_types`;
-* containers: :func:`match_cells`, :func:`novelty_comparison` (over the rows of
-  :func:`vbo.population.container_responses`).
+* matched cells: :func:`match_cells`, :func:`novelty_comparison` on the per-cell summaries of several
+  experiments (the rows of :func:`vbo.population.container_responses`, which reads the files).
 
-Conventions (``spec/analysis.md`` §3):
-
-* the sampling rate of a stream is its empirical rate ``1 / mean(diff(timestamps))`` (:func:`empirical_rate`),
-  computed from that stream's own timestamps;
-* the relative timebase of a window ``[t0, t1]`` at rate ``r`` is ``t0 + i / r`` for ``i = 0 … floor((t1 − t0)·r)``
-  (endpoint included; :func:`relative_timebase`);
-* samples whose time lies outside the recording are NaN — never the edge value, never wrapped around;
-* response window ``[0, rwd)`` and baseline window ``[−rwd, 0)`` (half-open; ``closed_windows=True`` gives the
-  legacy closed windows that count the ``t = 0`` sample in both);
-* p-values against shuffled spontaneous gray-screen windows of ``round(rwd · rate)`` native samples, drawn
-  with a seedable generator; response and null on the same native basis.
+Windows, baselines and the gray-screen p-value follow ``docs/analysis.md`` §7, the summaries §8. The
+array-level functions of :mod:`vbo.events` (:func:`event_locked`, :func:`relative_timebase`, :func:`to_tidy`,
+:func:`window_means`, :func:`shuffled_p_values`, …) stay importable from here.
 """
 
 from __future__ import annotations
@@ -39,9 +30,12 @@ import pandas as pd
 import xarray as xr
 
 from vbo import behavior
+# the array-level names of vbo.events keep their vbo.responses import paths (tests, tutorials, user code)
+from vbo.events import (TIME_TOLERANCE, TRACE_COLUMNS, WINDOW_TOLERANCE_S, anova_p_values, empirical_rate,
+                        event_locked, nearest_sample, nullable_ids, quiet_nan_warnings, relative_timebase,
+                        response_window_samples, shift_offsets, shuffled_p_values, to_tidy, to_wide,
+                        window_means)
 
-TIME_TOLERANCE = 1e-9
-TRACE_COLUMNS = ("dff", "events", "filtered_events", "corrected_fluorescence", "demixed_trace", "neuropil_trace")
 NEURAL_DATA_TYPES = ("dff", "events", "filtered_events")
 PUPIL_DATA_TYPES = ("pupil_area", "pupil_width", "pupil_diameter", "pupil_radius")
 BEHAVIOR_DATA_TYPES = ("running_speed",) + PUPIL_DATA_TYPES + ("lick_rate",)
@@ -49,320 +43,6 @@ DATA_TYPES = NEURAL_DATA_TYPES + BEHAVIOR_DATA_TYPES
 TRIAL_TYPES = behavior.TRIAL_OUTCOMES  # the one outcome vocabulary (vbo.behavior)
 SPONTANEOUS_BEFORE_S = 240.0  # the last 4 min of the pre-task gray screen
 LICK_RATE_BIN_FRAMES = behavior.LICK_RATE_BIN_FRAMES  # kept here for old imports; defined in vbo.behavior
-
-
-# --- time bases ------------------------------------------------------------------------------------
-
-
-def empirical_rate(timestamps) -> float:
-    """Sampling rate (Hz) of one stream: ``1 / mean(diff(timestamps))``.
-
-    Use one experiment's (or one stream's) timestamps — never timestamps concatenated over cells.
-    """
-    t = np.asarray(timestamps, dtype=np.float64)
-    if t.ndim != 1 or len(t) < 2:
-        raise ValueError("need at least two timestamps to infer a sampling rate")
-    step = (t[-1] - t[0]) / (len(t) - 1)  # == mean(diff(t))
-    if not step > 0:
-        raise ValueError("timestamps must increase to infer a sampling rate")
-    return float(1.0 / step)
-
-
-def _window(window) -> tuple[float, float]:
-    t0, t1 = (float(w) for w in window)
-    if not t1 > t0:
-        raise ValueError(f"window end must follow its start, got {window!r}")
-    return t0, t1
-
-
-def relative_timebase(window=(-1.0, 2.0), rate: float = 30.0) -> np.ndarray:
-    """Times relative to the event, ``t0 + i / rate`` for ``i = 0 … floor((t1 − t0)·rate)`` (endpoint included).
-
-    >>> len(relative_timebase((-3, 3), 11)), len(relative_timebase((-0.5, 0.75), 30))
-    (67, 38)
-    """
-    t0, t1 = _window(window)
-    if not rate > 0:
-        raise ValueError(f"rate must be positive, got {rate}")
-    k = int(math.floor((t1 - t0) * rate + TIME_TOLERANCE))
-    return t0 + np.arange(k + 1) / rate
-
-
-def _trunc(x: float) -> int:
-    return int(math.trunc(x + math.copysign(TIME_TOLERANCE, x)))
-
-
-def shift_offsets(window=(-1.0, 2.0), rate: float = 30.0) -> np.ndarray:
-    """Native-sample offsets of the shift (nearest-sample) mode: ``o_start = trunc(t0·rate)``,
-    ``o_end = trunc(o_start + (t1 − t0)·rate) + 1`` (endpoint included); offsets ``o_start … o_end − 1``."""
-    t0, t1 = _window(window)
-    o_start = _trunc(t0 * rate)
-    o_end = _trunc(o_start + (t1 - t0) * rate) + 1
-    return np.arange(o_start, o_end)
-
-
-def nearest_sample(timestamps: np.ndarray, times: np.ndarray) -> np.ndarray:
-    """Index of the sample nearest to each time (ties → the earlier sample); clipped to the recording."""
-    t = np.asarray(timestamps, dtype=np.float64)
-    q = np.asarray(times, dtype=np.float64)
-    if len(t) == 0:
-        raise ValueError("no samples")
-    j = np.clip(np.searchsorted(t, q, side="left"), 1, max(len(t) - 1, 1))
-    if len(t) == 1:
-        return np.zeros(q.shape, dtype=np.int64)
-    earlier = np.abs(q - t[j - 1]) <= np.abs(t[j] - q)
-    out = np.where(earlier, j - 1, j).astype(np.int64)
-    return np.where(np.isnan(q), 0, out)
-
-
-# --- inputs ------------------------------------------------------------------------------------------
-
-
-def _trace_matrix(traces, column: str | None, cell_ids) -> tuple[np.ndarray, dict[str, np.ndarray], str]:
-    """(cells × samples float matrix, cell coordinates, name of the dimension coordinate)."""
-    coords: dict[str, np.ndarray] = {}
-    if isinstance(traces, pd.DataFrame):
-        if column is None:
-            column = next((c for c in TRACE_COLUMNS if c in traces.columns), None)
-            if column is None:
-                objects = [c for c in traces.columns if traces[c].dtype == object]
-                if len(objects) != 1:
-                    raise ValueError(f"say which trace column to use (column=...), found {list(traces.columns)}")
-                column = objects[0]
-        values = traces[column].to_list()
-        matrix = np.stack([np.asarray(v, dtype=np.float64) for v in values]) if values else np.zeros((0, 0))
-        index = traces.index
-        if index.name == "cell_specimen_id":
-            coords["cell_specimen_id"] = _nullable_ids(index)
-        if "cell_roi_id" in traces.columns:
-            coords["cell_roi_id"] = traces["cell_roi_id"].to_numpy(np.int64)
-        name = "cell_roi_id" if "cell_roi_id" in coords else (index.name or "cell")
-        if name not in coords:
-            coords[name] = index.to_numpy()
-    elif isinstance(traces, pd.Series):
-        matrix = np.stack([np.asarray(v, dtype=np.float64) for v in traces.to_list()])
-        name = traces.index.name or "cell"
-        coords[name] = traces.index.to_numpy()
-    else:
-        matrix = np.asarray(traces)
-        if matrix.dtype.kind not in "fc":
-            matrix = matrix.astype(np.float64)
-        if matrix.ndim == 1:
-            matrix = matrix[None, :]
-        if matrix.ndim != 2:
-            raise ValueError(f"traces must be cells × samples (2-D), got shape {matrix.shape}")
-        name = "cell"
-        coords[name] = np.arange(matrix.shape[0])
-    if cell_ids is not None:
-        ids = np.asarray(cell_ids)
-        if len(ids) != matrix.shape[0]:
-            raise ValueError(f"{len(ids)} cell ids for {matrix.shape[0]} traces")
-        name = "cell"
-        coords[name] = ids
-    return matrix, coords, name
-
-
-def _nullable_ids(values) -> np.ndarray:
-    """Cell specimen ids as int64 with −1 for unmatched (null) ROIs."""
-    return np.array([-1 if v is None or (isinstance(v, float) and math.isnan(v)) else int(v) for v in values],
-                    dtype=np.int64)
-
-
-def _event_vector(event_times, event_ids) -> tuple[np.ndarray, np.ndarray, str]:
-    if isinstance(event_times, pd.Series):
-        times = event_times.to_numpy(np.float64)
-        ids = event_times.index.to_numpy()
-        name = event_times.index.name or "event"
-    else:
-        times = np.atleast_1d(np.asarray(event_times, dtype=np.float64))
-        ids = np.arange(len(times))
-        name = "event"
-    if times.ndim != 1:
-        raise ValueError("event_times must be one-dimensional")
-    if event_ids is not None:
-        ids = np.asarray(event_ids)
-        if len(ids) != len(times):
-            raise ValueError(f"{len(ids)} event ids for {len(times)} events")
-    return times, ids, name
-
-
-# --- the gather --------------------------------------------------------------------------------------
-
-
-def _interpolated(matrix: np.ndarray, t: np.ndarray, query: np.ndarray) -> np.ndarray:
-    """Linear interpolation of every row of ``matrix`` at ``query`` (any shape): cells × query.shape.
-
-    Indices and weights are computed once per query time and applied to all rows at once (two gathers);
-    query times outside ``[t[0], t[-1]]`` are NaN.
-    """
-    n = len(t)
-    out_shape = (matrix.shape[0],) + query.shape
-    dtype = np.result_type(matrix.dtype, np.float32)
-    if n == 0:
-        return np.full(out_shape, np.nan, dtype=dtype)
-    if n == 1:
-        out = np.full(out_shape, np.nan, dtype=dtype)
-        out[:, query == t[0]] = matrix[:, :1]
-        return out
-    i = np.searchsorted(t, query, side="right") - 1
-    np.clip(i, 0, n - 2, out=i)
-    left = t[i]
-    step = t[i + 1] - left
-    with np.errstate(divide="ignore", invalid="ignore"):
-        w = np.where(step > 0, (query - left) / step, 0.0)
-    lower = np.take(matrix, i, axis=1)
-    upper = np.take(matrix, i + 1, axis=1)
-    upper -= lower
-    upper *= w.astype(dtype, copy=False)
-    upper += lower
-    del lower
-    outside = ~((query >= t[0]) & (query <= t[-1]))  # also NaN query times
-    if outside.any():
-        upper[:, outside] = np.nan
-    return upper
-
-
-def _shifted(matrix: np.ndarray, t: np.ndarray, events: np.ndarray, offsets: np.ndarray, rate: float) -> np.ndarray:
-    """Nearest-sample windows: cells × events × offsets; NaN where an index falls outside the recording or the
-    event itself lies more than one sample period outside it."""
-    n = len(t)
-    dtype = np.result_type(matrix.dtype, np.float32)
-    if n == 0:
-        return np.full((matrix.shape[0], len(events), len(offsets)), np.nan, dtype=dtype)
-    i0 = nearest_sample(t, events)
-    idx = i0[:, None] + offsets[None, :]
-    valid = (idx >= 0) & (idx < n)
-    slack = 1.0 / rate
-    valid &= ((events >= t[0] - slack) & (events <= t[-1] + slack))[:, None]
-    out = np.take(matrix, np.clip(idx, 0, n - 1), axis=1)
-    if dtype != out.dtype:
-        out = out.astype(dtype)
-    if not valid.all():
-        out[:, ~valid] = np.nan
-    return out
-
-
-def event_locked(traces, timestamps, event_times, window=(-1.0, 2.0), rate: float | None = None,
-                 interpolate: bool = True, *, column: str | None = None, cell_ids=None,
-                 event_ids=None) -> xr.DataArray:
-    """Traces around events: an ``xarray.DataArray`` with dims ``("cell", "event", "time")``.
-
-    Parameters
-    ----------
-    traces
-        Cells × samples array (one trace: a 1-D array), or a traces DataFrame of an experiment
-        (``dff_traces``, ``events`` — pick the column with ``column``; default the first of
-        ``dff``, ``events``, ``filtered_events``, …).
-    timestamps
-        Time of every sample (s), increasing; length = number of samples.
-    event_times
-        Event times (s). A pandas Series keeps its index as the event ids (and the index name, e.g.
-        ``stimulus_presentations_id``, in ``attrs["event_id"]``).
-    window
-        ``(start, end)`` relative to each event (s), both included when they fall on the time base.
-    rate
-        Output rate (Hz). Default: the empirical rate of ``timestamps``.
-    interpolate
-        True: linear interpolation of the native samples at ``event + τ`` for ``τ`` on the relative time base
-        (:func:`relative_timebase`). False: the native samples nearest to the event, shifted by whole-sample
-        offsets (:func:`shift_offsets`); time coordinate = offsets / rate.
-    column, cell_ids, event_ids
-        Trace column of a DataFrame; explicit ids of the cells / events.
-
-    Returns
-    -------
-    xarray.DataArray
-        Coordinates ``cell`` (``cell_roi_id`` for an experiment's traces, else the DataFrame index or
-        0…n−1), ``event`` (event ids), ``time`` (s relative to the event), ``event_time`` (along ``event``)
-        and, for an experiment's traces, ``cell_specimen_id`` (−1 when unmatched) along ``cell``.
-        Samples outside the recording are NaN. ``attrs``: ``window``, ``rate``, ``interpolate``,
-        ``cell_id``, ``event_id``.
-
-    Notes
-    -----
-    One gather for all cells and events: fractional indices and weights are computed once per
-    (event, τ) and applied to the whole matrix — no Python loop per event or per cell.
-    """
-    matrix, cell_coords, cell_name = _trace_matrix(traces, column, cell_ids)
-    t = np.asarray(timestamps, dtype=np.float64)
-    if t.ndim != 1:
-        raise ValueError("timestamps must be one-dimensional")
-    if matrix.shape[1] != len(t):
-        hint = " (traces look samples × cells: pass traces.T)" if matrix.shape[0] == len(t) else ""
-        raise ValueError(f"traces must be cells × samples: {matrix.shape[1]} samples for {len(t)} timestamps{hint}")
-    if len(t) > 1 and np.any(np.diff(t) < 0):
-        raise ValueError("timestamps must be non-decreasing")
-    times, ids, event_name = _event_vector(event_times, event_ids)
-    window = _window(window)
-    if rate is None:
-        rate = empirical_rate(t)
-    rate = float(rate)
-    if interpolate:
-        tau = relative_timebase(window, rate)
-        data = _interpolated(matrix, t, times[:, None] + tau[None, :])
-    else:
-        offsets = shift_offsets(window, rate)
-        tau = offsets / rate
-        data = _shifted(matrix, t, times, offsets, rate)
-    coords: dict[str, Any] = {"cell": cell_coords[cell_name], "event": ids, "time": tau,
-                              "event_time": ("event", times)}
-    for key, values in cell_coords.items():
-        if key != cell_name:
-            coords[key] = ("cell", values)
-    name = column if column else (traces.name if isinstance(traces, pd.Series) else None)
-    if name is None and isinstance(traces, pd.DataFrame):
-        name = next((c for c in TRACE_COLUMNS if c in traces.columns), None)
-    return xr.DataArray(data, dims=("cell", "event", "time"), coords=coords, name=name,
-                        attrs={"window": window, "rate": rate, "interpolate": bool(interpolate),
-                               "cell_id": cell_name, "event_id": event_name})
-
-
-def to_tidy(tensor: xr.DataArray) -> pd.DataFrame:
-    """An :func:`event_locked` tensor as the reference helpers' tidy table (``analysis.md`` §3.4).
-
-    Returns
-    -------
-    pd.DataFrame
-        One row per (cell, event, time): ``time`` (s from the event), the value column (the tensor's name,
-        e.g. ``dff``; ``value`` if unnamed), ``event_number`` (0…n−1 in event order), the event id column
-        (``attrs["event_id"]``, e.g. ``stimulus_presentations_id``), ``event_time`` (s) and, for several cells,
-        the cell id column first (``attrs["cell_id"]``, e.g. ``cell_roi_id``).
-    """
-    n_cells, n_events, n_times = tensor.shape
-    value = tensor.name or "value"
-    event_name = tensor.attrs.get("event_id") or "event"
-    per_cell = {"time": np.tile(tensor["time"].to_numpy(), n_events),
-                value: None,
-                "event_number": np.repeat(np.arange(n_events), n_times),
-                event_name: np.repeat(tensor["event"].to_numpy(), n_times),
-                "event_time": np.repeat(tensor["event_time"].to_numpy(), n_times)}
-    columns = {k: (np.tile(v, n_cells) if v is not None else tensor.to_numpy().reshape(-1))
-               for k, v in per_cell.items()}
-    if n_cells > 1:
-        cell_name = tensor.attrs.get("cell_id") or "cell"
-        columns = {cell_name: np.repeat(tensor["cell"].to_numpy(), n_events * n_times), **columns}
-    return pd.DataFrame(columns)
-
-
-def to_wide(tensor: xr.DataArray, cell=None) -> pd.DataFrame:
-    """One cell of an :func:`event_locked` tensor as a wide table (``analysis.md`` §3.4): index ``time`` (s from
-    the event), one column per event named ``event_{n}_t={event time}``.
-
-    ``cell``: a value of the tensor's ``cell`` coordinate (e.g. a ``cell_roi_id``); may be left out when the
-    tensor holds one cell.
-    """
-    if cell is None:
-        if tensor.sizes["cell"] != 1:
-            raise ValueError(f"the tensor holds {tensor.sizes['cell']} cells: choose one with cell=")
-        one = tensor.isel(cell=0)
-    else:
-        try:
-            one = tensor.sel(cell=cell)
-        except KeyError:
-            raise KeyError(f"cell {cell!r} is not in the tensor's {tensor.attrs.get('cell_id') or 'cell'} "
-                           "coordinate") from None
-    names = [f"event_{n}_t={t}" for n, t in enumerate(one["event_time"].to_numpy().tolist())]
-    return pd.DataFrame(one.to_numpy().T, index=pd.Index(one["time"].to_numpy(), name="time"), columns=names)
 
 
 # --- event selection ---------------------------------------------------------------------------------
@@ -445,7 +125,7 @@ def _is_boolean(values: pd.Series) -> bool:
 
 def lick_rate(experiment) -> pd.DataFrame:
     """Lick rate of an experiment on the stimulus-frame time base — :func:`vbo.behavior.lick_rate` (the one
-    definition, ``analysis.md`` §6) applied to ``experiment.licks`` and ``experiment.stimulus_timestamps``.
+    definition, ``docs/analysis.md`` §5) applied to ``experiment.licks`` and ``experiment.stimulus_timestamps``.
 
     Returns
     -------
@@ -471,7 +151,7 @@ def trace_data(experiment, data_type: str = "dff") -> tuple[np.ndarray, np.ndarr
         n = len(experiment.ophys_timestamps)
         matrix = np.stack([np.asarray(v, dtype=np.float64) for v in values]) if values else np.zeros((0, n))
         rows = pd.DataFrame({"cell_roi_id": frame["cell_roi_id"].to_numpy(np.int64),
-                             "cell_specimen_id": _nullable_ids(frame.index)})
+                             "cell_specimen_id": nullable_ids(frame.index)})
         return matrix, np.asarray(experiment.ophys_timestamps, dtype=np.float64), rows
     if data_type == "running_speed":
         running = experiment.running_speed
@@ -480,7 +160,7 @@ def trace_data(experiment, data_type: str = "dff") -> tuple[np.ndarray, np.ndarr
         eye = experiment.eye_tracking
         if data_type not in eye and data_type not in behavior.DERIVED_PUPIL_SIZES:
             raise ValueError(f"unknown data_type {data_type!r}")
-        t, v = behavior.pupil_series(eye, data_type)  # eye-tracking timestamps (D8), blinks NaN, derived sizes (D9)
+        t, v = behavior.pupil_series(eye, data_type)  # eye-tracking clock, blinks NaN (docs/analysis.md §11)
     elif data_type == "lick_rate":
         rate = lick_rate(experiment)
         t, v = rate["timestamps"].to_numpy(np.float64), rate["lick_rate"].to_numpy(np.float64)
@@ -489,26 +169,8 @@ def trace_data(experiment, data_type: str = "dff") -> tuple[np.ndarray, np.ndarr
     return v[None, :], t, pd.DataFrame({"trace_id": [0]})
 
 
-# --- significance ------------------------------------------------------------------------------------
 
-
-def _window_means(matrix: np.ndarray, starts: np.ndarray, length: int) -> np.ndarray:
-    """NaN-aware mean of ``matrix[:, s:s + length]`` for every start (cells × starts); NaN where out of range."""
-    n = matrix.shape[1]
-    finite = np.isfinite(matrix)
-    sums = np.zeros((matrix.shape[0], n + 1))
-    np.cumsum(np.where(finite, matrix, 0.0), axis=1, out=sums[:, 1:])
-    counts = np.zeros((matrix.shape[0], n + 1))
-    np.cumsum(finite, axis=1, out=counts[:, 1:])
-    starts = np.asarray(starts, dtype=np.int64)
-    ok = (starts >= 0) & (starts + length <= n)
-    s = np.where(ok, starts, 0)
-    total = sums[:, s + length] - sums[:, s]
-    count = counts[:, s + length] - counts[:, s]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        out = total / count
-    out[:, ~ok] = np.nan
-    return out
+# --- gray-screen significance --------------------------------------------------------------------
 
 
 def spontaneous_mask(timestamps: np.ndarray, stimulus_presentations: pd.DataFrame, period: str = "both",
@@ -545,52 +207,6 @@ def spontaneous_mask(timestamps: np.ndarray, stimulus_presentations: pd.DataFram
     return mask
 
 
-def response_window_samples(response_window_duration: float, rate: float) -> int:
-    """Native samples in a response window: ``round(rwd · rate)`` (at least 1) — multiplied by the rate once
-    (0.5 s at 31 Hz → 16, at 10.73 Hz → 5, at 11 Hz → 6)."""
-    return max(int(round(float(response_window_duration) * float(rate))), 1)
-
-
-def shuffled_p_values(matrix: np.ndarray, timestamps: np.ndarray, event_times: np.ndarray, spontaneous: np.ndarray,
-                      response_window_duration: float = 0.5, n_shuffles: int = 10_000,
-                      seed: int | np.random.Generator | None = 0) -> np.ndarray:
-    """p-value of each (trace, event) response against shuffled spontaneous windows (traces × events).
-
-    The window holds ``L = round(rwd · rate)`` native samples (rate: the stream's empirical rate). The
-    response is the mean of samples ``[i, i + L)`` after the sample ``i`` nearest to the event; the null
-    distribution is ``n_shuffles`` means of ``L``-sample windows whose start is drawn (with replacement, from
-    ``seed``) among the spontaneous samples whose whole window is spontaneous. ``p`` is the fraction of
-    shuffles at or above the response (``1 − rank / n``, rank = shuffles strictly below). NaN responses give
-    NaN. Raises ValueError when no spontaneous window fits.
-    """
-    t = np.asarray(timestamps, dtype=np.float64)
-    rate = empirical_rate(t)
-    length = response_window_samples(response_window_duration, rate)
-    spont = np.asarray(spontaneous, dtype=bool)
-    inside = np.concatenate([[0], np.cumsum(spont)])
-    starts = np.flatnonzero(spont[: max(len(t) - length + 1, 0)])
-    starts = starts[inside[starts + length] - inside[starts] == length]
-    if len(starts) == 0:
-        raise ValueError(f"no spontaneous gray-screen window of {length} samples to shuffle")
-    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
-    draws = rng.choice(starts, size=int(n_shuffles), replace=True)
-    null = _window_means(matrix, draws, length)
-    events = np.asarray(event_times, dtype=np.float64)
-    i = nearest_sample(t, events)
-    outside = ~((events >= t[0] - 1.0 / rate) & (events <= t[-1] + 1.0 / rate))
-    i[outside] = -1
-    response = _window_means(matrix, i, length)
-    null.sort(axis=1)  # NaN last
-    n_valid = np.isfinite(null).sum(axis=1)
-    p = np.full(response.shape, np.nan)
-    for c in range(matrix.shape[0]):  # one searchsorted per trace (cheap; the data work is vectorised)
-        if n_valid[c] == 0:
-            continue
-        rank = np.searchsorted(null[c, : n_valid[c]], response[c], side="left")
-        p[c] = 1.0 - rank / n_valid[c]
-    p[~np.isfinite(response)] = np.nan
-    return p
-
 
 # --- stimulus responses ------------------------------------------------------------------------------
 
@@ -625,61 +241,6 @@ class StimulusResponses:
         return "trace_id" if "trace_id" in self.table else "cell_roi_id"
 
 
-WINDOW_TOLERANCE_S = 1e-6  # relative times within this of a window edge count as on it (empirical rates drift)
-
-
-def _window_slice(times: np.ndarray, start: float, stop: float, closed: bool) -> np.ndarray:
-    tol = WINDOW_TOLERANCE_S
-    hi = times <= stop + tol if closed else times < stop - tol
-    return (times >= start - tol) & hi
-
-
-def window_means(tensor: xr.DataArray, response_window_duration: float = 0.5,
-                 closed_windows: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """(mean_response, baseline_response), each cells × events: NaN-aware means of the tensor over
-    ``[0, rwd)`` and ``[−rwd, 0)`` (``closed_windows=True``: ``[0, rwd]`` and ``[−rwd, 0]``, legacy)."""
-    times = tensor["time"].to_numpy()
-    rwd = float(response_window_duration)
-    response = _window_slice(times, 0.0, rwd, closed_windows)
-    baseline = _window_slice(times, -rwd, 0.0, closed_windows)
-    if not response.any() or not baseline.any():
-        raise ValueError(f"window {tensor.attrs.get('window')} does not cover ±{rwd} s around the event")
-    data = tensor.to_numpy()
-    with np.errstate(invalid="ignore"), _quiet():
-        return (np.nanmean(data[:, :, np.flatnonzero(response)], axis=2),
-                np.nanmean(data[:, :, np.flatnonzero(baseline)], axis=2))
-
-
-def anova_p_values(tensor: xr.DataArray, response_window_duration: float = 0.5,
-                   closed_windows: bool = False) -> np.ndarray:
-    """Legacy workshop significance (``trial_response_df``): one-way ANOVA between the samples of the
-    response window ``[0, rwd)`` and the equal-length window before the event ``[−rwd, 0)``, per cell and
-    event (cells × events; NaN where a window holds NaN or has no variance)."""
-    from scipy import stats
-
-    times = tensor["time"].to_numpy()
-    rwd = float(response_window_duration)
-    response = np.flatnonzero(_window_slice(times, 0.0, rwd, closed_windows))
-    baseline = np.flatnonzero(_window_slice(times, -rwd, 0.0, closed_windows))
-    if len(response) < 2 or len(baseline) < 2:
-        raise ValueError(f"an ANOVA needs at least 2 samples per window; rwd {rwd} s at "
-                         f"{tensor.attrs.get('rate')} Hz gives {len(response)} and {len(baseline)}")
-    data = tensor.to_numpy()
-    with np.errstate(invalid="ignore", divide="ignore"), _quiet():
-        result = stats.f_oneway(data[:, :, response], data[:, :, baseline], axis=2)
-    return np.asarray(result.pvalue, dtype=np.float64)
-
-
-class _quiet:
-    def __enter__(self):
-        import warnings
-
-        self._w = warnings.catch_warnings()
-        self._w.__enter__()
-        warnings.simplefilter("ignore", RuntimeWarning)
-
-    def __exit__(self, *exc):
-        self._w.__exit__(*exc)
 
 
 def _metadata_columns(events: pd.DataFrame) -> list[str]:
@@ -742,42 +303,17 @@ def stimulus_responses(experiment, event_type: str = "changes", data_type: str =
         events = select_events(presentations, event_type, trials, stimulus_block)
     matrix, t, traces = trace_data(experiment, data_type)
     event_times = pd.Series(events["event_time"].to_numpy(np.float64), index=events.index)
-    tensor = event_locked(matrix, t, event_times, window, rate=output_sampling_rate, interpolate=interpolate)
-    if "cell_roi_id" in traces:
-        tensor = tensor.assign_coords(cell=traces["cell_roi_id"].to_numpy(),
-                                      cell_specimen_id=("cell", traces["cell_specimen_id"].to_numpy()))
-        tensor.attrs["cell_id"] = "cell_roi_id"
-    else:
-        tensor = tensor.assign_coords(cell=traces["trace_id"].to_numpy())
-        tensor.attrs["cell_id"] = "trace_id"
+    tensor = _trace_tensor(matrix, t, traces, event_times, window, output_sampling_rate, interpolate)
     tensor.name = data_type
     tensor.attrs.update({"data_type": data_type, "event_type": event_type})
-    mean_response, baseline_response = window_means(tensor, response_window_duration, closed_windows)
+    means = window_means(tensor, response_window_duration, closed_windows)
     if p_value and len(events):
         spont = spontaneous_mask(t, presentations, spontaneous, stimulus_block or "change_detection")
         p = shuffled_p_values(matrix, t, event_times.to_numpy(), spont, response_window_duration, n_shuffles, seed)
     else:
-        p = np.full(mean_response.shape, np.nan)
-
-    n_cells, n_events = mean_response.shape
-    event_name = events.index.name or "event"
-    columns: dict[str, Any] = {}
-    for name in traces.columns:
-        columns[name] = np.repeat(traces[name].to_numpy(), n_events)
-    if "cell_specimen_id" in columns:
-        ids = columns["cell_specimen_id"]
-        columns["cell_specimen_id"] = pd.array(np.where(ids < 0, 0, ids), dtype="Int64")
-        columns["cell_specimen_id"][ids < 0] = pd.NA
-    columns[event_name] = np.tile(events.index.to_numpy(), n_cells)
-    columns["mean_response"] = mean_response.ravel()
-    columns["baseline_response"] = baseline_response.ravel()
-    columns["p_value_gray_screen"] = p.ravel()
-    if anova:
-        columns["p_value_anova"] = anova_p_values(tensor, response_window_duration, closed_windows).ravel()
-    table = pd.DataFrame(columns)
-    meta = events[[c for c in _metadata_columns(events) if c not in table.columns]]
-    meta = meta.iloc[np.tile(np.arange(n_events), n_cells)].reset_index(drop=True)
-    table = pd.concat([table, meta], axis=1)
+        p = np.full(means[0].shape, np.nan)
+    p_anova = anova_p_values(tensor, response_window_duration, closed_windows) if anova else None
+    table = _response_table(traces, events, *means, p, p_anova)
     params = {"data_type": data_type, "event_type": event_type, "interpolate": bool(interpolate),
               "output_sampling_rate": float(tensor.attrs["rate"]),
               "response_window_duration": float(response_window_duration),
@@ -792,6 +328,46 @@ def stimulus_responses(experiment, event_type: str = "changes", data_type: str =
         table["ophys_experiment_id"] = int(experiment_id)
         tensor.attrs["ophys_experiment_id"] = int(experiment_id)
     return StimulusResponses(tensor, table, events, params)
+
+
+def _trace_tensor(matrix: np.ndarray, t: np.ndarray, traces: pd.DataFrame, event_times: pd.Series, window,
+                  rate: float | None, interpolate: bool) -> xr.DataArray:
+    """:func:`event_locked` of a :func:`trace_data` stream, its ``cell`` coordinate the ROI ids (with
+    ``cell_specimen_id``) of a neural stream or the ``trace_id`` of a behavioral one."""
+    tensor = event_locked(matrix, t, event_times, window, rate=rate, interpolate=interpolate)
+    if "cell_roi_id" in traces:
+        tensor = tensor.assign_coords(cell=traces["cell_roi_id"].to_numpy(),
+                                      cell_specimen_id=("cell", traces["cell_specimen_id"].to_numpy()))
+        tensor.attrs["cell_id"] = "cell_roi_id"
+    else:
+        tensor = tensor.assign_coords(cell=traces["trace_id"].to_numpy())
+        tensor.attrs["cell_id"] = "trace_id"
+    return tensor
+
+
+def _response_table(traces: pd.DataFrame, events: pd.DataFrame, mean_response: np.ndarray,
+                    baseline_response: np.ndarray, p: np.ndarray, p_anova: np.ndarray | None) -> pd.DataFrame:
+    """One row per (trace, event), traces outer: the trace ids (``cell_specimen_id`` nullable Int64), the event
+    id, the response statistics (traces × events arrays) and the event's metadata columns."""
+    n_cells, n_events = mean_response.shape
+    event_name = events.index.name or "event"
+    columns: dict[str, Any] = {}
+    for name in traces.columns:
+        columns[name] = np.repeat(traces[name].to_numpy(), n_events)
+    if "cell_specimen_id" in columns:
+        ids = columns["cell_specimen_id"]
+        columns["cell_specimen_id"] = pd.array(np.where(ids < 0, 0, ids), dtype="Int64")
+        columns["cell_specimen_id"][ids < 0] = pd.NA
+    columns[event_name] = np.tile(events.index.to_numpy(), n_cells)
+    columns["mean_response"] = mean_response.ravel()
+    columns["baseline_response"] = baseline_response.ravel()
+    columns["p_value_gray_screen"] = p.ravel()
+    if p_anova is not None:
+        columns["p_value_anova"] = p_anova.ravel()
+    table = pd.DataFrame(columns)
+    meta = events[[c for c in _metadata_columns(events) if c not in table.columns]]
+    meta = meta.iloc[np.tile(np.arange(n_events), n_cells)].reset_index(drop=True)
+    return pd.concat([table, meta], axis=1)
 
 
 # --- summaries ---------------------------------------------------------------------------------------
@@ -908,7 +484,7 @@ def condition_traces(responses: StimulusResponses, condition: str | None = "imag
     keys = [k for k in pd.unique(labels) if not (isinstance(k, float) and math.isnan(k))]
     keys = sorted(keys, key=str)
     means, sems, counts = [], [], []
-    with _quiet():
+    with quiet_nan_warnings():
         for key in keys:
             idx = np.flatnonzero(labels == key)
             part = data[:, idx, :]
@@ -942,7 +518,7 @@ def population_average(responses, condition: str | None = None) -> xr.Dataset:
         condition = None
     per_cell = condition_traces(responses, condition)["mean"]
     values = per_cell.to_numpy()
-    with _quiet():
+    with quiet_nan_warnings():
         n = np.isfinite(values).sum(axis=0)
         mean = np.nanmean(values, axis=0)
         sem = np.nanstd(values, axis=0, ddof=1) / np.sqrt(n) if values.shape[0] > 1 else np.full(mean.shape, np.nan)
@@ -955,7 +531,7 @@ def population_average(responses, condition: str | None = None) -> xr.Dataset:
 def population_trace(experiment, data_type: str = "dff") -> pd.DataFrame:
     """Mean over cells of a neural stream at every ophys frame: ``timestamps``, ``<data_type>``."""
     matrix, t, _ = trace_data(experiment, data_type)
-    with _quiet():
+    with quiet_nan_warnings():
         mean = np.nanmean(matrix, axis=0) if len(matrix) else np.full(len(t), np.nan)
     return pd.DataFrame({"timestamps": t, data_type: mean})
 

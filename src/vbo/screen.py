@@ -4,7 +4,7 @@ Visual Behavior shows its stimuli on the Brain Observatory monitor (1200 × 1920
 15 cm from the eye). Every image is warped so that equal distances on the screen subtend equal visual angles
 at the eye; pixels the warp never samples are invisible to the mouse. This module computes, once and with
 whole-array numpy, the warp's sampling coordinates and the visible-pixel mask, and applies them to frames
-with the same arithmetic as the AllenSDK (cubic-spline sampling, ``format.md`` §5.7), so warped frames are
+with the same arithmetic as the AllenSDK (cubic-spline sampling; the movie file: ``docs/format.md`` §5.7), so warped frames are
 byte-identical to the SDK's.
 """
 

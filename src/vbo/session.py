@@ -6,85 +6,71 @@ import datetime as dt
 import os
 import uuid
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from typing import IO, Any
 
 import h5py
 import numpy as np
 import pandas as pd
 
-from vbo import behavior, derive
-from vbo.cache import s3
-from vbo.errors import FileChangedError, MalformedDataError
+from vbo import behavior, derive, source
+from vbo.errors import MalformedDataError
 from vbo.members import data_member
 from vbo.nwb import layout
 from vbo.nwb import read as nwb
 from vbo.nwb.pool import FileHandle
+from vbo.nwb.prefetch import btree_children
 from vbo.values import Coordinates
 
 NwbSource = str | os.PathLike | IO[bytes]
-STREAMED_SCHEMES = ("s3://", "https://", "http://")
+STREAMED_SCHEMES = source.STREAMED_SCHEMES
 
 
 def open_source(nwb_path: NwbSource) -> FileHandle:
     """Open a path, URL (streamed by byte ranges) or file object as HDF5, as a handle on the file pool.
 
-    A path or URL can be opened again, so the pool (:mod:`vbo.nwb.pool`) may close its file between reads and
-    the handle reopens it on the next one; a file object cannot, so its handle holds it until closed.
+    A path or URL can be opened again (:func:`vbo.source.open_file`), so the pool (:mod:`vbo.nwb.pool`) may
+    close its file between reads and the handle reopens it on the next one; a file object cannot, so its
+    handle holds it until closed.
 
     Raises
     ------
     vbo.errors.NwbFileError
         The file is missing, not HDF5 or truncated.
     """
-    if isinstance(nwb_path, str) and nwb_path.startswith(STREAMED_SCHEMES):
-        return _streamed_handle(nwb_path)
     if isinstance(nwb_path, (str, os.PathLike)):
-        return _local_handle(nwb_path)
+        return _pooled_handle(source.open_file(nwb_path))
     return FileHandle(nwb.source_name(nwb_path), None, (nwb.open_hdf5(nwb_path), None))
 
 
-def _file_state(path: str) -> tuple[int, int]:
-    """(size, modification time in ns) of a local file: what tells that it was replaced or rewritten."""
-    stat = os.stat(path)
-    return stat.st_size, stat.st_mtime_ns
-
-
-def _local_handle(nwb_path: str | os.PathLike) -> FileHandle:
-    """A pooled handle on a local file; reopening checks that the file was not changed meanwhile."""
-    h5 = nwb.open_hdf5(nwb_path)
-    path = os.path.abspath(nwb_path)
-    state = _file_state(path)
-
-    def reopen() -> tuple[h5py.File, None]:
-        if os.path.exists(path) and _file_state(path) != state:
-            raise FileChangedError(nwb_path, "the file changed on disk since it was opened; open it again "
-                                             "to read the new file")
-        return nwb.open_hdf5(path), None
-
-    return FileHandle(h5.filename, reopen, (h5, None))
-
-
-def _streamed_handle(url: str) -> FileHandle:
-    """A pooled handle on an S3/HTTP object, pinned to the version first seen; reopening skips the HEAD request
-    and shares one client per endpoint and process."""
-    endpoint = s3.parse_object_url(url).endpoint_url
-    remote = s3.open_remote(url, client=s3.shared_client(endpoint))
+def _hdf5_of(opened: source.OpenedFile) -> h5py.File:
+    """``opened`` as HDF5; what the opening made is released if that fails. A streamed file prefetches the
+    children of a chunk index's B-tree node as soon as the node is read (:func:`vbo.nwb.prefetch.btree_children`)."""
+    if opened.remote is not None:
+        opened.remote.read_hint = btree_children
     try:
-        h5 = nwb.open_hdf5(remote)
+        return nwb.open_hdf5(opened.target)
     except BaseException:
-        remote.close()
+        if opened.release is not None:
+            opened.release()
         raise
-    bucket, key, version_id, size = remote.bucket, remote.key, remote.version_id, remote.size
+
+
+def _pooled_handle(opened: source.OpenedFile) -> FileHandle:
+    """A pooled handle on a local file or remote object; reopening reads the same bytes (a local file must not
+    have changed on disk, a remote object is read at the version first seen)."""
+    h5 = _hdf5_of(opened)
 
     def reopen() -> tuple[h5py.File, object]:
-        again = s3.RemoteFile(s3.shared_client(endpoint), bucket, key, version_id, size=size)
-        try:
-            return nwb.open_hdf5(again), again.close
-        except BaseException:
-            again.close()
-            raise
+        again = opened.reopen()
+        file = _hdf5_of(again)
+        handle.source = again
+        return file, again.release
 
-    return FileHandle(remote.name, reopen, (h5, remote.close))
+    name = opened.name if opened.remote is not None else h5.filename
+    handle = FileHandle(name, reopen, (h5, opened.release), source=opened)
+    return handle
 
 
 def adopt(build, handle: FileHandle):
@@ -94,6 +80,21 @@ def adopt(build, handle: FileHandle):
     except BaseException:
         handle.close()
         raise
+
+
+def _running_doc(filtering: str, speed: str) -> str:
+    """Documentation of a running-speed member: the speed ``filtering`` (how it was filtered) and how its
+    ``speed`` column was processed."""
+    return f"""Running speed of the mouse on the wheel, {filtering}: a ``pandas.DataFrame``, one row per stimulus frame.
+
+Index: ``RangeIndex`` (unnamed).
+
+Columns
+-------
+timestamps : float64
+    Stimulus frame time (s, without monitor delay), ≈ 60 Hz.
+speed : float64
+    Running speed (cm/s), {speed}"""
 
 
 class BehaviorSession:
@@ -206,9 +207,20 @@ class BehaviorSession:
         """The open file; inside :meth:`_reading` (every data member) the pool cannot close it meanwhile."""
         return self._handle.file()
 
-    def _reading(self):
-        """Context manager keeping the file open (pinned in the pool) while a member is read."""
-        return self._handle.pinned()
+    @contextmanager
+    def _reading(self, member: str | None = None) -> Iterator[h5py.File]:
+        """Context manager keeping the file open (pinned in the pool) while ``member`` is read, giving the file;
+        for a streamed file, also a phase of its read plan (:meth:`vbo.source.remote.RemoteFile.phase`)."""
+        with self._handle.pinned() as file:
+            remote = getattr(self._handle.source, "remote", None)
+            with remote.phase(member) if remote is not None and member else nullcontext():
+                yield file
+
+    def _stream_prefetch(self):
+        """For a streamed file: its :meth:`~vbo.source.remote.RemoteFile.prefetch` (byte ranges fetched in parallel
+        ahead of the reads), else None."""
+        remote = getattr(self._handle.source, "remote", None)
+        return None if remote is None else remote.prefetch
 
     def list_data_attributes_and_methods(self) -> list[str]:
         """The sorted names of the AllenSDK data members of this object (16 for a session)."""
@@ -448,35 +460,13 @@ class BehaviorSession:
             speed = -speed
         return pd.DataFrame({"timestamps": timestamps, "speed": speed})
 
-    @data_member
+    @data_member(doc=_running_doc("filtered", "10 Hz low-pass filtered. If its mean is below −1 cm/s (encoder "
+                                              "wired backwards)\n    the whole column is negated, as AllenSDK does."))
     def running_speed(self) -> pd.DataFrame:
-        """Running speed of the mouse on the wheel, filtered: a ``pandas.DataFrame``, one row per stimulus frame.
-
-        Index: ``RangeIndex`` (unnamed).
-
-        Columns
-        -------
-        timestamps : float64
-            Stimulus frame time (s, without monitor delay), ≈ 60 Hz.
-        speed : float64
-            Running speed (cm/s), 10 Hz low-pass filtered. If its mean is below −1 cm/s (encoder wired backwards)
-            the whole column is negated, as AllenSDK does.
-        """
         return self._running(layout.RUNNING_SPEED)
 
-    @data_member
+    @data_member(doc=_running_doc("unfiltered", "not filtered; negated as a whole when its mean is below −1 cm/s."))
     def raw_running_speed(self) -> pd.DataFrame:
-        """Running speed of the mouse on the wheel, unfiltered: a ``pandas.DataFrame``, one row per stimulus frame.
-
-        Index: ``RangeIndex`` (unnamed).
-
-        Columns
-        -------
-        timestamps : float64
-            Stimulus frame time (s, without monitor delay), ≈ 60 Hz.
-        speed : float64
-            Running speed (cm/s), not filtered; negated as a whole when its mean is below −1 cm/s.
-        """
         return self._running(layout.RAW_RUNNING_SPEED)
 
     @data_member
@@ -548,6 +538,7 @@ class BehaviorSession:
         if not nwb.exists(h5, layout.TRIALS):
             return pd.DataFrame(index=pd.Index([], dtype=np.int64, name="trials_id"))
         table = nwb.group(h5, layout.TRIALS)
+        nwb.prefetch_tables([table], self._stream_prefetch())
         ids, columns = nwb.read_table(table)
         nwb.check_column_kinds(table, columns, layout.TRIAL_BOOLEAN_COLUMNS, layout.TRIAL_NUMBER_COLUMNS,
                                layout.TRIAL_TEXT_COLUMNS)
@@ -555,7 +546,7 @@ class BehaviorSession:
         for name, values in columns.items():
             if name == "lick_events":
                 continue
-            if isinstance(values, list):  # ragged; text flat data (no lick at all, §7.6) stays object
+            if isinstance(values, list):  # ragged; text flat data (no lick at all, docs/format.md §7.6) stays object
                 series = pd.Series([v if v.dtype == object else np.asarray(v, dtype=np.float64) for v in values],
                                    dtype=object)
             elif name == "lick_times":  # the writer's quirk: one lick per trial stored as a plain column
@@ -619,13 +610,15 @@ class BehaviorSession:
         """
         h5 = self._h5
         tables = []
-        for name in sorted(nwb.group(h5, layout.INTERVALS)) if nwb.exists(h5, layout.INTERVALS) else []:
-            if name.endswith(layout.PRESENTATIONS_SUFFIX):
-                table = nwb.group(h5, f"{layout.INTERVALS}/{name}")
-                _, columns = nwb.read_table(table, skip=layout.PRESENTATION_SKIP_COLUMNS)
-                nwb.check_column_kinds(table, columns, layout.PRESENTATION_BOOLEAN_COLUMNS,
-                                       layout.PRESENTATION_NUMBER_COLUMNS, layout.PRESENTATION_TEXT_COLUMNS)
-                tables.append(derive.presentation_frame(columns))
+        names = sorted(nwb.group(h5, layout.INTERVALS)) if nwb.exists(h5, layout.INTERVALS) else []
+        groups = [nwb.group(h5, f"{layout.INTERVALS}/{name}") for name in names
+                  if name.endswith(layout.PRESENTATIONS_SUFFIX)]
+        nwb.prefetch_tables(groups, self._stream_prefetch(), layout.PRESENTATION_SKIP_COLUMNS)
+        for table in groups:
+            _, columns = nwb.read_table(table, skip=layout.PRESENTATION_SKIP_COLUMNS)
+            nwb.check_column_kinds(table, columns, layout.PRESENTATION_BOOLEAN_COLUMNS,
+                                   layout.PRESENTATION_NUMBER_COLUMNS, layout.PRESENTATION_TEXT_COLUMNS)
+            tables.append(derive.presentation_frame(columns))
         needs_trials = not all(
             all(c in t for t in tables) for c in ("trials_id", "active", "is_sham_change")
         )

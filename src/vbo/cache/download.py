@@ -13,8 +13,8 @@
 - :class:`DownloadRecord` — ``{absolute path: blake2b}``, indent 2, sorted keys, rewritten atomically under a
   lock; :func:`reuse_identical` hashes a recorded identical file inside the cache, then links it (symlink →
   hard link → copy) under the destination's lock.
-- :func:`download_many` — a thread pool with aggregate progress (bytes, rate, ETA); :func:`progress_bar`
-  renders it with rich.
+- :func:`download_many` — a thread pool reporting aggregate progress (bytes, rate, ETA) to a callback as a
+  :class:`DownloadProgress`; drawing it is the caller's business (the ``vbo`` command draws a rich bar).
 """
 
 from __future__ import annotations
@@ -36,10 +36,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from vbo.cache.manifest import HASH_CHUNK_BYTES, file_hash
-from vbo.cache.s3 import (BlockDigests, anonymous_client, as_s3_error, backoff_delay, is_client_error, is_retryable,
-                         object_size_retrying)
 from vbo.errors import (CacheFolderError, DownloadError, HashMismatchError, LockTimeoutError, PlantedLinkError,
                         UnverifiedObjectError)
+from vbo.source.digests import BlockDigests
+from vbo.source.s3 import (anonymous_client, as_s3_error, backoff_delay, is_client_error, is_retryable,
+                           object_size_retrying)
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not POSIX: filelock's own lock
+    fcntl = None
+    from filelock import FileLock
 
 log = logging.getLogger("vbo.cache.download")
 
@@ -74,11 +81,7 @@ CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 
 def _lock(path: Path, timeout: float | None):
     """An exclusive inter-process lock on ``path`` that never follows a link planted there."""
-    try:
-        import fcntl  # noqa: F401
-    except ImportError:  # pragma: no cover - not POSIX: filelock's own lock
-        from filelock import FileLock
-
+    if fcntl is None:  # pragma: no cover - not POSIX
         return FileLock(str(path), timeout=-1 if timeout is None else timeout)
     return _NoFollowLock(path, timeout)
 
@@ -139,8 +142,6 @@ class _NoFollowLock:
         raise PlantedLinkError(self.path, "a link keeps reappearing where vbo keeps its lock file")
 
     def __enter__(self):
-        import fcntl
-
         fd = self._open()
         deadline = None if self.timeout is None or self.timeout < 0 else time.monotonic() + self.timeout
         delay = 0.01
@@ -158,8 +159,6 @@ class _NoFollowLock:
         return self
 
     def __exit__(self, *exc) -> None:
-        import fcntl
-
         fd, self.fd = self.fd, None
         if fd is not None:
             with contextlib.suppress(OSError):
@@ -171,7 +170,7 @@ class _NoFollowLock:
 
 
 def verify_file(path: str | Path, expected_hash: str, target: str | None = None) -> Path:
-    """Check that ``path`` hashes (blake2b, ``format.md`` §4) to ``expected_hash``; return the path.
+    """Check that ``path`` hashes (blake2b, ``docs/format.md`` §4) to ``expected_hash``; return the path.
 
     Raises
     ------
@@ -200,7 +199,7 @@ def file_matches(path: str | Path, expected_hash: str) -> bool:
 
 
 class DownloadRecord:
-    """The ``_downloaded_data.json`` record: ``{absolute local path: blake2b hex}`` (``format.md`` §5.2).
+    """The ``_downloaded_data.json`` record: ``{absolute local path: blake2b hex}`` (``docs/format.md`` §5.2).
 
     Every change is a read-modify-write under ``<record>.lock`` and an atomic rewrite (temporary file in the
     same folder, then ``os.replace``), indent 2, sorted keys, so concurrent writers in several processes
@@ -293,7 +292,7 @@ def is_inside(path: str | Path, root: str | Path) -> bool:
 
 def reuse_identical(record: DownloadRecord, expected_hash: str, dest: str | Path, *,
                     verify: bool = True) -> str | None:
-    """Make ``dest`` an identical copy of a recorded file with ``expected_hash`` (``format.md`` §5.4 step 3).
+    """Make ``dest`` an identical copy of a recorded file with ``expected_hash`` (``docs/format.md`` §5.4).
 
     The source is hashed first (``verify``, default on): a recorded file that no longer has its hash is not
     reused. Under ``dest``'s lock, tries a symlink, then a hard link, then a copy; each is made under a
@@ -368,7 +367,7 @@ def download_object(client, bucket: str, key: str, version_id: str | None, expec
     Parameters
     ----------
     client
-        A boto3 S3 client (see :func:`vbo.cache.s3.anonymous_client`).
+        A boto3 S3 client (see :func:`vbo.source.s3.anonymous_client`).
     bucket, key, version_id
         The object; ``version_id`` None means the latest version (manifests, listings).
     expected_hash
@@ -417,21 +416,10 @@ def download_object(client, bucket: str, key: str, version_id: str | None, expec
     if dest.is_dir() and not dest.is_symlink():
         raise DownloadError(target, dest, "a directory is in the way of the file")
     check = _Expected(expected_hash, expected_size, expected_etag)
-
-    def present() -> bool:
-        """A regular file (never a link: a real download replaces one) with the expected bytes."""
-        if dest.is_symlink() or not dest.is_file():
-            return False
-        problem = check.problem(dest)
-        if problem is None:
-            return True
-        log.warning("%s exists but %s; downloading it again", dest, problem)
-        return False
-
-    if not force and present():
+    if not force and _already_there(dest, check):
         return dest
     with _lock(lock_path(dest), lock_timeout):
-        if not force and present():  # another process finished it while we waited
+        if not force and _already_there(dest, check):  # another process finished it while we waited
             return dest
         _download_locked(client, bucket, key, version_id, check, dest, target, retries=retries,
                          progress=progress, backoff=backoff, max_backoff=max_backoff, chunk_size=chunk_size,
@@ -439,6 +427,17 @@ def download_object(client, bucket: str, key: str, version_id: str | None, expec
     if record is not None and expected_hash is not None:
         record.add(dest, expected_hash)
     return dest
+
+
+def _already_there(dest: Path, check: _Expected) -> bool:
+    """A regular file (never a link: a real download replaces one) with the expected bytes is at ``dest``."""
+    if dest.is_symlink() or not dest.is_file():
+        return False
+    problem = check.problem(dest)
+    if problem is None:
+        return True
+    log.warning("%s exists but %s; downloading it again", dest, problem)
+    return False
 
 
 @dataclass(frozen=True)
@@ -501,87 +500,59 @@ def _partial_size(partial: Path) -> int:
         return 0
 
 
-def _download_locked(client, bucket, key, version_id, check: _Expected, dest: Path, target: str, *, retries,
-                     progress, backoff, max_backoff, chunk_size, fsync) -> None:
-    expected_hash = check.file_hash
-    partial = partial_path(dest)
-    failures = 0
-    attempt = 0
-    counted = 0  # bytes reported to ``progress`` so far
-    last_error: BaseException | None = None
-    max_attempts = 10 * (retries + 1)  # hard bound, even if every attempt makes some progress
+class _Attempts:
+    """Bookkeeping of one locked download: attempts, failures without progress, bytes reported to ``progress``."""
 
-    def report(delta: int) -> None:
-        nonlocal counted
-        counted += delta
-        if progress is not None and delta:
-            progress(delta)
+    def __init__(self, target: str, dest: Path, retries: int, progress: Callable[[int], None] | None,
+                 backoff: float, max_backoff: float):
+        self.target, self.dest, self.retries, self.progress = target, dest, retries, progress
+        self.backoff, self.max_backoff = backoff, max_backoff
+        self.attempt = 0
+        self.failures = 0  # attempts that failed without writing new bytes
+        self.counted = 0  # bytes reported to ``progress`` so far
+        self.written = 0  # new bytes written by the current attempt
+        self.last_error: BaseException | None = None
+        self.max_attempts = 10 * (retries + 1)  # hard bound, even if every attempt makes some progress
 
-    def fail(exc: BaseException, made_progress: bool) -> None:
-        nonlocal failures, last_error
-        last_error = exc
+    def start(self, offset: int) -> None:
+        """Begin an attempt from a partial file of ``offset`` bytes (a resumed partial counts as done)."""
+        self.attempt += 1
+        self.written = 0
+        if offset != self.counted:
+            self.report(offset - self.counted)
+
+    def report(self, delta: int) -> None:
+        self.counted += delta
+        if self.progress is not None and delta:
+            self.progress(delta)
+
+    def wrote(self, nbytes: int) -> None:
+        self.written += nbytes
+        self.report(nbytes)
+
+    def fail(self, exc: BaseException, made_progress: bool) -> None:
+        """Count a failed attempt and wait before the next; give up once the budget is spent."""
+        self.last_error = exc
         if not made_progress:
-            failures += 1
-        if failures > retries or attempt >= max_attempts:
-            raise DownloadError(target, dest, f"gave up after {attempt} attempts "
-                                              f"({failures} without progress): {exc}") from exc
-        delay = 0.0 if made_progress else backoff_delay(failures - 1, backoff, max_backoff)
-        log.info("download %s: %s; retrying in %.2f s", target, exc, delay)
+            self.failures += 1
+        if self.failures > self.retries or self.attempt >= self.max_attempts:
+            raise DownloadError(self.target, self.dest, f"gave up after {self.attempt} attempts "
+                                                        f"({self.failures} without progress): {exc}") from exc
+        delay = 0.0 if made_progress else backoff_delay(self.failures - 1, self.backoff, self.max_backoff)
+        log.info("download %s: %s; retrying in %.2f s", self.target, exc, delay)
         time.sleep(delay)
 
-    while True:
-        attempt += 1
-        offset = _partial_size(partial)
-        if offset != counted:
-            report(offset - counted)  # a resumed partial counts as done
-        kwargs = {"Bucket": bucket, "Key": key}
-        if version_id:
-            kwargs["VersionId"] = version_id
-        if offset:
-            kwargs["Range"] = f"bytes={offset}-"
-        written = 0
-        try:
-            try:
-                response = client.get_object(**kwargs)
-            except Exception as exc:
-                if is_client_error(exc) and "InvalidRange" in str(exc):
-                    response = None  # the partial already holds every byte: verify it below
-                else:
-                    raise
-            if response is not None:
-                start, total = _content_range_start_total(response)
-                length = int(response.get("ContentLength", -1))
-                if offset and start != offset:  # the server ignored the Range: start over
-                    partial.unlink(missing_ok=True)
-                    report(-counted)
-                    offset = 0
-                    total = length
-                elif not offset:
-                    total = length
-                body = response["Body"]
-                flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if offset else os.O_TRUNC)
-                try:
-                    with os.fdopen(open_nofollow(partial, flags), "ab" if offset else "wb") as fh:
-                        while True:
-                            chunk = body.read(chunk_size)
-                            if not chunk:
-                                break
-                            try:
-                                fh.write(chunk)
-                                fh.flush()
-                            except OSError as err:
-                                raise _LocalWriteError(f"cannot write {partial}: {err}") from err
-                            written += len(chunk)
-                            report(len(chunk))
-                        if fsync:
-                            os.fsync(fh.fileno())
-                        size = os.fstat(fh.fileno()).st_size
-                finally:
-                    body.close()
-                if total is not None and total >= 0 and size != total:
-                    from botocore.exceptions import IncompleteReadError
 
-                    raise IncompleteReadError(actual_bytes=size, expected_bytes=total)
+def _download_locked(client, bucket, key, version_id, check: _Expected, dest: Path, target: str, *, retries,
+                     progress, backoff, max_backoff, chunk_size, fsync) -> None:
+    """Transfer (resuming the partial file), verify and move into place, retrying; the caller holds the lock."""
+    partial = partial_path(dest)
+    attempts = _Attempts(target, dest, retries, progress, backoff, max_backoff)
+    while True:
+        offset = _partial_size(partial)
+        attempts.start(offset)
+        try:
+            _get_into_partial(client, bucket, key, version_id, partial, offset, attempts, chunk_size, fsync)
         except _LocalWriteError as err:
             raise DownloadError(target, dest, str(err)) from err
         except Exception as exc:
@@ -590,29 +561,80 @@ def _download_locked(client, bucket, key, version_id, check: _Expected, dest: Pa
                 raise as_s3_error(exc, bucket, key) from exc
             if not is_retryable(exc):
                 raise
-            fail(exc, made_progress=written > 0)
+            attempts.fail(exc, made_progress=attempts.written > 0)
             continue
         # every byte is in the partial file: verify, then move into place
         problem = check.problem(partial)
-        if problem is not None:
-            partial.unlink(missing_ok=True)
-            report(-counted)
-            error = _verification_error(check, target, dest, partial, problem, attempt)
-            if failures >= retries:
-                raise error from last_error
-            fail(error, made_progress=False)
-            continue
-        os.replace(partial, dest)
-        if fsync:
-            _fsync_dir(dest.parent)
-        if expected_hash is not None and version_id:
-            _record_stream_digests(dest, bucket, key, version_id)
-        return
+        if problem is None:
+            break
+        partial.unlink(missing_ok=True)
+        attempts.report(-attempts.counted)
+        error = _verification_error(check, target, dest, partial, problem, attempts.attempt)
+        if attempts.failures >= retries:
+            raise error from attempts.last_error
+        attempts.fail(error, made_progress=False)
+    os.replace(partial, dest)
+    if fsync:
+        _fsync_dir(dest.parent)
+    if check.file_hash is not None and version_id:
+        _record_stream_digests(dest, bucket, key, version_id)
+
+
+def _get_into_partial(client, bucket: str, key: str, version_id: str | None, partial: Path, offset: int,
+                      attempts: _Attempts, chunk_size: int, fsync: bool) -> None:
+    """One GET of the object (from byte ``offset`` if the partial file holds some) into the partial file.
+
+    Raises ``IncompleteReadError`` if the body ends before the size the server announced.
+    """
+    kwargs = {"Bucket": bucket, "Key": key}
+    if version_id:
+        kwargs["VersionId"] = version_id
+    if offset:
+        kwargs["Range"] = f"bytes={offset}-"
+    try:
+        response = client.get_object(**kwargs)
+    except Exception as exc:
+        if is_client_error(exc) and "InvalidRange" in str(exc):
+            return  # the partial already holds every byte: the caller verifies it
+        raise
+    start, total = _content_range_start_total(response)
+    length = int(response.get("ContentLength", -1))
+    if offset and start != offset:  # the server ignored the Range: start over
+        partial.unlink(missing_ok=True)
+        attempts.report(-attempts.counted)
+        offset = 0
+        total = length
+    elif not offset:
+        total = length
+    size = _write_body(response["Body"], partial, offset, attempts, chunk_size, fsync)
+    if total is not None and total >= 0 and size != total:
+        from botocore.exceptions import IncompleteReadError  # deferred like every botocore import (vbo.cache.s3)
+
+        raise IncompleteReadError(actual_bytes=size, expected_bytes=total)
+
+
+def _write_body(body, partial: Path, offset: int, attempts: _Attempts, chunk_size: int, fsync: bool) -> int:
+    """Write a response body to the partial file (appended after ``offset`` bytes); the file's size afterwards."""
+    flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if offset else os.O_TRUNC)
+    try:
+        with os.fdopen(open_nofollow(partial, flags), "ab" if offset else "wb") as fh:
+            while chunk := body.read(chunk_size):
+                try:
+                    fh.write(chunk)
+                    fh.flush()
+                except OSError as err:
+                    raise _LocalWriteError(f"cannot write {partial}: {err}") from err
+                attempts.wrote(len(chunk))
+            if fsync:
+                os.fsync(fh.fileno())
+            return os.fstat(fh.fileno()).st_size
+    finally:
+        body.close()
 
 
 def _record_stream_digests(path: Path, bucket: str, key: str, version_id: str) -> None:
     """A file whose blake2b matched the manifest becomes the reference that streamed reads of the same object
-    version are checked against, block by block (:class:`vbo.cache.s3.BlockDigests`)."""
+    version are checked against, block by block (:class:`vbo.source.digests.BlockDigests`)."""
     try:
         BlockDigests.record_file(path, bucket, key, version_id)
     except OSError as err:  # the download itself is sound; streaming then falls back to trust on first use
@@ -773,30 +795,6 @@ def download_many(jobs: Iterable[DownloadJob], workers: int = 8,
             first.add_note(f"{len(failures)} of {len(jobs)} downloads failed; see .failures")
         raise first
     return results
-
-
-@contextlib.contextmanager
-def progress_bar(total_bytes: int | None = None, description: str = "Downloading",
-                 console=None) -> Iterator[Callable[[DownloadProgress], None]]:
-    """A rich progress bar (bytes, rate, ETA, files) whose callback fits :func:`download_many`'s ``progress``.
-
-    >>> with progress_bar() as bar:
-    ...     download_many(jobs, progress=bar)
-    """
-    from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn,
-                               TransferSpeedColumn)
-
-    columns = (TextColumn("[bold]{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-               TimeRemainingColumn(), TextColumn("{task.fields[files]}"))
-    with Progress(*columns, console=console, transient=False) as bar:
-        task = bar.add_task(description, total=total_bytes, files="")
-
-        def update(state: DownloadProgress) -> None:
-            bar.update(task, completed=state.bytes_done, total=state.bytes_total or total_bytes,
-                       files=f"{state.files_done}/{state.files_total} files"
-                             + (f", {state.errors} failed" if state.errors else ""))
-
-        yield update
 
 
 def hash_bytes(data: bytes) -> str:

@@ -13,10 +13,9 @@ import re
 from pathlib import Path
 
 from vbo.errors import ManifestFieldError, UnsafeNameError
+from vbo.source.s3 import BUCKET_NAME, BUCKET_REGION, bucket_and_key, object_url  # noqa: F401 (re-exported: the release bucket)
 
 PROJECT_NAME = "visual-behavior-ophys"
-BUCKET_NAME = "visual-behavior-ophys-data"
-BUCKET_REGION = "us-west-2"
 METADATA_TABLES = ("behavior_session_table", "ophys_session_table", "ophys_experiment_table", "ophys_cells_table")
 METADATA_PREFIX = "project_metadata"
 MANIFEST_PREFIX = "manifests"
@@ -65,7 +64,7 @@ def safe_name(name, what: str) -> str:
 
 
 def validate_manifest(manifest, path: str | Path, name: str | None = None) -> dict:
-    """Check every field of a release manifest (``format.md`` §3) before any of it becomes a path or a URL.
+    """Check every field of a release manifest (``docs/format.md`` §3) before any of it becomes a path or a URL.
 
     Parameters
     ----------
@@ -156,11 +155,6 @@ def manifest_version(name: str) -> tuple[int, int, int]:
     return tuple(int(part) for part in match.group("version").split("."))
 
 
-def object_url(key: str, bucket: str = BUCKET_NAME, region: str = BUCKET_REGION) -> str:
-    """HTTPS URL of an object key in the bucket (the form manifests use)."""
-    return f"https://{bucket}.s3.{region}.amazonaws.com/{key}"
-
-
 def metadata_key(table: str) -> str:
     return f"{PROJECT_NAME}/{METADATA_PREFIX}/{table}.csv"
 
@@ -180,7 +174,7 @@ def experiment_nwb_key(ophys_experiment_id: int) -> str:
 
 
 NATURAL_MOVIE_KEY = f"{PROJECT_NAME}/resources/Movie_TOE1.npy"
-# the real bucket's natural movie: fixed object version and hash (format.md §5.7)
+# the real bucket's natural movie: fixed object version and hash (docs/format.md §5.7)
 NATURAL_MOVIE_VERSION_ID = "Czht4ouDiTvs4CC_s8hsaE7VtVt_E9rO"
 NATURAL_MOVIE_HASH = ("7e44cba154b29e1511ab8e5453b7aa5070f1ae456724b5b2541c97c052fbd80a"
                       "ebf159e5f933ab319bda8fdab7b863a096cdb44f129abd20a8c4cc791af4bc41")
@@ -208,3 +202,60 @@ def write_manifest(manifest: dict, path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     return path
+
+
+# --- comparing two manifests (docs/format.md §3.5) ------------------------------------------------------------
+
+
+def relative_path_of_url(url: str) -> str:
+    """The path of an entry's object below the project folder (``docs/format.md`` §3.3, §3.5)."""
+    return bucket_and_key(url)[1].split("/", 1)[1]
+
+
+def compare_manifests(first: dict, second: dict) -> dict[str, list[tuple[str, str]]]:
+    """Changes from manifest ``first`` (older) to ``second`` (``docs/format.md`` §3.5).
+
+    Parameters
+    ----------
+    first, second
+        Validated manifests (:func:`validate_manifest`).
+
+    Returns
+    -------
+    dict
+        ``{"metadata_changes": [...], "data_changes": [...]}``, each a list of ``(path, message)`` sorted by
+        path; a message says the path ``changed``, was ``renamed`` (its hash is found under another path),
+        ``deleted`` or ``created``.
+    """
+    def hashes(entries: dict) -> dict[str, str]:
+        return {relative_path_of_url(e["url"]): e["file_hash"] for e in entries.values()}
+
+    out = {}
+    for group, label in (("metadata_files", "metadata_changes"), ("data_files", "data_changes")):
+        out[label] = _changes(hashes(first[group]), hashes(second[group]))
+    return out
+
+
+def _changes(old: dict[str, str], new: dict[str, str]) -> list[tuple[str, str]]:
+    """``(path, message)`` for every path that differs between two ``{path: hash}`` maps."""
+    new_by_hash = {h: p for p, h in new.items()}
+    old_hashes = set(old.values())
+    changes = []
+    for path in sorted(set(old) | set(new)):
+        if path in old and path in new:
+            if old[path] != new[path]:
+                changes.append((path, f"{path} changed"))
+        elif path in old:
+            renamed = new_by_hash.get(old[path])
+            changes.append((path, f"{path} renamed {renamed}" if renamed else f"{path} deleted"))
+        elif new[path] not in old_hashes:
+            changes.append((path, f"{path} created"))
+    return changes
+
+
+def format_comparison(name_0: str, name_1: str, changes: dict[str, list[tuple[str, str]]]) -> str:
+    """The text of :func:`compare_manifests`' result, one line per file (AllenSDK's wording)."""
+    lines = [msg for _, msg in changes["metadata_changes"]] + [msg for _, msg in changes["data_changes"]]
+    if not lines:
+        return "The two manifests are equivalent"
+    return f"Changes going from\n{name_0}\nto\n{name_1}\n\n" + "\n".join(lines)

@@ -10,19 +10,19 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Callable
+from collections.abc import Callable
+
+import boto3
+from botocore.config import Config
 
 from vbo.cache import manifest as mf
-from vbo.cache.s3 import CONNECT_TIMEOUT, READ_TIMEOUT, bucket_and_key, object_https_url, resolve_endpoint
+from vbo.source.s3 import CONNECT_TIMEOUT, READ_TIMEOUT, bucket_and_key, object_https_url, resolve_endpoint
 
 PREVIOUS_VERSIONS = "previous_versions"
 
 
 def upload_client(endpoint_url: str | None = None):
     """A signed boto3 S3 client (credentials from the usual AWS environment/config), endpoint as given."""
-    import boto3
-    from botocore.config import Config
-
     endpoint = resolve_endpoint(endpoint_url)
     config = Config(s3={"addressing_style": "path"} if endpoint else {}, retries={"mode": "standard"},
                     connect_timeout=CONNECT_TIMEOUT, read_timeout=READ_TIMEOUT)

@@ -1,6 +1,7 @@
 """What one released NWB file holds, as plain arrays, frames and dicts: the writer's input.
 
-The shapes follow what the reader returns (``api.md``), so ``write(content)`` followed by reading the
+The shapes follow what the reader returns (the members of ``vbo.BehaviorSession`` and
+``vbo.BehaviorOphysExperiment``, ``docs/format.md`` §8), so ``write(content)`` followed by reading the
 file gives back the same members. Units: seconds, cm/s, mL, px, mm (rig geometry), degrees.
 """
 

@@ -13,7 +13,7 @@ SESSION_DESCRIPTION = "/session_description"
 SESSION_START_TIME = "/session_start_time"
 NWB_VERSION_ATTR = "nwb_version"
 
-# extension fields are attributes of these groups (format.md §7.4, §7.7)
+# extension fields are attributes of these groups (docs/format.md §7.2, §7.4)
 METADATA = "/general/metadata"
 SUBJECT = "/general/subject"
 TASK_PARAMETERS = "/general/task_parameters"
@@ -28,7 +28,7 @@ EXCITATION_LAMBDA = IMAGING_PLANE + "/excitation_lambda"
 IMAGING_RATE = IMAGING_PLANE + "/imaging_rate"
 IMAGING_LOCATION = IMAGING_PLANE + "/location"
 
-# --- behavior streams (format.md §7.3) ------------------------------------------------------
+# --- behavior streams (docs/format.md §7.3) -------------------------------------------------
 STIMULUS_TIMESTAMPS = "/processing/stimulus/timestamps/timestamps"
 RUNNING_SPEED = "/processing/running/speed"
 RAW_RUNNING_SPEED = "/processing/running/speed_unfiltered"
@@ -96,10 +96,10 @@ ID = "id"
 COLNAMES_ATTR = "colnames"
 HDMF_BOOKKEEPING_ATTRS = ("namespace", "neurodata_type", "object_id")
 INDEX_SUFFIX = "_index"
-# presentation-table columns that readers skip (format.md §7.8 step 4)
+# presentation-table columns that readers skip (docs/format.md §7.5)
 PRESENTATION_SKIP_COLUMNS = ("tags", "tags_index", "timeseries", "timeseries_index")
 
-# --- sentinels (format.md §10) --------------------------------------------------------------
+# --- sentinels (docs/format.md §10) ---------------------------------------------------------
 INT_NA = -99
 NULL_CELL_SPECIMEN_ID = -1
 NO_PLANE_GROUP = -1
@@ -111,7 +111,7 @@ MISSING_PROJECT_CODE = "Not Available"
 REQUIRED_BEHAVIOR = (METADATA, SUBJECT, TASK_PARAMETERS, STIMULUS_TIMESTAMPS, IDENTIFIER, SESSION_START_TIME)
 REQUIRED_OPHYS = (CELL_TABLE, DFF, IMAGING_PLANE)
 
-# --- names used when writing (format.md §7.2-§7.7); each agrees with the paths above ---------
+# --- names used when writing (docs/format.md §7.2-§7.7); each agrees with the paths above ----
 PROCESSING = "/processing"
 ACQUISITION = "/acquisition"
 DEVICES = "/general/devices"
@@ -144,7 +144,7 @@ PRESENTATION_STORED_ORDER = (
     "flashes_since_change", "trials_id", "image_set", "active", "is_sham_change",
 )
 PRESENTATION_LAST = "stimulus_name"
-# nullable booleans stored as float 0/1/NaN (format.md §7.5)
+# nullable booleans stored as float 0/1/NaN (docs/format.md §7.5)
 PRESENTATION_NULLABLE_BOOLS = ("omitted", "is_image_novel", "is_change")
 PRESENTATION_IMAGE_SET = "image_set"
 OMITTED = "omitted"
@@ -184,7 +184,7 @@ MESOSCOPE_PREFIX = "MESO"  # equipment names of Multiscope rigs
 BEHAVIOR_KEYWORDS = ("visual", "behavior", "task")
 EXPERIMENT_KEYWORDS = ("2-photon", "calcium imaging", "visual cortex", "behavior", "task")
 
-# extension namespaces (format.md §7.4): name -> version
+# extension namespaces (docs/format.md §7.1, §7.4): name -> version
 NS_BEHAVIOR_OPHYS = "ndx-aibs-behavior-ophys"
 NS_ELLIPSE_EYE_TRACKING = "ndx-ellipse-eye-tracking"
 NS_STIMULUS_TEMPLATE = "ndx-aibs-stimulus-template"
@@ -213,7 +213,7 @@ TRIAL_BOOLEAN_COLUMNS = ("aborted", "auto_rewarded", "catch", "correct_reject", 
 TRIAL_NUMBER_COLUMNS = ("start_time", "stop_time", "change_frame", "change_time", "response_latency",
                         "response_time", "reward_time", "reward_volume", "trial_length", "lick_times")
 TRIAL_TEXT_COLUMNS = ("change_image_name", "initial_image_name")
-# nullable booleans may be stored as float 0/1/NaN (§7.5)
+# nullable booleans may be stored as float 0/1/NaN (docs/format.md §7.5)
 PRESENTATION_BOOLEAN_COLUMNS = ("omitted", "is_image_novel", "is_change", "active", "is_sham_change")
 PRESENTATION_NUMBER_COLUMNS = ("start_time", "stop_time", "duration", "start_frame", "end_frame", "image_index",
                                "flashes_since_change", "trials_id", "stimulus_block", "movie_frame_index",

@@ -61,11 +61,15 @@ class FileHandle:
         The file as first opened (with its release function), registered in the pool at once.
     pool
         The pool to borrow from (default the process-wide one).
+    source
+        What the open file reads from (a :class:`vbo.source.OpenedFile`, whose ``remote`` can prefetch byte
+        ranges); the opener replaces it when it opens the file again.
     """
 
     def __init__(self, name: str, opener: Callable[[], Opened] | None, opened: Opened,
-                 pool: FilePool | None = None):
+                 pool: FilePool | None = None, source: object | None = None):
         self.name = name
+        self.source = source
         self.reopens = 0  # times the file was opened again after the pool closed it
         self._opener = opener
         self._file: h5py.File | None = opened[0]

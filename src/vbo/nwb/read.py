@@ -222,24 +222,25 @@ def exists(where: Where, path: str) -> bool:
     return node(where, path) is not None
 
 
-def group(where: Where, path: str) -> h5py.Group:
-    """The group at ``path``; MissingDataError if absent, MalformedDataError if it is not a group."""
+def _node_of_kind(where: Where, path: str, kind: type, what: str, other: str):
+    """The object at ``path`` if it is a ``kind`` (a ``what``); MissingDataError if absent, MalformedDataError if
+    it is the ``other`` kind of object."""
     obj = node(where, path)
     if obj is None:
-        raise MissingDataError(_filename(where), f"missing group {path}")
-    if not isinstance(obj, h5py.Group):
-        raise MalformedDataError(_filename(where), path, "is a dataset where a group was expected")
+        raise MissingDataError(_filename(where), f"missing {what} {path}")
+    if not isinstance(obj, kind):
+        raise MalformedDataError(_filename(where), path, f"is a {other} where a {what} was expected")
     return obj
+
+
+def group(where: Where, path: str) -> h5py.Group:
+    """The group at ``path``; MissingDataError if absent, MalformedDataError if it is not a group."""
+    return _node_of_kind(where, path, h5py.Group, "group", "dataset")
 
 
 def dataset(where: Where, path: str) -> h5py.Dataset:
     """The dataset at ``path`` (not read); MissingDataError if absent, MalformedDataError if not a dataset."""
-    obj = node(where, path)
-    if obj is None:
-        raise MissingDataError(_filename(where), f"missing dataset {path}")
-    if not isinstance(obj, h5py.Dataset):
-        raise MalformedDataError(_filename(where), path, "is a group where a dataset was expected")
-    return obj
+    return _node_of_kind(where, path, h5py.Dataset, "dataset", "group")
 
 
 def require(f: h5py.File, paths: tuple[str, ...], what: str) -> None:
@@ -522,6 +523,38 @@ def read_column(group: h5py.Group, name: str, n_rows: int | None = None,
     return values
 
 
+PREFETCH_TABLE_BYTES = 32 << 20  # tables whose stored columns are larger are read as they come
+
+
+def storage_ranges(ds: h5py.Dataset) -> list[tuple[int, int]]:
+    """Byte ranges ``[(start, stop), ...]`` holding a dataset's stored values: its chunks, or its contiguous
+    storage; ``[]`` for compact or unallocated storage."""
+    if ds.chunks is not None:
+        return [(start, start + size) for _, start, size in chunk_ranges(ds)]
+    offset, size = ds.id.get_offset(), ds.id.get_storage_size()
+    return [(offset, offset + size)] if offset is not None and size else []
+
+
+def prefetch_tables(groups: list[h5py.Group], prefetch: Callable[[list[tuple[int, int]]], Any] | None,
+                    skip: tuple[str, ...] = ()) -> None:
+    """For a streamed file: schedule the stored bytes of every column (and index) of these DynamicTables in one
+    parallel round (:meth:`vbo.source.remote.RemoteFile.prefetch`) before they are read one by one; nothing
+    when ``prefetch`` is None or the columns hold more than :data:`PREFETCH_TABLE_BYTES`."""
+    if prefetch is None:
+        return
+    ranges: list[tuple[int, int]] = []
+    for group in groups:
+        for name in group:
+            if name.split(layout.INDEX_SUFFIX)[0] in skip or \
+                    not isinstance(group.get(name, getlink=True), h5py.HardLink):
+                continue
+            obj = group.get(name)
+            if isinstance(obj, h5py.Dataset):
+                ranges += storage_ranges(obj)
+    if ranges and sum(stop - start for start, stop in ranges) <= PREFETCH_TABLE_BYTES:
+        prefetch(ranges)
+
+
 def read_table(group: h5py.Group, skip: tuple[str, ...] = ()) -> tuple[np.ndarray, dict[str, Any]]:
     """A DynamicTable as ``(ids, {column: values})`` with columns in stored order, every column one per row."""
     ids = integer_ids(group, f"{group.name}/{layout.ID}", read(group, layout.ID))
@@ -610,7 +643,7 @@ def read_transposed(ds: h5py.Dataset, columns: np.ndarray | None = None, *,
     prefetch
         For a streamed file: called with the byte ranges ``[(start, stop), ...]`` of the chunks of the coming
         slabs, up to ``prefetch_window`` bytes ahead of the slab being decoded, so that the network fetches
-        (in parallel) while HDF5 decompresses (e.g. :meth:`vbo.cache.s3.RemoteFile.prefetch`).
+        (in parallel) while HDF5 decompresses (e.g. :meth:`vbo.source.remote.RemoteFile.prefetch`).
 
     Returns
     -------

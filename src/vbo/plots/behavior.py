@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 
-from vbo.behavior import TRIAL_OUTCOMES
+from vbo import behavior
+from vbo.behavior import TRIAL_OUTCOMES, change_detection_flashes, plain_bool, pupil_series
 from vbo.plots._style import pyplot
 
 HIT_COLOR, FALSE_ALARM_COLOR, DPRIME_COLOR = "darkgreen", "darkred", "black"
@@ -28,7 +31,7 @@ def stage_color(session_type: str, experience_level: str | None = None) -> str:
 
 
 def training_history(history: pd.DataFrame, title: str = ""):
-    """Max d′ per session across a mouse's training (``analysis.md`` P14), one marker per session coloured by
+    """Max d′ per session across a mouse's training (``docs/analysis.md`` §12.1), one marker per session coloured by
     stage; alternating grey bands mark the runs of one stage.
 
     Parameters
@@ -70,7 +73,7 @@ def training_history(history: pd.DataFrame, title: str = ""):
 
 
 def rolling_performance(rolling: pd.DataFrame, title: str = "", start_time=None):
-    """Rolling hit and false-alarm rates (top) and d′ (bottom) over a session (``analysis.md`` P15).
+    """Rolling hit and false-alarm rates (top) and d′ (bottom) over a session (``docs/analysis.md`` §12.2).
 
     Parameters
     ----------
@@ -120,12 +123,10 @@ def image_colors(image_names) -> dict:
 def _stimulus_spans(ax, presentations: pd.DataFrame, t0: float, t1: float, colors: dict, alpha: float = 0.25,
                     mark_omitted: bool = True) -> None:
     """Each flash overlapping [t0, t1] as an ``axvspan`` coloured by image; omitted flashes as dashed lines."""
-    from vbo.behavior import _plain_bool, change_detection_flashes
-
     sp = change_detection_flashes(presentations)
     inside = (sp["end_time"].to_numpy(float) >= t0) & (sp["start_time"].to_numpy(float) <= t1)
     sp = sp[inside]
-    omitted = _plain_bool(sp["omitted"]) if "omitted" in sp else np.zeros(len(sp), bool)
+    omitted = plain_bool(sp["omitted"]) if "omitted" in sp else np.zeros(len(sp), bool)
     for (a, b, name, om) in zip(sp["start_time"], sp["end_time"], sp["image_name"], omitted):
         if om:
             if mark_omitted:
@@ -135,8 +136,6 @@ def _stimulus_spans(ax, presentations: pd.DataFrame, t0: float, t1: float, color
 
 
 def _eye(session) -> pd.DataFrame | None:
-    import warnings
-
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
@@ -153,7 +152,7 @@ def _running_frame(session) -> pd.DataFrame:
 
 def behavior_window(session, start: float, stop: float, title: str = "", pupil_column: str = "pupil_area"):
     """Running speed, licks, rewards and pupil over the time window [start, stop] (s) with the stimulus spans
-    (``analysis.md`` P13/P20): every flash coloured by image, omitted flashes marked by dashed lines, changes by
+    (``docs/analysis.md`` §12.3): every flash coloured by image, omitted flashes marked by dashed lines, changes by
     solid lines.
 
     Parameters
@@ -164,8 +163,6 @@ def behavior_window(session, start: float, stop: float, title: str = "", pupil_c
     pupil_column
         Eye-tracking column of the pupil panel (blink frames removed; omitted when there is no eye tracking).
     """
-    from vbo.behavior import change_detection_flashes, pupil_series
-
     plt = pyplot()
     eye = _eye(session)
     n_rows = 3 if eye is not None else 2
@@ -234,7 +231,7 @@ def pick_trials(trials: pd.DataFrame, random_state: int | None = 0) -> dict:
 
 def trial_type_panels(session, trials_ids: dict | None = None, random_state: int | None = 0, title: str = ""):
     """One column per trial type — hit, miss, false alarm, correct reject — over [trial start, trial stop]
-    (``analysis.md`` P16): running speed, licks and rewards, pupil area and (for experiments) every cell's dF/F,
+    (``docs/analysis.md`` §12.4): running speed, licks and rewards, pupil area and (for experiments) every cell's dF/F,
     with the stimulus spans (omitted flashes dashed) and the change time.
 
     Parameters
@@ -242,8 +239,6 @@ def trial_type_panels(session, trials_ids: dict | None = None, random_state: int
     trials_ids
         ``{outcome: trials_id}``; by default one trial of each outcome drawn with ``random_state``.
     """
-    from vbo.behavior import pupil_series
-
     plt = pyplot()
     trials = session.trials
     picked = trials_ids if trials_ids is not None else pick_trials(trials, random_state)
@@ -254,18 +249,16 @@ def trial_type_panels(session, trials_ids: dict | None = None, random_state: int
                              gridspec_kw={"height_ratios": [{"running": 2, "licks": 1, "pupil": 2,
                                                              "dff": 3}[r] for r in rows]})
     sp = session.stimulus_presentations
-    from vbo.behavior import change_detection_flashes
-
     colors = image_colors(change_detection_flashes(sp)["image_name"])
     running = _running_frame(session)
-    rt, rv = running["timestamps"].to_numpy(float), running["speed"].to_numpy(float)
-    licks = session.licks["timestamps"].to_numpy(float)
-    rewards = session.rewards["timestamps"].to_numpy(float)
+    streams = {"running": (running["timestamps"].to_numpy(float), running["speed"].to_numpy(float)),
+               "licks": session.licks["timestamps"].to_numpy(float),
+               "rewards": session.rewards["timestamps"].to_numpy(float)}
     if eye is not None:
-        et, ev = pupil_series(eye, "pupil_area")
+        streams["pupil"] = pupil_series(eye, "pupil_area")
     if dff is not None:
-        traces = np.stack(dff["dff"].to_numpy()) if len(dff) else np.zeros((0, 0))
-        ot = np.asarray(session.ophys_timestamps, float)
+        streams["dff"] = (np.asarray(session.ophys_timestamps, float),
+                          np.stack(dff["dff"].to_numpy()) if len(dff) else np.zeros((0, 0)))
     for col, outcome in enumerate(TRIAL_TYPES):
         column = axes[:, col]
         column[0].set_title(outcome.replace("_", " "))
@@ -280,31 +273,7 @@ def trial_type_panels(session, trials_ids: dict | None = None, random_state: int
             if np.isfinite(trial["change_time"]):
                 ax.axvline(trial["change_time"], color="k", lw=1)
             ax.set_xlim(t0, t1)
-        for ax, row in zip(column, rows):
-            if row == "running":
-                keep = (rt >= t0) & (rt <= t1)
-                ax.plot(rt[keep], rv[keep], color="0.3")
-                if col == 0:
-                    ax.set_ylabel("speed (cm/s)")
-            elif row == "licks":
-                sel = licks[(licks >= t0) & (licks <= t1)]
-                ax.plot(sel, np.zeros(len(sel)), "o", color="k", ms=3)
-                sel = rewards[(rewards >= t0) & (rewards <= t1)]
-                ax.plot(sel, np.full(len(sel), 0.5), "d", color=REWARD_COLORS["earned"], ms=7)
-                ax.set_ylim(-0.5, 1)
-                ax.set_yticks([])
-                if col == 0:
-                    ax.set_ylabel("licks /\nrewards")
-            elif row == "pupil":
-                keep = (et >= t0) & (et <= t1)
-                ax.plot(et[keep], ev[keep], color="#1f78b4")
-                if col == 0:
-                    ax.set_ylabel("pupil area (pixels²)")
-            elif row == "dff" and traces.size:
-                keep = (ot >= t0) & (ot <= t1)
-                ax.plot(ot[keep], traces[:, keep].T, lw=0.6, alpha=0.7)
-                if col == 0:
-                    ax.set_ylabel("dF/F")
+        _trial_rows(column, rows, streams, t0, t1, labels=col == 0)
         column[-1].set_xlabel("time in session (seconds)")
         column[0].set_title(f"{outcome.replace('_', ' ')} (trial {picked[outcome]})")
     if title:
@@ -313,14 +282,48 @@ def trial_type_panels(session, trials_ids: dict | None = None, random_state: int
     return fig
 
 
+def _trial_rows(column, rows: list[str], streams: dict, t0: float, t1: float, labels: bool) -> None:
+    """Draw one trial's streams over [t0, t1] (s) in the axes of ``column``, one axis per name in ``rows``;
+    ``labels``: also the y labels (first column)."""
+    rt, rv = streams["running"]
+    licks, rewards = streams["licks"], streams["rewards"]
+    for ax, row in zip(column, rows):
+        if row == "running":
+            keep = (rt >= t0) & (rt <= t1)
+            ax.plot(rt[keep], rv[keep], color="0.3")
+            if labels:
+                ax.set_ylabel("speed (cm/s)")
+        elif row == "licks":
+            sel = licks[(licks >= t0) & (licks <= t1)]
+            ax.plot(sel, np.zeros(len(sel)), "o", color="k", ms=3)
+            sel = rewards[(rewards >= t0) & (rewards <= t1)]
+            ax.plot(sel, np.full(len(sel), 0.5), "d", color=REWARD_COLORS["earned"], ms=7)
+            ax.set_ylim(-0.5, 1)
+            ax.set_yticks([])
+            if labels:
+                ax.set_ylabel("licks /\nrewards")
+        elif row == "pupil":
+            et, ev = streams["pupil"]
+            keep = (et >= t0) & (et <= t1)
+            ax.plot(et[keep], ev[keep], color="#1f78b4")
+            if labels:
+                ax.set_ylabel("pupil area (pixels²)")
+        elif row == "dff" and streams["dff"][1].size:
+            ot, traces = streams["dff"]
+            keep = (ot >= t0) & (ot <= t1)
+            ax.plot(ot[keep], traces[:, keep].T, lw=0.6, alpha=0.7)
+            if labels:
+                ax.set_ylabel("dF/F")
+
+
 def response_probability_matrix(matrix: pd.DataFrame, title: str = "", annotate: bool = True):
-    """Lick probability per image transition (``analysis.md`` P21): viridis, 0–1, rows = previous image."""
+    """Lick probability per image transition (``docs/analysis.md`` §10, §12.5): viridis, 0–1, rows = previous image."""
     return _matrix(matrix, "viridis", (0.0, 1.0), "response probability", title or "response probability",
                    annotate)
 
 
 def dprime_matrix(matrix: pd.DataFrame, title: str = "", annotate: bool = True):
-    """d′ per image transition (``analysis.md`` P22): magma, 0–1.5, diagonal blank."""
+    """d′ per image transition (``docs/analysis.md`` §10, §12.5): magma, 0–1.5, diagonal blank."""
     return _matrix(matrix, "magma", (0.0, 1.5), "d′", title or "d′ per image transition", annotate)
 
 
@@ -350,9 +353,6 @@ def session_summary(session, window: tuple[float, float] | None = None, title: s
     """One session's behavior at a glance: rolling hit/false-alarm rate and d′ over time, the response-
     probability matrix of engaged flashes, and licks/rewards/running with the stimulus spans of ``window``
     (default: the first 60 s of the change-detection block)."""
-    from vbo import behavior
-    from vbo.behavior import change_detection_flashes
-
     plt = pyplot()
     trials = session.trials
     rolling = session.get_rolling_performance_df().ffill()

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
+from vbo.behavior import pupil_series
 from vbo.plots._style import pyplot
+from vbo.responses import (StimulusResponses, block_rows, population_average, population_trace,
+                           stimulus_responses, trace_data, trial_type_responses)
+from vbo.tables import normalize_id
 
 
 def experiment_overview(experiment, n_cells: int = 6, window_s: float = 60.0):
@@ -101,8 +107,6 @@ def _image_colors(names) -> dict:
 def _stimulus_spans(axes, presentations, t0: float, t1: float, alpha: float = 0.25) -> None:
     """One ``axvspan`` per change-detection stimulus in [t0, t1], coloured by image (palette over sorted image
     names; omitted white)."""
-    from vbo.responses import block_rows
-
     try:
         rows = block_rows(presentations, "change_detection")
     except ValueError:
@@ -139,7 +143,7 @@ def roi_projection(experiment, projection: str = "max", ax=None, outline_color: 
 
 
 def stimulus_template(templates, name, versions=("unwarped", "warped")):
-    """One stimulus as the template stores it (plot P1): ``imshow`` in gray, one panel per version.
+    """One stimulus as the template stores it (``docs/analysis.md`` §12.7): ``imshow`` in gray, one panel per version.
 
     Parameters
     ----------
@@ -165,7 +169,7 @@ def stimulus_template(templates, name, versions=("unwarped", "warped")):
 
 
 def container_projections(cache, ophys_container_id, projection: str = "max"):
-    """The field of view of every experiment of a container, side by side in acquisition order (plot P3).
+    """The field of view of every experiment of a container, side by side in acquisition order (``docs/analysis.md`` §12.8).
 
     Parameters
     ----------
@@ -176,8 +180,6 @@ def container_projections(cache, ophys_container_id, projection: str = "max"):
     projection
         ``"max"`` or ``"average"``.
     """
-    from vbo.tables import normalize_id
-
     plt = pyplot()
     container = normalize_id(ophys_container_id)
     table = cache.get_ophys_experiment_table()
@@ -196,14 +198,11 @@ def container_projections(cache, ophys_container_id, projection: str = "max"):
 
 
 def plane_population_traces(cache, ophys_session_id, t_range=(300.0, 600.0), data_type: str = "dff", ax=None):
-    """Mean dF/F over cells of every imaging plane of one session, one line per plane (plot P4).
+    """Mean dF/F over cells of every imaging plane of one session, one line per plane (``docs/analysis.md`` §12.9).
 
     Lines are labelled ``<targeted_structure>_<imaging_depth>``; x "time (seconds)" limited to ``t_range``
     (s), y "dF/F"; the title is the cre line and the session id.
     """
-    from vbo.responses import population_trace
-    from vbo.tables import normalize_id
-
     plt = pyplot()
     session = normalize_id(ophys_session_id)
     table = cache.get_ophys_experiment_table()
@@ -232,8 +231,6 @@ def dff_heatmap(experiment, t_range=None, data_type: str = "dff", max_columns: i
 
     Long recordings are averaged into at most ``max_columns`` time bins for drawing.
     """
-    from vbo.responses import trace_data
-
     plt = pyplot()
     matrix, t, _ = trace_data(experiment, data_type)
     if t_range is not None:
@@ -292,9 +289,6 @@ def behavior_neural_window(experiment, t_start: float | None = None, t_end: floa
     and pupil width (max-normalised), licks as dots at 0, rewards as diamonds. Default window: 40 s from the
     first change-detection flash.
     """
-    from vbo.behavior import pupil_series
-    from vbo.responses import block_rows
-
     plt = pyplot()
     presentations = experiment.stimulus_presentations
     if t_start is None:
@@ -351,8 +345,6 @@ def change_responses_by_trial_type(responses, title: str | None = None, ax=None)
     ``responses``: the result of :func:`vbo.responses.trial_type_responses`, or an experiment (computed here
     for dF/F with a (−1, 2) s window).
     """
-    from vbo.responses import StimulusResponses, population_average, trial_type_responses
-
     plt = pyplot()
     if not isinstance(responses, StimulusResponses):
         responses = trial_type_responses(responses, window=(-1.0, 2.0), p_value=False)
@@ -377,8 +369,6 @@ def image_response_heatmap(responses, value: str = "mean_response", ax=None):
 
     ``responses``: :class:`vbo.responses.StimulusResponses` (or its table) of image flashes.
     """
-    from vbo.responses import StimulusResponses
-
     plt = pyplot()
     table = responses.table if isinstance(responses, StimulusResponses) else responses
     cell = "cell_roi_id" if "cell_roi_id" in table else "trace_id"
@@ -413,9 +403,7 @@ def responses_by_cell_type(experiments, event_types=("changes", "omissions"), da
         Iterable of :class:`vbo.BehaviorOphysExperiment` (read one at a time; may be a generator that opens
         and closes them).
     """
-    import warnings
 
-    from vbo.responses import stimulus_responses
 
     plt = pyplot()
     per_cell: dict[tuple[str, str], list[np.ndarray]] = {}

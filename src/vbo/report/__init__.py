@@ -16,8 +16,18 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
-from vbo.report.pages import (RELEASE_PAGE, experiment_page_name, experiment_report, mouse_page_name, mouse_report,
-                              release_report, session_page_name, session_report)
+import vbo
+from vbo.experiment import BehaviorOphysExperiment
+from vbo.report.pages import (
+    RELEASE_PAGE,
+    experiment_page_name,
+    experiment_report,
+    mouse_page_name,
+    mouse_report,
+    release_report,
+    session_page_name,
+    session_report,
+)
 
 __all__ = ["experiment_report", "session_report", "mouse_report", "release_report", "nwb_report",
            "experiment_page_name", "session_page_name", "mouse_page_name", "RELEASE_PAGE"]
@@ -26,9 +36,6 @@ __all__ = ["experiment_report", "session_report", "mouse_report", "release_repor
 def nwb_report(path: str | Path, out_dir: str | Path, progress=None) -> Path:
     """The report of one NWB file (experiment or behavior session, told apart by its content), written as
     ``experiment-<id>.html`` or ``session-<id>.html`` in ``out_dir``; no project cache needed."""
-    import vbo
-    from vbo.experiment import BehaviorOphysExperiment
-
     out_dir = Path(out_dir)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from PIL import Image
 
 STYLE = """
 body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;margin:0;color:#1d2127;background:#f6f7f9}
@@ -105,15 +106,13 @@ def note(text: str) -> str:
 
 def figure(fig, caption: str, dpi: int = 90) -> str:
     """A matplotlib Figure as an inline PNG (data URI) with its natural size; the figure is closed."""
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # deferred: vbo.plots chooses the backend before pyplot is first imported
 
     buffer = io.BytesIO()
     try:
         fig.savefig(buffer, format="png", dpi=dpi)
     finally:
         plt.close(fig)
-    from PIL import Image
-
     buffer.seek(0)
     with Image.open(buffer) as image:
         width, height = image.size

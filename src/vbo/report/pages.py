@@ -9,7 +9,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from vbo import behavior, plots
+from vbo.history import training_history
+from vbo.known_issues import COLUMNS, issues_of, release_issues
+from vbo.plots import stage_color
+from vbo.plots._style import pyplot
 from vbo.report import html
+from vbo.responses import stimulus_responses
 
 Progress = Callable[[int, int, str], None] | None
 RELEASE_PAGE = "index.html"
@@ -69,8 +75,6 @@ def _metrics_table(session, ident: str) -> str:
 
 
 def _issues(**ids) -> pd.DataFrame:
-    from vbo.known_issues import COLUMNS, issues_of
-
     return pd.DataFrame(issues_of(**ids), columns=COLUMNS)
 
 
@@ -97,8 +101,6 @@ def _behavior_checks(session) -> list[tuple[str, object, bool]]:
 
 
 def _behavior_figures(session, steps: _Steps) -> list[str]:
-    from vbo import behavior, plots
-
     def probability():
         matrix = behavior.response_probability_matrix(behavior.annotate_session(session), engaged_only=False)
         return plots.response_probability_matrix(matrix)
@@ -168,9 +170,6 @@ def experiment_report(experiment, out_path: str | Path, *, mouse_page: bool = Fa
     out_path, mouse_page, progress
         As for :func:`session_report`.
     """
-    from vbo import plots
-    from vbo.responses import stimulus_responses
-
     out_path = Path(out_path)
     steps = _Steps(11, progress)
     metadata = dict(experiment.metadata)
@@ -205,9 +204,6 @@ def experiment_report(experiment, out_path: str | Path, *, mouse_page: bool = Fa
 
 def _dprime_by_day(history: pd.DataFrame):
     """Max d′ against days since the first session, one marker per session in its stage colour."""
-    from vbo.plots import stage_color
-    from vbo.plots._style import pyplot
-
     plt = pyplot()
     dates = pd.to_datetime(history["date_of_acquisition"], utc=True)
     days = (dates - dates.min()).dt.total_seconds().to_numpy() / 86400.0
@@ -229,8 +225,6 @@ def _linked(value, href: str | None) -> str:
 
 def _session_rows(history: pd.DataFrame, experiments: pd.DataFrame, out_dir: Path, planned: set[str]) -> str:
     """One row per session; ids link to their reports when they exist (or are being built)."""
-    from vbo.plots import stage_color
-
     def exists(name: str) -> bool:
         return name in planned or (out_dir / name).is_file()
 
@@ -288,9 +282,6 @@ def mouse_report(cache, mouse_id, out_dir: str | Path, *, behavior_session_ids: 
     **history_options
         ``cache_path``, ``use_disk_cache`` of :func:`vbo.history.training_history`.
     """
-    from vbo import plots
-    from vbo.history import training_history
-
     out_dir = Path(out_dir)
     history = training_history(cache, mouse_id, workers=workers, client=client, **history_options)
     key = str(history["mouse_id"].iloc[0])
@@ -346,8 +337,6 @@ def _depth_column(experiments: pd.DataFrame) -> str:
 
 
 def _counts_figure(experiments: pd.DataFrame, sessions: pd.DataFrame):
-    from vbo.plots._style import pyplot
-
     plt = pyplot()
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.4))
     by_cre = experiments.groupby(experiments["cre_line"].astype("string").fillna("(missing)")).size()
@@ -366,8 +355,6 @@ def release_report(cache, out_dir: str | Path, *, progress: Progress = None) -> 
     """The release overview (``index.html``): manifest version and the changes since the previous version,
     counts by Cre line, reporter, rig, area, depth, session type and experience level, documented issues, and
     the mice (linked to their pages when they exist in ``out_dir``). Built from the metadata tables only."""
-    from vbo.known_issues import release_issues
-
     out_dir = Path(out_dir)
     steps = _Steps(4, progress)
     experiments = cache.get_ophys_experiment_table()
