@@ -32,10 +32,21 @@ import subprocess
 import sys
 import tempfile
 import time
+from importlib.metadata import version
 from pathlib import Path
 
 PYTHON = sys.executable
 SRC = Path(__file__).resolve().parents[1] / "src"
+sys.path.insert(0, str(SRC))  # this checkout's vbo, also in the child processes (PYTHONPATH below)
+
+import vbo  # noqa: E402
+from vbo.nwb.fastwrite import prepare, write_nwb_fast  # noqa: E402
+from vbo.nwb.write import write_nwb  # noqa: E402
+from vbo.simulate import release as simulated_release  # noqa: E402
+from vbo.simulate.mice import plan_release  # noqa: E402
+from vbo.simulate.neurons import make_container, simulate_ophys  # noqa: E402
+from vbo.simulate.plan import SCALES  # noqa: E402
+from vbo.simulate.task import simulate_behavior  # noqa: E402
 
 
 def _env(cache_home: Path) -> dict:
@@ -63,24 +74,18 @@ def _run(code_or_args: list[str], cache_home: Path) -> tuple[float, float]:
 
 
 def _one_session(scale_name: str):
-    from vbo.simulate import release
-    from vbo.simulate.mice import plan_release
-    from vbo.simulate.neurons import make_container, simulate_ophys
-    from vbo.simulate.plan import SCALES
-    from vbo.simulate.task import simulate_behavior
-
     scale = SCALES[scale_name]
-    sessions = plan_release(release._seed(0, 0), scale.default_mice, scale)
+    sessions = plan_release(simulated_release._seed(0, 0), scale.default_mice, scale)
     session = next(s for s in sessions if s.is_imaging and not s.passive)
     experiment = session.experiments[0]
     container = make_container(experiment.ophys_container_id, session.mouse, experiment, scale,
-                               release._seed(0, 1, experiment.ophys_container_id))
+                               simulated_release._seed(0, 1, experiment.ophys_container_id))
     start = time.process_time()
-    behavior, _ = simulate_behavior(session, scale, release._seed(0, session.behavior_session_id))
+    behavior, _ = simulate_behavior(session, scale, simulated_release._seed(0, session.behavior_session_id))
     behavior_s = time.process_time() - start
     start = time.process_time()
     ophys, _ = simulate_ophys(session, experiment, container, behavior, scale,
-                              release._seed(0, session.behavior_session_id, experiment.ophys_experiment_id))
+                              simulated_release._seed(0, session.behavior_session_id, experiment.ophys_experiment_id))
     ophys_s = time.process_time() - start
     return behavior, ophys, behavior_s, ophys_s
 
@@ -94,9 +99,6 @@ def _timed_write(writer, content, path: Path) -> tuple[float, int]:
 
 def per_file(scales: list[str], folder: Path) -> list[str]:
     """Rows: file, size, simulate, pynwb first write, pynwb later write, fast write, ratio."""
-    from vbo.nwb.fastwrite import prepare, write_nwb_fast
-    from vbo.nwb.write import write_nwb
-
     start = time.process_time()
     prepare()
     spec_s = time.process_time() - start
@@ -166,16 +168,9 @@ def demo(folder: Path, baseline: bool) -> list[str]:
 
 
 def _machine() -> str:
-    import h5py
-    import hdmf
-    import numpy
-    import pynwb
-
-    import vbo
-
     load = os.getloadavg()
-    return (f"_Python {platform.python_version()}, vbo {vbo.__version__}, pynwb {pynwb.__version__}, hdmf "
-            f"{hdmf.__version__}, h5py {h5py.__version__}, numpy {numpy.__version__}, {platform.system()} "
+    return (f"_Python {platform.python_version()}, vbo {vbo.__version__}, pynwb {version('pynwb')}, hdmf "
+            f"{version('hdmf')}, h5py {version('h5py')}, numpy {version('numpy')}, {platform.system()} "
             f"{platform.machine()}, {os.cpu_count()} CPUs, load average at start {load[0]:.1f}_")
 
 
@@ -186,7 +181,6 @@ def main() -> None:
     parser.add_argument("--no-baseline", action="store_true", help="skip the slow pre-change demo baseline")
     parser.add_argument("--only", choices=("file", "release", "demo"), help="run one part only")
     args = parser.parse_args()
-    sys.path.insert(0, str(SRC))
     print(_machine())
     with tempfile.TemporaryDirectory(prefix="vbo-bench-sim-") as tmp:
         folder = Path(tmp)

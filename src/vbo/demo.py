@@ -18,7 +18,13 @@ from typing import Callable
 
 import pandas as pd
 
+import vbo
+from vbo import behavior
+from vbo.cache import manifest as mf
+from vbo.history import training_history
 from vbo.nwb import layout
+from vbo.simulate import simulate
+from vbo.simulate.release import RELEASE_VERSIONS, release_marker
 
 DEMO_SEED = 2024
 DEMO_SCALE = "small"
@@ -47,40 +53,55 @@ def demo_targets(behavior_sessions: pd.DataFrame, experiments: pd.DataFrame) -> 
     """The mouse, experiments, container and session the demo's workflows use (metadata tables only).
 
     The choices overlap where they can, so the demo opens (and a demo release holds) few files: the
-    session with the most planes, its lowest active plane (its mouse's history and container), and per
-    Cre line the experiments the other workflows open anyway."""
+    session with the most planes (the manifest tutorial's novel Vip Multiscope session when it is one of
+    them), its lowest active plane (its mouse's history and container), and per Cre line the experiments
+    the other workflows open anyway."""
     experiments = _indexed(experiments, "ophys_experiment_id").sort_index()
     active = experiments[~experiments["passive"].astype(bool)]
-    planes = active.groupby("ophys_session_id").size()
-    session_id = int(planes.idxmax()) if len(planes) else int(experiments.groupby("ophys_session_id").size().idxmax())
+    novel_sst, novel_vip_session = _tutorial_choices(experiments)
+    session_id = _most_planes_session(experiments, active, prefer=novel_vip_session)
     in_session = active.index[active["ophys_session_id"] == session_id]
     experiment_id = int(in_session.min()) if len(in_session) else int(active.index.min())
     row = experiments.loc[experiment_id]
-    opened = set(experiments.index[(experiments["ophys_session_id"] == session_id)
+    opened = set(experiments.index[(experiments["ophys_session_id"].isin([session_id, novel_vip_session]))
                                    | (experiments["ophys_container_id"] == row["ophys_container_id"])])
+    opened |= {novel_sst} - {None}
     # then Multiscope planes: a third of the frames of a single-plane rig, the same 70-min session
     single_plane = ~active["equipment_name"].astype(str).str.startswith(layout.MESOSCOPE_PREFIX)
     ranked = active.assign(_elsewhere=[i not in opened for i in active.index], _single=single_plane.to_numpy())
     ranked = ranked.sort_values(["_elsewhere", "_single"], kind="stable")
     by_cre = ranked.groupby("cre_line", sort=True).head(EXPERIMENTS_PER_CRE_LINE)
-    # the tutorials' own filters (docs/tutorials.md): the first experiment each one selects
+    return DemoTargets(mouse_id=str(row["mouse_id"]), experiment_id=experiment_id,
+                       by_cre_line=tuple(int(i) for i in sorted(by_cre.index)),
+                       ophys_container_id=int(row["ophys_container_id"]), ophys_session_id=session_id,
+                       first_novel_sst=novel_sst, novel_vip_multiscope_session=novel_vip_session)
+
+
+def _tutorial_choices(experiments: pd.DataFrame) -> tuple[int | None, int | None]:
+    """The tutorials' own filters (docs/tutorials.md), the first row each selects: an Sst experiment of a
+    first novel session 4, and a Vip Multiscope "Novel 1" session."""
     novel_sst = experiments.index[(experiments["cre_line"] == "Sst-IRES-Cre") & (experiments["session_number"] == 4)
                                   & (experiments["prior_exposures_to_image_set"] == 0)]
     novel_vip = experiments[(experiments["project_code"] == "VisualBehaviorMultiscope")
                             & (experiments["cre_line"] == "Vip-IRES-Cre")
                             & (experiments["experience_level"] == "Novel 1")]
-    return DemoTargets(mouse_id=str(row["mouse_id"]), experiment_id=experiment_id,
-                       by_cre_line=tuple(int(i) for i in sorted(by_cre.index)),
-                       ophys_container_id=int(row["ophys_container_id"]), ophys_session_id=session_id,
-                       first_novel_sst=int(novel_sst[0]) if len(novel_sst) else None,
-                       novel_vip_multiscope_session=int(novel_vip["ophys_session_id"].iloc[0]) if len(novel_vip)
-                       else None)
+    return (int(novel_sst[0]) if len(novel_sst) else None,
+            int(novel_vip["ophys_session_id"].iloc[0]) if len(novel_vip) else None)
+
+
+def _most_planes_session(experiments: pd.DataFrame, active: pd.DataFrame, prefer: int | None) -> int:
+    """The active session with the most planes (``prefer`` among equals, else the first); any session
+    when none is active."""
+    planes = active.groupby("ophys_session_id").size()
+    if not len(planes):
+        return int(experiments.groupby("ophys_session_id").size().idxmax())
+    if prefer is not None and planes.get(prefer, 0) == planes.max():
+        return int(prefer)
+    return int(planes.idxmax())
 
 
 def demo_files(tables: dict[str, pd.DataFrame]) -> set[str]:
     """Manifest keys of the NWB files the demo opens (pass as ``simulate(write_only=demo_files)``)."""
-    from vbo.cache import manifest as mf
-
     behavior = _indexed(tables["behavior_session_table"], "behavior_session_id")
     experiments = _indexed(tables["ophys_experiment_table"], "ophys_experiment_id")
     targets = demo_targets(behavior, experiments)
@@ -123,8 +144,6 @@ class DemoResult:
 
 def _release_is_current(release_dir: Path, seed: int, scale: str, files: str) -> bool:
     """True when the release there was made by this simulator with this seed, scale and file selection."""
-    from vbo.simulate.release import release_marker
-
     marker = release_dir / "ground_truth" / "release.json"
     return marker.exists() and json.loads(marker.read_text()) == release_marker(seed, scale, files)
 
@@ -137,9 +156,6 @@ def ensure_release(cache_dir: Path, seed: int = DEMO_SEED, scale: str = DEMO_SCA
     Every session is simulated (the metadata tables are complete) but only the NWB files the demo opens
     (:func:`demo_files`) are written, unless ``all_files`` (a separate folder, for benchmarks that open
     every file)."""
-    from vbo.simulate import simulate
-    from vbo.simulate.release import RELEASE_VERSIONS
-
     suffix = "-all" if all_files else ""
     release_dir = cache_dir / f"synthetic-release-{scale}-seed{seed}{suffix}"
     selection = None if all_files else demo_files
@@ -168,10 +184,6 @@ def run_demo(out_dir: str | Path = "vbo-demo", cache_dir: str | Path | None = No
     release_dir
         Use this existing release folder (a bucket copy) instead of the cached synthetic one.
     """
-    import vbo
-    from vbo import behavior, plots
-    from vbo.history import training_history
-
     start = time.perf_counter()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -187,68 +199,15 @@ def run_demo(out_dir: str | Path = "vbo-demo", cache_dir: str | Path | None = No
     sessions = cache.get_behavior_session_table().sort_values("date_of_acquisition", kind="stable")
     experiments = cache.get_ophys_experiment_table()
     truth = pd.read_parquet(release_dir / "ground_truth" / "sessions.parquet").set_index("behavior_session_id")
-
     targets = demo_targets(sessions, experiments)
-    # workflow 1: one imaged mouse's training history (mouse-history tutorial), computed in parallel, cached on disk
-    mouse = targets.mouse_id
-    history = training_history(cache, mouse, cache_path=out / "behavior_performance.parquet")
-    history = history.join(truth[["hit_probability", "false_alarm_probability"]].add_prefix("planted_"))
-    history.to_csv(out / "training_history.csv")
-    result.figures.append(_save(plots.training_history(history), out / "training_history.png"))
 
-    # workflow 2: one active imaging experiment (load-one-experiment and trial-type tutorials)
-    experiment_id = targets.experiment_id
+    history = _history_workflow(cache, targets.mouse_id, truth, result)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        with cache.get_behavior_ophys_experiment(experiment_id) as experiment:
-            result.figures.append(_save(plots.experiment_overview(experiment), out / "experiment_overview.png"))
-            rolling = experiment.get_rolling_performance_df()
-            result.figures.append(_save(plots.rolling_performance(rolling, f"experiment {experiment_id}",
-                                                                  start_time=experiment.trials),
-                                        out / "rolling_performance.png"))
-            result.figures.append(_save(plots.session_summary(experiment), out / "session_summary.png"))
-            result.figures.append(_save(plots.trial_type_panels(experiment), out / "trial_type_panels.png"))
-            probabilities = behavior.response_probability_matrix(behavior.annotate_session(experiment),
-                                                                 engaged_only=False)
-            result.figures.append(_save(plots.response_probability_matrix(probabilities),
-                                        out / "response_probability_matrix.png"))
-            templates = experiment.stimulus_templates
-            result.figures.append(_save(plots.stimulus_template(templates, templates.index[0]),
-                                        out / "stimulus_template.png"))
-            result.figures.append(_save(plots.roi_projection(experiment), out / "roi_projection.png"))
-            result.figures.append(_save(plots.dff_heatmap(experiment), out / "dff_heatmap.png"))
-            result.figures.append(_save(plots.change_responses_by_trial_type(experiment),
-                                        out / "change_responses_by_trial_type.png"))
-            n_cells = len(experiment.cell_specimen_table)
-            session_type = experiment.metadata["session_type"]
-            metrics = experiment.get_performance_metrics()
-
-        # workflow 3: change and omission responses by cell type, a few active experiments per Cre line
-        def opened(ids):
-            for oeid in ids:
-                with cache.get_behavior_ophys_experiment(int(oeid)) as each:
-                    yield each
-
-        chosen = targets.by_cre_line
-        result.figures.append(_save(plots.responses_by_cell_type(opened(chosen),
-                                                                 title="change and omission responses by cell type"),
-                                    out / "responses_by_cell_type.png"))
-
-        # the natural movie as the mouse saw it (the warped movie is computed once per cache; one frame here)
-        movie = cache.get_natural_movie_template(frames=[0])
-        result.figures.append(_save(plots.stimulus_template(movie, 0), out / "natural_movie_frame.png"))
-
-        # workflow 4: the manifest tutorial's figures: one container's fields of view, one session's planes
-        container = targets.ophys_container_id
-        result.figures.append(_save(plots.container_projections(cache, container), out / "container_projections.png"))
-        session_id = targets.ophys_session_id  # the most planes (Multiscope)
-        result.figures.append(_save(plots.plane_population_traces(cache, session_id, t_range=None),
-                                    out / "plane_population_traces.png"))
-
-    # workflow 5: one HTML report of each kind (experiment, behavior session, mouse, release), linked together
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        result.reports = _reports(cache, out / "reports", experiment_id, out / "behavior_performance.parquet")
+        numbers = _experiment_workflow(cache, targets.experiment_id, result)
+        _release_workflows(cache, targets, result)
+        # workflow 5: one HTML report of each kind (experiment, behavior session, mouse, release), linked together
+        result.reports = _reports(cache, out / "reports", targets.experiment_id, out / HISTORY_CACHE)
 
     lines = [
         "# vbo demo",
@@ -256,14 +215,89 @@ def run_demo(out_dir: str | Path = "vbo-demo", cache_dir: str | Path | None = No
         f"Synthetic release: `{release_dir}` ({'simulated now' if simulated else 'reused'}; seed {seed}, scale {scale}).",
         f"{sessions['mouse_id'].nunique()} mice, {len(sessions)} behavior sessions, {len(experiments)} imaging planes.",
         "",
-        f"## Mouse {mouse}: {len(history)} sessions",
+        *_summary_lines(targets, history, numbers, result),
+    ]
+    result.summary = out / "summary.md"
+    result.summary.write_text("\n".join(lines) + "\n")
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+HISTORY_CACHE = "behavior_performance.parquet"  # the history's per-session metrics, reused by the mouse report
+
+
+def _history_workflow(cache, mouse: str, truth: pd.DataFrame, result: DemoResult) -> pd.DataFrame:
+    """Workflow 1: one imaged mouse's training history (mouse-history tutorial), computed in parallel and
+    cached on disk, with the planted probabilities beside the measured ones."""
+    out = result.out_dir
+    history = training_history(cache, mouse, cache_path=out / HISTORY_CACHE)
+    history = history.join(truth[["hit_probability", "false_alarm_probability"]].add_prefix("planted_"))
+    history.to_csv(out / "training_history.csv")
+    result.figures.append(_save(_plots().training_history(history), out / "training_history.png"))
+    return history
+
+
+def _experiment_workflow(cache, experiment_id: int, result: DemoResult) -> dict:
+    """Workflow 2: one active imaging experiment (load-one-experiment and trial-type tutorials); returns the
+    numbers the summary reports."""
+    plots, out = _plots(), result.out_dir
+    with cache.get_behavior_ophys_experiment(experiment_id) as experiment:
+        result.figures.append(_save(plots.experiment_overview(experiment), out / "experiment_overview.png"))
+        rolling = experiment.get_rolling_performance_df()
+        result.figures.append(_save(plots.rolling_performance(rolling, f"experiment {experiment_id}",
+                                                              start_time=experiment.trials),
+                                    out / "rolling_performance.png"))
+        result.figures.append(_save(plots.session_summary(experiment), out / "session_summary.png"))
+        result.figures.append(_save(plots.trial_type_panels(experiment), out / "trial_type_panels.png"))
+        probabilities = behavior.response_probability_matrix(behavior.annotate_session(experiment),
+                                                             engaged_only=False)
+        result.figures.append(_save(plots.response_probability_matrix(probabilities),
+                                    out / "response_probability_matrix.png"))
+        templates = experiment.stimulus_templates
+        result.figures.append(_save(plots.stimulus_template(templates, templates.index[0]),
+                                    out / "stimulus_template.png"))
+        result.figures.append(_save(plots.roi_projection(experiment), out / "roi_projection.png"))
+        result.figures.append(_save(plots.dff_heatmap(experiment), out / "dff_heatmap.png"))
+        result.figures.append(_save(plots.change_responses_by_trial_type(experiment),
+                                    out / "change_responses_by_trial_type.png"))
+        return {"n_cells": len(experiment.cell_specimen_table), "session_type": experiment.metadata["session_type"],
+                "metrics": experiment.get_performance_metrics()}
+
+
+def _release_workflows(cache, targets: DemoTargets, result: DemoResult) -> None:
+    """Workflows 3 and 4: responses by cell type over a few experiments per Cre line, a natural-movie frame,
+    and the manifest tutorial's figures (one container's fields of view, every plane of one session)."""
+    plots, out = _plots(), result.out_dir
+
+    def opened(ids):
+        for oeid in ids:
+            with cache.get_behavior_ophys_experiment(int(oeid)) as each:
+                yield each
+
+    result.figures.append(_save(plots.responses_by_cell_type(opened(targets.by_cre_line),
+                                                             title="change and omission responses by cell type"),
+                                out / "responses_by_cell_type.png"))
+    # the natural movie as the mouse saw it (the warped movie is computed once per cache; one frame here)
+    movie = cache.get_natural_movie_template(frames=[0])
+    result.figures.append(_save(plots.stimulus_template(movie, 0), out / "natural_movie_frame.png"))
+    result.figures.append(_save(plots.container_projections(cache, targets.ophys_container_id),
+                                out / "container_projections.png"))
+    result.figures.append(_save(plots.plane_population_traces(cache, targets.ophys_session_id, t_range=None),
+                                out / "plane_population_traces.png"))
+
+
+def _summary_lines(targets: DemoTargets, history: pd.DataFrame, numbers: dict, result: DemoResult) -> list[str]:
+    """``summary.md`` after its header: the mouse's sessions, the experiment's trial counts, figures, reports."""
+    metrics = numbers["metrics"]
+    return [
+        f"## Mouse {targets.mouse_id}: {len(history)} sessions",
         "",
         "| session_type | max d′ | planted hit p | planted FA p |",
         "|---|---:|---:|---:|",
         *[f"| {r.session_type} | {r.max_dprime:.2f} | {r.planted_hit_probability:.2f} | "
           f"{r.planted_false_alarm_probability:.2f} |" for r in history.itertuples()],
         "",
-        f"## Experiment {experiment_id} ({session_type}, {n_cells} cells)",
+        f"## Experiment {targets.experiment_id} ({numbers['session_type']}, {numbers['n_cells']} cells)",
         "",
         f"trials {metrics['trial_count']}, hits {metrics['hit_trial_count']}, misses {metrics['miss_trial_count']}, "
         f"false alarms {metrics['false_alarm_trial_count']}, correct rejects {metrics['correct_reject_trial_count']}, "
@@ -273,17 +307,14 @@ def run_demo(out_dir: str | Path = "vbo-demo", cache_dir: str | Path | None = No
         "",
         "## Reports (self-contained HTML, open offline)",
         "",
-        *[f"- {kind}: [{path.name}]({path.relative_to(out).as_posix()})" for kind, path in result.reports.items()],
+        *[f"- {kind}: [{path.name}]({path.relative_to(result.out_dir).as_posix()})"
+          for kind, path in result.reports.items()],
     ]
-    result.summary = out / "summary.md"
-    result.summary.write_text("\n".join(lines) + "\n")
-    result.seconds = time.perf_counter() - start
-    return result
 
 
 def _reports(cache, folder: Path, experiment_id: int, history_cache: Path) -> dict[str, Path]:
     """The experiment's page, a behavior-only session of the same mouse, the mouse's page, the release page."""
-    from vbo import report
+    from vbo import report  # imported here: it loads matplotlib
 
     experiments = cache.get_ophys_experiment_table()
     sessions = cache.get_behavior_session_table()
@@ -297,8 +328,15 @@ def _reports(cache, folder: Path, experiment_id: int, history_cache: Path) -> di
             "experiment": folder / report.experiment_page_name(experiment_id)}
 
 
+def _plots():
+    """:mod:`vbo.plots`, imported on first use: it loads matplotlib."""
+    from vbo import plots
+
+    return plots
+
+
 def _save(fig, path: Path) -> Path:
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # heavy: imported when the first figure is saved
 
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -26,8 +26,10 @@ import itertools
 import os
 import threading
 import uuid
+import warnings
 import zlib
 from concurrent.futures import ThreadPoolExecutor
+from importlib.metadata import version
 from pathlib import Path
 
 import h5py
@@ -63,8 +65,6 @@ _SPEC_LOCK = threading.Lock()
 
 def _spec_fingerprint() -> str:
     """pynwb and hdmf versions and the extension YAML: what the cached specifications depend on."""
-    from importlib.metadata import version
-
     digest = hashlib.blake2b(digest_size=8)
     digest.update(f"pynwb {version('pynwb')} hdmf {version('hdmf')}".encode())
     for path in sorted(ref.EXTENSIONS_DIR.glob("*.yaml")):
@@ -96,15 +96,13 @@ def prepare() -> Path:
 
 def _write_spec_file(path: Path) -> None:
     """A minimal NWB file written by pynwb with vbo's private type map: its specifications are the ones
-    every file of the reference writer caches."""
-    import warnings
-
+    every file of the reference writer caches (pynwb and hdmf imported here: heavy, and only once per machine)."""
     from hdmf.build import BuildManager
     from pynwb import NWBFile, NWBHDF5IO
 
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.partial")
-    types = ref._types()
+    types = ref.nwb_types()
     nwbfile = NWBFile(session_description="specifications", identifier="specifications",
                       session_start_time=dt.datetime(2000, 1, 1, tzinfo=dt.timezone.utc))
     try:
@@ -249,7 +247,7 @@ def _series(tree: _Tree, path: str, data, timestamps, unit: str, *, neurodata_ty
     if isinstance(timestamps, str):
         tree.link(f"{path}/{layout.TIMESTAMPS}", timestamps)
     else:
-        tree.dataset(f"{path}/{layout.TIMESTAMPS}", ref._float(timestamps), attrs=TIMESTAMPS_ATTRS)
+        tree.dataset(f"{path}/{layout.TIMESTAMPS}", ref.float_values(timestamps), attrs=TIMESTAMPS_ATTRS)
 
 
 def _processing_module(tree: _Tree, name: str, description: str) -> str:
@@ -296,17 +294,17 @@ def _trials(tree: _Tree, trials: pd.DataFrame) -> None:
         if name in (layout.START_TIME, layout.STOP_TIME):
             _column(tree, column, series.to_numpy(dtype=np.float64), ref.PRESENTATION_COLUMN_DESCRIPTIONS[name])
         elif name == layout.LICK_TIMES and len(trials) and not any(np.size(v) for v in series):
-            flat, ends = ref._no_licks(len(trials))  # the SDK's encoding of a session without licks
+            flat, ends = ref.no_licks_column(len(trials))  # the SDK's encoding of a session without licks
             _ragged_column(tree, path, name, description, flat, ends)
-        elif name == layout.LICK_TIMES or ref._is_ragged(series):
-            flat, ends = ref._ragged(series.to_list())
+        elif name == layout.LICK_TIMES or ref.is_ragged(series):
+            flat, ends = ref.ragged_values(series.to_list())
             _ragged_column(tree, path, name, description, flat, ends)
         elif name == "change_frame" and series.dtype.kind == "f":
             _column(tree, column, series.fillna(layout.INT_NA).to_numpy(dtype=np.int64), description)
-        elif ref._is_text(series):
-            _column(tree, column, ref._text(series.to_numpy(dtype=object), na=""), description)
+        elif ref.is_text(series):
+            _column(tree, column, ref.text_values(series.to_numpy(dtype=object), na=""), description)
         else:
-            _column(tree, column, ref._column_values(series), description)
+            _column(tree, column, ref.column_values(series), description)
 
 
 def _presentations(tree: _Tree, presentations: pd.DataFrame, stimulus_times: np.ndarray) -> None:
@@ -315,8 +313,8 @@ def _presentations(tree: _Tree, presentations: pd.DataFrame, stimulus_times: np.
         is_change = frame["is_change"].astype("boolean")
         is_change[frame[layout.OMITTED].isna().to_numpy()] = pd.NA
         frame["is_change"] = is_change
-    timestamps = ref._float(stimulus_times)
-    order = ref._presentation_order(frame.columns)
+    timestamps = ref.float_values(stimulus_times)
+    order = ref.presentation_order(frame.columns)
     stimulus_series = tree.h5.require_group(f"{layout.PROCESSING}/{layout.STIMULUS_MODULE}/"
                                             f"{layout.STIMULUS_TIMESTAMPS_SERIES}")
     for stimulus_name in pd.unique(frame["stimulus_name"]):
@@ -329,7 +327,7 @@ def _presentations(tree: _Tree, presentations: pd.DataFrame, stimulus_times: np.
             series = rows[name]
             if series.isna().all():
                 continue
-            columns.append((name, ref._column_values(series, nullable_bool=name in layout.PRESENTATION_NULLABLE_BOOLS)))
+            columns.append((name, ref.column_values(series, nullable_bool=name in layout.PRESENTATION_NULLABLE_BOOLS)))
         n = len(rows)
         colnames = [c for c, _ in columns] + [layout.PRESENTATION_TAGS, layout.PRESENTATION_TIMESERIES]
         _table(tree, path, "TimeIntervals", ref.PRESENTATIONS_DESCRIPTION.format(stimulus_name), np.arange(n),
@@ -337,7 +335,7 @@ def _presentations(tree: _Tree, presentations: pd.DataFrame, stimulus_times: np.
         for name, values in columns:
             _column(tree, f"{path}/{name}", values,
                     ref.PRESENTATION_COLUMN_DESCRIPTIONS.get(name, ref.NO_DESCRIPTION))
-        ends = np.arange(1, n + 1, dtype=ref._index_dtype(n))
+        ends = np.arange(1, n + 1, dtype=ref.index_dtype(n))
         tags = np.full(n, layout.PRESENTATION_TAG_VALUE, dtype=object)
         _ragged_column(tree, path, layout.PRESENTATION_TAGS,
                        ref.PRESENTATION_COLUMN_DESCRIPTIONS[layout.PRESENTATION_TAGS], tags, ends)
@@ -451,17 +449,17 @@ def _general(tree: _Tree, b: BehaviorContent, ophys: OphysContent | None) -> str
 
 def _behavior_streams(tree: _Tree, b: BehaviorContent) -> None:
     stimulus = _processing_module(tree, layout.STIMULUS_MODULE, ref.STIMULUS_MODULE_DESCRIPTION)
-    _series(tree, f"{stimulus}/{layout.STIMULUS_TIMESTAMPS_SERIES}", ref._float(b.stimulus_timestamps),
+    _series(tree, f"{stimulus}/{layout.STIMULUS_TIMESTAMPS_SERIES}", ref.float_values(b.stimulus_timestamps),
             b.stimulus_timestamps, "s")
     running = _processing_module(tree, layout.RUNNING_MODULE, ref.RUNNING_MODULE_DESCRIPTION)
     ts = b.running_timestamps
-    _series(tree, f"{running}/{layout.RUNNING_SPEED_SERIES}", ref._float(b.running_speed), ts, "cm/s")
-    _series(tree, f"{running}/{layout.RAW_RUNNING_SPEED_SERIES}", ref._float(b.running_speed_unfiltered), ts,
+    _series(tree, f"{running}/{layout.RUNNING_SPEED_SERIES}", ref.float_values(b.running_speed), ts, "cm/s")
+    _series(tree, f"{running}/{layout.RAW_RUNNING_SPEED_SERIES}", ref.float_values(b.running_speed_unfiltered), ts,
             "cm/s")
     _series(tree, f"{running}/{layout.RUNNING_DX_SERIES}", np.asarray(b.running_dx, dtype=np.float32), ts, "cm",
             description=ref.DX_DESCRIPTION)
-    _series(tree, layout.V_SIG, ref._float(b.v_sig), ts, "V", description=ref.V_SIG_DESCRIPTION)
-    _series(tree, layout.V_IN, ref._float(b.v_in), ts, "V", description=ref.V_IN_DESCRIPTION)
+    _series(tree, layout.V_SIG, ref.float_values(b.v_sig), ts, "V", description=ref.V_SIG_DESCRIPTION)
+    _series(tree, layout.V_IN, ref.float_values(b.v_in), ts, "V", description=ref.V_IN_DESCRIPTION)
     if b.licks is not None:
         licking = _processing_module(tree, layout.LICKING_MODULE, ref.LICKING_MODULE_DESCRIPTION)
         _series(tree, f"{licking}/{layout.LICKS_SERIES}", b.licks["frame"].to_numpy(dtype=np.int64),
@@ -482,7 +480,7 @@ def _stimulus(tree: _Tree, b: BehaviorContent) -> None:
         path = f"{layout.STIMULUS_TEMPLATES}/{template.name}"
         _series(tree, path, np.asarray(template.warped, dtype=np.uint8), np.full(n, np.nan), ref.TEMPLATE_UNIT,
                 neurodata_type="StimulusTemplate", namespace=layout.NS_STIMULUS_TEMPLATE)
-        tree.dataset(f"{path}/{layout.TEMPLATE_UNWARPED}", ref._float(template.unwarped))
+        tree.dataset(f"{path}/{layout.TEMPLATE_UNWARPED}", ref.float_values(template.unwarped))
         tree.dataset(f"{path}/{layout.TEMPLATE_CONTROL}", np.arange(n, dtype=np.uint64))
         tree.text(f"{path}/{layout.TEMPLATE_IMAGE_NAMES}", [str(x) for x in template.image_names])
         tree.text(f"{path}/format", ref.TEMPLATE_FORMAT)
@@ -507,10 +505,10 @@ def _eye_tracking(tree: _Tree, b: BehaviorContent) -> None:
         for key, ellipse, timestamps in (("eye", eye.eye, eye.timestamps), ("pupil", eye.pupil, shared_ts),
                                          ("cr", eye.corneal_reflection, shared_ts)):
             path = f"{group}/{layout.ELLIPSE_SERIES[key]}"
-            _series(tree, path, ref._float(ellipse.center), timestamps, ELLIPSE_UNIT,
+            _series(tree, path, ref.float_values(ellipse.center), timestamps, ELLIPSE_UNIT,
                     neurodata_type="EllipseSeries", namespace=layout.NS_ELLIPSE_EYE_TRACKING)
             for field in ("area", "area_raw", "width", "height", "angle"):
-                tree.dataset(f"{path}/{field}", ref._float(getattr(ellipse, field)))
+                tree.dataset(f"{path}/{field}", ref.float_values(getattr(ellipse, field)))
             tree.text(f"{path}/reference_frame", layout.ELLIPSE_REFERENCE_FRAME)
         _series(tree, f"{group}/{layout.LIKELY_BLINK_SERIES}", np.asarray(eye.likely_blink, dtype=bool), shared_ts,
                 "N/A", description=ref.LIKELY_BLINK_DESCRIPTION)
@@ -520,12 +518,43 @@ def _eye_tracking(tree: _Tree, b: BehaviorContent) -> None:
         path = f"{module}/{layout.EYE_RIG_NAME}"
         tree.group(path, "OphysEyeTrackingRigMetadata", layout.NS_BEHAVIOR_OPHYS, equipment=str(rig.equipment))
         for name, unit in ref.RIG_UNITS.items():
-            tree.dataset(f"{path}/{name}", ref._float(getattr(rig, name)).reshape(3),
+            tree.dataset(f"{path}/{name}", ref.float_values(getattr(rig, name)).reshape(3),
                          attrs={layout.EYE_RIG_UNIT_ATTR: unit})
 
 
 def _ophys(tree: _Tree, o: OphysContent, device: str) -> None:
-    plane = o.imaging_plane
+    """The imaging plane and the ophys module: ROI table, traces, events, motion correction, images."""
+    plane_path = _imaging_plane(tree, o.imaging_plane, device)
+    module = _processing_module(tree, layout.OPHYS_MODULE, ref.OPHYS_MODULE_DESCRIPTION)
+    table = _roi_table(tree, module, o, plane_path)
+    timestamps = ref.float_values(o.ophys_timestamps)
+    _trace_series(tree, module, o, table, timestamps)
+    table_ref = tree.h5[table].ref
+
+    events = f"{module}/{layout.EVENTS_NAME}"
+    _series(tree, events, ref.float_values(o.events), timestamps, ref.EVENT_UNIT, neurodata_type="OphysEventDetection",
+            namespace=layout.NS_EVENT_DETECTION, compress=True, shuffle=False)
+    tree.dataset(f"{events}/lambdas", ref.float_values(o.event_lambdas))
+    tree.dataset(f"{events}/noise_stds", ref.float_values(o.event_noise_stds))
+    event_rois = tree.dataset(f"{events}/{layout.ROIS}", np.asarray(o.event_rows, dtype=np.int64), expandable=True)
+    tree.typed(event_rois, "DynamicTableRegion", NS_COMMON, description=ref.EVENT_ROIS_DESCRIPTION, table=table_ref)
+
+    for name, values in ((layout.MOTION_X_SERIES, o.motion_x), (layout.MOTION_Y_SERIES, o.motion_y)):
+        _series(tree, f"{module}/{name}", np.asarray(values, dtype=np.int64), timestamps, ref.MOTION_UNIT)
+
+    images = f"{module}/{layout.IMAGES_INTERFACE}"
+    tree.group(images, "Images", description=SERIES_DEFAULTS["description"])
+    resolution = np.float64(float(o.pixel_size_mm) / layout.RESOLUTION_TO_MM)
+    for name, data in ((layout.MAX_PROJECTION_NAME, o.max_projection),
+                       (layout.AVERAGE_PROJECTION_NAME, o.average_projection),
+                       (layout.SEGMENTATION_MASK_NAME, o.segmentation_mask)):
+        image = tree.dataset(f"{images}/{name}", np.asarray(data))
+        tree.typed(image, "GrayscaleImage", NS_CORE, description=ref.IMAGE_DESCRIPTION.format(name),
+                   resolution=resolution)
+
+
+def _imaging_plane(tree: _Tree, plane, device: str) -> str:
+    """``/general/optophysiology/imaging_plane_1`` with its optical channel; returns its path."""
     plane_path = f"{layout.OPTOPHYSIOLOGY}/{layout.IMAGING_PLANE_NAME}"
     tree.group(plane_path, "ImagingPlane")
     channel = f"{plane_path}/{layout.OPTICAL_CHANNEL_NAME}"
@@ -538,8 +567,11 @@ def _ophys(tree: _Tree, o: OphysContent, device: str) -> None:
     tree.dataset(f"{plane_path}/imaging_rate", np.float64(plane.imaging_rate))
     tree.text(f"{plane_path}/indicator", plane.indicator)
     tree.text(f"{plane_path}/location", plane.location)
+    return plane_path
 
-    module = _processing_module(tree, layout.OPHYS_MODULE, ref.OPHYS_MODULE_DESCRIPTION)
+
+def _roi_table(tree: _Tree, module: str, o: OphysContent, plane_path: str) -> str:
+    """The ROI table (``PlaneSegmentation``) with its masks; returns its path."""
     segmentation = f"{module}/{layout.IMAGE_SEGMENTATION}"
     tree.group(segmentation, "ImageSegmentation")
     table = f"{segmentation}/{layout.CELL_TABLE_NAME}"
@@ -552,22 +584,26 @@ def _ophys(tree: _Tree, o: OphysContent, device: str) -> None:
         if name == layout.CELL_SPECIMEN_ID_COLUMN:
             values = series.astype(object).where(series.notna(), layout.NULL_CELL_SPECIMEN_ID).to_numpy(np.int64)
         else:
-            values = ref._column_values(series)
+            values = ref.column_values(series)
         _column(tree, f"{table}/{name}", values, ref.CELL_COLUMN_DESCRIPTIONS[name])
     _column(tree, f"{table}/{layout.CELL_TABLE_MASK}", np.asarray(o.roi_masks, dtype=bool),
             ref.CELL_COLUMN_DESCRIPTIONS[layout.CELL_TABLE_MASK])
     tree.link(f"{table}/imaging_plane", plane_path)
     tree.h5.require_group(f"{table}/reference_images")
+    return table
 
-    n_roi = len(rois)
-    timestamps = ref._float(o.ophys_timestamps)
+
+def _trace_series(tree: _Tree, module: str, o: OphysContent, table: str, timestamps: np.ndarray) -> None:
+    """dF/F (owning the ``rois`` region), corrected fluorescence with ``r``/``RMSE``, demixed and neuropil
+    traces (their ``rois`` soft links to dF/F's)."""
+    n_roi = len(o.rois)
     table_ref = tree.h5[table].ref
     dff_series = f"{module}/{layout.DFF_INTERFACE}/{layout.TRACES_SERIES}"
     region = f"{dff_series}/{layout.ROIS}"
 
     def traces(interface: str, data, name: str = layout.TRACES_SERIES, ts=None):
         path = f"{module}/{interface}/{name}"
-        _series(tree, path, ref._float(data), timestamps if ts is None else ts, ref.TRACE_UNIT,
+        _series(tree, path, ref.float_values(data), timestamps if ts is None else ts, ref.TRACE_UNIT,
                 neurodata_type="RoiResponseSeries")
         if path == dff_series:
             rois_dataset = tree.dataset(region, np.arange(n_roi, dtype=np.int64), expandable=True)
@@ -591,27 +627,6 @@ def _ophys(tree: _Tree, o: OphysContent, device: str) -> None:
     if o.neuropil is not None:
         tree.group(f"{module}/{layout.NEUROPIL_INTERFACE}", "Fluorescence")
         traces(layout.NEUROPIL_INTERFACE, o.neuropil)
-
-    events = f"{module}/{layout.EVENTS_NAME}"
-    _series(tree, events, ref._float(o.events), timestamps, ref.EVENT_UNIT, neurodata_type="OphysEventDetection",
-            namespace=layout.NS_EVENT_DETECTION, compress=True, shuffle=False)
-    tree.dataset(f"{events}/lambdas", ref._float(o.event_lambdas))
-    tree.dataset(f"{events}/noise_stds", ref._float(o.event_noise_stds))
-    event_rois = tree.dataset(f"{events}/{layout.ROIS}", np.asarray(o.event_rows, dtype=np.int64), expandable=True)
-    tree.typed(event_rois, "DynamicTableRegion", NS_COMMON, description=ref.EVENT_ROIS_DESCRIPTION, table=table_ref)
-
-    for name, values in ((layout.MOTION_X_SERIES, o.motion_x), (layout.MOTION_Y_SERIES, o.motion_y)):
-        _series(tree, f"{module}/{name}", np.asarray(values, dtype=np.int64), timestamps, ref.MOTION_UNIT)
-
-    images = f"{module}/{layout.IMAGES_INTERFACE}"
-    tree.group(images, "Images", description=SERIES_DEFAULTS["description"])
-    resolution = np.float64(float(o.pixel_size_mm) / layout.RESOLUTION_TO_MM)
-    for name, data in ((layout.MAX_PROJECTION_NAME, o.max_projection),
-                       (layout.AVERAGE_PROJECTION_NAME, o.average_projection),
-                       (layout.SEGMENTATION_MASK_NAME, o.segmentation_mask)):
-        image = tree.dataset(f"{images}/{name}", np.asarray(data))
-        tree.typed(image, "GrayscaleImage", NS_CORE, description=ref.IMAGE_DESCRIPTION.format(name),
-                   resolution=resolution)
 
 
 def _write_tree(h5: h5py.File, content: BehaviorContent | OphysContent, specifications: Path) -> None:
@@ -661,9 +676,9 @@ def write_nwb_fast(content: BehaviorContent | OphysContent, path: str | os.PathL
     behavior = ophys.behavior if ophys is not None else content
     if not isinstance(behavior, BehaviorContent):
         raise TypeError(f"write_nwb_fast needs a BehaviorContent or an OphysContent, got {type(content)!r}")
-    ref._check_behavior(behavior)
+    ref.check_behavior(behavior)
     if ophys is not None:
-        ref._check_ophys(ophys)
+        ref.check_ophys(ophys)
     specifications = spec_file()
     path = Path(path)
     tmp = path.with_name(f".{path.stem}.{os.getpid()}.{uuid.uuid4().hex[:8]}.partial.nwb")

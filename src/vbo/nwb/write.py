@@ -10,6 +10,9 @@ Every HDF5 name comes from :mod:`vbo.nwb.layout`. Descriptions, units and dtypes
 written by AllenSDK 2.16.2; so is the choice of which ``timestamps`` are soft links (the ellipse series,
 ``likely_blink``) and which are copies (rewards, ophys series other than dF/F).
 
+The helpers without a leading underscore (``float_values``, ``column_values``, ``check_behavior``, ...) are
+shared with :mod:`vbo.nwb.fastwrite`, so both writers store the same values and refuse the same content.
+
 Example
 -------
 >>> from vbo.nwb.write import write_nwb
@@ -123,7 +126,7 @@ def namespace_path(namespace: str) -> Path:
     return EXTENSIONS_DIR / f"{namespace}.namespace.yaml"
 
 
-def _types() -> _Types:
+def nwb_types() -> _Types:
     """pynwb's core type map, copied, with the four extensions loaded and their classes generated."""
     global _TYPES
     with _TYPES_LOCK:
@@ -154,11 +157,12 @@ def _compressed(values, *, always: bool = False, shuffle: bool = True):
     return array
 
 
-def _float(values) -> np.ndarray:
+def float_values(values) -> np.ndarray:
+    """``values`` as float64 (how every float dataset is stored)."""
     return np.asarray(values, dtype=np.float64)
 
 
-def _text(values, na: str = layout.FILE_STRING_NA) -> np.ndarray:
+def text_values(values, na: str = layout.FILE_STRING_NA) -> np.ndarray:
     """Object array of ``str``; missing values (None / NaN / NA) become ``na``."""
     out = np.empty(len(values), dtype=object)
     for i, value in enumerate(values):
@@ -175,7 +179,7 @@ def _is_missing(value) -> bool:
         return False
 
 
-def _index_dtype(total: int) -> np.dtype:
+def index_dtype(total: int) -> np.dtype:
     """Smallest unsigned dtype holding ``total`` (how ragged-column indexes are stored)."""
     for dtype in (np.uint8, np.uint16, np.uint32):
         if total <= np.iinfo(dtype).max:
@@ -183,7 +187,8 @@ def _index_dtype(total: int) -> np.dtype:
     return np.dtype(np.uint64)
 
 
-def _is_text(series: pd.Series) -> bool:
+def is_text(series: pd.Series) -> bool:
+    """True for a string column, or an object column whose present values are all ``str``."""
     if pd.api.types.is_string_dtype(series.dtype) and series.dtype != object:
         return True
     if series.dtype == object:
@@ -192,11 +197,12 @@ def _is_text(series: pd.Series) -> bool:
     return False
 
 
-def _is_ragged(series: pd.Series) -> bool:
+def is_ragged(series: pd.Series) -> bool:
+    """True for an object column holding arrays, lists or tuples (stored ragged, with an index)."""
     return series.dtype == object and any(isinstance(v, (np.ndarray, list, tuple)) for v in series)
 
 
-def _column_values(series: pd.Series, *, nullable_bool: bool = False) -> np.ndarray:
+def column_values(series: pd.Series, *, nullable_bool: bool = False) -> np.ndarray:
     """A frame column as the array the SDK stored: bool, int64, float64 (nullable → NaN) or text."""
     dtype = series.dtype
     present = series.dropna() if dtype == object else None
@@ -212,28 +218,28 @@ def _column_values(series: pd.Series, *, nullable_bool: bool = False) -> np.ndar
         return series.to_numpy(dtype=np.int64)
     if pd.api.types.is_float_dtype(dtype):
         return series.to_numpy(dtype=np.float64, na_value=np.nan)
-    if _is_text(series) or series.isna().all():
-        return _text(series.to_numpy(dtype=object))
+    if is_text(series) or series.isna().all():
+        return text_values(series.to_numpy(dtype=object))
     values = series.to_numpy()
     if values.dtype == object:  # e.g. Python bools mixed with None
         raise ContentError(f"column {series.name!r}: cannot store values of mixed types")
     return values
 
 
-def _ragged(cells) -> tuple[np.ndarray, np.ndarray]:
+def ragged_values(cells) -> tuple[np.ndarray, np.ndarray]:
     """(flat float values, cumulative end offsets) of a column of arrays."""
     arrays = [np.atleast_1d(np.asarray(c, dtype=np.float64)) for c in cells]
     counts = np.array([a.size for a in arrays], dtype=np.int64)
     ends = np.cumsum(counts)
     flat = np.concatenate(arrays) if arrays else np.zeros(0, dtype=np.float64)
     total = int(ends[-1]) if len(ends) else 0
-    return flat, ends.astype(_index_dtype(total))
+    return flat, ends.astype(index_dtype(total))
 
 
-def _no_licks(n_trials: int) -> tuple[np.ndarray, np.ndarray]:
-    """``lick_times`` of a session without a single lick, as the SDK's writer stores it (format.md §7.6):
+def no_licks_column(n_trials: int) -> tuple[np.ndarray, np.ndarray]:
+    """``lick_times`` of a session without a single lick, as the SDK's writer stores it (docs/format.md §7.6):
     flat data one empty string (not float), every index entry 0."""
-    return np.array([""], dtype=object), np.zeros(n_trials, dtype=_index_dtype(0))
+    return np.array([""], dtype=object), np.zeros(n_trials, dtype=index_dtype(0))
 
 
 def _vector_columns(name: str, description: str, values, ragged: bool = False) -> list:
@@ -263,7 +269,8 @@ def _require(condition: bool, message: str) -> None:
         raise ContentError(message)
 
 
-def _check_behavior(b: BehaviorContent) -> None:
+def check_behavior(b: BehaviorContent) -> None:
+    """Raise :class:`ContentError` when the behavior streams' lengths or tables do not fit together."""
     n_run = len(b.running_timestamps)
     for name in ("running_speed", "running_speed_unfiltered", "running_dx", "v_in", "v_sig"):
         _require(len(getattr(b, name)) == n_run,
@@ -297,7 +304,8 @@ def _check_behavior(b: BehaviorContent) -> None:
                                                              f"frames, eye tracking {n}")
 
 
-def _check_ophys(o: OphysContent) -> None:
+def check_ophys(o: OphysContent) -> None:
+    """Raise :class:`ContentError` when the traces, ROI table and masks do not fit together."""
     n_roi = len(o.rois)
     n_frames = len(o.ophys_timestamps)
     for column in ("cell_roi_id",) + layout.CELL_TABLE_COLUMNS:
@@ -339,7 +347,7 @@ def _time_series(name: str, data, timestamps, unit: str, description: str | None
     if description is not None:
         kwargs["description"] = description
     if not isinstance(timestamps, TimeSeries):
-        timestamps = _compressed(_float(timestamps))
+        timestamps = _compressed(float_values(timestamps))
     return TimeSeries(name=name, data=_compressed(data), timestamps=timestamps, unit=unit, **kwargs)
 
 
@@ -416,21 +424,21 @@ def _add_behavior_streams(nwbfile, b: BehaviorContent):
     from pynwb import ProcessingModule
 
     stimulus = ProcessingModule(name=layout.STIMULUS_MODULE, description=STIMULUS_MODULE_DESCRIPTION)
-    stimulus_ts = _time_series(layout.STIMULUS_TIMESTAMPS_SERIES, _float(b.stimulus_timestamps),
+    stimulus_ts = _time_series(layout.STIMULUS_TIMESTAMPS_SERIES, float_values(b.stimulus_timestamps),
                                b.stimulus_timestamps, unit="s")
     stimulus.add(stimulus_ts)
     nwbfile.add_processing_module(stimulus)
 
     running = ProcessingModule(name=layout.RUNNING_MODULE, description=RUNNING_MODULE_DESCRIPTION)
-    running.add(_time_series(layout.RUNNING_SPEED_SERIES, _float(b.running_speed), b.running_timestamps, "cm/s"))
-    running.add(_time_series(layout.RAW_RUNNING_SPEED_SERIES, _float(b.running_speed_unfiltered),
+    running.add(_time_series(layout.RUNNING_SPEED_SERIES, float_values(b.running_speed), b.running_timestamps, "cm/s"))
+    running.add(_time_series(layout.RAW_RUNNING_SPEED_SERIES, float_values(b.running_speed_unfiltered),
                              b.running_timestamps, "cm/s"))
     running.add(_time_series(layout.RUNNING_DX_SERIES, np.asarray(b.running_dx, dtype=np.float32),
                              b.running_timestamps, "cm", DX_DESCRIPTION))
     nwbfile.add_processing_module(running)
-    nwbfile.add_acquisition(_time_series(layout.V_SIG_SERIES, _float(b.v_sig), b.running_timestamps, "V",
+    nwbfile.add_acquisition(_time_series(layout.V_SIG_SERIES, float_values(b.v_sig), b.running_timestamps, "V",
                                          V_SIG_DESCRIPTION))
-    nwbfile.add_acquisition(_time_series(layout.V_IN_SERIES, _float(b.v_in), b.running_timestamps, "V",
+    nwbfile.add_acquisition(_time_series(layout.V_IN_SERIES, float_values(b.v_in), b.running_timestamps, "V",
                                          V_IN_DESCRIPTION))
 
     if b.licks is not None:
@@ -462,23 +470,24 @@ def _trials_table(trials: pd.DataFrame):
             description = PRESENTATION_COLUMN_DESCRIPTIONS[name]
             columns += _vector_columns(name, description, series.to_numpy(dtype=np.float64))
         elif name == layout.LICK_TIMES and len(trials) and not any(np.size(v) for v in series):
-            columns += _vector_columns(name, description, _no_licks(len(trials)), ragged=True)
-        elif name == layout.LICK_TIMES or _is_ragged(series):
+            columns += _vector_columns(name, description, no_licks_column(len(trials)), ragged=True)
+        elif name == layout.LICK_TIMES or is_ragged(series):
             # always ragged, even when every trial has exactly one lick (the SDK's quirk is not reproduced)
-            columns += _vector_columns(name, description, _ragged(series.to_list()), ragged=True)
+            columns += _vector_columns(name, description, ragged_values(series.to_list()), ragged=True)
         elif name == "change_frame" and series.dtype.kind == "f":
             columns += _vector_columns(name, description,
                                        series.fillna(layout.INT_NA).to_numpy(dtype=np.int64))
-        elif _is_text(series):
-            columns += _vector_columns(name, description, _text(series.to_numpy(dtype=object), na=""))
+        elif is_text(series):
+            columns += _vector_columns(name, description, text_values(series.to_numpy(dtype=object), na=""))
         else:
-            columns += _vector_columns(name, description, _column_values(series))
+            columns += _vector_columns(name, description, column_values(series))
         colnames.append(name)
     ids = trials.index.to_numpy(dtype=np.int64) if len(trials) else np.zeros(0, np.int64)
     return _table(TimeIntervals, layout.TRIALS_TABLE, TRIALS_DESCRIPTION, ids, columns, colnames)
 
 
-def _presentation_order(columns) -> list[str]:
+def presentation_order(columns) -> list[str]:
+    """The stored column order of a presentation table (the SDK's, then any others)."""
     known = [c for c in layout.PRESENTATION_STORED_ORDER if c in columns]
     extras = [c for c in columns if c not in known and c not in (layout.START_TIME, "end_time", layout.STOP_TIME,
                                                                  layout.PRESENTATION_LAST, "index")]
@@ -487,7 +496,7 @@ def _presentation_order(columns) -> list[str]:
 
 
 def _presentation_tables(presentations: pd.DataFrame, stimulus_ts, stimulus_times: np.ndarray) -> list:
-    """One TimeIntervals per ``stimulus_name``, in first-appearance order (format.md §7.5); the
+    """One TimeIntervals per ``stimulus_name``, in first-appearance order (docs/format.md §7.5); the
     ``timeseries`` column points into ``stimulus_ts`` (frame times ``stimulus_times``) as pynwb would."""
     from hdmf.common import VectorIndex
     from pynwb.base import TimeSeriesReference, TimeSeriesReferenceVectorData
@@ -499,8 +508,8 @@ def _presentation_tables(presentations: pd.DataFrame, stimulus_ts, stimulus_time
         is_change = frame["is_change"].astype("boolean")
         is_change[frame[layout.OMITTED].isna().to_numpy()] = pd.NA
         frame["is_change"] = is_change
-    timestamps = _float(stimulus_times)
-    order = _presentation_order(frame.columns)
+    timestamps = float_values(stimulus_times)
+    order = presentation_order(frame.columns)
     tables = []
     for stimulus_name in pd.unique(frame["stimulus_name"]):
         rows = frame[frame["stimulus_name"] == stimulus_name]
@@ -513,13 +522,13 @@ def _presentation_tables(presentations: pd.DataFrame, stimulus_ts, stimulus_time
             series = rows[name]
             if series.isna().all():  # all-NaN within this stimulus: not stored
                 continue
-            values = _column_values(series, nullable_bool=name in layout.PRESENTATION_NULLABLE_BOOLS)
+            values = column_values(series, nullable_bool=name in layout.PRESENTATION_NULLABLE_BOOLS)
             columns += _vector_columns(name, PRESENTATION_COLUMN_DESCRIPTIONS.get(name, NO_DESCRIPTION), values)
             colnames.append(name)
         n = len(rows)
         tags = np.full(n, layout.PRESENTATION_TAG_VALUE, dtype=object)
         columns += _vector_columns(layout.PRESENTATION_TAGS, PRESENTATION_COLUMN_DESCRIPTIONS[layout.PRESENTATION_TAGS],
-                                   (tags, np.arange(1, n + 1, dtype=_index_dtype(n))), ragged=True)
+                                   (tags, np.arange(1, n + 1, dtype=index_dtype(n))), ragged=True)
         first = np.searchsorted(timestamps, start, side="left")
         count = np.searchsorted(timestamps, stop, side="left") - first
         references = TimeSeriesReferenceVectorData(
@@ -527,7 +536,7 @@ def _presentation_tables(presentations: pd.DataFrame, stimulus_ts, stimulus_time
             description=PRESENTATION_COLUMN_DESCRIPTIONS[layout.PRESENTATION_TIMESERIES],
             data=[TimeSeriesReference(int(i), int(c), stimulus_ts) for i, c in zip(first, count)])
         columns += [references, VectorIndex(name=layout.PRESENTATION_TIMESERIES + layout.INDEX_SUFFIX,
-                                            data=np.arange(1, n + 1, dtype=_index_dtype(n)), target=references)]
+                                            data=np.arange(1, n + 1, dtype=index_dtype(n)), target=references)]
         colnames += [layout.PRESENTATION_TAGS, layout.PRESENTATION_TIMESERIES]
         tables.append(_table(TimeIntervals, f"{stimulus_name}{layout.PRESENTATIONS_SUFFIX}",
                              PRESENTATIONS_DESCRIPTION.format(stimulus_name), np.arange(n), columns, colnames))
@@ -543,7 +552,7 @@ def _add_stimulus(nwbfile, b: BehaviorContent, types: _Types) -> None:
         n = len(template.image_names)
         stored = types.classes["StimulusTemplate"](
             name=template.name, data=_compressed(np.asarray(template.warped, dtype=np.uint8)),
-            unwarped=_compressed(_float(template.unwarped)), control=np.arange(n, dtype=np.uint64),
+            unwarped=_compressed(float_values(template.unwarped)), control=np.arange(n, dtype=np.uint64),
             control_description=np.asarray([str(x) for x in template.image_names], dtype=object),
             timestamps=np.full(n, np.nan), format=TEMPLATE_FORMAT, unit=TEMPLATE_UNIT)
         nwbfile.add_stimulus_template(stored)
@@ -572,11 +581,11 @@ def _add_eye_tracking(nwbfile, b: BehaviorContent, types: _Types) -> None:
     if eye is not None:
         def ellipse(name: str, e, timestamps):
             if not isinstance(timestamps, TimeSeries):
-                timestamps = _compressed(_float(timestamps))
+                timestamps = _compressed(float_values(timestamps))
             return cls["EllipseSeries"](
-                name=name, data=_compressed(_float(e.center)), area=_compressed(_float(e.area)),
-                area_raw=_compressed(_float(e.area_raw)), width=_compressed(_float(e.width)),
-                height=_compressed(_float(e.height)), angle=_compressed(_float(e.angle)),
+                name=name, data=_compressed(float_values(e.center)), area=_compressed(float_values(e.area)),
+                area_raw=_compressed(float_values(e.area_raw)), width=_compressed(float_values(e.width)),
+                height=_compressed(float_values(e.height)), angle=_compressed(float_values(e.angle)),
                 reference_frame=layout.ELLIPSE_REFERENCE_FRAME, timestamps=timestamps)
 
         eye_series = ellipse(layout.ELLIPSE_SERIES["eye"], eye.eye, eye.timestamps)
@@ -594,7 +603,7 @@ def _add_eye_tracking(nwbfile, b: BehaviorContent, types: _Types) -> None:
         module = ProcessingModule(name=layout.EYE_RIG_MODULE, description=EYE_RIG_MODULE_DESCRIPTION)
         vectors = {}
         for name, unit in RIG_UNITS.items():
-            vectors[name] = _float(getattr(rig, name)).reshape(3)
+            vectors[name] = float_values(getattr(rig, name)).reshape(3)
             vectors[f"{name}__{layout.EYE_RIG_UNIT_ATTR}"] = unit
         module.add(cls["OphysEyeTrackingRigMetadata"](name=layout.EYE_RIG_NAME, equipment=str(rig.equipment),
                                                       **vectors))
@@ -627,7 +636,7 @@ def _add_ophys(nwbfile, o: OphysContent, types: _Types, device) -> None:
         if name == layout.CELL_SPECIMEN_ID_COLUMN:
             values = series.astype(object).where(series.notna(), layout.NULL_CELL_SPECIMEN_ID).to_numpy(np.int64)
         else:
-            values = _column_values(series)
+            values = column_values(series)
         columns += _vector_columns(name, CELL_COLUMN_DESCRIPTIONS[name], values)
     columns += _vector_columns(layout.CELL_TABLE_MASK, CELL_COLUMN_DESCRIPTIONS[layout.CELL_TABLE_MASK],
                                np.asarray(o.roi_masks, dtype=bool))
@@ -639,10 +648,10 @@ def _add_ophys(nwbfile, o: OphysContent, types: _Types, device) -> None:
     n_roi = len(rois)
     region = DynamicTableRegion(name=layout.ROIS, data=np.arange(n_roi, dtype=np.int64),
                                 description=DFF_ROIS_DESCRIPTION, table=cells)
-    timestamps = _float(o.ophys_timestamps)
+    timestamps = float_values(o.ophys_timestamps)
 
     def traces(data, name=layout.TRACES_SERIES, ts=None):
-        return RoiResponseSeries(name=name, data=_compressed(_float(data)), rois=region, unit=TRACE_UNIT,
+        return RoiResponseSeries(name=name, data=_compressed(float_values(data)), rois=region, unit=TRACE_UNIT,
                                  timestamps=_compressed(timestamps.copy() if ts is None else ts))
 
     module.add(DfOverF(name=layout.DFF_INTERFACE, roi_response_series=[traces(o.dff)]))
@@ -661,8 +670,8 @@ def _add_ophys(nwbfile, o: OphysContent, types: _Types, device) -> None:
     event_region = DynamicTableRegion(name=layout.ROIS, data=np.asarray(o.event_rows, dtype=np.int64),
                                       description=EVENT_ROIS_DESCRIPTION, table=cells)
     module.add(types.classes["OphysEventDetection"](
-        data=_compressed(_float(o.events), always=True, shuffle=False), unit=EVENT_UNIT, rois=event_region,
-        lambdas=_float(o.event_lambdas), noise_stds=_float(o.event_noise_stds),
+        data=_compressed(float_values(o.events), always=True, shuffle=False), unit=EVENT_UNIT, rois=event_region,
+        lambdas=float_values(o.event_lambdas), noise_stds=float_values(o.event_noise_stds),
         timestamps=_compressed(timestamps.copy())))
 
     for name, values in ((layout.MOTION_X_SERIES, o.motion_x), (layout.MOTION_Y_SERIES, o.motion_y)):
@@ -686,10 +695,10 @@ def build_nwbfile(content: BehaviorContent | OphysContent):
     behavior = ophys.behavior if ophys is not None else content
     if not isinstance(behavior, BehaviorContent):
         raise TypeError(f"write_nwb needs a BehaviorContent or an OphysContent, got {type(content)!r}")
-    _check_behavior(behavior)
+    check_behavior(behavior)
     if ophys is not None:
-        _check_ophys(ophys)
-    types = _types()
+        check_ophys(ophys)
+    types = nwb_types()
 
     keywords = tuple(behavior.keywords)
     if ophys is not None and keywords == layout.BEHAVIOR_KEYWORDS:

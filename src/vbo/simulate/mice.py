@@ -4,7 +4,7 @@
 imaging sessions with retakes, failed-QC planes and sessions missing from the release) with planted
 behaviour (hit and false-alarm probabilities). ``metadata_tables`` turns the plan into the three session /
 experiment tables exactly as the release CSVs hold them, every derived column computed by its
-``format.md`` §6.6 definition; ``cells_table`` builds ``ophys_cells_table``; ``write_metadata_csv`` writes
+``docs/format.md`` §6.2–§6.6 definition; ``cells_table`` builds ``ophys_cells_table``; ``write_metadata_csv`` writes
 any of them with the release's CSV text conventions.
 
 Vocabulary (session types, genotypes, rigs, depths, projects) follows the released tables.
@@ -57,7 +57,7 @@ PROJECTS: tuple[_Project, ...] = (
 )
 PROJECT_BY_CODE = {p.code: p for p in PROJECTS}
 
-# format.md §6.6: project_code -> (num_targeted_structures, num_depths_per_area)
+# docs/format.md §6.2–§6.6: project_code -> (num_targeted_structures, num_depths_per_area)
 PROJECT_STRUCTURE = {
     "VisualBehavior": (1, 1),
     "VisualBehaviorTask1B": (1, 1),
@@ -94,7 +94,7 @@ BEHAVIOR_RIG_LETTERS = ("B", "D", "F", "G")
 SCIENTIFICA_DEPTHS = ((175, 0.55), (275, 0.25), (375, 0.20))
 
 # --------------------------------------------------------------------------------------------------
-# Derived-column definitions (format.md §6.2, §6.6)
+# Derived-column definitions (docs/format.md §6.2–§6.6)
 # --------------------------------------------------------------------------------------------------
 
 _SESSION_NUMBER = re.compile(r"^OPHYS_(\d+)")
@@ -142,7 +142,7 @@ indicator_of = derive.indicator
 
 
 def derive_history(sessions: list[SessionPlan]) -> None:
-    """Fill the history-dependent fields of every session in place (format.md §6.6).
+    """Fill the history-dependent fields of every session in place (docs/format.md §6.2–§6.6).
 
     ``sessions`` must hold each mouse's complete history, including sessions left out of the release:
     per mouse in date order, ``prior_exposures_to_session_type`` / ``_image_set`` count earlier sessions
@@ -281,61 +281,87 @@ def _behavior_rig(rng: np.random.Generator) -> str:
     return f"BEH.{rng.choice(BEHAVIOR_RIG_LETTERS)}-Box{int(rng.integers(1, 7))}"
 
 
-def _training_history(rng: np.random.Generator, index: int, mouse: MousePlan, start: dt.date,
-                      scale: Scale) -> list[_Draft]:
-    k = max(1, scale.sessions_per_training_stage)
-    fam, nov = mouse.familiar_image_set, mouse.novel_image_set
-    skill = float(rng.normal(0.0, 0.15))  # mouse-specific d' offset
-    drafts: list[_Draft] = []
-    rig = _behavior_rig(rng)
-    day = start
+class _History:
+    """A mouse's sessions as they are drafted, one weekday after another, on its behavior rig."""
 
-    def n_sessions() -> int:
-        return k + int(rng.random() < 0.3)
+    def __init__(self, rng: np.random.Generator, index: int, start: dt.date, sessions_per_stage: int):
+        self.rng, self.index, self.day, self.k = rng, index, start, sessions_per_stage
+        self.skill = float(rng.normal(0.0, 0.15))  # mouse-specific d' offset
+        self.drafts: list[_Draft] = []
+        self.rig = _behavior_rig(rng)
 
-    def add(session_type: str, stage: str, dprime: float, fa: tuple[float, float], *,
+    def n_sessions(self) -> int:
+        """Sessions of one training stage: the scale's number, sometimes one more."""
+        return self.k + int(self.rng.random() < 0.3)
+
+    def add(self, session_type: str, stage: str, dprime: float, fa: tuple[float, float], *,
             equipment: str | None = None) -> _Draft:
-        nonlocal day, rig
-        if drafts:
-            day = _next_weekday(day, rng)
+        """The next session (the next weekday), with its planted d' and false-alarm rate."""
+        rng = self.rng
+        if self.drafts:
+            self.day = _next_weekday(self.day, rng)
         if equipment is None and rng.random() < 0.08:
-            rig = rig.split("-Box")[0] + f"-Box{int(rng.integers(1, 7))}"
-        draft = _Draft(index, session_type, stage, day, equipment or rig)
-        draft.dprime = max(0.0, dprime + skill + float(rng.normal(0.0, 0.12)))
+            self.rig = self.rig.split("-Box")[0] + f"-Box{int(rng.integers(1, 7))}"
+        draft = _Draft(self.index, session_type, stage, self.day, equipment or self.rig)
+        draft.dprime = max(0.0, dprime + self.skill + float(rng.normal(0.0, 0.12)))
         draft.false_alarm = float(rng.uniform(*fa))
-        drafts.append(draft)
+        self.drafts.append(draft)
         return draft
 
-    early_fa = (0.30, 0.45)
-    trained_fa = (0.08, 0.25)
-    add("TRAINING_0_gratings_autorewards_15min", "TRAINING_0", 0.1, early_fa)
-    for _ in range(n_sessions()):
-        add("TRAINING_1_gratings", "TRAINING_1", 0.5, early_fa)
-    for _ in range(n_sessions()):
+
+EARLY_FA, TRAINED_FA = (0.30, 0.45), (0.08, 0.25)  # planted false-alarm rates, early and trained
+
+
+def _training_history(rng: np.random.Generator, index: int, mouse: MousePlan, start: dt.date,
+                      scale: Scale) -> list[_Draft]:
+    """Every session of one mouse in date order: training stages, habituation, the imaging sessions."""
+    history = _History(rng, index, start, max(1, scale.sessions_per_training_stage))
+    _training_stages(history, mouse.familiar_image_set)
+    history.day = _next_weekday(history.day, rng, skip_probability=0.5)
+    for _ in range(int(rng.integers(1, 3))):
+        h = history.add(f"OPHYS_0_images_{mouse.familiar_image_set}_habituation", "OPHYS_0", 2.1, TRAINED_FA,
+                        equipment=mouse.equipment_name)
+        h.has_omissions = bool(rng.random() < 0.15)
+    _imaging_stages(history, mouse)
+    for d in history.drafts:
+        if d.stage.startswith("OPHYS") and session_number_of(d.session_type) in (2, 5):
+            d.dprime = 0.0
+        elif d.stage.startswith("OPHYS") and d.stage != "OPHYS_0":
+            d.dprime = float(np.clip(d.dprime, 1.5, 2.5))
+    return history.drafts
+
+
+def _training_stages(history: _History, fam: str) -> None:
+    """TRAINING_0 … TRAINING_5 on the behavior rig (a lapse sometimes), a few not in the release."""
+    rng, add = history.rng, history.add
+    add("TRAINING_0_gratings_autorewards_15min", "TRAINING_0", 0.1, EARLY_FA)
+    for _ in range(history.n_sessions()):
+        add("TRAINING_1_gratings", "TRAINING_1", 0.5, EARLY_FA)
+    for _ in range(history.n_sessions()):
         add("TRAINING_2_gratings_flashed", "TRAINING_2", 0.9, (0.2, 0.35))
-    for _ in range(n_sessions()):
+    for _ in range(history.n_sessions()):
         add(f"TRAINING_3_images_{fam}_10uL_reward", "TRAINING_3", 1.2, (0.15, 0.3))
-    for _ in range(n_sessions()):
-        add(f"TRAINING_4_images_{fam}_training", "TRAINING_4", 1.5, trained_fa)
+    for _ in range(history.n_sessions()):
+        add(f"TRAINING_4_images_{fam}_training", "TRAINING_4", 1.5, TRAINED_FA)
     if rng.random() < 0.35:
-        add(f"TRAINING_5_images_{fam}_epilogue", "TRAINING_5", 1.8, trained_fa)
-    ready = n_sessions()
+        add(f"TRAINING_5_images_{fam}_epilogue", "TRAINING_5", 1.8, TRAINED_FA)
+    ready = history.n_sessions()
     lapse_after = int(rng.integers(1, ready + 1)) if rng.random() < 0.3 else -1
     for i in range(ready):
-        add(f"TRAINING_5_images_{fam}_handoff_ready", "TRAINING_5", 2.0, trained_fa)
+        add(f"TRAINING_5_images_{fam}_handoff_ready", "TRAINING_5", 2.0, TRAINED_FA)
         if i + 1 == lapse_after:
             for _ in range(int(rng.integers(1, 3))):
                 add(f"TRAINING_5_images_{fam}_handoff_lapsed", "TRAINING_5", 1.2, (0.15, 0.3))
-            add(f"TRAINING_5_images_{fam}_handoff_ready", "TRAINING_5", 2.0, trained_fa)
-    for d in drafts:  # a few training sessions are not in the release
+            add(f"TRAINING_5_images_{fam}_handoff_ready", "TRAINING_5", 2.0, TRAINED_FA)
+    for d in history.drafts:  # a few training sessions are not in the release
         if d.stage != "TRAINING_0" and rng.random() < 0.04:
             d.released = False
 
-    imaging_rig = mouse.equipment_name
-    day = _next_weekday(day, rng, skip_probability=0.5)
-    for _ in range(int(rng.integers(1, 3))):
-        h = add(f"OPHYS_0_images_{fam}_habituation", "OPHYS_0", 2.1, trained_fa, equipment=imaging_rig)
-        h.has_omissions = bool(rng.random() < 0.15)
+
+def _imaging_stages(history: _History, mouse: MousePlan) -> None:
+    """OPHYS_1 … OPHYS_6 on the imaging rig (failed first attempts, rarely a late retake), all with omissions."""
+    rng = history.rng
+    fam, nov = mouse.familiar_image_set, mouse.novel_image_set
 
     def ophys(number: int) -> list[_Draft]:
         image_set = fam if number <= 3 else nov
@@ -343,10 +369,10 @@ def _training_history(rng: np.random.Generator, index: int, mouse: MousePlan, st
         base = 2.1 if number <= 3 else 1.9
         out = []
         if rng.random() < 0.12:  # a failed first attempt: behavior only, or missing from the release
-            failed = add(session_type, f"OPHYS_{number}", base, trained_fa, equipment=imaging_rig)
+            failed = history.add(session_type, f"OPHYS_{number}", base, TRAINED_FA, equipment=mouse.equipment_name)
             failed.released = bool(rng.random() < 0.6)
             out.append(failed)
-        attempt = add(session_type, f"OPHYS_{number}", base, trained_fa, equipment=imaging_rig)
+        attempt = history.add(session_type, f"OPHYS_{number}", base, TRAINED_FA, equipment=mouse.equipment_name)
         attempt.imaging = bool(rng.random() >= 0.04)
         out.append(attempt)
         return out
@@ -358,18 +384,12 @@ def _training_history(rng: np.random.Generator, index: int, mouse: MousePlan, st
     if rng.random() < 0.1:  # a late retake of an earlier stage, imaged
         number = int(rng.choice([1, 2, 3, 6]))
         image_set = fam if number <= 3 else nov
-        retake = add(f"OPHYS_{number}_images_{image_set}" + ("_passive" if number == 2 else ""),
-                     f"OPHYS_{number}", 2.0, trained_fa, equipment=imaging_rig)
+        retake = history.add(f"OPHYS_{number}_images_{image_set}" + ("_passive" if number == 2 else ""),
+                             f"OPHYS_{number}", 2.0, TRAINED_FA, equipment=mouse.equipment_name)
         retake.imaging = True
         ophys_drafts.append(retake)
     for d in ophys_drafts:
         d.has_omissions = True
-    for d in drafts:
-        if d.stage.startswith("OPHYS") and session_number_of(d.session_type) in (2, 5):
-            d.dprime = 0.0
-        elif d.stage.startswith("OPHYS") and d.stage != "OPHYS_0":
-            d.dprime = float(np.clip(d.dprime, 1.5, 2.5))
-    return drafts
 
 
 def _acquisition_time(rng: np.random.Generator, day: dt.date, imaging_rig: bool) -> dt.datetime:
@@ -412,13 +432,25 @@ def plan_release(rng: np.random.Generator, n_mice: int, scale: Scale, *,
 
     times = [_acquisition_time(rng, d.day, d.stage.startswith("OPHYS")) for d in drafts]
     order = sorted(range(len(drafts)), key=lambda j: (times[j], j))
+    sessions = _sessions_in_date_order(rng, drafts, times, order, mice, planes)
+    derive_history(sessions)
+    _fill_targeted_depths(sessions)
+    mouse_order = {m.mouse_id: i for i, m in enumerate(mice)}
+    sessions.sort(key=lambda s: (mouse_order[s.mouse.mouse_id], s.date_of_acquisition))
+    if include_unreleased:
+        return sessions
+    return [s for s in sessions if s.released]
 
+
+def _sessions_in_date_order(rng: np.random.Generator, drafts: list[_Draft], times: list[dt.datetime],
+                            order: list[int], mice: list[MousePlan], planes: list[list[_Plane]]) -> list[SessionPlan]:
+    """Every drafted session in date order, with its ids (and its experiments' for imaging sessions)."""
     # ids: one increasing sequence over sessions in date order (all 9 digits, below the container ids)
     step = min(400_000, 220_000_000 // max(1, len(drafts)))
     if step < 4_000:
         raise ValueError(f"too many sessions ({len(drafts)}) for the id space")
     # containers: per mouse in order of first imaging session, 10 digits
-    container_next = 1_018_000_000 + int(rng.integers(0, 10_000))
+    container_next = [1_018_000_000 + int(rng.integers(0, 10_000))]
     cursor = 770_000_000 + int(rng.integers(0, 1_000_000))
     sessions: list[SessionPlan] = []
     index_in_history: dict[int, int] = {}
@@ -430,45 +462,14 @@ def plan_release(rng: np.random.Generator, n_mice: int, scale: Scale, *,
         ophys_session_id = None
         experiments: list[ExperimentPlan] = []
         if d.imaging:
-            mouse_planes = planes[d.mouse_index]
-            if mouse_planes[0].container_id == 0:
-                container_next += int(rng.integers(5, 500))
-                areas = PROJECT_BY_CODE[mouse.project_code].areas
-                for plane in sorted(mouse_planes, key=lambda p: (areas.index(p.structure), p.nominal_depth)):
-                    plane.container_id = container_next
-                    container_next += int(rng.integers(3, 5))
             ophys_session_id = block
-            behavior_session_id = block + int(rng.integers(100, 1_000))
-            next_id = behavior_session_id + int(rng.integers(100, 500))
-            multiscope = mouse_planes[0].group is not None
-            passed = [not multiscope or rng.random() < 0.88 for _ in mouse_planes]
-            if not any(passed):
-                passed[int(rng.integers(0, len(passed)))] = True
-            for plane, ok in zip(mouse_planes, passed):
-                next_id += int(rng.integers(1, 4))
-                if not ok:
-                    continue
-                jitter = int(rng.integers(-plane.jitter, plane.jitter + 1)) if plane.jitter else 0
-                experiments.append(ExperimentPlan(
-                    ophys_experiment_id=next_id,
-                    ophys_container_id=plane.container_id,
-                    targeted_structure=plane.structure,
-                    imaging_depth=plane.nominal_depth + jitter,
-                    targeted_imaging_depth=0,  # filled below over the container
-                    imaging_plane_group=plane.group,
-                    imaging_plane_group_count=0,
-                ))
-            groups = {e.imaging_plane_group for e in experiments if e.imaging_plane_group is not None}
-            for e in experiments:
-                e.imaging_plane_group_count = len(groups)
+            behavior_session_id, experiments = _imaging_session(rng, mouse, planes[d.mouse_index], block,
+                                                                container_next)
         else:
             behavior_session_id = block + int(rng.integers(0, 1_000))
         history_index = index_in_history.get(d.mouse_index, 0)
         index_in_history[d.mouse_index] = history_index + 1
-        number = session_number_of(d.session_type)
-        passive = number in (2, 5)
-        hit, fa = _probabilities(d, passive)
-        letter = image_letter_of(d.session_type)
+        hit, fa = _probabilities(d, session_number_of(d.session_type) in (2, 5))
         sessions.append(SessionPlan(
             behavior_session_id=behavior_session_id,
             mouse=mouse,
@@ -477,8 +478,8 @@ def plan_release(rng: np.random.Generator, n_mice: int, scale: Scale, *,
             equipment_name=d.equipment_name,
             session_index=history_index,
             stage=d.stage,
-            image_set=letter,
-            passive=passive,
+            image_set=image_letter_of(d.session_type),
+            passive=session_number_of(d.session_type) in (2, 5),
             is_imaging=d.imaging,
             has_omissions=d.has_omissions,
             novel_images=False,
@@ -491,9 +492,51 @@ def plan_release(rng: np.random.Generator, n_mice: int, scale: Scale, *,
             false_alarm_probability=fa,
             released=d.released,
         ))
-    derive_history(sessions)
+    return sessions
 
-    # targeted_imaging_depth: int(mean(imaging_depth)) over the released experiments of the container
+
+def _imaging_session(rng: np.random.Generator, mouse: MousePlan, mouse_planes: list[_Plane], block: int,
+                     container_next: list[int]) -> tuple[int, list[ExperimentPlan]]:
+    """The behavior session id of an imaging session (``block`` is its ophys_session_id) and its released
+    planes (Multiscope planes pass QC with p 0.88, at least one).
+
+    The mouse's containers get their ids at its first imaging session (``container_next``: the next free
+    container id, advanced in place)."""
+    if mouse_planes[0].container_id == 0:
+        container_next[0] += int(rng.integers(5, 500))
+        areas = PROJECT_BY_CODE[mouse.project_code].areas
+        for plane in sorted(mouse_planes, key=lambda p: (areas.index(p.structure), p.nominal_depth)):
+            plane.container_id = container_next[0]
+            container_next[0] += int(rng.integers(3, 5))
+    behavior_session_id = block + int(rng.integers(100, 1_000))
+    next_id = behavior_session_id + int(rng.integers(100, 500))
+    multiscope = mouse_planes[0].group is not None
+    passed = [not multiscope or rng.random() < 0.88 for _ in mouse_planes]
+    if not any(passed):
+        passed[int(rng.integers(0, len(passed)))] = True
+    experiments = []
+    for plane, ok in zip(mouse_planes, passed):
+        next_id += int(rng.integers(1, 4))
+        if not ok:
+            continue
+        jitter = int(rng.integers(-plane.jitter, plane.jitter + 1)) if plane.jitter else 0
+        experiments.append(ExperimentPlan(
+            ophys_experiment_id=next_id,
+            ophys_container_id=plane.container_id,
+            targeted_structure=plane.structure,
+            imaging_depth=plane.nominal_depth + jitter,
+            targeted_imaging_depth=0,  # filled over the container by _fill_targeted_depths
+            imaging_plane_group=plane.group,
+            imaging_plane_group_count=0,
+        ))
+    groups = {e.imaging_plane_group for e in experiments if e.imaging_plane_group is not None}
+    for e in experiments:
+        e.imaging_plane_group_count = len(groups)
+    return behavior_session_id, experiments
+
+
+def _fill_targeted_depths(sessions: list[SessionPlan]) -> None:
+    """targeted_imaging_depth: int(mean(imaging_depth)) over the released experiments of the container."""
     depths: dict[int, list[int]] = {}
     for s in sessions:
         if s.released:
@@ -503,12 +546,6 @@ def plan_release(rng: np.random.Generator, n_mice: int, scale: Scale, *,
         for e in s.experiments:
             if e.ophys_container_id in depths:
                 e.targeted_imaging_depth = int(np.mean(depths[e.ophys_container_id]))
-
-    mouse_order = {m.mouse_id: i for i, m in enumerate(mice)}
-    sessions.sort(key=lambda s: (mouse_order[s.mouse.mouse_id], s.date_of_acquisition))
-    if include_unreleased:
-        return sessions
-    return [s for s in sessions if s.released]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -628,78 +665,90 @@ def metadata_tables(sessions: list[SessionPlan], trial_counts: dict[int, dict] |
     published = _published_at(released)
     behavior_rows, session_rows, experiment_rows = [], [], []
     for s in released:
-        mouse_cols = _mouse_columns(s.mouse, s.date_of_acquisition)
-        session_cols = _session_columns(s)
-        imaging = s.is_imaging and s.ophys_session_id is not None and bool(s.experiments)
-        structures, depths = PROJECT_STRUCTURE.get(s.mouse.project_code, (np.nan, np.nan))
-        containers = sorted({e.ophys_container_id for e in s.experiments}) if imaging else np.nan
-        experiment_ids = sorted(e.ophys_experiment_id for e in s.experiments) if imaging else np.nan
-        counts = trial_counts.get(s.behavior_session_id, {})
-        behavior_rows.append({
-            "behavior_session_id": s.behavior_session_id,
-            "ophys_session_id": float(s.ophys_session_id) if imaging else np.nan,
-            "ophys_container_id": containers,
-            **mouse_cols,
-            **session_cols,
-            "imaging_plane_group_count": _group_count(s) if imaging else np.nan,
-            "num_depths_per_area": float(depths) if imaging else np.nan,
-            "num_targeted_structures": float(structures) if imaging else np.nan,
-            "ophys_experiment_id": experiment_ids,
-            **{c: int(counts.get(c, 0)) for c in TRIAL_COUNT_COLUMNS},
-            "file_id": -999 if imaging else int(s.file_id),
-        })
-        if not imaging:
-            continue
-        session_rows.append({
-            "ophys_session_id": s.ophys_session_id,
-            "behavior_session_id": s.behavior_session_id,
-            "ophys_container_id": containers,
-            **mouse_cols,
-            **session_cols,
-            "session_number": session_number_of(s.session_type),
-            "prior_exposures_to_image_set": s.prior_exposures_to_image_set,
-            "num_targeted_structures": structures,
-            "imaging_plane_group_count": _group_count(s),
-            "ophys_experiment_id": experiment_ids,
-            "num_depths_per_area": depths,
-        })
-        for e in sorted(s.experiments, key=lambda e: e.ophys_experiment_id):
-            experiment_rows.append({
-                "ophys_experiment_id": e.ophys_experiment_id,
-                "behavior_session_id": s.behavior_session_id,
-                "ophys_session_id": s.ophys_session_id,
-                "ophys_container_id": e.ophys_container_id,
-                **mouse_cols,
-                "imaging_depth": e.imaging_depth,
-                "targeted_structure": e.targeted_structure,
-                "targeted_imaging_depth": e.targeted_imaging_depth,
-                "imaging_plane_group": (np.nan if e.imaging_plane_group is None
-                                        else float(e.imaging_plane_group)),
-                **session_cols,
-                "session_number": session_number_of(s.session_type),
-                "image_set": experiment_image_set_of(s.session_type),
-                "passive": session_number_of(s.session_type) in (2, 5),
-                "prior_exposures_to_image_set": s.prior_exposures_to_image_set,
-                "published_at": published[e.ophys_container_id],
-                "isi_experiment_id": s.mouse.isi_experiment_id,
-                "file_id": e.file_id,
-            })
+        shared = {**_mouse_columns(s.mouse, s.date_of_acquisition), **_session_columns(s)}
+        behavior_rows.append(_behavior_row(s, shared, trial_counts.get(s.behavior_session_id, {})))
+        if _imaging(s):
+            session_rows.append(_ophys_session_row(s, shared))
+            experiment_rows += _experiment_rows(s, shared, published)
     # the released behavior table lists behavior-only sessions first, then the imaging sessions
     behavior_rows.sort(key=lambda r: isinstance(r["ophys_experiment_id"], list))
     tables = {
-        "behavior_session_table": (behavior_rows, "behavior_session_table"),
-        "ophys_session_table": (session_rows, "ophys_session_table"),
-        "ophys_experiment_table": (experiment_rows, "ophys_experiment_table"),
+        "behavior_session_table": behavior_rows,
+        "ophys_session_table": session_rows,
+        "ophys_experiment_table": experiment_rows,
     }
     out = {}
-    for name, (rows, table) in tables.items():
-        columns = list(table_columns(table, layout))
+    for name, rows in tables.items():
+        columns = list(table_columns(name, layout))
         frame = pd.DataFrame(rows, columns=columns) if rows else pd.DataFrame(columns=columns)
         if len(frame):
             frame["date_of_acquisition"] = pd.to_datetime(
                 frame["date_of_acquisition"], utc=True).astype("datetime64[ns, UTC]")
         out[name] = frame.reset_index(drop=True)
     return out
+
+
+def _imaging(s: SessionPlan) -> bool:
+    """An imaging session with released experiments (a row in the ophys tables)."""
+    return s.is_imaging and s.ophys_session_id is not None and bool(s.experiments)
+
+
+def _behavior_row(s: SessionPlan, shared: dict, counts: dict) -> dict:
+    """One ``behavior_session_table`` row; ``shared``: the mouse and session columns."""
+    imaging = _imaging(s)
+    structures, depths = PROJECT_STRUCTURE.get(s.mouse.project_code, (np.nan, np.nan))
+    return {
+        "behavior_session_id": s.behavior_session_id,
+        "ophys_session_id": float(s.ophys_session_id) if imaging else np.nan,
+        "ophys_container_id": sorted({e.ophys_container_id for e in s.experiments}) if imaging else np.nan,
+        **shared,
+        "imaging_plane_group_count": _group_count(s) if imaging else np.nan,
+        "num_depths_per_area": float(depths) if imaging else np.nan,
+        "num_targeted_structures": float(structures) if imaging else np.nan,
+        "ophys_experiment_id": sorted(e.ophys_experiment_id for e in s.experiments) if imaging else np.nan,
+        **{c: int(counts.get(c, 0)) for c in TRIAL_COUNT_COLUMNS},
+        "file_id": -999 if imaging else int(s.file_id),
+    }
+
+
+def _ophys_session_row(s: SessionPlan, shared: dict) -> dict:
+    """One ``ophys_session_table`` row of an imaging session."""
+    structures, depths = PROJECT_STRUCTURE.get(s.mouse.project_code, (np.nan, np.nan))
+    return {
+        "ophys_session_id": s.ophys_session_id,
+        "behavior_session_id": s.behavior_session_id,
+        "ophys_container_id": sorted({e.ophys_container_id for e in s.experiments}),
+        **shared,
+        "session_number": session_number_of(s.session_type),
+        "prior_exposures_to_image_set": s.prior_exposures_to_image_set,
+        "num_targeted_structures": structures,
+        "imaging_plane_group_count": _group_count(s),
+        "ophys_experiment_id": sorted(e.ophys_experiment_id for e in s.experiments),
+        "num_depths_per_area": depths,
+    }
+
+
+def _experiment_rows(s: SessionPlan, shared: dict, published: dict[int, str]) -> list[dict]:
+    """The ``ophys_experiment_table`` rows of an imaging session, one per plane in id order (the plane's
+    columns override the session's ``session_number``, ``image_set`` and ``prior_exposures_to_image_set``)."""
+    return [{
+        "ophys_experiment_id": e.ophys_experiment_id,
+        "behavior_session_id": s.behavior_session_id,
+        "ophys_session_id": s.ophys_session_id,
+        "ophys_container_id": e.ophys_container_id,
+        **shared,
+        "imaging_depth": e.imaging_depth,
+        "targeted_structure": e.targeted_structure,
+        "targeted_imaging_depth": e.targeted_imaging_depth,
+        "imaging_plane_group": np.nan if e.imaging_plane_group is None else float(e.imaging_plane_group),
+        "session_number": session_number_of(s.session_type),
+        "image_set": experiment_image_set_of(s.session_type),
+        "passive": session_number_of(s.session_type) in (2, 5),
+        "prior_exposures_to_image_set": s.prior_exposures_to_image_set,
+        "published_at": published[e.ophys_container_id],
+        "isi_experiment_id": s.mouse.isi_experiment_id,
+        "file_id": e.file_id,
+    } for e in sorted(s.experiments, key=lambda e: e.ophys_experiment_id)]
 
 
 def cells_table(rows: list[tuple[int, int, int]]) -> pd.DataFrame:

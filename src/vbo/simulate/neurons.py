@@ -655,12 +655,74 @@ def simulate_ophys(session: SessionPlan, experiment: ExperimentPlan, container: 
     are driven by ``behavior.presentations`` (image flashes, changes, omissions, movie frames) and
     ``behavior.running_speed``; see the module docstring for the model.
     """
-    family = cre_family(container.cre_line)
+    field_of_view = container.field_of_view
+    novel = bool(session.novel_images)
+    segmented = _segment(session, container, rng)
+    masks, patches = _rasterise(segmented.rois, field_of_view)
+    frame_times, plane_rate = frame_clock(session, experiment, behavior)
+    events_in = _stimulus_events(behavior.presentations)
+    traces = _plane_traces(segmented, container.indicator, events_in, frame_times,
+                           _running_at(frame_times, behavior), novel, rng)
+    motion_x, motion_y = _motion(len(frame_times), field_of_view, rng)
+    rois = _roi_table(segmented, masks, _max_corrections(motion_x, motion_y))
+    max_projection, average_projection = _projections(patches, field_of_view,
+                                                      segmented.rois["brightness"].to_numpy(), traces.peak, rng)
+    behavior_out = _experiment_behavior(behavior, session, experiment, field_of_view)
+    plane = _imaging_plane(experiment, container, plane_rate)
+    for trace in (traces.dff, traces.corrected, traces.neuropil, traces.demixed, traces.events):
+        _to_float32_precision(trace)
+    rows_fov, cols_fov = field_of_view
+    content = OphysContent(
+        behavior=behavior_out, imaging_plane=plane, rois=rois, roi_masks=masks, ophys_timestamps=frame_times,
+        dff=traces.dff, corrected_fluorescence=traces.corrected, neuropil=traces.neuropil, demixed=traces.demixed,
+        r=traces.r.copy(), rmse=traces.rmse, events=traces.events,
+        event_lambdas=traces.lambdas[traces.event_rows], event_noise_stds=traces.noise_std[traces.event_rows],
+        event_rows=traces.event_rows, motion_x=motion_x, motion_y=motion_y,
+        max_projection=max_projection, average_projection=average_projection,
+        segmentation_mask=masks.any(axis=0).astype(np.int64),
+        pixel_size_mm=PIXEL_SIZE_MM * REFERENCE_FOV / max(rows_fov, cols_fov))
+    truth = _plane_truth(session, experiment, behavior_out.metadata, frame_times, plane_rate, plane.imaging_rate,
+                         segmented, traces, events_in["image_names"], novel)
+    return content, truth
+
+
+@dataclass
+class _Segmented:
+    """The ROIs of one plane in ``cell_roi_id`` order, with each ROI's tuning and movie-frame preferences."""
+
+    cells: pd.DataFrame  # the container's cells
+    present: np.ndarray  # bool per container cell: segmented in this session
+    matched: pd.DataFrame  # the segmented container cells (before ROI-id order)
+    rois: pd.DataFrame  # matched + unmatched ROIs, in cell_roi_id order
+    tuning: np.ndarray
+    movie_frames: np.ndarray
+    roi_ids: np.ndarray
+
+
+@dataclass
+class _Traces:
+    """One plane's traces (frames × ROIs) and the per-ROI numbers they were made with."""
+
+    dff: np.ndarray
+    corrected: np.ndarray
+    neuropil: np.ndarray
+    demixed: np.ndarray
+    events: np.ndarray  # the ROIs of ``event_rows`` only
+    event_rows: np.ndarray
+    r: np.ndarray
+    rmse: np.ndarray
+    noise_std: np.ndarray
+    threshold: np.ndarray
+    lambdas: np.ndarray
+    peak: np.ndarray  # peak calcium per ROI, for the max projection
+    rise_s: float
+
+
+def _segment(session: SessionPlan, container: Container, rng: np.random.Generator) -> _Segmented:
+    """Which container cells this session segments (re-segmented slightly differently), plus a few unmatched
+    ROIs, ordered by their new ``cell_roi_id``."""
     field_of_view = container.field_of_view
     rows_fov, cols_fov = field_of_view
-    novel = bool(session.novel_images)
-
-    # --- which ROIs ---------------------------------------------------------------------------------
     cells = container.cells
     present = rng.random(len(cells)) < cells["presence"].to_numpy()
     if present.sum() < max(1, len(cells) // 2):
@@ -680,41 +742,44 @@ def simulate_ophys(session: SessionPlan, experiment: ExperimentPlan, container: 
     n_unmatched = int(rng.integers(1, max(1, round(0.06 * len(cells))) + 1))
     existing = np.column_stack([cells["center_y"], cells["center_x"], (cells["radius_y"] + cells["radius_x"]) / 2])
     geometry = _place_ellipses(n_unmatched, field_of_view, rng, existing=existing)
-    props, tun_u, movie_u = _draw_properties(family, container.indicator, n_unmatched, rng)
+    props, tun_u, movie_u = _draw_properties(cre_family(container.cre_line), container.indicator, n_unmatched, rng)
     unmatched = pd.concat([geometry, props], axis=1)
     unmatched["cell_specimen_id"] = -1
     unmatched["presence"] = np.nan
 
-    rois_all = pd.concat([matched, unmatched], ignore_index=True)
+    rois = pd.concat([matched, unmatched], ignore_index=True)
     tuning = np.vstack([tuning, tun_u])
     movie_frames = np.vstack([movie_frames, movie_u])
-    n_rois = len(rois_all)
+    n_rois = len(rois)
     roi_ids = _ids(_CELL_ROI_ID_BASE, cell_roi_id_block(container.ophys_container_id, session.session_index),
                    n_rois, rng)
     order = rng.permutation(n_rois)  # ROI ids are assigned regardless of matching; rows sorted by ROI id
-    rois_all = rois_all.iloc[order].reset_index(drop=True)
-    tuning, movie_frames = tuning[order], movie_frames[order]
-    rois_all["cell_roi_id"] = roi_ids
+    rois = rois.iloc[order].reset_index(drop=True)
+    rois["cell_roi_id"] = roi_ids
+    return _Segmented(cells, present, matched, rois, tuning[order], movie_frames[order], roi_ids)
 
-    # --- masks ---------------------------------------------------------------------------------------
-    masks, patches = _rasterise(rois_all, field_of_view)
-    boxes = _bounding_boxes(masks)
 
-    # --- time base and traces ------------------------------------------------------------------------
-    frame_times, plane_rate = frame_clock(session, experiment, behavior)
-    n_frames = len(frame_times)
-    events_in = _stimulus_events(behavior.presentations)
+def _running_at(frame_times: np.ndarray, behavior: BehaviorContent) -> np.ndarray:
+    """Running speed (cm/s) at each imaging frame; zeros without a running stream."""
     run_t = np.asarray(behavior.running_timestamps, dtype=np.float64)
     run_v = np.asarray(behavior.running_speed, dtype=np.float64)
     if len(run_t) and len(run_t) == len(run_v):
         finite = np.isfinite(run_v)
-        speed = np.interp(frame_times, run_t[finite], run_v[finite]) if finite.any() else np.zeros(n_frames)
-    else:
-        speed = np.zeros(n_frames)
-    drive = _simulate_drive(rois_all, tuning, movie_frames, events_in, frame_times, speed, novel, rng)
+        if finite.any():
+            return np.interp(frame_times, run_t[finite], run_v[finite])
+    return np.zeros(len(frame_times))
+
+
+def _plane_traces(segmented: _Segmented, indicator: str, events_in: dict, frame_times: np.ndarray,
+                  speed: np.ndarray, novel: bool, rng: np.random.Generator) -> _Traces:
+    """dF/F, corrected, neuropil and demixed traces and events of every ROI (the module docstring's model)."""
+    rois_all = segmented.rois
+    n_frames, n_rois = len(frame_times), len(rois_all)
+    drive = _simulate_drive(rois_all, segmented.tuning, segmented.movie_frames, events_in, frame_times, speed, novel,
+                            rng)
     drive += _population_drive(rois_all, frame_times, rng)
     tau = rois_all["tau"].to_numpy()
-    rise = 0.08 if container.indicator == "GCaMP6s" else 0.04
+    rise = 0.08 if indicator == "GCaMP6s" else 0.04
     calcium = _calcium(drive, frame_times, tau, rise)
 
     peak = calcium.max(axis=0) if n_frames else np.zeros(n_rois)  # for the max projection
@@ -750,19 +815,27 @@ def simulate_ophys(session: SessionPlan, experiment: ExperimentPlan, container: 
     if rng.random() < EVENT_SUBSET_PROBABILITY and n_rois > 3:
         event_rows = np.delete(event_rows, rng.integers(n_rois))
         events = np.ascontiguousarray(events[:, event_rows])
+    return _Traces(dff, corrected, neuropil, demixed, events, event_rows, r, rmse, noise_std, threshold, lambdas, peak,
+                   rise)
 
-    motion_x, motion_y = _motion(n_frames, field_of_view, rng)
-    max_corr = {
+
+def _max_corrections(motion_x: np.ndarray, motion_y: np.ndarray) -> dict[str, float]:
+    """The ROI table's ``max_correction_*`` columns (px) from the motion-correction offsets."""
+    return {
         "max_correction_down": float(max(0, -motion_y.min())),
         "max_correction_left": float(max(0, -motion_x.min())),
         "max_correction_right": float(max(0, motion_x.max())),
         "max_correction_up": float(max(0, motion_y.max())),
     }
 
-    # --- ROI table and images -----------------------------------------------------------------------
-    rois = pd.DataFrame({
-        "cell_roi_id": roi_ids.astype(np.int64),
-        "cell_specimen_id": rois_all["cell_specimen_id"].to_numpy(np.int64),
+
+def _roi_table(segmented: _Segmented, masks: np.ndarray, max_corr: dict[str, float]) -> pd.DataFrame:
+    """The stored ROI table (``cell_specimen_table`` columns) in ``cell_roi_id`` order."""
+    boxes = _bounding_boxes(masks)
+    n_rois = len(segmented.rois)
+    return pd.DataFrame({
+        "cell_roi_id": segmented.roi_ids.astype(np.int64),
+        "cell_specimen_id": segmented.rois["cell_specimen_id"].to_numpy(np.int64),
         "height": boxes["height"].to_numpy(),
         "mask_image_plane": _mask_planes(masks),
         **{k: np.full(n_rois, v) for k, v in max_corr.items()},
@@ -771,12 +844,12 @@ def simulate_ophys(session: SessionPlan, experiment: ExperimentPlan, container: 
         "x": boxes["x"].to_numpy(),
         "y": boxes["y"].to_numpy(),
     })
-    max_projection, average_projection = _projections(patches, field_of_view, rois_all["brightness"].to_numpy(),
-                                                      peak, rng)
-    segmentation_mask = masks.any(axis=0).astype(np.int64)
 
-    # --- metadata -------------------------------------------------------------------------------------
-    meso = _is_mesoscope(session.equipment_name)
+
+def _experiment_behavior(behavior: BehaviorContent, session: SessionPlan, experiment: ExperimentPlan,
+                         field_of_view: tuple[int, int]) -> BehaviorContent:
+    """The session's behavior content as this plane's file holds it: the imaging-plane metadata added."""
+    rows_fov, cols_fov = field_of_view
     group = experiment.imaging_plane_group
     metadata = dict(behavior.metadata)
     metadata.update({
@@ -790,47 +863,52 @@ def simulate_ophys(session: SessionPlan, experiment: ExperimentPlan, container: 
         "ophys_container_id": int(experiment.ophys_container_id),
         "ophys_experiment_id": int(experiment.ophys_experiment_id),
     })
-    behavior_out = dataclasses.replace(
+    return dataclasses.replace(
         behavior, metadata=metadata, subject=dict(behavior.subject), task_parameters=dict(behavior.task_parameters),
         identifier=str(experiment.ophys_experiment_id), keywords=KEYWORDS)
-    imaging_rate = float(round(plane_rate))
-    plane = ImagingPlane(
+
+
+def _imaging_plane(experiment: ExperimentPlan, container: Container, plane_rate: float) -> ImagingPlane:
+    rows_fov, cols_fov = container.field_of_view
+    return ImagingPlane(
         description=f"({cols_fov}, {rows_fov}) field of view in {experiment.targeted_structure} "
                     f"at depth {experiment.imaging_depth} um",
-        excitation_lambda=EXCITATION_LAMBDA, emission_lambda=EMISSION_LAMBDA, imaging_rate=imaging_rate,
+        excitation_lambda=EXCITATION_LAMBDA, emission_lambda=EMISSION_LAMBDA, imaging_rate=float(round(plane_rate)),
         indicator=container.indicator, location=experiment.targeted_structure)
-    for trace in (dff, corrected, neuropil, demixed, events):
-        _to_float32_precision(trace)
-    content = OphysContent(
-        behavior=behavior_out, imaging_plane=plane, rois=rois, roi_masks=masks, ophys_timestamps=frame_times,
-        dff=dff, corrected_fluorescence=corrected, neuropil=neuropil, demixed=demixed, r=r.copy(), rmse=rmse,
-        events=events, event_lambdas=lambdas[event_rows], event_noise_stds=noise_std[event_rows],
-        event_rows=event_rows, motion_x=motion_x, motion_y=motion_y,
-        max_projection=max_projection, average_projection=average_projection, segmentation_mask=segmentation_mask,
-        pixel_size_mm=PIXEL_SIZE_MM * REFERENCE_FOV / max(rows_fov, cols_fov))
 
-    # --- truth ----------------------------------------------------------------------------------------
-    image_names = events_in["image_names"]
+
+def _roi_truth(segmented: _Segmented, traces: _Traces, image_names: dict, novel: bool) -> dict[str, dict]:
+    """Planted properties of every ROI, keyed by ``cell_roi_id`` text."""
     roi_truth = {}
-    for i, row in rois_all.iterrows():
-        entry = _cell_truth(row, tuning[i], movie_frames[i])
+    roi_ids = segmented.roi_ids
+    for i, row in segmented.rois.iterrows():
+        entry = _cell_truth(row, segmented.tuning[i], segmented.movie_frames[i])
         pref = int(row["preferred_image"])
         entry.update({
             "cell_roi_id": int(roi_ids[i]),
             "cell_specimen_id": int(row["cell_specimen_id"]) if row["cell_specimen_id"] != -1 else None,
             "preferred_image_name": image_names.get(pref) if pref >= 0 else None,
             "novelty_gain_applied": novel and row["cell_class"] != UNRESPONSIVE,
-            "event_threshold": float(threshold[i]),
-            "event_lambda": float(lambdas[i]),
+            "event_threshold": float(traces.threshold[i]),
+            "event_lambda": float(traces.lambdas[i]),
         })
         roi_truth[str(int(roi_ids[i]))] = entry
+    return roi_truth
+
+
+def _plane_truth(session: SessionPlan, experiment: ExperimentPlan, metadata: dict, frame_times: np.ndarray,
+                 plane_rate: float, imaging_rate: float, segmented: _Segmented, traces: _Traces, image_names: dict,
+                 novel: bool) -> dict:
+    """The plane's planted truth (JSON-serialisable): clock, model, which cells are present, every ROI."""
+    roi_truth = _roi_truth(segmented, traces, image_names, novel)
+    roi_ids, rois_all, n_frames = segmented.roi_ids, segmented.rois, len(frame_times)
     cells_truth = {str(v["cell_specimen_id"]): k for k, v in roi_truth.items() if v["cell_specimen_id"] is not None}
-    truth = {
+    return {
         "ophys_experiment_id": int(experiment.ophys_experiment_id),
         "ophys_container_id": int(experiment.ophys_container_id),
         "ophys_session_id": metadata["ophys_session_id"],
         "equipment_name": session.equipment_name,
-        "mesoscope": meso,
+        "mesoscope": _is_mesoscope(session.equipment_name),
         "imaging_plane_group": metadata["imaging_plane_group"],
         "frame_rate_hz": float(1.0 / np.mean(np.diff(frame_times))) if n_frames > 1 else plane_rate,
         "nominal_plane_rate_hz": float(plane_rate),
@@ -838,7 +916,7 @@ def simulate_ophys(session: SessionPlan, experiment: ExperimentPlan, container: 
         "n_frames": int(n_frames),
         "novel_images": novel,
         "session_type": session.session_type,
-        "kernel": {"shape": "exponential decay after an exponential rise", "rise_s": rise,
+        "kernel": {"shape": "exponential decay after an exponential rise", "rise_s": traces.rise_s,
                    "response_latency_s": RESPONSE_LATENCY_S, "omission_ramp_s": OMISSION_RAMP_S},
         "population_state": {"model": "this plane's own Ornstein-Uhlenbeck state drives spikes of every ROI at "
                                       "rate_hz * coupling * exp(gain * state); coupling = the cell's "
@@ -848,11 +926,12 @@ def simulate_ophys(session: SessionPlan, experiment: ExperimentPlan, container: 
         "trace_model": "dff = calcium + noise; corrected = f0*(1+dff); demixed = corrected + r*neuropil; "
                        "events = drive where drive >= event_threshold",
         "image_names": {str(k): v for k, v in sorted(image_names.items())},
-        "present_cell_specimen_ids": sorted(int(c) for c in matched["cell_specimen_id"]),
-        "absent_cell_specimen_ids": sorted(int(c) for c in cells["cell_specimen_id"].to_numpy()[~present]),
-        "cell_roi_ids_without_events": sorted(int(roi_ids[i]) for i in np.setdiff1d(np.arange(n_rois), event_rows)),
+        "present_cell_specimen_ids": sorted(int(c) for c in segmented.matched["cell_specimen_id"]),
+        "absent_cell_specimen_ids": sorted(int(c) for c in
+                                           segmented.cells["cell_specimen_id"].to_numpy()[~segmented.present]),
+        "cell_roi_ids_without_events": sorted(int(roi_ids[i]) for i in
+                                              np.setdiff1d(np.arange(len(rois_all)), traces.event_rows)),
         "unmatched_cell_roi_ids": sorted(int(roi_ids[i]) for i in np.flatnonzero(rois_all["cell_specimen_id"] == -1)),
         "cell_specimen_id_to_cell_roi_id": {k: int(v) for k, v in cells_truth.items()},
         "rois": roi_truth,
     }
-    return content, truth

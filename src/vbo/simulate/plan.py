@@ -111,7 +111,7 @@ class SessionPlan:
     false_alarm_probability: float = 0.0
     # False: the session happened (it counts in prior_exposures_*) but is not in the release
     released: bool = True
-    # computed over the mouse's complete history in date order (format.md §6.6)
+    # computed over the mouse's complete history in date order (docs/format.md §6.2–§6.6)
     prior_exposures_to_session_type: int = 0
     prior_exposures_to_omissions: int = 0
 

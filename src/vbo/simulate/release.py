@@ -12,6 +12,7 @@ of worker processes: same seed, same bytes.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import shutil
@@ -23,19 +24,24 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from vbo import __version__
+from vbo import __version__, behavior
 from vbo.cache import manifest as mf
+from vbo.nwb.fastwrite import prepare, write_nwb_fast
+from vbo.nwb.write import write_nwb
+from vbo.simulate.mice import cells_table, metadata_tables, plan_release, table_columns, write_metadata_csv
+from vbo.simulate.neurons import Container, make_container, simulate_ophys
 from vbo.simulate.plan import SCALES, Scale, SessionPlan
+from vbo.simulate.task import simulate_behavior
 
-# the release's manifest versions, oldest first (format.md §2.2); ``simulate(versions=n)`` writes the last n
+# the release's manifest versions, oldest first (docs/format.md §11); ``simulate(versions=n)`` writes the last n
 RELEASE_VERSIONS = ("0.1.0", "0.2.0", "0.3.0", "1.0.0", "1.0.1", "1.1.0")
 LATEST_VERSION = RELEASE_VERSIONS[-1]
 OLDER_VERSIONS = RELEASE_VERSIONS[:-1]
-# AllenSDK version named by each manifest's ``data_pipeline``. v0.1.0 → 2.10.0 is documented (format.md §3.1);
-# the others are not published in the specs and are chosen in release order (an assumption, not a fact)
+# AllenSDK version named by each manifest's ``data_pipeline`` (docs/format.md §3). v0.1.0 → 2.10.0 is the published
+# pairing; the others are chosen in release order (an assumption, not a fact)
 ALLENSDK_VERSIONS = {"0.1.0": "2.10.0", "0.2.0": "2.10.2", "0.3.0": "2.11.1", "1.0.0": "2.13.1",
                      "1.0.1": "2.13.4", "1.1.0": "2.15.0"}
-# versions whose CSVs still carry the internal ``file_path`` column (format.md §11: "some CSV versions")
+# versions whose CSVs still carry the internal ``file_path`` column (docs/format.md §11: "some table versions")
 FILE_PATH_VERSIONS = ("0.1.0", "0.2.0", "0.3.0", "1.0.0")
 CHANGED_IN_OLDER_VERSIONS = 2  # experiment files that were re-released with new streams in the latest version
 GROUND_TRUTH = "ground_truth"
@@ -70,7 +76,7 @@ def _seed(seed: int, *parts: int) -> np.random.Generator:
 
 def _assign_file_ids(sessions: list[SessionPlan]) -> None:
     """Sequential manifest keys from 1: behavior-only NWBs first, then experiment NWBs (−999 for imaging
-    sessions). Never 0: AllenSDK takes a behavior ``file_id`` of 0 for "no file" (format.md §6.7, "> 0")."""
+    sessions). Never 0: AllenSDK takes a behavior ``file_id`` of 0 for "no file" (docs/format.md §6.7)."""
     next_id = 1
     for session in sessions:
         if session.is_imaging:
@@ -87,8 +93,6 @@ def _assign_file_ids(sessions: list[SessionPlan]) -> None:
 def _trial_counts(trials: pd.DataFrame, response_window_start: float) -> dict[str, int]:
     """The trial-summary columns of the behavior table for one session (engaged: reward rate above
     :data:`vbo.behavior.ENGAGEMENT_THRESHOLD` rewards/min)."""
-    from vbo import behavior
-
     rolling = behavior.rolling_performance(trials, response_window_start)
     columns = behavior.GO_CATCH_TYPES + behavior.TRIAL_OUTCOMES
     counts = {f"{c}_trial_count": int(trials[c].sum()) for c in columns}
@@ -125,11 +129,7 @@ WRITERS = ("fast", "pynwb")  # vbo.nwb.fastwrite (h5py, the default) or vbo.nwb.
 def _write(content, path: Path, writer: str = "fast") -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     if writer == "pynwb":
-        from vbo.nwb.write import write_nwb
-
         return write_nwb(content, path)
-    from vbo.nwb.fastwrite import write_nwb_fast
-
     return write_nwb_fast(content, path)
 
 
@@ -143,9 +143,6 @@ def _simulate_session(job: tuple) -> dict:
     Files that are not written are still simulated: the metadata tables (trial counts, cells) cover every
     session of the release.
     """
-    from vbo.simulate.neurons import simulate_ophys
-    from vbo.simulate.task import simulate_behavior
-
     session, containers, scale, seed, root, older_root, changed_file_ids, write_only, writer = job
     behavior, behavior_truth = simulate_behavior(session, scale, _seed(seed, session.behavior_session_id))
     result = {
@@ -196,7 +193,7 @@ def simulate(out_dir: str | Path, seed: int = 0, mice: int | None = None, scale:
         ``tiny`` (tests: seconds), ``small`` (the demo) or ``full`` (60-min sessions, ~1 GB experiments).
     versions
         Number of manifest versions (1-6): the last ``versions`` of :data:`RELEASE_VERSIONS`. Older versions
-        differ as in format.md §11: v1.0.x and v0.x lack the 1.1.0 CSV columns and the newest streams of a
+        differ as in docs/format.md §11: v1.0.x and v0.x lack the 1.1.0 CSV columns and the newest streams of a
         few experiment files, and have NaN ``file_id`` for imaging sessions; v0.x and v1.0.0 CSVs carry a
         ``file_path`` column naming that version's staging path; v0.x manifests are refused by AllenSDK and
         vbo (``BehaviorCloudCacheVersionException``).
@@ -217,15 +214,7 @@ def simulate(out_dir: str | Path, seed: int = 0, mice: int | None = None, scale:
     -------
     Release
     """
-    from vbo.simulate.mice import cells_table, metadata_tables, plan_release
-    from vbo.simulate.neurons import make_container
-
-    if scale not in SCALES:
-        raise ValueError(f"unknown scale {scale!r}; choose one of {sorted(SCALES)}")
-    if writer not in WRITERS:
-        raise ValueError(f"unknown writer {writer!r}; choose one of {WRITERS}")
-    if not 1 <= versions <= len(OLDER_VERSIONS) + 1:
-        raise ValueError(f"versions must be 1..{len(OLDER_VERSIONS) + 1}, got {versions}")
+    _check_arguments(scale, writer, versions)
     sc: Scale = SCALES[scale]
     root = Path(out_dir)
     for stale in (mf.PROJECT_NAME, PREVIOUS_VERSIONS, GROUND_TRUTH):
@@ -234,26 +223,52 @@ def simulate(out_dir: str | Path, seed: int = 0, mice: int | None = None, scale:
     all_versions = list(RELEASE_VERSIONS[len(RELEASE_VERSIONS) - versions:])
     older_root = root / PREVIOUS_VERSIONS if versions > 1 else None
 
+    # the plan, then every session in worker processes (only the wanted files written)
     sessions = plan_release(_seed(seed, 0), mice or sc.default_mice, sc)
     _assign_file_ids(sessions)
     experiment_file_ids = sorted(e.file_id for s in sessions for e in s.experiments)
     changed = frozenset(experiment_file_ids[:CHANGED_IN_OLDER_VERSIONS]) if older_root else frozenset()
-    containers = {}
-    for session in sessions:
-        for experiment in session.experiments:
-            if experiment.ophys_container_id not in containers:
-                containers[experiment.ophys_container_id] = make_container(
-                    experiment.ophys_container_id, session.mouse, experiment, sc,
-                    _seed(seed, 1, experiment.ophys_container_id))
+    containers = _containers(sessions, sc, seed)
     selected = frozenset(write_only(metadata_tables(sessions))) if write_only is not None else None
     if writer == "fast":
-        from vbo.nwb.fastwrite import prepare
-
         prepare()  # the cached specifications, made once here rather than once per worker
     jobs = [(s, {e.ophys_container_id: containers[e.ophys_container_id] for e in s.experiments}, sc, seed, root,
              older_root, changed, selected, writer) for s in sessions]
     results = _run(jobs, workers, progress)
 
+    # the tables and manifests of every version, the movie, the planted truth
+    _write_versions(root, older_root, all_versions, sessions, results, seed)
+    _write_natural_movie(root / mf.NATURAL_MOVIE_KEY, sc, seed)
+    files = "all" if write_only is None else getattr(write_only, "__name__", "selected")
+    _write_ground_truth(root / GROUND_TRUTH, sessions, results, seed, scale, files)
+    return Release(root, all_versions, sum(not s.is_imaging for s in sessions),
+                   sum(len(s.experiments) for s in sessions))
+
+
+def _check_arguments(scale: str, writer: str, versions: int) -> None:
+    if scale not in SCALES:
+        raise ValueError(f"unknown scale {scale!r}; choose one of {sorted(SCALES)}")
+    if writer not in WRITERS:
+        raise ValueError(f"unknown writer {writer!r}; choose one of {WRITERS}")
+    if not 1 <= versions <= len(OLDER_VERSIONS) + 1:
+        raise ValueError(f"versions must be 1..{len(OLDER_VERSIONS) + 1}, got {versions}")
+
+
+def _containers(sessions: list[SessionPlan], scale: Scale, seed: int) -> dict[int, Container]:
+    """Every container's cells, made from its own seed when its first experiment appears."""
+    containers = {}
+    for session in sessions:
+        for experiment in session.experiments:
+            if experiment.ophys_container_id not in containers:
+                containers[experiment.ophys_container_id] = make_container(
+                    experiment.ophys_container_id, session.mouse, experiment, scale,
+                    _seed(seed, 1, experiment.ophys_container_id))
+    return containers
+
+
+def _write_versions(root: Path, older_root: Path | None, all_versions: list[str], sessions: list[SessionPlan],
+                    results: list[dict], seed: int) -> None:
+    """The metadata tables (trial counts and cells from ``results``) and manifest of every version."""
     trial_counts = {r["behavior_session_id"]: r["trial_counts"] for r in results}
     tables = metadata_tables(sessions, trial_counts)
     tables["ophys_cells_table"] = cells_table([c for r in results for c in r["cells"]])
@@ -264,11 +279,6 @@ def simulate(out_dir: str | Path, seed: int = 0, mice: int | None = None, scale:
                        for fid, (key, path) in data_files.items()}
         for version in all_versions[:-1]:
             _write_version(root, older_root / f"v{version}", version, _older_tables(tables, version), older_files, seed)
-    _write_natural_movie(root / mf.NATURAL_MOVIE_KEY, sc, seed)
-    files = "all" if write_only is None else getattr(write_only, "__name__", "selected")
-    _write_ground_truth(root / GROUND_TRUTH, sessions, results, seed, scale, files)
-    return Release(root, all_versions, sum(not s.is_imaging for s in sessions),
-                   sum(len(s.experiments) for s in sessions))
 
 
 def _cost(job: tuple) -> tuple:
@@ -306,7 +316,7 @@ def _version_id(digest: str) -> str:
 
 def _pipeline(version: str, seed: int) -> list[dict]:
     """``data_pipeline`` of a manifest: the AllenSDK entry first (AllenSDK's cache reads the first one and
-    fails without it, format.md §3.1), then the simulator that really wrote the files."""
+    fails without it, docs/format.md §3), then the simulator that really wrote the files."""
     return [
         {"name": "AllenSDK", "version": ALLENSDK_VERSIONS[version],
          "comment": "AllenSDK version whose NWB layout and table conventions this release follows"},
@@ -315,8 +325,6 @@ def _pipeline(version: str, seed: int) -> list[dict]:
 
 
 def _write_tables(folder: Path, tables: dict[str, pd.DataFrame]) -> dict[str, tuple[str, str, str]]:
-    from vbo.simulate.mice import write_metadata_csv
-
     entries = {}
     for name in mf.METADATA_TABLES:
         key = mf.metadata_key(name)
@@ -340,11 +348,9 @@ def _write_version(root: Path, objects_root: Path, version: str, tables: dict[st
 
 
 def _older_tables(tables: dict[str, pd.DataFrame], version: str) -> dict[str, pd.DataFrame]:
-    """The metadata tables as an older release version wrote them (format.md §11): without the 1.1.0
+    """The metadata tables as an older release version wrote them (docs/format.md §11): without the 1.1.0
     columns (trial counts; ``published_at``, ``isi_experiment_id``), NaN ``file_id`` for imaging sessions,
     and, in :data:`FILE_PATH_VERSIONS`, a ``file_path`` column pointing into that version's staging area."""
-    from vbo.simulate.mice import table_columns
-
     older = {}
     for name, table in tables.items():
         if name != "ophys_cells_table":
@@ -369,7 +375,7 @@ def _staging_paths(table: pd.DataFrame, version: str) -> list[str]:
 
 
 def _older_behavior_table(table: pd.DataFrame) -> pd.DataFrame:
-    """Older releases left ``file_id`` empty (NaN) for imaging sessions instead of −999 (format.md §11)."""
+    """Older releases left ``file_id`` empty (NaN) for imaging sessions instead of −999 (docs/format.md §11)."""
     older = table.copy()
     older["file_id"] = older["file_id"].astype(float).where(older["file_id"] != -999)
     return older
@@ -411,11 +417,7 @@ def _write_ground_truth(folder: Path, sessions: list[SessionPlan], results: list
 
 def simulator_fingerprint() -> str:
     """BLAKE2b of the simulator's and writer's source: a release made by other code is not reused."""
-    import hashlib
-
-    import vbo
-
-    package = Path(vbo.__file__).parent
+    package = Path(__file__).resolve().parents[1]
     writers = [package / "nwb" / "write.py", package / "nwb" / "fastwrite.py"]
     sources = sorted([*(package / "simulate").glob("*.py"), *writers,
                       package / "demo.py",  # which files a demo release holds

@@ -1,11 +1,12 @@
 """The behaviour of one simulated session: stimulus clock, trials, licks, rewards, running, eye tracking.
 
 :func:`simulate_behavior` turns a :class:`~vbo.simulate.plan.SessionPlan` into a
-:class:`~vbo.nwb.content.BehaviorContent` in the reader's shapes (``spec/api.md`` §4) plus a dict of what
-was planted. The model follows the change-detection task of ``spec/users.md`` §3.1:
+:class:`~vbo.nwb.content.BehaviorContent` in the reader's shapes (those of :mod:`vbo.nwb.content`) plus a dict of what
+was planted. The model is the Visual Behavior change-detection task (a mouse licks when the flashed image
+changes):
 
 * stimulus frames at 60 Hz (small jitter, rare dropped frames); behavior-only sessions start their clock at
-  0 s, imaging sessions at 8-9 s (``format.md`` §9). Presentation times and ``change_time`` include the rig's
+  0 s, imaging sessions at 8-9 s (``docs/format.md`` §9). Presentation times and ``change_time`` include the rig's
   monitor delay; stimulus, lick, reward, running and trial start/stop times do not.
 * blocks: ``initial_gray_screen_5min`` → change detection (0.25 s flash every 45 frames) →
   ``post_behavior_gray_screen_5min`` → ``natural_movie_one`` (30 Hz, one row per movie frame).
@@ -27,10 +28,13 @@ import uuid
 import zlib
 from dataclasses import dataclass
 from functools import lru_cache
+
 import numpy as np
 import pandas as pd
+from scipy import ndimage, signal
 
-from vbo.derive import flashes_since_change  # the one definition, shared with the reader
+from vbo import screen
+from vbo.derive import flashes_since_change, likely_blinks  # the one definitions, shared with the reader
 from vbo.nwb.content import BehaviorContent, Ellipse, EyeTracking, RigGeometry, StimulusTemplate
 from vbo.nwb.layout import INT_NA
 from vbo.simulate.plan import Scale, SessionPlan
@@ -45,7 +49,7 @@ FRAME_JITTER_S = 1.5e-4  # SD of the inter-frame interval
 DROPPED_FRAME_PROBABILITY = 2e-5
 OMITTED_FLASH_FRACTION = 0.05
 BEHAVIOR_ONLY_MONITOR_DELAY = 0.02115
-MONITOR_DELAY = {  # per-rig fallback values (format.md §9)
+MONITOR_DELAY = {  # per-rig fallback values (docs/format.md §9)
     "CAM2P.1": 0.020842, "CAM2P.2": 0.037566, "CAM2P.3": 0.021390, "CAM2P.4": 0.021102,
     "CAM2P.5": 0.021192, "MESO.1": 0.03613, "MESO.2": 0.03613,
 }
@@ -103,6 +107,7 @@ RUN_TAU_S = 3.0
 RUN_ENGAGED_MEAN, RUN_DISENGAGED_EXTRA, RUN_GRAY_MEAN, RUN_SPREAD = 10.0, 10.0, 8.0, 15.0  # cm/s
 ENCODER_RADIUS_CM = 6.5
 ENCODER_STEP_CM = 0.0095
+ENCODER_VOLTAGE_STEP = 0.00129  # V: the DAQ's resolution of v_in and v_sig (docs/format.md §7.9)
 RUNNING_CUTOFF_HZ = 10.0
 EYE_RATE = 30.0
 BLINK_RATE = 0.05  # per s
@@ -367,20 +372,15 @@ def _run_task(setup: _Setup, layout: _FrameLayout, ts: np.ndarray, engagement: _
               rng: np.random.Generator) -> _Task:
     """Walk through the task block trial by trial: schedule the change, decide abort / response / reward."""
     onsets = layout.onsets
-    plan = setup.plan
     task = _Task(*([] for _ in range(15)))
     licks: list[int] = []
-    reward_frames: list[int] = []
-    reward_volumes: list[float] = []
-    reward_auto: list[bool] = []
+    rewards: list[tuple[int, float, bool]] = []  # frame, volume (mL), auto-rewarded
     image = int(rng.choice(setup.shown))
     task.first_image = image
     auto_left = setup.n_auto
     start = layout.first_flash - 2
-    delay = setup.monitor_delay
-    p_hit = {True: plan.hit_probability, False: plan.hit_probability * DISENGAGED_RESPONSE_FACTOR}
-    p_fa = {True: plan.false_alarm_probability, False: plan.false_alarm_probability * DISENGAGED_RESPONSE_FACTOR}
     while True:
+        # the change flash, and this trial's mode and engagement
         j0 = int(np.searchsorted(onsets, start, side="left"))
         jc = j0 + _change_flash_count(rng)
         if jc >= layout.n_flashes:
@@ -402,6 +402,7 @@ def _run_task(setup: _Setup, layout: _FrameLayout, ts: np.ndarray, engagement: _
             if abort_frame >= change_frame:
                 abort_frame = None
         record = dict(start=start, initial=image, engaged=engaged, mode=mode)
+        # an aborted trial ends early with a lick; otherwise the change (or a sham one) and the response
         if abort_frame is not None:
             stop = abort_frame + ABORT_STOP_FRAMES
             licks += _bout(abort_frame, int(rng.integers(1, 3)), rng)
@@ -412,39 +413,15 @@ def _run_task(setup: _Setup, layout: _FrameLayout, ts: np.ndarray, engagement: _
             if mode != "catch":
                 others = setup.shown[setup.shown != image]
                 new_image = int(rng.choice(others))
-            outcome = dict(hit=False, miss=False, false_alarm=False, correct_reject=False)
-            reward_frame, volume = -1, 0.0
             if mode == "auto":
                 auto_left -= 1
-                reward_frame, volume = change_frame + AUTO_REWARD_DELAY_FRAMES, AUTO_REWARD_VOLUME
-                if rng.random() < AUTO_LICK_PROBABILITY[engaged]:
-                    first = _frame_at_latency(ts, change_frame, delay, rng.uniform(*RESPONSE_LATENCY_S))
-                    licks += _bout(first, 6 + min(int(rng.poisson(5)), 10), rng)
-            elif not setup.passive:
-                p = p_hit[engaged] if mode == "go" else p_fa[engaged]
-                responded = bool(rng.random() < p)
-                if responded:
-                    first = _frame_at_latency(ts, change_frame, delay, rng.uniform(*RESPONSE_LATENCY_S))
-                    if mode == "go":
-                        licks += _bout(first, 6 + min(int(rng.poisson(5)), 10), rng)
-                        reward_frame, volume = first, setup.reward_volume
-                    else:
-                        licks += _bout(first, 1 + int(rng.random() < 0.3), rng)
-                elif rng.random() < LATE_LICK_PROBABILITY[engaged]:
-                    first = _frame_at_latency(ts, change_frame, delay, rng.uniform(*LATE_LATENCY_S))
-                    licks += _bout(first, 1 + min(int(rng.poisson(1.5)), 4), rng)
-                key = ("hit" if responded else "miss") if mode == "go" else \
-                    ("false_alarm" if responded else "correct_reject")
-                outcome[key] = True
-            else:
-                outcome["miss" if mode == "go" else "correct_reject"] = True
+            outcome, reward_frame, volume = _response(setup, ts, change_frame, mode, engaged, licks, rng)
             if reward_frame >= 0:
-                reward_frames.append(reward_frame)
-                reward_volumes.append(volume)
-                reward_auto.append(mode == "auto")
+                rewards.append((reward_frame, volume, mode == "auto"))
             _append_trial(task, record, stop=stop, change_image=new_image, change_frame=change_frame,
                           change_flash=jc, aborted=False, reward_frame=reward_frame, reward_volume=volume, **outcome)
             image = new_image
+        # the next trial starts on (or up to 2 frames before) the next flash
         jn = int(np.searchsorted(onsets, stop + 1, side="left"))
         if jn >= layout.n_flashes:
             break
@@ -453,8 +430,43 @@ def _run_task(setup: _Setup, layout: _FrameLayout, ts: np.ndarray, engagement: _
     if not setup.passive:
         licks += _spontaneous_licks(layout, ts, rng)
     task.lick_frames = np.unique(np.asarray(licks, dtype=np.int64))
-    task.reward_frames, task.reward_volumes, task.reward_auto = reward_frames, reward_volumes, reward_auto
+    task.reward_frames = [r[0] for r in rewards]
+    task.reward_volumes = [r[1] for r in rewards]
+    task.reward_auto = [r[2] for r in rewards]
     return task
+
+
+def _response(setup: _Setup, ts: np.ndarray, change_frame: int, mode: str, engaged: bool, licks: list[int],
+              rng: np.random.Generator) -> tuple[dict[str, bool], int, float]:
+    """The mouse's answer to a (sham) change: its licks (appended to ``licks``), the outcome flags, and the
+    reward frame and volume (−1 and 0 without a reward)."""
+    plan, delay = setup.plan, setup.monitor_delay
+    factor = 1.0 if engaged else DISENGAGED_RESPONSE_FACTOR
+    outcome = dict(hit=False, miss=False, false_alarm=False, correct_reject=False)
+    reward_frame, volume = -1, 0.0
+    if mode == "auto":
+        reward_frame, volume = change_frame + AUTO_REWARD_DELAY_FRAMES, AUTO_REWARD_VOLUME
+        if rng.random() < AUTO_LICK_PROBABILITY[engaged]:
+            first = _frame_at_latency(ts, change_frame, delay, rng.uniform(*RESPONSE_LATENCY_S))
+            licks += _bout(first, 6 + min(int(rng.poisson(5)), 10), rng)
+    elif not setup.passive:
+        p = (plan.hit_probability if mode == "go" else plan.false_alarm_probability) * factor
+        responded = bool(rng.random() < p)
+        if responded:
+            first = _frame_at_latency(ts, change_frame, delay, rng.uniform(*RESPONSE_LATENCY_S))
+            if mode == "go":
+                licks += _bout(first, 6 + min(int(rng.poisson(5)), 10), rng)
+                reward_frame, volume = first, setup.reward_volume
+            else:
+                licks += _bout(first, 1 + int(rng.random() < 0.3), rng)
+        elif rng.random() < LATE_LICK_PROBABILITY[engaged]:
+            first = _frame_at_latency(ts, change_frame, delay, rng.uniform(*LATE_LATENCY_S))
+            licks += _bout(first, 1 + min(int(rng.poisson(1.5)), 4), rng)
+        key = ("hit" if responded else "miss") if mode == "go" else ("false_alarm" if responded else "correct_reject")
+        outcome[key] = True
+    else:
+        outcome["miss" if mode == "go" else "correct_reject"] = True
+    return outcome, reward_frame, volume
 
 
 def _append_trial(task: _Task, record: dict, *, stop: int, change_image: int, change_frame: int,
@@ -491,7 +503,7 @@ def _spontaneous_licks(layout: _FrameLayout, ts: np.ndarray, rng: np.random.Gene
 
 
 def _trials_frame(setup: _Setup, layout: _FrameLayout, ts: np.ndarray, task: _Task) -> pd.DataFrame:
-    """The reader's 21-column trials table (api.md §4.2), from the simulated log."""
+    """The reader's 21-column trials table (``vbo.behavior`` / ``BehaviorSession.trials``), from the simulated log."""
     n = task.n
     start_frame = np.asarray(task.start_frame, np.int64)
     stop_frame = np.asarray(task.stop_frame, np.int64)
@@ -572,13 +584,71 @@ def _omissions(setup: _Setup, layout: _FrameLayout, task: _Task, rng: np.random.
 
 def _presentations(setup: _Setup, layout: _FrameLayout, ts: np.ndarray, task: _Task,
                    omitted: np.ndarray) -> pd.DataFrame:
-    """The reader's ``stimulus_presentations`` (19 columns, + ``orientation`` for gratings) + ``image_set``."""
-    delay = setup.monitor_delay
-    n_images = len(setup.image_names)
-    onsets = layout.onsets
-    nf = layout.n_flashes
+    """The reader's ``stimulus_presentations`` (19 columns, + ``orientation`` for gratings) + ``image_set``.
 
-    # image per flash: the image changes at each go / auto-rewarded change flash
+    Rows: the gray screen before the task, one per flash, the gray screen after, one per movie frame."""
+    nf, m = layout.n_flashes, layout.movie_rows
+    change_flags, sham_flags, image_idx = _flash_images(task, nf)
+    rows = _presentation_rows(setup, layout, ts, omitted)
+    n, block, flash_rows = len(rows["block"]), rows["block"], slice(1, 1 + nf)
+    names = np.asarray(setup.image_names, object)
+
+    def flash_column(values, fill, dtype) -> np.ndarray:
+        column = np.full(n, fill, dtype=dtype)
+        column[flash_rows] = values
+        return column
+
+    def flags(values, dtype="boolean"):
+        column = pd.array([pd.NA] * n, dtype=dtype)
+        column[flash_rows] = values
+        return column
+
+    novel = pd.array(np.asarray(setup.novel)[image_idx], dtype="boolean")
+    novel[omitted] = pd.NA
+    movie_frame_index = np.full(n, INT_NA, np.int64)
+    movie_repeat = np.full(n, INT_NA, np.int64)
+    movie_frame_index[1 + nf + 1:] = np.arange(m) % max(layout.movie_frames, 1)
+    movie_repeat[1 + nf + 1:] = np.arange(m) // max(layout.movie_frames, 1)
+    is_change = flash_column(change_flags, False, bool)
+    trials_id, active = _trial_of_flash(task, ts, rows["start_time"][flash_rows], block, flash_rows)
+    stimulus_name = np.where(block == 1, setup.stimulus_name, SPONTANEOUS).astype(object)
+    stimulus_name[block == 3] = MOVIE
+    block_names = np.asarray([BLOCK_NAMES[0], PASSIVE_BLOCK_NAME if setup.passive else BLOCK_NAMES[1],
+                              BLOCK_NAMES[2], BLOCK_NAMES[3]], object)
+    columns = {
+        "stimulus_block": block,
+        "stimulus_block_name": pd.Series(block_names[block], dtype=object),
+        "image_index": flash_column(np.where(omitted, len(names), image_idx), INT_NA, np.int64),
+        "image_name": pd.Series(flash_column(np.where(omitted, "omitted", names[image_idx]).astype(object), np.nan,
+                                             object), dtype=object),
+        "movie_frame_index": movie_frame_index,
+        "duration": rows["end_time"] - rows["start_time"],
+        "start_time": rows["start_time"],
+        "end_time": rows["end_time"],
+        "start_frame": rows["start_frame"],
+        "end_frame": rows["end_frame"],
+        "is_change": is_change,
+        "is_image_novel": flags(novel),
+        "omitted": flags(omitted),
+        "movie_repeat": movie_repeat,
+        "flashes_since_change": flashes_since_change(is_change, flash_column(omitted, False, bool)),
+        "trials_id": trials_id,
+        "active": active,
+        "stimulus_name": pd.Series(stimulus_name, dtype=object),
+        "is_sham_change": flash_column(sham_flags, False, bool),
+    }
+    if setup.gratings:
+        columns["orientation"] = flash_column(
+            np.where(omitted, np.nan, np.asarray(GRATING_ORIENTATIONS)[image_idx]), np.nan, float)
+    columns["image_set"] = pd.Series(flash_column(setup.template_name, np.nan, object), dtype=object)
+    frame = pd.DataFrame(columns)
+    frame.index = pd.RangeIndex(n, name="stimulus_presentations_id")
+    return frame
+
+
+def _flash_images(task: _Task, nf: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per flash: a change, a sham change (catch trial), and the image shown; the image changes at each go
+    or auto-rewarded change flash."""
     change_flags = np.zeros(nf, bool)
     sham_flags = np.zeros(nf, bool)
     seg_flash, seg_image = [], []
@@ -593,97 +663,46 @@ def _presentations(setup: _Setup, layout: _FrameLayout, ts: np.ndarray, task: _T
             seg_image.append(img)
     seg_images = np.asarray([task.first_image] + seg_image, np.int64)
     image_idx = seg_images[np.searchsorted(np.asarray(seg_flash, np.int64), np.arange(nf), side="right")]
+    return change_flags, sham_flags, image_idx
 
+
+def _presentation_rows(setup: _Setup, layout: _FrameLayout, ts: np.ndarray,
+                       omitted: np.ndarray) -> dict[str, np.ndarray]:
+    """Block, start/end time (s, with the monitor delay) and start/end frame of every row: gray before, the
+    flashes, gray after, the movie frames."""
+    delay = setup.monitor_delay
+    onsets, nf, m = layout.onsets, layout.n_flashes, layout.movie_rows
     start = ts[onsets] + delay
     end = np.where(omitted, start + STIMULUS_DURATION_S, ts[onsets + FLASH_FRAMES] + delay)
-    names = np.asarray(setup.image_names, object)
-    flash_names = np.where(omitted, "omitted", names[image_idx]).astype(object)
-    novel = pd.array(np.asarray(setup.novel)[image_idx], dtype="boolean")
-    novel[omitted] = pd.NA
-
-    # non-flash rows: gray before, gray after, movie frames
-    gray0_end = start[0]
     gray2_start_frame = int(onsets[-1] + FLASH_FRAMES)
-    gray2_end_frame = layout.movie_start if layout.movie_rows else layout.n_frames - 1
-    m = layout.movie_rows
+    gray2_end_frame = layout.movie_start if m else layout.n_frames - 1
     movie_start_frames = layout.movie_start + MOVIE_STIMULUS_FRAMES * np.arange(m)
     movie_end_times = ts[np.minimum(movie_start_frames + MOVIE_STIMULUS_FRAMES, layout.n_frames - 1)] + delay
+    return {
+        "block": np.concatenate([[0], np.full(nf, 1), [2], np.full(m, 3)]).astype(np.int64),
+        "start_time": np.concatenate([[0.0], start, [end[-1]], ts[movie_start_frames] + delay]),
+        "end_time": np.concatenate([[start[0]], end, [ts[gray2_end_frame] + delay], movie_end_times]),
+        "start_frame": np.concatenate([[0], onsets, [gray2_start_frame], movie_start_frames]).astype(np.int64),
+        "end_frame": np.concatenate([[layout.first_flash], onsets + FLASH_FRAMES, [gray2_end_frame],
+                                     movie_start_frames + 1]).astype(np.int64),
+    }
 
-    n = 1 + nf + 1 + m
-    block = np.concatenate([[0], np.full(nf, 1), [2], np.full(m, 3)]).astype(np.int64)
-    block_names = np.asarray([BLOCK_NAMES[0], PASSIVE_BLOCK_NAME if setup.passive else BLOCK_NAMES[1],
-                              BLOCK_NAMES[2], BLOCK_NAMES[3]], object)
-    start_time = np.concatenate([[0.0], start, [end[-1]], ts[movie_start_frames] + delay])
-    end_time = np.concatenate([[gray0_end], end, [ts[gray2_end_frame] + delay], movie_end_times])
-    start_frame = np.concatenate([[0], onsets, [gray2_start_frame], movie_start_frames]).astype(np.int64)
-    end_frame = np.concatenate([[layout.first_flash], onsets + FLASH_FRAMES, [gray2_end_frame],
-                                movie_start_frames + 1]).astype(np.int64)
-    flash_rows = slice(1, 1 + nf)
 
-    image_name = np.full(n, np.nan, dtype=object)
-    image_name[flash_rows] = flash_names
-    image_index = np.full(n, INT_NA, np.int64)
-    image_index[flash_rows] = np.where(omitted, n_images, image_idx)
-    movie_frame_index = np.full(n, INT_NA, np.int64)
-    movie_repeat = np.full(n, INT_NA, np.int64)
-    movie_frame_index[1 + nf + 1:] = np.arange(m) % max(layout.movie_frames, 1)
-    movie_repeat[1 + nf + 1:] = np.arange(m) // max(layout.movie_frames, 1)
-    is_change = np.zeros(n, bool)
-    is_change[flash_rows] = change_flags
-    is_sham = np.zeros(n, bool)
-    is_sham[flash_rows] = sham_flags
-    omitted_col = pd.array([pd.NA] * n, dtype="boolean")
-    omitted_col[flash_rows] = omitted
-    novel_col = pd.array([pd.NA] * n, dtype="boolean")
-    novel_col[flash_rows] = novel
-    omitted_like = np.zeros(n, bool)
-    omitted_like[flash_rows] = omitted
-
-    # trials_id: the trial whose start most recently precedes the flash start, before the last trial's stop
-    trials_id = np.full(n, INT_NA, np.int64)
-    active = np.zeros(n, bool)
+def _trial_of_flash(task: _Task, ts: np.ndarray, flash_start: np.ndarray, block: np.ndarray,
+                    flash_rows: slice) -> tuple[np.ndarray, np.ndarray]:
+    """``trials_id`` (the trial whose start most recently precedes the flash start, before the last trial's
+    stop; −99 elsewhere) and ``active`` (the task block of a session with trials) of every row."""
+    trials_id = np.full(len(block), INT_NA, np.int64)
+    active = np.zeros(len(block), bool)
     if task.n:
         trial_start = ts[np.asarray(task.start_frame, np.int64)]
         last_stop = ts[np.asarray(task.stop_frame, np.int64)].max()
-        pos = np.searchsorted(trial_start, start, side="right") - 1
-        inside = (pos >= 0) & (start < last_stop)
+        pos = np.searchsorted(trial_start, flash_start, side="right") - 1
+        inside = (pos >= 0) & (flash_start < last_stop)
         trials_id[flash_rows] = np.where(inside, pos, INT_NA)
-        if ((start > trial_start.min()) & (start < last_stop)).any():
+        if ((flash_start > trial_start.min()) & (flash_start < last_stop)).any():
             active[block == 1] = True
-    stimulus_name = np.where(block == 1, setup.stimulus_name, SPONTANEOUS).astype(object)
-    stimulus_name[block == 3] = MOVIE
-    image_set = np.full(n, np.nan, dtype=object)
-    image_set[flash_rows] = setup.template_name
-
-    columns = {
-        "stimulus_block": block,
-        "stimulus_block_name": pd.Series(block_names[block], dtype=object),
-        "image_index": image_index,
-        "image_name": pd.Series(image_name, dtype=object),
-        "movie_frame_index": movie_frame_index,
-        "duration": end_time - start_time,
-        "start_time": start_time,
-        "end_time": end_time,
-        "start_frame": start_frame,
-        "end_frame": end_frame,
-        "is_change": is_change,
-        "is_image_novel": novel_col,
-        "omitted": omitted_col,
-        "movie_repeat": movie_repeat,
-        "flashes_since_change": flashes_since_change(is_change, omitted_like),
-        "trials_id": trials_id,
-        "active": active,
-        "stimulus_name": pd.Series(stimulus_name, dtype=object),
-        "is_sham_change": is_sham,
-    }
-    if setup.gratings:
-        orientation = np.full(n, np.nan)
-        orientation[flash_rows] = np.where(omitted, np.nan, np.asarray(GRATING_ORIENTATIONS)[image_idx])
-        columns["orientation"] = orientation
-    columns["image_set"] = pd.Series(image_set, dtype=object)
-    frame = pd.DataFrame(columns)
-    frame.index = pd.RangeIndex(n, name="stimulus_presentations_id")
-    return frame
+    return trials_id, active
 
 
 # --- running ------------------------------------------------------------------------------------
@@ -692,8 +711,6 @@ def _presentations(setup: _Setup, layout: _FrameLayout, ts: np.ndarray, task: _T
 def _running(setup: _Setup, layout: _FrameLayout, ts: np.ndarray, engagement: _Engagement,
              rng: np.random.Generator) -> dict[str, np.ndarray]:
     """Wheel running at every stimulus frame: faster when disengaged; encoder dx, voltages, raw and filtered speed."""
-    from scipy import signal
-
     n = len(ts)
     frames = np.arange(n)
     in_task = (frames >= layout.first_flash) & (frames < layout.task_end)
@@ -711,12 +728,18 @@ def _running(setup: _Setup, layout: _FrameLayout, ts: np.ndarray, engagement: _E
     raw = dx.astype(np.float64) / dt_frame
     b, a_ = signal.butter(3, RUNNING_CUTOFF_HZ / (FRAME_RATE / 2.0))
     speed = signal.filtfilt(b, a_, raw)
+    # both voltages are sampled at the DAQ's resolution: v_in sits on a few levels, v_sig (≤ v_in) steps
     v_in_level = rng.uniform(4.85, 4.95)
-    v_in = np.round(v_in_level + rng.normal(0.0, 2e-4, n), 5)
+    v_in = _sampled_volts(np.round((v_in_level + rng.normal(0.0, 2e-4, n)) / ENCODER_VOLTAGE_STEP))
     angle = np.mod(rng.uniform(0, 2 * np.pi) + np.cumsum(dx.astype(np.float64)) / ENCODER_RADIUS_CM, 2 * np.pi)
-    v_sig = np.round(v_in * angle / (2 * np.pi), 6)
+    v_sig = _sampled_volts(np.floor(np.round(v_in / ENCODER_VOLTAGE_STEP) * angle / (2 * np.pi)))
     return {"speed": speed, "speed_unfiltered": raw, "dx": dx, "v_in": v_in, "v_sig": v_sig,
             "true_speed": true_speed, "in_task": in_task, "level": level}
+
+
+def _sampled_volts(counts: np.ndarray) -> np.ndarray:
+    """DAQ counts → volts, at the decimal precision of the step."""
+    return np.round(counts * ENCODER_VOLTAGE_STEP, 8)
 
 
 # --- eye tracking -------------------------------------------------------------------------------
@@ -724,12 +747,44 @@ def _running(setup: _Setup, layout: _FrameLayout, ts: np.ndarray, engagement: _E
 
 def _eye_tracking(setup: _Setup, ts: np.ndarray, running_speed: np.ndarray, rng: np.random.Generator) -> EyeTracking:
     """Eye, pupil and corneal-reflection ellipses at ~30 Hz over the session, with blinks."""
-    from scipy import signal
-
     t0 = rng.uniform(0.1, 0.5)
     t1 = ts[-1] + rng.uniform(0.2, 1.0)
     n = int((t1 - t0) * EYE_RATE)
     times = t0 + np.cumsum(np.concatenate([[0.0], 1.0 / EYE_RATE + rng.normal(0, 2e-4, n - 1)]))
+    eye, pupil, cr = _ellipse_fits(times, ts, running_speed, rng)
+
+    # blinks: short bursts; the eye closes (tiny eye area) and the pupil fit fails (NaN) or explodes (outlier)
+    in_blink, pupil_nan, pupil_big, cr_nan = _blink_bursts(n, t1 - t0, rng)
+    eye["h"] = np.where(in_blink, eye["h"] * rng.uniform(0.05, 0.3, n), eye["h"])
+    pupil["w"] = np.where(pupil_big, pupil["w"] * rng.uniform(4.0, 6.0, n), pupil["w"])
+    pupil["h"] = np.where(pupil_big, pupil["w"] * 0.95, pupil["h"])
+    for key in ("w", "h", "phi", "cx", "cy"):
+        pupil[key][pupil_nan] = np.nan
+    for key in ("w", "h"):
+        cr[key][cr_nan] = np.nan
+    # the ellipse fits are single precision (as in AllenSDK-written files); areas are computed from them
+    for fit in (eye, pupil, cr):
+        for key, values in fit.items():
+            fit[key] = np.asarray(values, np.float32).astype(np.float64)
+
+    eye_area = np.pi * eye["w"] * eye["h"]
+    pupil_area = np.pi * np.fmax(pupil["w"], pupil["h"]) ** 2
+    pupil_area[pupil_nan] = np.nan
+    cr_area = np.pi * cr["w"] * cr["h"]
+
+    def ellipse(fit: dict[str, np.ndarray], area: np.ndarray) -> Ellipse:
+        return Ellipse(center=np.column_stack([fit["cx"], fit["cy"]]), area=np.where(in_blink, np.nan, area),
+                       area_raw=area, width=fit["w"], height=fit["h"], angle=fit["phi"])
+
+    return EyeTracking(timestamps=times, eye=ellipse(eye, eye_area), pupil=ellipse(pupil, pupil_area),
+                       corneal_reflection=ellipse(cr, cr_area), likely_blink=likely_blinks(eye_area, pupil_area))
+
+
+def _ellipse_fits(times: np.ndarray, ts: np.ndarray, running_speed: np.ndarray,
+                  rng: np.random.Generator) -> tuple[dict[str, np.ndarray], ...]:
+    """Eye, pupil and corneal-reflection fits without blinks: centre ``cx``, ``cy``, ``w``, ``h`` (px) and
+    ``phi`` (rad) at ``times``; the pupil widens with running, the gaze jumps in saccades."""
+    n = len(times)
 
     def ou(tau_s: float, size: int = n) -> np.ndarray:
         a = np.exp(-1.0 / (tau_s * EYE_RATE))
@@ -747,19 +802,18 @@ def _eye_tracking(setup: _Setup, ts: np.ndarray, running_speed: np.ndarray, rng:
     gaze_y = gaze_y - signal.lfilter([0.002], [1, -0.998], gaze_y)
     pupil_cx = 320.0 + np.clip(gaze_x, -30, 30) + rng.normal(0, 0.4, n)
     pupil_cy = 255.0 + np.clip(gaze_y, -16, 16) + rng.normal(0, 0.4, n)
-    cr_cx = pupil_cx + 7.0 + rng.normal(0, 0.3, n)
-    cr_cy = pupil_cy + 9.0 + rng.normal(0, 0.3, n)
-    cr_w = 8.5 + rng.normal(0, 0.6, n)
-    cr_h = 8.0 + rng.normal(0, 0.6, n)
-    cr_phi = rng.uniform(-0.8, 0.8, n)
-    eye_cx = 340.0 + 1.8 * ou(20.0)
-    eye_cy = 265.0 + 1.7 * ou(20.0)
-    eye_w = 150.0 + 4.0 * ou(30.0)
-    eye_h = 105.0 + 5.5 * ou(30.0)
-    eye_phi = 0.05 + 0.02 * ou(10.0)
+    cr = {"cx": pupil_cx + 7.0 + rng.normal(0, 0.3, n), "cy": pupil_cy + 9.0 + rng.normal(0, 0.3, n),
+          "w": 8.5 + rng.normal(0, 0.6, n), "h": 8.0 + rng.normal(0, 0.6, n), "phi": rng.uniform(-0.8, 0.8, n)}
+    eye = {"cx": 340.0 + 1.8 * ou(20.0), "cy": 265.0 + 1.7 * ou(20.0), "w": 150.0 + 4.0 * ou(30.0),
+           "h": 105.0 + 5.5 * ou(30.0), "phi": 0.05 + 0.02 * ou(10.0)}
+    pupil = {"cx": pupil_cx, "cy": pupil_cy, "w": pupil_w, "h": pupil_h, "phi": pupil_phi}
+    return eye, pupil, cr
 
-    # blinks: short bursts; the eye closes (tiny eye area) and the pupil fit fails (NaN) or explodes (outlier)
-    n_blinks = int(rng.poisson(BLINK_RATE * (t1 - t0)))
+
+def _blink_bursts(n: int, duration_s: float, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
+    """Blink frames (2-8 frame bursts at :data:`BLINK_RATE`) and, per burst, whether the pupil fit fails
+    (NaN) or explodes and whether the corneal-reflection fit fails: four boolean arrays over the frames."""
+    n_blinks = int(rng.poisson(BLINK_RATE * duration_s))
     blink_start = rng.integers(0, max(n - 10, 1), n_blinks)
     blink_len = rng.integers(2, 9, n_blinks)
     marks = np.zeros(n + 10, np.int64)
@@ -771,32 +825,7 @@ def _eye_tracking(setup: _Setup, ts: np.ndarray, running_speed: np.ndarray, rng:
     pupil_nan = in_blink & burst_nan[blink_id]
     pupil_big = in_blink & ~burst_nan[blink_id]
     cr_nan = in_blink & (rng.random(blink_id.max() + 2) < 0.5)[blink_id]
-    eye_h = np.where(in_blink, eye_h * rng.uniform(0.05, 0.3, n), eye_h)
-    pupil_w = np.where(pupil_big, pupil_w * rng.uniform(4.0, 6.0, n), pupil_w)
-    pupil_h = np.where(pupil_big, pupil_w * 0.95, pupil_h)
-    for arr in (pupil_w, pupil_h, pupil_phi, pupil_cx, pupil_cy):
-        arr[pupil_nan] = np.nan
-    for arr in (cr_w, cr_h):
-        arr[cr_nan] = np.nan
-
-    eye_area = np.pi * eye_w * eye_h
-    pupil_area = np.pi * np.fmax(pupil_w, pupil_h) ** 2
-    pupil_area[pupil_nan] = np.nan
-    cr_area = np.pi * cr_w * cr_h
-
-    def ellipse(cx, cy, w, h, phi, area):
-        return Ellipse(center=np.column_stack([cx, cy]), area=np.where(in_blink, np.nan, area), area_raw=area,
-                       width=w, height=h, angle=phi)
-
-    from vbo.derive import likely_blinks
-
-    return EyeTracking(
-        timestamps=times,
-        eye=ellipse(eye_cx, eye_cy, eye_w, eye_h, eye_phi, eye_area),
-        pupil=ellipse(pupil_cx, pupil_cy, pupil_w, pupil_h, pupil_phi, pupil_area),
-        corneal_reflection=ellipse(cr_cx, cr_cy, cr_w, cr_h, cr_phi, cr_area),
-        likely_blink=likely_blinks(eye_area, pupil_area),
-    )
+    return in_blink, pupil_nan, pupil_big, cr_nan
 
 
 def rig_geometry(equipment: str) -> RigGeometry:
@@ -833,8 +862,6 @@ def _grating_set(shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
     """(warped, unwarped) full-field gratings in :data:`GRATING_ORIENTATIONS` order, prepared like the image
     sets: a sine grating filling the screen, NaN where the mouse cannot see, and warped by the monitor warp
     (its bars curve on the screen). Cached per shape; read-only arrays."""
-    from vbo import screen
-
     rows, cols = shape
     y, x = np.mgrid[0:rows, 0:cols].astype(float)
     period = max(cols / GRATING_CYCLES_PER_SCREEN_WIDTH, 4.0)
@@ -858,10 +885,6 @@ def _image_set(set_letter: str, shape: tuple[int, int], names: tuple[str, ...]) 
     """(warped, unwarped) images of a set, as the release prepares them: each image centred on a gray screen
     (scaled from 918 x 1174 on 1200 x 1920), NaN where the mouse cannot see, and warped by the monitor warp
     (:mod:`vbo.screen`, at this template resolution). Cached per set and shape; read-only arrays."""
-    from scipy import ndimage
-
-    from vbo import screen
-
     rows, cols = shape
     rng = np.random.default_rng(zlib.crc32(f"vbo-template-{set_letter}".encode()))
     image_rows = max(2, round(NATURAL_SCENE_SHAPE[0] * rows / screen.SCREEN_SHAPE[0]))
@@ -998,27 +1021,9 @@ def _rate(k: int, n: int) -> float | None:
 def _truth(plan: SessionPlan, setup: _Setup, layout: _FrameLayout, ts: np.ndarray, engagement: _Engagement,
            task: _Task, omitted: np.ndarray, trials: pd.DataFrame, running: dict, eye: EyeTracking | None,
            session_uuid: str) -> dict:
-    engaged = np.asarray(task.engaged, bool)
-    go, catch = trials["go"].to_numpy(), trials["catch"].to_numpy()
-    hit, fa = trials["hit"].to_numpy(), trials["false_alarm"].to_numpy()
-    delay = setup.monitor_delay
-    onsets = layout.onsets
-    counts = {
-        "trials": int(task.n),
-        "go": int(go.sum()), "catch": int(catch.sum()),
-        "aborted": int(trials["aborted"].sum()), "auto_rewarded": int(trials["auto_rewarded"].sum()),
-        "hit": int(hit.sum()), "miss": int(trials["miss"].sum()),
-        "false_alarm": int(fa.sum()), "correct_reject": int(trials["correct_reject"].sum()),
-        "engaged": int(engaged.sum()),
-        "engaged_go": int((go & engaged).sum()), "engaged_hit": int((hit & engaged).sum()),
-        "engaged_catch": int((catch & engaged).sum()), "engaged_false_alarm": int((fa & engaged).sum()),
-    }
-    is_change = trials["is_change"].to_numpy()
-    in_task = running["in_task"]
-    level = running["level"]
-    speed = running["true_speed"]
-    engaged_frames = in_task & (level > 0.5)
-    disengaged_frames = in_task & (level <= 0.5)
+    """What was planted in one session (JSON-serialisable): probabilities, engagement, trial counts, the
+    stimulus sequence, clock, lick and running models, eye tracking."""
+    counts = _trial_count_truth(task, trials)
     truth = {
         "behavior_session_id": int(plan.behavior_session_id),
         "behavior_session_uuid": session_uuid,
@@ -1036,28 +1041,11 @@ def _truth(plan: SessionPlan, setup: _Setup, layout: _FrameLayout, ts: np.ndarra
             "model": "P(engaged at trial start) = 1 / (1 + exp((t - disengage_time) / tau))",
             "disengage_time": engagement.disengage_time,
             "tau_s": float(engagement.tau) if engagement.disengage_time is not None else None,
-            "trial_engaged": engaged.tolist(),
+            "trial_engaged": np.asarray(task.engaged, bool).tolist(),
         },
         "trial_counts": counts,
-        "catch_fraction": CATCH_FRACTION,
-        "change_flash_distribution": {"kind": "geometric", "p": CHANGE_FLASH_P, "min_flash": MIN_CHANGE_FLASH,
-                                      "max_flash": MAX_CHANGE_FLASH},
-        "change_times": trials.loc[is_change, "change_time"].round(6).tolist(),
-        "sham_change_times": trials.loc[trials["catch"], "change_time"].round(6).tolist(),
-        "omitted_flash_times": np.round(ts[onsets[omitted]] + delay, 6).tolist(),
-        "omitted_flash_fraction": float(omitted.mean()) if layout.n_flashes else 0.0,
-        "image_sequence": {
-            "image_set": setup.set_letter if not setup.gratings else "gratings",
-            "stimulus_name": setup.stimulus_name,
-            "template_name": setup.template_name,
-            "image_names": list(setup.image_names),
-            "novel_images": [n for n, v in zip(setup.image_names, setup.novel) if v],
-            "initial_image": setup.image_names[task.first_image],
-            "n_flashes": int(layout.n_flashes),
-            "n_omitted": int(omitted.sum()),
-            "n_changes": int(is_change.sum()),
-        },
-        "monitor_delay": float(delay),
+        **_stimulus_truth(setup, layout, ts, task, omitted, trials),
+        "monitor_delay": float(setup.monitor_delay),
         "clock_start": float(ts[0]),
         "stimulus_frame_rate": FRAME_RATE,
         "n_stimulus_frames": int(layout.n_frames),
@@ -1071,10 +1059,7 @@ def _truth(plan: SessionPlan, setup: _Setup, layout: _FrameLayout, ts: np.ndarra
                                       "disengaged": LATE_LICK_PROBABILITY[False]},
             "lick_interval_frames": list(LICK_INTERVAL_FRAMES),
         },
-        "running": {
-            "mean_speed_engaged": float(speed[engaged_frames].mean()) if engaged_frames.any() else None,
-            "mean_speed_disengaged": float(speed[disengaged_frames].mean()) if disengaged_frames.any() else None,
-        },
+        "running": _running_truth(running),
     }
     if eye is not None:
         truth["eye_tracking"] = {
@@ -1084,6 +1069,60 @@ def _truth(plan: SessionPlan, setup: _Setup, layout: _FrameLayout, ts: np.ndarra
             "pupil_width_mean": float(np.nanmean(eye.pupil.width)),
         }
     return truth
+
+
+def _trial_count_truth(task: _Task, trials: pd.DataFrame) -> dict[str, int]:
+    """Trials of each type and outcome, overall and among engaged trials."""
+    engaged = np.asarray(task.engaged, bool)
+    go, catch = trials["go"].to_numpy(), trials["catch"].to_numpy()
+    hit, fa = trials["hit"].to_numpy(), trials["false_alarm"].to_numpy()
+    return {
+        "trials": int(task.n),
+        "go": int(go.sum()), "catch": int(catch.sum()),
+        "aborted": int(trials["aborted"].sum()), "auto_rewarded": int(trials["auto_rewarded"].sum()),
+        "hit": int(hit.sum()), "miss": int(trials["miss"].sum()),
+        "false_alarm": int(fa.sum()), "correct_reject": int(trials["correct_reject"].sum()),
+        "engaged": int(engaged.sum()),
+        "engaged_go": int((go & engaged).sum()), "engaged_hit": int((hit & engaged).sum()),
+        "engaged_catch": int((catch & engaged).sum()), "engaged_false_alarm": int((fa & engaged).sum()),
+    }
+
+
+def _stimulus_truth(setup: _Setup, layout: _FrameLayout, ts: np.ndarray, task: _Task, omitted: np.ndarray,
+                    trials: pd.DataFrame) -> dict:
+    """Changes, sham changes and omissions (times in s, with the monitor delay) and the image sequence."""
+    is_change = trials["is_change"].to_numpy()
+    return {
+        "catch_fraction": CATCH_FRACTION,
+        "change_flash_distribution": {"kind": "geometric", "p": CHANGE_FLASH_P, "min_flash": MIN_CHANGE_FLASH,
+                                      "max_flash": MAX_CHANGE_FLASH},
+        "change_times": trials.loc[is_change, "change_time"].round(6).tolist(),
+        "sham_change_times": trials.loc[trials["catch"], "change_time"].round(6).tolist(),
+        "omitted_flash_times": np.round(ts[layout.onsets[omitted]] + setup.monitor_delay, 6).tolist(),
+        "omitted_flash_fraction": float(omitted.mean()) if layout.n_flashes else 0.0,
+        "image_sequence": {
+            "image_set": setup.set_letter if not setup.gratings else "gratings",
+            "stimulus_name": setup.stimulus_name,
+            "template_name": setup.template_name,
+            "image_names": list(setup.image_names),
+            "novel_images": [n for n, v in zip(setup.image_names, setup.novel) if v],
+            "initial_image": setup.image_names[task.first_image],
+            "n_flashes": int(layout.n_flashes),
+            "n_omitted": int(omitted.sum()),
+            "n_changes": int(is_change.sum()),
+        },
+    }
+
+
+def _running_truth(running: dict) -> dict[str, float | None]:
+    """Mean planted running speed (cm/s) in the task block, engaged and disengaged."""
+    in_task, level, speed = running["in_task"], running["level"], running["true_speed"]
+    engaged_frames = in_task & (level > 0.5)
+    disengaged_frames = in_task & (level <= 0.5)
+    return {
+        "mean_speed_engaged": float(speed[engaged_frames].mean()) if engaged_frames.any() else None,
+        "mean_speed_disengaged": float(speed[disengaged_frames].mean()) if disengaged_frames.any() else None,
+    }
 
 
 def _block_times(setup: _Setup, layout: _FrameLayout, ts: np.ndarray) -> list[dict]:
