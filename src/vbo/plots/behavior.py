@@ -9,7 +9,7 @@ import pandas as pd
 
 from vbo import behavior
 from vbo.behavior import TRIAL_OUTCOMES, change_detection_flashes, plain_bool, pupil_series
-from vbo.plots._style import pyplot
+from vbo.plots.style import pyplot
 
 HIT_COLOR, FALSE_ALARM_COLOR, DPRIME_COLOR = "darkgreen", "darkred", "black"
 REWARD_COLORS = {"earned": "#1f78b4", "auto": "#6a3d9a"}

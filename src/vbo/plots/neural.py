@@ -7,7 +7,7 @@ import warnings
 import numpy as np
 
 from vbo.behavior import pupil_series
-from vbo.plots._style import pyplot
+from vbo.plots.style import pyplot
 from vbo.responses import (StimulusResponses, block_rows, population_average, population_trace,
                            stimulus_responses, trace_data, trial_type_responses)
 from vbo.tables import normalize_id

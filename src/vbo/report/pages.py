@@ -13,7 +13,7 @@ from vbo import behavior, plots
 from vbo.history import training_history
 from vbo.known_issues import COLUMNS, issues_of, release_issues
 from vbo.plots import stage_color
-from vbo.plots._style import pyplot
+from vbo.plots.style import pyplot
 from vbo.report import html
 from vbo.responses import stimulus_responses
 

@@ -1,4 +1,5 @@
-"""Shared figure plumbing: a non-interactive backend when there is no display."""
+"""Shared figure plumbing: pyplot with a non-interactive backend when there is no display (used by the figures
+and the report pages)."""
 
 from __future__ import annotations
 
