@@ -18,8 +18,8 @@ from pathlib import Path
 from vbo.errors import S3Error, StreamIntegrityError, UnsafeKeyError
 from vbo.source.digests import DEFAULT_BLOCK_SIZE, BlockDigests, default_digest_dir
 from vbo.source.plan import SMALL_READ_BYTES, ReadPlan, plan_path
-from vbo.source.s3 import (anonymous_client, as_s3_error, backoff_delay, error_code, head_object, is_client_error,
-                           is_retryable, parse_object_url)
+from vbo.source.s3 import (RangeClient, as_s3_error, backoff_delay, error_code, head_object, is_client_error,
+                           is_retryable, parse_object_url, typed_s3_error)
 
 DEFAULT_CACHE_BYTES = 64 * 1024 * 1024
 DEFAULT_PARALLEL = 16  # range requests in flight at once (prefetch; per-connection throughput is limited)
@@ -210,9 +210,10 @@ class RemoteFile(io.RawIOBase):
                     if error_code(exc) == "InvalidRange":
                         return None, b""
                     if not is_retryable(exc) or attempt >= self.retries:
-                        if is_client_error(exc):
-                            raise as_s3_error(exc, self.bucket, self.key) from exc
-                        raise
+                        typed = typed_s3_error(exc, self.bucket, self.key)
+                        if typed is exc:
+                            raise
+                        raise typed from exc
                     time.sleep(backoff_delay(attempt, self.backoff, self.max_backoff))
             raise AssertionError("unreachable")  # pragma: no cover
 
@@ -554,8 +555,9 @@ def open_remote(source: str | tuple[str, str], version_id: str | None = None, cl
     version_id
         Version to read; default the URL's ``versionId`` or the latest at open time (then pinned).
     client
-        A boto3 S3 client; default :func:`anonymous_client` on ``endpoint_url``, or on the endpoint a
-        path-style custom-endpoint URL names.
+        A boto3 S3 client (or anything with its ``get_object``); default a :class:`~vbo.source.s3.RangeClient`
+        (anonymous ranged GETs, no boto3 client to build) on ``endpoint_url``, or on the endpoint a path-style
+        custom-endpoint URL names.
     block_size, cache_bytes
         Range-request granularity and the bound of the block cache.
     buffered
@@ -587,7 +589,7 @@ def open_remote(source: str | tuple[str, str], version_id: str | None = None, cl
         if bucket is None:
             raise UnsafeKeyError(source, "cannot tell the bucket from this URL")
     if client is None:
-        client = anonymous_client(endpoint_url or url_endpoint)
+        client = RangeClient(endpoint_url or url_endpoint)
     raw = RemoteFile(client, bucket, key, version_id or url_version, block_size=block_size,
                      cache_bytes=cache_bytes, parallel=parallel, verify=verify, digest_dir=digest_dir,
                      tail_bytes=tail_bytes, fetch_bytes=fetch_bytes)
