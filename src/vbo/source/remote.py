@@ -153,24 +153,33 @@ class RemoteFile(io.RawIOBase):
         :data:`NEXT_PHASE_BYTES` for the open, e.g. ``metadata``, :data:`FOLLOWING_PHASE_BYTES` for a later
         phase, e.g. the presentations after the trials), so that the next member costs no round trip of its own;
         a later phase whose own blocks are all cached or in flight starts no round for the phases after it. The
-        open's round is at most :data:`OPEN_MAX_REQUESTS` requests."""
+        open's round is at most :data:`OPEN_MAX_REQUESTS` requests: a following phase that would add requests
+        beyond that is left out (its blocks come with its own round), and only the open's own blocks are merged
+        to fit."""
         blocks = self.plan.blocks(phase)
         if phase != OPEN_PHASE:
             with self._lock:
                 blocks = [b for b in blocks if b not in self._blocks and b not in self._inflight]
         extra: dict[int, None] = {}
         budget = NEXT_PHASE_BYTES if phase == OPEN_PHASE else FOLLOWING_PHASE_BYTES
+        max_requests = OPEN_MAX_REQUESTS if phase == OPEN_PHASE else None
         for following in self.plan.next_phases(phase) if blocks else ():
             more = dict.fromkeys(b for b in self.plan.blocks(following) if b not in extra)
             if (len(extra) + len(more)) * self.block_size > budget:
                 break
+            if max_requests is not None and self._planned_requests([*blocks, *extra, *more]) > max_requests:
+                continue  # the open's own blocks come first: a following phase only if it fits the budget
             extra.update(more)
         blocks = blocks + list(extra)
         if blocks:
             bs = self.block_size
             self.prefetch([(b * bs, (b + 1) * bs) for b in sorted(blocks)], merge_gap=PLAN_MERGE_GAP,
-                          request_bytes=PLAN_REQUEST_BYTES,
-                          max_requests=OPEN_MAX_REQUESTS if phase == OPEN_PHASE else None)
+                          request_bytes=PLAN_REQUEST_BYTES, max_requests=max_requests)
+
+    def _planned_requests(self, blocks: list[int]) -> int:
+        """How many requests a planned round of ``blocks`` makes, without a request budget."""
+        runs = _merged_runs(sorted(set(blocks)), PLAN_MERGE_GAP // self.block_size, None)
+        return len(_cut_runs(runs, max(1, PLAN_REQUEST_BYTES // self.block_size), None))
 
     @contextmanager
     def phase(self, name: str) -> Iterator[None]:
