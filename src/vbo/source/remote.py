@@ -28,7 +28,6 @@ AROUND_MAX_BYTES = 4 << 20  # largest window prefetched around clustered misses
 PLAN_MERGE_GAP = 1 << 20  # a planned round fetches gaps up to this size rather than add a request
 PLAN_REQUEST_BYTES = 512 * 1024  # ... in requests of at most this size, in parallel
 NEXT_PHASE_BYTES = 1 << 20  # the open also fetches the plans of the phases that followed it, up to this much
-FOLLOWING_PHASE_BYTES = 8 << 20  # ... and a later phase those of the phases that followed it, up to this much
 OPEN_MAX_REQUESTS = 10  # the planned open round merges its closest runs down to this many requests
 OPEN_PHASE = "open"
 
@@ -149,37 +148,24 @@ class RemoteFile(io.RawIOBase):
         self._fetch_planned(OPEN_PHASE)
 
     def _fetch_planned(self, phase: str) -> None:
-        """Fetch the planned blocks of ``phase`` and those of the phases that came right after it before (up to
-        :data:`NEXT_PHASE_BYTES` for the open, e.g. ``metadata``, :data:`FOLLOWING_PHASE_BYTES` for a later
-        phase, e.g. the presentations after the trials), so that the next member costs no round trip of its own;
-        a later phase whose own blocks are all cached or in flight starts no round for the phases after it. The
-        open's round is at most :data:`OPEN_MAX_REQUESTS` requests: a following phase that would add requests
-        beyond that is left out (its blocks come with its own round), and only the open's own blocks are merged
-        to fit."""
+        """Fetch the planned blocks of ``phase``; the open also fetches the (few) blocks of the phases that came
+        right after an open before (e.g. ``metadata``, up to :data:`NEXT_PHASE_BYTES`), so that the first member
+        costs no round trip of its own. The open's round is at most :data:`OPEN_MAX_REQUESTS` requests (its
+        closest runs merged to fit)."""
         blocks = self.plan.blocks(phase)
-        if phase != OPEN_PHASE:
-            with self._lock:
-                blocks = [b for b in blocks if b not in self._blocks and b not in self._inflight]
-        extra: dict[int, None] = {}
-        budget = NEXT_PHASE_BYTES if phase == OPEN_PHASE else FOLLOWING_PHASE_BYTES
-        max_requests = OPEN_MAX_REQUESTS if phase == OPEN_PHASE else None
-        for following in self.plan.next_phases(phase) if blocks else ():
-            more = dict.fromkeys(b for b in self.plan.blocks(following) if b not in extra)
-            if (len(extra) + len(more)) * self.block_size > budget:
-                break
-            if max_requests is not None and self._planned_requests([*blocks, *extra, *more]) > max_requests:
-                continue  # the open's own blocks come first: a following phase only if it fits the budget
-            extra.update(more)
-        blocks = blocks + list(extra)
+        if phase == OPEN_PHASE:
+            extra: dict[int, None] = {}
+            for following in self.plan.next_phases(phase):
+                more = dict.fromkeys(b for b in self.plan.blocks(following) if b not in extra)
+                if (len(extra) + len(more)) * self.block_size > NEXT_PHASE_BYTES:
+                    break
+                extra.update(more)
+            blocks = blocks + list(extra)
         if blocks:
             bs = self.block_size
             self.prefetch([(b * bs, (b + 1) * bs) for b in sorted(blocks)], merge_gap=PLAN_MERGE_GAP,
-                          request_bytes=PLAN_REQUEST_BYTES, max_requests=max_requests)
-
-    def _planned_requests(self, blocks: list[int]) -> int:
-        """How many requests a planned round of ``blocks`` makes, without a request budget."""
-        runs = _merged_runs(sorted(set(blocks)), PLAN_MERGE_GAP // self.block_size, None)
-        return len(_cut_runs(runs, max(1, PLAN_REQUEST_BYTES // self.block_size), None))
+                          request_bytes=PLAN_REQUEST_BYTES,
+                          max_requests=OPEN_MAX_REQUESTS if phase == OPEN_PHASE else None)
 
     @contextmanager
     def phase(self, name: str) -> Iterator[None]:
