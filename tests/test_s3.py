@@ -447,3 +447,59 @@ def test_a_planned_open_still_checks_every_block(server, client, proxy, tmp_path
     _corrupt_every_range(proxy, "plan/blocks.bin")
     with pytest.raises(StreamIntegrityError):  # planned blocks are verified like any others
         open_remote((BUCKET, "plan/blocks.bin"), version, client, block_size=16_384, digest_dir=digests).read(100)
+
+
+# --- the light ranged-GET client of streamed files -----------------------------------------------------------
+
+
+def test_range_client_streams_with_the_same_checks(server, proxy, tmp_path):
+    from vbo.errors import StreamIntegrityError
+
+    data = random.Random(7).randbytes(300_000)
+    version = server.put(BUCKET, "light/r.bin", data)
+    client = s3.RangeClient(proxy.endpoint)
+    assert client.object_url(BUCKET, "light/a b.bin", "v/1") == \
+        f"{proxy.endpoint}/{BUCKET}/light/a%20b.bin?versionId=v%2F1"
+    f = open_remote((BUCKET, "light/r.bin"), version, client, block_size=65_536, tail_bytes=0,
+                    digest_dir=tmp_path / "d")
+    assert (f.version_id, f.size) == (version, len(data)) and f.etag
+    f.retries, f.backoff = 6, 0.01
+    for kind in ("reset", "truncate", "status"):  # transient faults are retried
+        proxy.inject(kind, match="light/r.bin", after_bytes=1000, status=503)
+    assert f.read() == data
+    assert [r.fault for r in proxy.requests(method="GET", match="light/r.bin")][-4:] == ["reset", "truncate",
+                                                                                         "status", None]
+    f.close()
+    again = open_remote((BUCKET, "light/r.bin"), version, client, block_size=65_536, digest_dir=tmp_path / "d",
+                        tail_bytes=0, fetch_bytes=65_536)
+    _corrupt_every_range(proxy, "light/r.bin")  # bytes that differ from the recorded digests never pass
+    with pytest.raises(StreamIntegrityError):
+        again.seek(200_000)
+        again.read(10)
+    proxy.clear()
+    with pytest.raises(S3ObjectNotFoundError):  # an error status is typed as with boto3
+        open_remote((BUCKET, "light/none.bin"), client=client)
+    with pytest.raises(S3ObjectNotFoundError):
+        open_remote((BUCKET, "light/r.bin"), "no-such-version", client)
+    assert s3.head_object(client, BUCKET, "light/r.bin", version)["ContentLength"] == len(data)  # via boto3
+
+
+def test_range_client_refused_endpoint_is_a_typed_error():
+    import socket
+
+    from vbo.errors import S3ConnectionError
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    with pytest.raises(S3ConnectionError, match=str(port)):  # after the open's retries
+        open_remote((BUCKET, "x.bin"), client=s3.RangeClient(f"http://127.0.0.1:{port}", connect_timeout=1))
+
+
+def test_prefetch_runs_merge_to_a_request_budget():
+    from vbo.source.remote import _cut_runs, _merged_runs
+
+    assert _merged_runs([1, 2, 5, 20, 21, 40], 2, None) == [[1, 5], [20, 21], [40, 40]]
+    assert _merged_runs([1, 2, 5, 20, 21, 40], 0, 2) == [[1, 21], [40, 40]]  # the closest runs joined first
+    assert _cut_runs([[0, 9]], 4, None) == [[0, 3], [4, 7], [8, 9]]  # the gaps inside a run are fetched too
+    assert _cut_runs([[0, 9], [20, 20]], 4, 3) == [[0, 9], [20, 20]]  # never more requests than the budget

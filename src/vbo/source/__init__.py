@@ -59,8 +59,9 @@ def is_remote(location: str | os.PathLike) -> bool:
 def open_file(location: str | os.PathLike) -> OpenedFile:
     """Open a local path or a remote object URL for reading (see :class:`OpenedFile`).
 
-    A URL is streamed by verified byte ranges (:func:`vbo.source.remote.open_remote`, one client per endpoint
-    and process); a local path is only checked on reopening (size and modification time).
+    A URL is streamed by verified byte ranges (:func:`vbo.source.remote.open_remote`, one light ranged-GET
+    client per endpoint and process, :func:`vbo.source.s3.shared_range_client`); a local path is only checked
+    on reopening (size and modification time).
 
     Raises
     ------
@@ -93,11 +94,11 @@ def _local(location: str | os.PathLike) -> OpenedFile:
 
 def _open_remote_url(url: str) -> OpenedFile:
     endpoint = s3.parse_object_url(url).endpoint_url
-    first = open_remote(url, client=s3.shared_client(endpoint))
+    first = open_remote(url, client=s3.shared_range_client(endpoint))
     bucket, key, version_id, size = first.bucket, first.key, first.version_id, first.size
 
     def reopen() -> OpenedFile:
-        again = RemoteFile(s3.shared_client(endpoint), bucket, key, version_id, size=size)
+        again = RemoteFile(s3.shared_range_client(endpoint), bucket, key, version_id, size=size)
         return OpenedFile(again.name, again, again.close, reopen)
 
     return OpenedFile(first.name, first, first.close, reopen)

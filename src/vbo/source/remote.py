@@ -18,8 +18,8 @@ from pathlib import Path
 from vbo.errors import S3Error, StreamIntegrityError, UnsafeKeyError
 from vbo.source.digests import DEFAULT_BLOCK_SIZE, BlockDigests, default_digest_dir
 from vbo.source.plan import SMALL_READ_BYTES, ReadPlan, plan_path
-from vbo.source.s3 import (anonymous_client, as_s3_error, backoff_delay, error_code, head_object, is_client_error,
-                           is_retryable, parse_object_url)
+from vbo.source.s3 import (RangeClient, as_s3_error, backoff_delay, error_code, head_object, is_client_error,
+                           is_retryable, parse_object_url, typed_s3_error)
 
 DEFAULT_CACHE_BYTES = 64 * 1024 * 1024
 DEFAULT_PARALLEL = 16  # range requests in flight at once (prefetch; per-connection throughput is limited)
@@ -27,7 +27,8 @@ DEFAULT_FETCH_BYTES = 256 * 1024  # a read that misses fetches the aligned group
 AROUND_MAX_BYTES = 4 << 20  # largest window prefetched around clustered misses
 PLAN_MERGE_GAP = 1 << 20  # a planned round fetches gaps up to this size rather than add a request
 PLAN_REQUEST_BYTES = 512 * 1024  # ... in requests of at most this size, in parallel
-NEXT_PHASE_BYTES = 1 << 20  # the open also fetches the plans of the phases that followed it, up to this much  # a planned round fetches gaps up to this size rather than add a request
+NEXT_PHASE_BYTES = 1 << 20  # the open also fetches the plans of the phases that followed it, up to this much
+OPEN_MAX_REQUESTS = 10  # the planned open round merges its closest runs down to this many requests
 OPEN_PHASE = "open"
 
 
@@ -148,7 +149,9 @@ class RemoteFile(io.RawIOBase):
 
     def _fetch_planned(self, phase: str) -> None:
         """Fetch the planned blocks of ``phase``; the open also fetches the (few) blocks of the phases that came
-        right after an open before (e.g. ``metadata``), so that the first member costs no round trip of its own."""
+        right after an open before (e.g. ``metadata``, up to :data:`NEXT_PHASE_BYTES`), so that the first member
+        costs no round trip of its own. The open's round is at most :data:`OPEN_MAX_REQUESTS` requests (its
+        closest runs merged to fit)."""
         blocks = self.plan.blocks(phase)
         if phase == OPEN_PHASE:
             extra: dict[int, None] = {}
@@ -161,7 +164,8 @@ class RemoteFile(io.RawIOBase):
         if blocks:
             bs = self.block_size
             self.prefetch([(b * bs, (b + 1) * bs) for b in sorted(blocks)], merge_gap=PLAN_MERGE_GAP,
-                          request_bytes=PLAN_REQUEST_BYTES)
+                          request_bytes=PLAN_REQUEST_BYTES,
+                          max_requests=OPEN_MAX_REQUESTS if phase == OPEN_PHASE else None)
 
     @contextmanager
     def phase(self, name: str) -> Iterator[None]:
@@ -210,9 +214,10 @@ class RemoteFile(io.RawIOBase):
                     if error_code(exc) == "InvalidRange":
                         return None, b""
                     if not is_retryable(exc) or attempt >= self.retries:
-                        if is_client_error(exc):
-                            raise as_s3_error(exc, self.bucket, self.key) from exc
-                        raise
+                        typed = typed_s3_error(exc, self.bucket, self.key)
+                        if typed is exc:
+                            raise
+                        raise typed from exc
                     time.sleep(backoff_delay(attempt, self.backoff, self.max_backoff))
             raise AssertionError("unreachable")  # pragma: no cover
 
@@ -334,12 +339,15 @@ class RemoteFile(io.RawIOBase):
             raise ValueError(f"I/O operation on closed remote file {self.name}")
 
     # prefetching
-    def prefetch(self, ranges, *, merge_gap: int | None = None, request_bytes: int = 2 << 20) -> int:
+    def prefetch(self, ranges, *, merge_gap: int | None = None, request_bytes: int = 2 << 20,
+                 max_requests: int | None = None) -> int:
         """Start fetching byte ranges ``[(start, stop), ...]`` in the background; return the bytes scheduled.
 
         Blocks already cached or in flight are skipped; runs of missing blocks closer than ``merge_gap``
-        (default two blocks) become one request, and requests are cut at ``request_bytes`` so that up to
-        ``parallel`` of them run at once. Later reads of these blocks wait for the fetch instead of repeating it.
+        (default two blocks) become one request (gap included), and requests are cut at ``request_bytes`` so
+        that up to ``parallel`` of them run at once. With ``max_requests``, the closest runs are merged until
+        there are at most that many, and runs are cut only while the count stays within it. Later reads of these
+        blocks wait for the fetch instead of repeating it.
         """
         self._check_open()
         gap_blocks = max(0, (2 * self.block_size if merge_gap is None else merge_gap) // self.block_size)
@@ -350,13 +358,10 @@ class RemoteFile(io.RawIOBase):
                 wanted.update(range(start // self.block_size, (stop - 1) // self.block_size + 1))
         with self._lock:
             missing = sorted(b for b in wanted if b not in self._blocks and b not in self._inflight)
-            runs: list[list[int]] = []
-            per_request = max(1, request_bytes // self.block_size)
-            for b in missing:
-                if runs and b - runs[-1][1] <= gap_blocks + 1 and b - runs[-1][0] < per_request:
-                    runs[-1][1] = b
-                else:
-                    runs.append([b, b])
+            runs = _cut_runs(_merged_runs(missing, gap_blocks, max_requests),
+                             max(1, request_bytes // self.block_size), max_requests)
+            runs = [r for r in runs if any(b not in self._blocks and b not in self._inflight
+                                           for b in range(r[0], r[1] + 1))]  # not a piece of a cached gap only
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(max_workers=self.parallel, thread_name_prefix="vbo-range")
             for lo, hi in runs:
@@ -539,6 +544,28 @@ class RemoteFile(io.RawIOBase):
         return f"<RemoteFile {self.name} size={self.size} transferred={self.bytes_transferred}>"
 
 
+def _merged_runs(blocks: list[int], gap_blocks: int, max_runs: int | None) -> list[list[int]]:
+    """``[first, last]`` runs of sorted ``blocks``, joined across gaps of at most ``gap_blocks``; then, while
+    there are more than ``max_runs``, the two runs with the smallest gap between them joined."""
+    runs: list[list[int]] = []
+    for b in blocks:
+        if runs and b - runs[-1][1] <= gap_blocks + 1:
+            runs[-1][1] = b
+        else:
+            runs.append([b, b])
+    while max_runs is not None and len(runs) > max(1, max_runs):
+        i = min(range(len(runs) - 1), key=lambda j: runs[j + 1][0] - runs[j][1])
+        runs[i:i + 2] = [[runs[i][0], runs[i + 1][1]]]
+    return runs
+
+
+def _cut_runs(runs: list[list[int]], per_request: int, max_requests: int | None) -> list[list[int]]:
+    """``runs`` cut into requests of at most ``per_request`` blocks (none cut if that would make more than
+    ``max_requests``)."""
+    cut = [[lo, min(hi, lo + per_request - 1)] for first, hi in runs for lo in range(first, hi + 1, per_request)]
+    return runs if max_requests is not None and len(cut) > max_requests else cut
+
+
 def open_remote(source: str | tuple[str, str], version_id: str | None = None, client=None, *,
                 block_size: int = DEFAULT_BLOCK_SIZE, cache_bytes: int = DEFAULT_CACHE_BYTES,
                 endpoint_url: str | None = None, buffered: bool = False, parallel: int = DEFAULT_PARALLEL,
@@ -554,8 +581,9 @@ def open_remote(source: str | tuple[str, str], version_id: str | None = None, cl
     version_id
         Version to read; default the URL's ``versionId`` or the latest at open time (then pinned).
     client
-        A boto3 S3 client; default :func:`anonymous_client` on ``endpoint_url``, or on the endpoint a
-        path-style custom-endpoint URL names.
+        A boto3 S3 client (or anything with its ``get_object``); default a :class:`~vbo.source.s3.RangeClient`
+        (anonymous ranged GETs, no boto3 client to build) on ``endpoint_url``, or on the endpoint a path-style
+        custom-endpoint URL names.
     block_size, cache_bytes
         Range-request granularity and the bound of the block cache.
     buffered
@@ -587,7 +615,7 @@ def open_remote(source: str | tuple[str, str], version_id: str | None = None, cl
         if bucket is None:
             raise UnsafeKeyError(source, "cannot tell the bucket from this URL")
     if client is None:
-        client = anonymous_client(endpoint_url or url_endpoint)
+        client = RangeClient(endpoint_url or url_endpoint)
     raw = RemoteFile(client, bucket, key, version_id or url_version, block_size=block_size,
                      cache_bytes=cache_bytes, parallel=parallel, verify=verify, digest_dir=digest_dir,
                      tail_bytes=tail_bytes, fetch_bytes=fetch_bytes)

@@ -10,6 +10,7 @@ keys, URL forms) and §3.3 (bucket and key from an entry URL).
 - :func:`check_object_url` — refuses foreign hosts and keys that would escape the cache.
 - :func:`safe_relative_key` — refuses ``..``, absolute paths, backslashes, drive letters, empty components.
 - :func:`object_https_url` — an object's URL (AWS form, or path style on a custom endpoint).
+- :class:`RangeClient` / :func:`shared_range_client` — anonymous ranged GETs without building a boto3 client.
 - :func:`list_keys`, :func:`head_object`, :func:`object_size` — listing and sizes, with typed errors.
 """
 
@@ -377,6 +378,132 @@ def object_size_retrying(client, bucket: str, key: str, version_id: str | None =
     return int(head_object_retrying(client, bucket, key, version_id)["ContentLength"])
 
 
+
+# --- light anonymous ranged GETs -------------------------------------------------------------------
+
+
+class _RangeBody:
+    """The body of a :class:`RangeClient` response: ``read()`` returns all of it (a short body raises urllib3's
+    ``ProtocolError``, which :func:`is_retryable` treats as transient) and frees the connection."""
+
+    def __init__(self, response):
+        self._response = response
+
+    def read(self) -> bytes:
+        try:
+            return self._response.read()
+        finally:
+            self._response.release_conn()
+
+
+class RangeClient:
+    """Anonymous GETs of object byte ranges over one urllib3 connection pool, answering like boto3's
+    ``get_object`` (``VersionId``, ``ETag``, ``ContentRange``, ``ContentLength``, ``Body``; an error status is a
+    botocore ``ClientError`` with the S3 error code, so :func:`is_retryable` and :func:`as_s3_error` type it).
+
+    Unsigned GETs of public objects need no signing, so the streaming path skips building a boto3 client
+    (≈ 0.3 s); anything else (``head_object``, listing ...) goes to a boto3 client built on first use
+    (:func:`shared_client`). Same endpoint rules as :func:`anonymous_client` (path style on a custom endpoint,
+    AWS virtual-host style in ``us-west-2`` otherwise), same timeouts, TLS verified (``AWS_CA_BUNDLE`` or
+    certifi's certificates); no retries of its own
+    (:class:`~vbo.source.remote.RemoteFile` retries with backoff and checks every response).
+    """
+
+    def __init__(self, endpoint_url: str | None = None, *, region: str = BUCKET_REGION,
+                 connect_timeout: float = CONNECT_TIMEOUT, read_timeout: float = READ_TIMEOUT,
+                 max_pool_connections: int = MAX_POOL_CONNECTIONS):
+        import urllib3
+
+        self.endpoint, self.region = resolve_endpoint(endpoint_url), region
+        options = {}
+        bundle = os.environ.get("AWS_CA_BUNDLE", "").strip()  # as botocore: this bundle, else certifi's
+        try:
+            import certifi
+
+            options["ca_certs"] = bundle or certifi.where()
+        except ImportError:  # pragma: no cover - the system's certificates
+            if bundle:
+                options["ca_certs"] = bundle
+        self._pool = urllib3.PoolManager(maxsize=max_pool_connections, block=False, retries=False,
+                                         timeout=urllib3.Timeout(connect=connect_timeout, read=read_timeout),
+                                         **options)
+        self._http_error = urllib3.exceptions.HTTPError
+
+    def object_url(self, bucket: str, key: str, version_id: str | None = None) -> str:
+        """The URL a GET of ``bucket/key`` (optionally one version) goes to."""
+        path = quote(key, safe="/~")
+        if self.endpoint:
+            url = f"{self.endpoint}/{bucket}/{path}"
+        elif re.fullmatch(r"[a-z0-9][a-z0-9-]{1,61}[a-z0-9]", bucket):
+            url = f"https://{bucket}.s3.{self.region}.amazonaws.com/{path}"
+        else:  # dots or capitals: not a valid TLS host name, path style (as botocore's "auto")
+            url = f"https://s3.{self.region}.amazonaws.com/{bucket}/{path}"
+        return f"{url}?versionId={quote(version_id, safe='')}" if version_id else url
+
+    def get_object(self, *, Bucket: str, Key: str, Range: str | None = None, VersionId: str | None = None) -> dict:
+        """GET (a range of) one object version; a boto3-like response dict (see the class)."""
+        headers = {"Range": Range} if Range else {}
+        try:
+            response = self._pool.request("GET", self.object_url(Bucket, Key, VersionId), headers=headers,
+                                          preload_content=False, redirect=False)
+        except self._http_error as exc:  # refused, reset, timed out: transient for the callers' retries
+            raise ConnectionError(f"GET {Bucket}/{Key}: {type(exc).__name__}: {exc}") from exc
+        if response.status >= 300:
+            raise _client_error(response, "GetObject")
+        h = response.headers
+        return {"VersionId": h.get("x-amz-version-id"), "ETag": h.get("ETag"), "ContentRange": h.get("Content-Range"),
+                "ContentLength": int(h.get("Content-Length", -1)), "Body": _RangeBody(response)}
+
+    def head_object(self, **kwargs) -> dict:
+        return self.boto().head_object(**kwargs)
+
+    def boto(self):
+        """The boto3 client of this endpoint, for the calls this light client does not make."""
+        return shared_client(self.endpoint)
+
+
+def _client_error(response, operation: str) -> BaseException:
+    """A botocore ClientError for an error status of ``response`` (code from the S3 XML error body)."""
+    from botocore.exceptions import ClientError
+
+    try:
+        body = response.read(64 * 1024) or b""
+    except Exception:  # the error body is only informative
+        body = b""
+    finally:
+        response.release_conn()
+    code = re.search(rb"<Code>([^<]{1,100})</Code>", body)
+    message = re.search(rb"<Message>([^<]{0,300})</Message>", body)
+    error = {"Code": code.group(1).decode("utf-8", "replace") if code else str(response.status),
+             "Message": message.group(1).decode("utf-8", "replace") if message else f"HTTP {response.status}"}
+    return ClientError({"Error": error, "ResponseMetadata": {"HTTPStatusCode": response.status}}, operation)
+
+
+def _proxied(endpoint: str | None) -> bool:
+    """True if the environment sends this endpoint's requests through a proxy (boto3 honours that,
+    :class:`RangeClient` does not, so it is not used then)."""
+    import urllib.request
+
+    url = endpoint or f"https://s3.{BUCKET_REGION}.amazonaws.com"
+    scheme, host = urlsplit(url).scheme, urlsplit(url).hostname or ""
+    return scheme in urllib.request.getproxies() and not urllib.request.proxy_bypass(host)
+
+
+_RANGE_CLIENTS: dict[tuple[int, str | None], object] = {}
+
+
+def shared_range_client(endpoint_url: str | None = None):
+    """One :class:`RangeClient` per endpoint and process for streamed files (a boto3 client from
+    :func:`shared_client` where a proxy is configured)."""
+    key = (os.getpid(), resolve_endpoint(endpoint_url))
+    if _proxied(key[1]):
+        return shared_client(key[1])
+    with _SHARED_CLIENTS_LOCK:
+        client = _RANGE_CLIENTS.get(key)
+        if client is None:
+            client = _RANGE_CLIENTS[key] = RangeClient(key[1])
+        return client
+
 _SHARED_CLIENTS: dict[tuple[int, str | None], object] = {}
 _SHARED_CLIENTS_LOCK = threading.Lock()
 
@@ -396,6 +523,7 @@ def _forget_parent_clients() -> None:
     global _SHARED_CLIENTS_LOCK
     _SHARED_CLIENTS_LOCK = threading.Lock()
     _SHARED_CLIENTS.clear()
+    _RANGE_CLIENTS.clear()
 
 
 if hasattr(os, "register_at_fork"):
