@@ -449,6 +449,45 @@ def test_a_planned_open_still_checks_every_block(server, client, proxy, tmp_path
         open_remote((BUCKET, "plan/blocks.bin"), version, client, block_size=16_384, digest_dir=digests).read(100)
 
 
+
+def _read_phases(f, phases: dict[str, list[int]], data: bytes) -> None:
+    """Read the first 100 bytes (the open), then 100 bytes at each offset of each phase, in order."""
+    assert f.read(100) == data[:100]
+    for name, offsets in phases.items():
+        with f.phase(name):
+            for offset in offsets:
+                f.seek(offset)
+                assert f.read(100) == data[offset:offset + 100]
+
+
+
+@pytest.mark.parametrize("n, stride, parallel, small", [
+    (4, 16_384, 16, True),  # 4 blocks of 16 KiB, in one request
+    (400, 16_384, 16, False),  # 6.25 MiB: over the byte cap
+    (5, 1_200_000, 4, False),  # 5 requests (> 1 MiB apart), with the trials' own more than 4 in flight
+])
+def test_a_planned_round_follows_one_small_phase_ahead(server, client, tmp_path, n, stride, parallel, small):
+    """Starting ``trials`` also fetches the planned blocks of the phase that followed it before
+    (``presentations``), if they are small (capped in bytes and in requests), but never those of the phase after
+    that (``dff``): one step, not a chain (the open fetches ``metadata`` ahead, which fetches nothing ahead;
+    ``trials`` then has a round of its own). ``prefetch`` schedules nothing for blocks cached or in flight. Every
+    block is still verified (here: equal to the data)."""
+    data = random.Random(8).randbytes(10_500_000)
+    key = f"plan/follow{n}.bin"
+    version = server.put(BUCKET, key, data)
+    phases = {"metadata": [20_000], "trials": [100_000, 140_000],  # read in this order
+              "presentations": [2_000_000 + stride * i for i in range(n)], "dff": [9_500_000, 9_560_000]}
+    presentations, dff = ([(offset, offset + 100) for offset in phases[name]] for name in ("presentations", "dff"))
+    options = dict(block_size=16_384, digest_dir=tmp_path, tail_bytes=0, fetch_bytes=16_384, parallel=parallel)
+    with open_remote((BUCKET, key), version, client, **options) as cold:  # records the plans and the order
+        _read_phases(cold, phases, data)
+    with open_remote((BUCKET, key), version, client, **options) as warm:
+        _read_phases(warm, {name: phases[name] for name in ("metadata", "trials")}, data)
+        assert warm.prefetch(dff) > 0 and (warm.prefetch(presentations) == 0) is small
+    with open_remote((BUCKET, key), version, client, **options) as warm:
+        _read_phases(warm, {name: phases[name] for name in ("metadata", "trials", "presentations")}, data)
+        assert warm.prefetch(dff) > 0 or not small  # the presentations came ahead: they fetch nothing ahead
+
 # --- the light ranged-GET client of streamed files -----------------------------------------------------------
 
 

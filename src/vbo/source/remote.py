@@ -28,6 +28,7 @@ AROUND_MAX_BYTES = 4 << 20  # largest window prefetched around clustered misses
 PLAN_MERGE_GAP = 1 << 20  # a planned round fetches gaps up to this size rather than add a request
 PLAN_REQUEST_BYTES = 512 * 1024  # ... in requests of at most this size, in parallel
 NEXT_PHASE_BYTES = 1 << 20  # the open also fetches the plans of the phases that followed it, up to this much
+FOLLOWING_PHASE_BYTES = 6 << 20  # ... and a member's round those of the members that followed it, up to this much
 OPEN_MAX_REQUESTS = 10  # the planned open round merges its closest runs down to this many requests
 OPEN_PHASE = "open"
 
@@ -145,27 +146,49 @@ class RemoteFile(io.RawIOBase):
         self._phase: str | None = OPEN_PHASE
         self._last_phase = OPEN_PHASE
         self._phase_depth = 0
+        self._phases_ahead: set[str] = set()  # phases fetched in an earlier phase's round (they fetch none ahead)
         self._fetch_planned(OPEN_PHASE)
 
     def _fetch_planned(self, phase: str) -> None:
-        """Fetch the planned blocks of ``phase``; the open also fetches the (few) blocks of the phases that came
-        right after an open before (e.g. ``metadata``, up to :data:`NEXT_PHASE_BYTES`), so that the first member
-        costs no round trip of its own. The open's round is at most :data:`OPEN_MAX_REQUESTS` requests (its
-        closest runs merged to fit)."""
+        """Fetch the planned blocks of ``phase`` and, one step ahead, the (few) blocks of the phases that came
+        right after it before (e.g. ``metadata`` after the open, the stimulus presentations after the trials;
+        see :meth:`_following_blocks`), so that the next member costs no round trip of its own. The open's round
+        is at most :data:`OPEN_MAX_REQUESTS` requests (its closest runs merged to fit)."""
         blocks = self.plan.blocks(phase)
-        if phase == OPEN_PHASE:
-            extra: dict[int, None] = {}
-            for following in self.plan.next_phases(phase):
-                more = dict.fromkeys(b for b in self.plan.blocks(following) if b not in extra)
-                if (len(extra) + len(more)) * self.block_size > NEXT_PHASE_BYTES:
-                    break
-                extra.update(more)
-            blocks = blocks + list(extra)
+        blocks = blocks + self._following_blocks(phase, blocks)
         if blocks:
             bs = self.block_size
             self.prefetch([(b * bs, (b + 1) * bs) for b in sorted(blocks)], merge_gap=PLAN_MERGE_GAP,
                           request_bytes=PLAN_REQUEST_BYTES,
                           max_requests=OPEN_MAX_REQUESTS if phase == OPEN_PHASE else None)
+
+    def _following_blocks(self, phase: str, blocks: list[int]) -> list[int]:
+        """The planned blocks of the phases that followed ``phase`` before, most recent first, to fetch in the
+        round of ``blocks`` (the planned blocks of ``phase``). One step only: a phase fetched ahead by another
+        phase's round fetches none ahead itself, so a round never runs on into the phases after the next. Capped:
+        a following phase is skipped if it would take the extra blocks past :data:`NEXT_PHASE_BYTES` (the open)
+        or :data:`FOLLOWING_PHASE_BYTES` (a member), or a member's round past one parallel wave (``parallel``
+        requests: a bulk phase's plan, e.g. the chunk-index nodes of a trace table, takes more); the open merges
+        its runs down to :data:`OPEN_MAX_REQUESTS` instead."""
+        if not blocks or phase in self._phases_ahead:
+            return []
+        own = set(blocks)
+        extra: dict[int, None] = {}
+        cap, budget = (NEXT_PHASE_BYTES, None) if phase == OPEN_PHASE else (FOLLOWING_PHASE_BYTES, self.parallel)
+        for following in self.plan.next_phases(phase):
+            more = dict.fromkeys(b for b in self.plan.blocks(following) if b not in own and b not in extra)
+            if (len(extra) + len(more)) * self.block_size > cap:
+                continue
+            if budget is not None and self._planned_requests([*blocks, *extra, *more]) > budget:
+                continue
+            extra.update(more)
+            self._phases_ahead.add(following)
+        return list(extra)
+
+    def _planned_requests(self, blocks: list[int]) -> int:
+        """How many requests a planned round of ``blocks`` makes, without a request budget."""
+        runs = _merged_runs(sorted(set(blocks)), PLAN_MERGE_GAP // self.block_size, None)
+        return len(_cut_runs(runs, max(1, PLAN_REQUEST_BYTES // self.block_size), None))
 
     @contextmanager
     def phase(self, name: str) -> Iterator[None]:
