@@ -681,12 +681,6 @@ def write_nwb_fast(content: BehaviorContent | OphysContent, path: str | os.PathL
         ref.check_ophys(ophys)
     specifications = spec_file()
     path = Path(path)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.{uuid.uuid4().hex[:8]}.partial.nwb")
-    try:
-        with h5py.File(tmp, "w") as h5:
-            _write_tree(h5, content, specifications)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with ref.partial_file(path) as tmp, h5py.File(tmp, "w") as h5:
+        _write_tree(h5, content, specifications)
     return path

@@ -21,11 +21,13 @@ Example
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import threading
 import uuid
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -773,19 +775,23 @@ def write_nwb(content: BehaviorContent | OphysContent, path: str | os.PathLike) 
     from pynwb import NWBHDF5IO
 
     path = Path(path)
+    with partial_file(path) as tmp, warnings.catch_warnings():
+        _ignore_layout_warnings()
+        nwbfile, manager = build_nwbfile(content)
+        _stable_object_ids(nwbfile, content)
+        with NWBHDF5IO(str(tmp), mode="w", manager=manager) as io:
+            io.write(nwbfile)
+    return path
+
+
+@contextlib.contextmanager
+def partial_file(path: Path) -> Iterator[Path]:
+    """A temporary name beside ``path`` to write the file to: renamed to ``path`` when the block completes,
+    removed when it fails, so ``path`` never holds a partial file (used by both writers)."""
     tmp = path.with_name(f".{path.stem}.{os.getpid()}.{uuid.uuid4().hex[:8]}.partial.nwb")
     try:
-        with warnings.catch_warnings():
-            _ignore_layout_warnings()
-            nwbfile, manager = build_nwbfile(content)
-            _stable_object_ids(nwbfile, content)
-            with NWBHDF5IO(str(tmp), mode="w", manager=manager) as io:
-                io.write(nwbfile)
+        yield tmp
         os.replace(tmp, path)
     except BaseException:
-        try:
-            tmp.unlink()
-        except FileNotFoundError:
-            pass
+        tmp.unlink(missing_ok=True)
         raise
-    return path
