@@ -44,7 +44,9 @@ ORACLE = HERE.parents[1] / "shared" / "oracle" / "dump_allen_truth.py"
 
 # short sessions: 1 s gray, a 22 s (imaging) or 35 s (training) task, 0.5 s gray, a 10-frame movie;
 # 3-4 ROIs on a 32 x 32 field of view; 12 x 20 px templates
-MICRO = Scale("micro", 1, 1.0, 22.0, 0.5, 1, 10, 35.0, (3, 4), (32, 32), (12, 20), 1)
+MICRO = Scale("micro", default_mice=1, initial_gray_s=1.0, task_s=22.0, final_gray_s=0.5, movie_repeats=1,
+              movie_frames=10, training_task_s=35.0, cells_per_plane=(3, 4), interneuron_cells_per_plane=(3, 4),
+              field_of_view=(32, 32), template_shape=(12, 20), sessions_per_training_stage=1, mesoscope_planes=2)
 # one longer training session, so that some go and catch trials come after the automatic rewards
 LONGER = dataclasses.replace(MICRO, name="longer", training_task_s=70.0)
 

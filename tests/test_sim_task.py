@@ -40,6 +40,7 @@ PLANS = {
     "gratings": _plan("TRAINING_2_gratings_flashed", image_set=None, imaging=False, omissions=False,
                       equipment="BEH.B-Box3", hit=0.6, fa=0.3),
     "training3": _plan("TRAINING_3_images_A_10uL_reward", imaging=False, omissions=False, equipment="BEH.D-Box2"),
+    "epilogue": _plan("TRAINING_5_images_A_epilogue", imaging=False, omissions=False, equipment="BEH.B-Box1"),
     "novel_h": _plan("OPHYS_4_images_H", image_set="H", novel=True, equipment="MESO.1", familiar="G",
                      novel_set="H"),
 }
@@ -207,8 +208,17 @@ def test_training_stages(sessions):
     t0, truth0 = sessions["training0"]
     trials = t0.trials
     assert (trials["auto_rewarded"] == ~trials["aborted"]).all()  # TRAINING_0: every trial auto-rewarded
-    task = t0.presentations[t0.presentations["stimulus_block"] == 1]
-    assert task["end_time"].max() - task["start_time"].min() <= 900 + 1
+    # the early training stages are the change-detection block alone: no gray screens, no movie epilogue
+    presentations = t0.presentations
+    assert set(presentations["stimulus_block"]) == {0}
+    assert set(presentations["stimulus_block_name"]) == {"change_detection_behavior"}
+    assert set(presentations["stimulus_name"]) == {"grating"} and (presentations["movie_frame_index"] == -99).all()
+    assert presentations["active"].all()
+    assert presentations["end_time"].max() - presentations["start_time"].min() <= 900 + 1
+    assert t0.stimulus_timestamps[-1] - t0.stimulus_timestamps[0] <= 900 + 1
+    for name in ("epilogue", "habituation", "ophys1"):  # TRAINING_5 and the imaging rig: gray, task, gray, movie
+        blocks = sessions[name][0].presentations.groupby("stimulus_block")["stimulus_name"].first()
+        assert blocks.loc[0] == blocks.loc[2] == "spontaneous" and blocks.loc[3] == "natural_movie_one", name
     t3, _ = sessions["training3"]
     assert t3.task_parameters["reward_volume"] == 0.010
     assert (t3.trials.loc[t3.trials["hit"], "reward_volume"] == 0.010).all()
@@ -254,7 +264,8 @@ def test_presentations_shape_and_dtypes(sessions, name):
         assert p[c].dtype == object, c
     assert (np.diff(p["start_time"]) > 0).all()
     np.testing.assert_allclose(p["duration"], p["end_time"] - p["start_time"])
-    image_rows = p["stimulus_block"] == 1
+    image_rows = p["stimulus_block_name"].str.startswith("change_detection")
+    assert image_rows.any()
     assert p.loc[~image_rows, "image_name"].isna().all() and p.loc[image_rows, "image_name"].notna().all()
     assert p.loc[~image_rows, "omitted"].isna().all() and p.loc[image_rows, "omitted"].notna().all()
     assert (p.loc[~image_rows, "image_index"] == -99).all()
@@ -381,12 +392,12 @@ def test_block_structure(full_session, sessions):
 def test_gratings_session(sessions):
     content, _ = sessions["gratings"]
     p = content.presentations
-    flashes = p[p["stimulus_block"] == 1]
+    flashes = p[p["stimulus_block"] == 0]  # TRAINING_2: the task block alone
+    assert len(flashes) == len(p)
     assert set(flashes["image_name"]) == {"gratings_0.0", "gratings_90.0"}
     assert set(flashes["stimulus_name"]) == {"grating"} and set(flashes["image_set"]) == {"grating"}
     np.testing.assert_array_equal(flashes["orientation"], flashes["image_name"].str[9:].astype(float))
     assert set(flashes["image_index"]) == {0, 1}
-    assert p.loc[p["stimulus_block"] != 1, "orientation"].isna().all()
     [template] = content.templates
     assert template.name == "grating"
     assert template.image_names == ["gratings_0.0", "gratings_90.0", "gratings_180.0", "gratings_270.0"]

@@ -28,7 +28,7 @@ from vbo.simulate.release import RELEASE_VERSIONS, release_marker
 
 DEMO_SEED = 2024
 DEMO_SCALE = "small"
-EXPERIMENTS_PER_CRE_LINE = 2  # active experiments per Cre line in the cell-type figure
+EXPERIMENTS_PER_CRE_LINE = 2  # at most this many active experiments per Cre line in the cell-type figure
 
 
 @dataclass(frozen=True)
@@ -55,7 +55,8 @@ def demo_targets(behavior_sessions: pd.DataFrame, experiments: pd.DataFrame) -> 
     The choices overlap where they can, so the demo opens (and a demo release holds) few files: the
     session with the most planes (the manifest tutorial's novel Vip Multiscope session when it is one of
     them), its lowest active plane (its mouse's history and container), and per Cre line the experiments
-    the other workflows open anyway."""
+    the other workflows open anyway (up to :data:`EXPERIMENTS_PER_CRE_LINE`), else one more file, a Multiscope
+    plane when there is one."""
     experiments = _indexed(experiments, "ophys_experiment_id").sort_index()
     active = experiments[~experiments["passive"].astype(bool)]
     novel_sst, novel_vip_session = _tutorial_choices(experiments)
@@ -70,7 +71,9 @@ def demo_targets(behavior_sessions: pd.DataFrame, experiments: pd.DataFrame) -> 
     single_plane = ~active["equipment_name"].astype(str).str.startswith(layout.MESOSCOPE_PREFIX)
     ranked = active.assign(_elsewhere=[i not in opened for i in active.index], _single=single_plane.to_numpy())
     ranked = ranked.sort_values(["_elsewhere", "_single"], kind="stable")
-    by_cre = ranked.groupby("cre_line", sort=True).head(EXPERIMENTS_PER_CRE_LINE)
+    already = ranked[~ranked["_elsewhere"]].groupby("cre_line", sort=True).head(EXPERIMENTS_PER_CRE_LINE)
+    one_more = ranked[~ranked["cre_line"].isin(already["cre_line"])].groupby("cre_line", sort=True).head(1)
+    by_cre = pd.concat([already, one_more])
     return DemoTargets(mouse_id=str(row["mouse_id"]), experiment_id=experiment_id,
                        by_cre_line=tuple(int(i) for i in sorted(by_cre.index)),
                        ophys_container_id=int(row["ophys_container_id"]), ophys_session_id=session_id,

@@ -15,7 +15,8 @@ class Scale:
     """How big a synthetic release is. Durations in s; shapes in px (rows, columns).
 
     ``small`` and ``full`` have the real session structure (5 min gray, 60 min change detection, 5 min
-    gray, 10 repeats of the 30 s movie; training sessions of 60 min); they cut cost with fewer mice, cells,
+    gray, 10 repeats of the 30 s movie on the imaging rig and in ``TRAINING_5``; the earlier training stages
+    are the 60-min task alone, 15 min in ``TRAINING_0``); they cut cost with fewer mice, cells,
     Multiscope planes and pixels, never with shorter sessions. ``tiny`` (tests only) also shortens sessions.
     """
 

@@ -9,7 +9,9 @@ changes):
   0 s, imaging sessions at 8-9 s (``docs/format.md`` §9). Presentation times and ``change_time`` include the rig's
   monitor delay; stimulus, lick, reward, running and trial start/stop times do not.
 * blocks: ``initial_gray_screen_5min`` → change detection (0.25 s flash every 45 frames) →
-  ``post_behavior_gray_screen_5min`` → ``natural_movie_one`` (30 Hz, one row per movie frame).
+  ``post_behavior_gray_screen_5min`` → ``natural_movie_one`` (30 Hz, one row per movie frame) on the imaging rig
+  and in ``TRAINING_5``, where the movie epilogue was added; the earlier training stages (``TRAINING_0``–``4``)
+  are the change-detection block alone (block 0, no gray-screen or movie rows; ``docs/format.md`` §7.5).
 * trials start just before a flash; the change comes on flash 4-12 after the trial start (geometric, p 0.3);
   a fraction of trials are catch (sham-change) trials; the first non-aborted trials are auto-rewarded
   (all of them in ``TRAINING_0``); a lick before the change aborts the trial.
@@ -85,6 +87,7 @@ MIN_CHANGE_FLASH, MAX_CHANGE_FLASH = 4, 12
 CATCH_FRACTION = 0.15
 AUTO_REWARDED_TRIALS = 5
 TRAINING_0_TASK_S = 900.0  # TRAINING_0_gratings_autorewards_15min
+EARLY_TRAINING_STAGES = ("TRAINING_0", "TRAINING_1", "TRAINING_2", "TRAINING_3", "TRAINING_4")  # no movie epilogue
 POST_CHANGE_FRAMES = 255  # trial end after the change (≈ 4.25 s)
 ABORT_STOP_FRAMES = 19  # aborted trial ends ≈ 0.32 s after the aborting lick
 AUTO_REWARD_DELAY_FRAMES = 10
@@ -219,6 +222,7 @@ class _Setup:
     monitor_delay: float
     clock_start: float | None  # None: drawn for imaging sessions
     omissions: bool
+    epilogue: bool  # gray screens around the task and the natural movie after it (imaging rig, TRAINING_5)
 
     @classmethod
     def build(cls, plan: SessionPlan, scale: Scale, image_names: dict[str, list[str]] | None) -> _Setup:
@@ -253,12 +257,14 @@ class _Setup:
                    passive=bool(plan.passive), imaging=imaging, training=training, all_auto=all_auto,
                    n_auto=0 if plan.passive else AUTO_REWARDED_TRIALS, task_s=float(task_s),
                    reward_volume=LARGE_REWARD_VOLUME if large else REWARD_VOLUME, monitor_delay=delay,
-                   clock_start=None if imaging else 0.0, omissions=bool(plan.has_omissions))
+                   clock_start=None if imaging else 0.0, omissions=bool(plan.has_omissions),
+                   epilogue=stage not in EARLY_TRAINING_STAGES)
 
 
 @dataclass
 class _FrameLayout:
-    first_flash: int  # stimulus frame of the first flash (block 1 start)
+    first_flash: int  # stimulus frame of the first flash (start of the task block)
+    task_block: int  # ``stimulus_block`` of the change-detection rows: 1 after the first gray screen, else 0
     n_flashes: int
     task_end: int  # frame after the last flash's gray period
     movie_start: int  # first movie frame (= n_frames without a movie)
@@ -268,15 +274,17 @@ class _FrameLayout:
 
     @classmethod
     def build(cls, setup: _Setup, scale: Scale) -> _FrameLayout:
-        first = int(round(scale.initial_gray_s * FRAME_RATE)) + 2
+        gray_s, final_gray_s = (scale.initial_gray_s, scale.final_gray_s) if setup.epilogue else (0.0, 0.0)
+        first = int(round(gray_s * FRAME_RATE)) + 2
         n_flashes = max(int(setup.task_s * FRAME_RATE) // FLASH_PERIOD, MAX_CHANGE_FLASH + 8)
         task_end = first + n_flashes * FLASH_PERIOD
-        movie_start = task_end + int(round(scale.final_gray_s * FRAME_RATE))
-        movie_rows = int(scale.movie_repeats) * int(scale.movie_frames)
+        movie_start = task_end + int(round(final_gray_s * FRAME_RATE))
+        movie_rows = int(scale.movie_repeats) * int(scale.movie_frames) if setup.epilogue else 0
         n_frames = movie_start + MOVIE_STIMULUS_FRAMES * movie_rows
         if movie_rows == 0:
             n_frames += 1
-        return cls(first, n_flashes, task_end, movie_start, movie_rows, int(scale.movie_frames), n_frames)
+        return cls(first, int(setup.epilogue), n_flashes, task_end, movie_start, movie_rows, int(scale.movie_frames),
+                   n_frames)
 
     @property
     def onsets(self) -> np.ndarray:
@@ -586,11 +594,13 @@ def _presentations(setup: _Setup, layout: _FrameLayout, ts: np.ndarray, task: _T
                    omitted: np.ndarray) -> pd.DataFrame:
     """The reader's ``stimulus_presentations`` (19 columns, + ``orientation`` for gratings) + ``image_set``.
 
-    Rows: the gray screen before the task, one per flash, the gray screen after, one per movie frame."""
+    Rows: the gray screen before the task, one per flash, the gray screen after, one per movie frame (the flashes
+    alone in the early training stages)."""
     nf, m = layout.n_flashes, layout.movie_rows
     change_flags, sham_flags, image_idx = _flash_images(task, nf)
     rows = _presentation_rows(setup, layout, ts, omitted)
-    n, block, flash_rows = len(rows["block"]), rows["block"], slice(1, 1 + nf)
+    task_block = layout.task_block
+    n, block, flash_rows = len(rows["block"]), rows["block"], slice(task_block, task_block + nf)
     names = np.asarray(setup.image_names, object)
 
     def flash_column(values, fill, dtype) -> np.ndarray:
@@ -607,14 +617,15 @@ def _presentations(setup: _Setup, layout: _FrameLayout, ts: np.ndarray, task: _T
     novel[omitted] = pd.NA
     movie_frame_index = np.full(n, INT_NA, np.int64)
     movie_repeat = np.full(n, INT_NA, np.int64)
-    movie_frame_index[1 + nf + 1:] = np.arange(m) % max(layout.movie_frames, 1)
-    movie_repeat[1 + nf + 1:] = np.arange(m) // max(layout.movie_frames, 1)
+    movie_frame_index[n - m:] = np.arange(m) % max(layout.movie_frames, 1)
+    movie_repeat[n - m:] = np.arange(m) // max(layout.movie_frames, 1)
     is_change = flash_column(change_flags, False, bool)
     trials_id, active = _trial_of_flash(task, ts, rows["start_time"][flash_rows], block, flash_rows)
-    stimulus_name = np.where(block == 1, setup.stimulus_name, SPONTANEOUS).astype(object)
-    stimulus_name[block == 3] = MOVIE
-    block_names = np.asarray([BLOCK_NAMES[0], PASSIVE_BLOCK_NAME if setup.passive else BLOCK_NAMES[1],
-                              BLOCK_NAMES[2], BLOCK_NAMES[3]], object)
+    stimulus_name = np.where(block == task_block, setup.stimulus_name, SPONTANEOUS).astype(object)
+    stimulus_name[block == task_block + 2] = MOVIE
+    task_name = PASSIVE_BLOCK_NAME if setup.passive else BLOCK_NAMES[1]
+    block_names = np.asarray([BLOCK_NAMES[0], task_name, BLOCK_NAMES[2], BLOCK_NAMES[3]] if task_block
+                             else [task_name], object)
     columns = {
         "stimulus_block": block,
         "stimulus_block_name": pd.Series(block_names[block], dtype=object),
@@ -669,11 +680,14 @@ def _flash_images(task: _Task, nf: int) -> tuple[np.ndarray, np.ndarray, np.ndar
 def _presentation_rows(setup: _Setup, layout: _FrameLayout, ts: np.ndarray,
                        omitted: np.ndarray) -> dict[str, np.ndarray]:
     """Block, start/end time (s, with the monitor delay) and start/end frame of every row: gray before, the
-    flashes, gray after, the movie frames."""
+    flashes, gray after, the movie frames (the flashes alone, block 0, without the epilogue)."""
     delay = setup.monitor_delay
     onsets, nf, m = layout.onsets, layout.n_flashes, layout.movie_rows
     start = ts[onsets] + delay
     end = np.where(omitted, start + STIMULUS_DURATION_S, ts[onsets + FLASH_FRAMES] + delay)
+    if not layout.task_block:
+        return {"block": np.zeros(nf, np.int64), "start_time": start, "end_time": end,
+                "start_frame": onsets.astype(np.int64), "end_frame": (onsets + FLASH_FRAMES).astype(np.int64)}
     gray2_start_frame = int(onsets[-1] + FLASH_FRAMES)
     gray2_end_frame = layout.movie_start if m else layout.n_frames - 1
     movie_start_frames = layout.movie_start + MOVIE_STIMULUS_FRAMES * np.arange(m)
@@ -701,7 +715,7 @@ def _trial_of_flash(task: _Task, ts: np.ndarray, flash_start: np.ndarray, block:
         inside = (pos >= 0) & (flash_start < last_stop)
         trials_id[flash_rows] = np.where(inside, pos, INT_NA)
         if ((flash_start > trial_start.min()) & (flash_start < last_stop)).any():
-            active[block == 1] = True
+            active[block == block[flash_rows][0]] = True
     return trials_id, active
 
 
@@ -1129,6 +1143,9 @@ def _block_times(setup: _Setup, layout: _FrameLayout, ts: np.ndarray) -> list[di
     delay = setup.monitor_delay
     name1 = PASSIVE_BLOCK_NAME if setup.passive else BLOCK_NAMES[1]
     last_flash_end = layout.onsets[-1] + FLASH_FRAMES
+    if not layout.task_block:
+        return [{"stimulus_block": 0, "name": name1, "start_time": float(ts[layout.first_flash] + delay),
+                 "end_time": float(ts[last_flash_end] + delay)}]
     blocks = [
         {"stimulus_block": 0, "name": BLOCK_NAMES[0], "start_time": 0.0,
          "end_time": float(ts[layout.first_flash] + delay)},
