@@ -254,3 +254,27 @@ def test_pynwb_writer_for_a_release(tmp_path):
     assert len(list(release.root.rglob("*.nwb"))) == release.n_behavior_files + release.n_experiment_files
     with pytest.raises(ValueError, match="writer"):
         simulate(tmp_path / "x", writer="zarr")
+
+
+def test_demo_targets_on_the_real_release_tables(shared_data):
+    """The demo's choices from the real tables: every Cre line in the cell-type figure, the experiments the
+    other workflows open anyway (at most two a line) or else exactly one more file per line."""
+    from vbo.demo import EXPERIMENTS_PER_CRE_LINE, demo_files, demo_targets
+
+    tables = {name: read_metadata_table(shared_data / "release-tables" / f"{name}.csv", name).reset_index()
+              for name in ("behavior_session_table", "ophys_experiment_table")}
+    experiments = tables["ophys_experiment_table"].set_index("ophys_experiment_id")
+    targets = demo_targets(tables["behavior_session_table"], experiments.reset_index())
+    chosen = experiments.loc[list(targets.by_cre_line)]
+    assert set(chosen["cre_line"]) == set(experiments["cre_line"])
+    assert not chosen["passive"].astype(bool).any()
+    opened = set(experiments.index[(experiments["ophys_container_id"] == targets.ophys_container_id)
+                                   | experiments["ophys_session_id"].isin([targets.ophys_session_id,
+                                                                           targets.novel_vip_multiscope_session])])
+    opened |= {targets.first_novel_sst}
+    for cre_line, rows in chosen.groupby("cre_line"):
+        already = [i for i in rows.index if i in opened]
+        assert len(rows) <= EXPERIMENTS_PER_CRE_LINE, cre_line
+        assert len(already) == len(rows) or (not already and len(rows) == 1), cre_line
+    keys = demo_files(tables)
+    assert {mf.experiment_nwb_key(i) for i in targets.by_cre_line} <= keys

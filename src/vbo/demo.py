@@ -117,11 +117,12 @@ def demo_files(tables: dict[str, pd.DataFrame]) -> set[str]:
         wanted |= set(experiments.index[experiments["ophys_session_id"] == targets.novel_vip_multiscope_session])
     keys = {mf.experiment_nwb_key(int(i)) for i in wanted}
     for session_id, row in behavior[behavior["mouse_id"].astype(str) == targets.mouse_id].iterrows():
-        file_id = row["file_id"]
+        file_id, experiment_ids = row["file_id"], row["ophys_experiment_id"]
         if pd.notna(file_id) and int(file_id) >= 0:
             keys.add(mf.behavior_nwb_key(int(session_id)))
-        else:  # an imaging session: its behavior is read from its lowest experiment file
-            keys.add(mf.experiment_nwb_key(int(min(row["ophys_experiment_id"]))))
+        elif isinstance(experiment_ids, (list, tuple)) and len(experiment_ids):
+            # an imaging session: its behavior is read from its lowest experiment file
+            keys.add(mf.experiment_nwb_key(int(min(experiment_ids))))
     return keys
 
 
