@@ -51,7 +51,8 @@ class RemoteFile(io.RawIOBase):
     equal the size the server reports. A pinned version read before opens with no round trip of its own: its
     read plan (:class:`~vbo.source.plan.ReadPlan`, see :meth:`phase`) names the blocks the open needs, fetched
     in one parallel round, and the recorded size and ETag are checked on every response. Thread-safe.
-    ``bytes_transferred`` and ``requests`` count network use.
+    ``bytes_transferred`` and ``requests`` count network use, ``stalls`` the reads that waited for it (each at
+    least one round trip).
 
     Verification (``verify=True``, the default): every response must name the pinned version and the
     object's ETag and cover exactly the requested range; every block's blake2b-128 must equal the digest
@@ -75,6 +76,7 @@ class RemoteFile(io.RawIOBase):
         self.retries, self.backoff, self.max_backoff = retries, backoff, max_backoff
         self.bytes_transferred = 0
         self.requests = 0
+        self.stalls = 0
         self._stats_lock = threading.Lock()
         directory = Path(digest_dir or default_digest_dir())
         plan = self._stored_plan(directory, version_id, size) if verify else None
@@ -435,6 +437,9 @@ class RemoteFile(io.RawIOBase):
                 elif b in self._inflight:
                     waiting[b] = self._inflight[b]
                 have[b] = data
+        if waiting or None in have.values():
+            with self._stats_lock:
+                self.stalls += 1
         for b, future in waiting.items():
             future.result()  # raises the fetch's error (e.g. StreamIntegrityError)
             with self._lock:
