@@ -90,13 +90,21 @@ def scattered(tmp_path_factory):
     return path
 
 
-def test_symbol_nodes_name_every_member_header_and_group_tables(scattered):
+@pytest.fixture(scope="module")
+def read_log(scattered) -> tuple[bytes, list[tuple[int, bytes]], dict[str, int]]:
+    """The bytes of the scattered file, h5py's reads while visiting every object's attributes, and each object's
+    header address (from h5py)."""
     raw = scattered.read_bytes()
     logged = LoggedBytes(raw)
     with h5py.File(logged, "r") as f:
         _read_everything(f)
         addresses = _addresses(f)
-    snods = {at: data for at, data in logged.reads if data[:4] == b"SNOD"}
+    return raw, logged.reads, addresses
+
+
+def test_symbol_nodes_name_every_member_header_and_group_tables(read_log):
+    raw, reads, addresses = read_log
+    snods = {at: data for at, data in reads if data[:4] == b"SNOD"}
     members = [m for data in snods.values() for m in symbol_node_members(data, len(raw))]
     assert {header for header, _, _ in members} == set(addresses.values())  # the soft link has no header
     for header, btree, heap in members:
@@ -106,37 +114,30 @@ def test_symbol_nodes_name_every_member_header_and_group_tables(scattered):
     assert recognise(next(iter(snods.values())), len(raw)) == "snod"
 
 
-def test_group_trees_heaps_and_continuations_name_what_hdf5_reads_next(scattered):
-    raw = scattered.read_bytes()
-    logged = LoggedBytes(raw)
-    with h5py.File(logged, "r") as f:
-        _read_everything(f)
-        addresses = _addresses(f)
-    read_at = {at for at, _ in logged.reads}
-    trees = [group_tree_children(data, len(raw)) for _, data in logged.reads if data[:5] == b"TREE\x00"]
+def test_group_trees_heaps_and_continuations_name_what_hdf5_reads_next(read_log):
+    raw, reads, addresses = read_log
+    read_at = {at for at, _ in reads}
+    trees = [group_tree_children(data, len(raw)) for _, data in reads if data[:5] == b"TREE\x00"]
     assert trees and all(kind == "snod" and set(children) <= read_at for kind, children in trees)
-    heaps = [local_heap_data(data, len(raw)) for _, data in logged.reads if data[:4] == b"HEAP"]
-    assert heaps and all(any(at <= address and address + size <= at + len(data) for at, data in logged.reads)
+    heaps = [local_heap_data(data, len(raw)) for _, data in reads if data[:4] == b"HEAP"]
+    assert heaps and all(any(at <= address and address + size <= at + len(data) for at, data in reads)
                          for address, size in heaps)  # read, or within the read of the heap's header
     continued = 0
     for name, header in addresses.items():
         for address, kind, size in _all_pointers(raw, header):
             if kind == "cont":
                 continued += 1
-                assert (address, raw[address:address + size]) in logged.reads, name  # read whole, as named
+                assert (address, raw[address:address + size]) in reads, name  # read whole, as named
                 assert header_pointers(raw[address:address + size], False, len(raw)) is not None
     assert continued >= 16  # every dataset's header continues elsewhere
     assert group_tree_children(b"TREE\x01" + bytes(40), len(raw)) is None  # a chunk index: not a group's
     assert local_heap_data(b"HEAP\x00" + bytes(27), len(raw)) is None  # no data segment
 
 
-def test_group_hints_name_the_structures_before_hdf5_reads_them(scattered):
+def test_group_hints_name_the_structures_before_hdf5_reads_them(read_log):
     """Replaying h5py's reads through a GroupHints whose cache holds what was read or hinted before: every
     group structure h5py reads beyond the first ones was named by an earlier hint."""
-    raw = scattered.read_bytes()
-    logged = LoggedBytes(raw)
-    with h5py.File(logged, "r") as f:
-        _read_everything(f)
+    raw, reads, _ = read_log
     block = 4096
     cached_blocks: set[int] = set()
 
@@ -147,7 +148,7 @@ def test_group_hints_name_the_structures_before_hdf5_reads_them(scattered):
     hints = GroupHints(cached)
     named: set[int] = set()
     surprises = []
-    for at, data in logged.reads:
+    for at, data in reads:
         blocks = set(range(at // block, (at + max(1, len(data)) - 1) // block + 1))
         if recognise(data, len(raw)) in ("snod", "heap") and not blocks <= cached_blocks and at not in named:
             surprises.append(at)

@@ -20,7 +20,7 @@ get no group hints.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 TREE_SIGNATURE = b"TREE"
 SNOD_SIGNATURE = b"SNOD"
@@ -42,7 +42,8 @@ MAX_MESSAGE_TYPE = 0x18
 
 # the bytes fetched for a structure whose size is not known before it is read (each within one block)
 GUESS_BYTES = {"header": 512, "heap": HEAP_HEADER_BYTES, "tree": 544, "snod": 328}
-MAX_FOLLOWED = 4096  # structures a GroupHints remembers (a bound on its memory, far above one open's)
+MAX_FOLLOWED = 16384  # structures a GroupHints remembers (a bound on its memory, far above one session's)
+MAX_STRUCTURE_BYTES = 64 * 1024  # a larger read is data, not a structure worth parsing
 
 Pointer = tuple[int, str, int, int]  # (address, kind, size in bytes or 0 if not known, group levels left)
 
@@ -147,7 +148,7 @@ def local_heap_data(data: bytes, file_size: int) -> tuple[int, int] | None:
     return address, size
 
 
-def header_messages(data: bytes, header: bool) -> Iterator[tuple[int, bytes]] | None:
+def header_messages(data: bytes, header: bool) -> list[tuple[int, bytes]] | None:
     """The ``(type, body)`` messages of a version-1 object header (``header=True``: ``data`` starts with its
     16-byte prefix and may run past its end) or of one of its continuation blocks (``data`` is the whole block:
     its messages must fill it exactly); None if ``data`` does not look like one."""
@@ -167,7 +168,7 @@ def header_messages(data: bytes, header: bool) -> Iterator[tuple[int, bytes]] | 
         at += MESSAGE_HEADER_BYTES + size
     if not messages or (not header and at != stop):
         return None
-    return iter(messages)
+    return messages
 
 
 def header_pointers(data: bytes, header: bool, file_size: int) -> list[tuple[int, str, int]] | None:
@@ -248,6 +249,8 @@ class GroupHints:
         self._asked: set[int] = set()  # addresses returned for fetching before
 
     def __call__(self, offset: int, data, file_size: int) -> list[tuple[int, int]]:
+        if len(data) > MAX_STRUCTURE_BYTES:
+            return []
         data = bytes(data)
         chunks = btree_children(offset, data, file_size)
         if chunks:
