@@ -145,7 +145,7 @@ def test_group_hints_name_the_structures_before_hdf5_reads_them(read_log):
         blocks = range(start // block, (stop - 1) // block + 1)
         return raw[start:stop] if all(b in cached_blocks for b in blocks) else None
 
-    hints = GroupHints(cached)
+    hints = GroupHints(cached, merge_gap=0)
     named: set[int] = set()
     surprises = []
     for at, data in reads:
@@ -173,12 +173,25 @@ def test_group_hints_leave_other_layouts_and_data_alone(tmp_path):
     assert btree_children(0, b"TREE\x00\x01\x01\x00" + bytes(40), len(raw)) == []  # a group's node: not chunks
 
 
-def test_hinted_ranges_are_widened_to_windows(scattered):
-    raw = scattered.read_bytes()
-    hints = GroupHints(lambda start, stop: None, window=65_536)
-    root_header = h5py.h5o.get_info(h5py.File(scattered, "r").id).addr
-    ranges = hints(root_header, raw[root_header:root_header + 512], len(raw))
-    assert ranges and all(start % 65_536 == 0 and (stop % 65_536 == 0 or stop == len(raw)) for start, stop in ranges)
+def test_hinted_ranges_are_widened_to_windows_and_close_ones_joined(read_log):
+    raw, _, addresses = read_log
+    header = addresses["g0"]
+
+    known = [(header, header + 512)] + [(a, a + n) for a, kind, n in _all_pointers(raw, header) if kind == "cont"]
+
+    def cached(start, stop):  # the header HDF5 just read and its continuations: its B-tree and heap are not
+        return raw[start:stop] if any(a <= start and stop <= b for a, b in known) else None
+
+    def ranges(**options):
+        return GroupHints(cached, **options)(header, raw[header:header + 512], len(raw))
+
+    exact = ranges(merge_gap=0)
+    assert len(exact) == 2 and all(stop - start < 4096 for start, stop in exact)  # its B-tree and its heap
+    windows = ranges(window=65_536, merge_gap=0)
+    assert all(start % 65_536 == 0 and (stop % 65_536 == 0 or stop == len(raw)) for start, stop in windows)
+    assert all(any(a <= start and stop <= b for a, b in windows) for start, stop in exact)
+    joined = ranges(window=65_536, merge_gap=len(raw))
+    assert joined == [(windows[0][0], windows[-1][1])]
 
 
 # --- on a streamed file ------------------------------------------------------------------------------

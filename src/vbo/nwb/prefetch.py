@@ -44,6 +44,7 @@ MAX_MESSAGE_TYPE = 0x18
 GUESS_BYTES = {"header": 512, "heap": HEAP_HEADER_BYTES, "tree": 544, "snod": 328}
 MAX_FOLLOWED = 16384  # structures a GroupHints remembers (a bound on its memory, far above one session's)
 MAX_STRUCTURE_BYTES = 64 * 1024  # a larger read is data, not a structure worth parsing
+MERGE_GAP = 512 * 1024  # hinted windows closer than this are fetched as one range (a table's columns: 14 -> 7 GETs)
 
 Pointer = tuple[int, str, int, int]  # (address, kind, size in bytes or 0 if not known, group levels left)
 
@@ -237,13 +238,14 @@ class GroupHints:
     structure, its pointers are followed through cached bytes (object header → continuation blocks and symbol
     table; B-tree → child nodes → symbol nodes; heap → its data; a symbol node → its members' headers, heaps and
     B-trees, ``levels`` group levels down at most) and the first structures not yet fetched are returned, each
-    widened to the aligned ``window`` of bytes around it (what a read that misses would fetch), to be fetched
-    ahead in one parallel round. Structures not yet there are followed on a later read, once their bytes are.
+    widened to the aligned ``window`` of bytes around it (what a read that misses would fetch) and windows less
+    than ``merge_gap`` bytes apart joined (one request instead of two), to be fetched ahead in one parallel round. Structures not yet there are followed on a later read, once their bytes are.
     A chunk index node gets :func:`btree_children`.
     """
 
-    def __init__(self, cached: Callable[[int, int], bytes | None], levels: int = 1, window: int = 0):
-        self.cached, self.levels, self.window = cached, int(levels), int(window)
+    def __init__(self, cached: Callable[[int, int], bytes | None], levels: int = 1, window: int = 0,
+                 merge_gap: int = MERGE_GAP):
+        self.cached, self.levels, self.window, self.merge_gap = cached, int(levels), int(window), int(merge_gap)
         self._followed: dict[int, int] = {}  # address -> group levels it was followed with
         self._waiting: dict[int, Pointer] = {}  # not cached when last looked at: followed once it is
         self._asked: set[int] = set()  # addresses returned for fetching before
@@ -264,11 +266,21 @@ class GroupHints:
             self._follow((offset, kind, known[2] if known is not None else 0, self.levels), file_size, fetch)
         for pointer in waiting.values():  # what was fetched ahead: followed once its bytes are there
             self._follow(pointer, file_size, fetch)
-        return sorted({self._widen(start, stop, file_size) for start, stop in fetch.items()})
+        return self._windows(fetch, file_size)
 
-    def _widen(self, start: int, stop: int, file_size: int) -> tuple[int, int]:
+    def _windows(self, fetch: dict[int, int], file_size: int) -> list[tuple[int, int]]:
+        """The ``{start: stop}`` ranges of ``fetch`` widened to aligned windows, those closer than the merge gap
+        joined."""
         w = self.window
-        return (start // w * w, min(file_size, -(-stop // w) * w)) if w > 0 else (start, stop)
+        merged: list[list[int]] = []
+        for start, stop in sorted(fetch.items()):
+            if w > 0:
+                start, stop = start // w * w, min(file_size, -(-stop // w) * w)
+            if merged and start - merged[-1][1] <= self.merge_gap:
+                merged[-1][1] = max(merged[-1][1], stop)
+            else:
+                merged.append([start, stop])
+        return [(start, stop) for start, stop in merged]
 
     def _follow(self, pointer: Pointer, file_size: int, fetch: dict[int, int]) -> None:
         """Follow ``pointer`` and what it points at through cached bytes; where they run out, wait for the
