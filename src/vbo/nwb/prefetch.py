@@ -293,7 +293,7 @@ class GroupHints:
             length = size or self._length(kind, address, file_size)
             data = self.cached(address, min(file_size, address + length)) if length else None
             if data is None:
-                if address not in self._asked:
+                if address not in self._asked and len(self._asked) < MAX_FOLLOWED:
                     self._asked.add(address)
                     fetch[address] = min(file_size, address + (length or GUESS_BYTES.get(kind, 8)))
                 if kind != "data" and len(self._waiting) < MAX_FOLLOWED:
