@@ -428,23 +428,16 @@ class RemoteFile(io.RawIOBase):
     def _read_range(self, start: int, stop: int) -> bytes:
         first, last = start // self.block_size, (stop - 1) // self.block_size
         have: dict[int, bytes | None] = {}
-        waiting: dict[int, Future] = {}
         with self._lock:
             for b in range(first, last + 1):
                 data = self._blocks.get(b)
                 if data is not None:
                     self._blocks.move_to_end(b)
-                elif b in self._inflight:
-                    waiting[b] = self._inflight[b]
                 have[b] = data
-        if waiting or None in have.values():
+        if None in have.values():
             with self._stats_lock:
                 self.stalls += 1
-        for b, future in waiting.items():
-            future.result()  # raises the fetch's error (e.g. StreamIntegrityError)
-            with self._lock:
-                have[b] = self._blocks.get(b)  # None if evicted meanwhile: fetched again below
-        missing = [b for b, data in have.items() if data is None]
+        missing = self._await_inflight([b for b, data in have.items() if data is None], have)
         direct = (stop - start) > self.cache_bytes // 2
         if missing and not direct:
             self._fetch_around(missing[0])
@@ -470,15 +463,15 @@ class RemoteFile(io.RawIOBase):
         return joined[offset:offset + (stop - start)]
 
     def _await_inflight(self, missing: list[int], have: dict[int, bytes | None]) -> list[int]:
-        """Wait for those of the ``missing`` blocks that are in flight now (e.g. fetched by the window
-        :meth:`_fetch_around` just scheduled), filling ``have``; the blocks still missing (not a second request
+        """Wait for those of the ``missing`` blocks that are in flight now (prefetched, or in the window
+        :meth:`_fetch_around` just scheduled), filling ``have``; the blocks still missing (never a second request
         for a block on its way)."""
         with self._lock:
             waiting = {b: self._inflight[b] for b in missing if b in self._inflight}
         for b, future in waiting.items():
-            future.result()
+            future.result()  # raises the fetch's error (e.g. StreamIntegrityError)
             with self._lock:
-                have[b] = self._blocks.get(b)
+                have[b] = self._blocks.get(b)  # None if evicted meanwhile: fetched again
         return [b for b in missing if have[b] is None]
 
     def _fetch_around(self, block: int) -> None:
