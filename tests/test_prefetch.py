@@ -12,7 +12,7 @@ import pytest
 from s3_server import module_proxy, moto_s3, proxy, server  # noqa: F401 (fixtures)
 from vbo.nwb import prefetch
 from vbo.nwb.prefetch import (GroupHints, btree_children, group_tree_children, header_pointers, local_heap_data,
-                              recognise, symbol_node_members)
+                              recognise, superblock_root, symbol_node_members)
 from vbo.source.remote import open_remote
 
 BUCKET = "vbo-test-prefetch"
@@ -112,6 +112,21 @@ def test_symbol_nodes_name_every_member_header_and_group_tables(read_log):
         assert tables == ({(btree, "tree"), (heap, "heap")} if btree else set())  # the entry's cache agrees
     assert symbol_node_members(b"SNOD\x01\x00\x09\x00" + bytes(40), len(raw)) is None  # 9 entries, 1 present
     assert recognise(next(iter(snods.values())), len(raw)) == "snod"
+
+
+def test_the_superblock_names_the_root_group(tmp_path, scattered):
+    raw = scattered.read_bytes()
+    with h5py.File(scattered, "r") as f:
+        root = h5py.h5o.get_info(f["/"].id).addr
+    header, btree, heap = superblock_root(raw[:128], len(raw))
+    assert header == root
+    tables = {(a, kind) for a, kind, _ in _all_pointers(raw, header) if kind in ("tree", "heap")}
+    assert tables == {(btree, "tree"), (heap, "heap")}
+    assert recognise(raw[:8], len(raw)) == "superblock"
+    assert superblock_root(raw[:40], len(raw)) is None  # the root entry is not in these bytes
+    with h5py.File(tmp_path / "latest.h5", "w", libver="latest") as f:  # superblock version 3: not this layout
+        f.create_group("a")
+    assert superblock_root((tmp_path / "latest.h5").read_bytes()[:128], len(raw)) is None
 
 
 def test_group_trees_heaps_and_continuations_name_what_hdf5_reads_next(read_log):

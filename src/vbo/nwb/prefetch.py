@@ -7,7 +7,8 @@ is one more round trip. Two kinds of hint shorten that chain:
   HDF5 reads them one after the other (a 140,000-frame trace table has ~35 leaves), a streamed file
   (:meth:`vbo.source.remote.RemoteFile.prefetch`) fetches them all in one parallel round before HDF5 asks.
 - :class:`GroupHints`: the structures of groups (§13.4): a group's symbol table (B-tree, symbol nodes, local
-  heap), the object headers of its members and their continuation blocks. When HDF5 reads a symbol node, the
+  heap), the object headers of its members and their continuation blocks, starting from the root group the
+  superblock names. When HDF5 reads a symbol node, the
   members it lists are looked at next (their object headers, and for a member group its heap and B-tree); the
   hint follows these pointers through the bytes already fetched and fetches where they leave them, one group
   level down at most, so that the members' blocks (which lie megabytes apart) arrive in one parallel round
@@ -32,6 +33,8 @@ ADDRESS_BYTES = 8
 MAX_RANK = 32  # HDF5's limit on dataset dimensions
 UNDEFINED = (1 << 64) - 1  # the undefined address
 
+SUPERBLOCK_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+ROOT_ENTRY_AT = {0: 56}  # where the root group's symbol table entry starts, by superblock version (h5py's: 0)
 ENTRY_BYTES = 40  # a symbol table entry: name offset, header address, cache type, reserved, 16-byte scratch pad
 GROUP_CACHE = 1  # cache type of an entry whose scratch pad holds the member group's B-tree and heap addresses
 HEAP_HEADER_BYTES = 32  # HEAP, version, 3 reserved, data size, free-list offset, data address
@@ -139,6 +142,19 @@ def symbol_node_members(data: bytes, file_size: int) -> list[tuple[int, int, int
     return members
 
 
+def superblock_root(data: bytes, file_size: int) -> tuple[int, int, int] | None:
+    """``(header, btree, heap)`` of the root group from a superblock of version 0 with 8-byte addresses and
+    lengths (its root entry's scratch pad names the root's B-tree and heap, else 0), or None."""
+    if data[:8] != SUPERBLOCK_SIGNATURE or len(data) < 16 or data[8] not in ROOT_ENTRY_AT or \
+            data[13] != ADDRESS_BYTES or data[14] != ADDRESS_BYTES:
+        return None
+    at = ROOT_ENTRY_AT[data[8]]
+    if len(data) < at + ENTRY_BYTES:
+        return None
+    members = symbol_node_members(b"SNOD\x01\x00\x01\x00" + data[at:at + ENTRY_BYTES], file_size)
+    return members[0] if members else None
+
+
 def local_heap_data(data: bytes, file_size: int) -> tuple[int, int] | None:
     """``(address, size)`` of the data segment of the local heap whose header is ``data``, or None."""
     if len(data) < HEAP_HEADER_BYTES or data[:4] != HEAP_SIGNATURE or data[4] != 0:
@@ -205,6 +221,13 @@ def pointers(kind: str, data: bytes, file_size: int, levels: int) -> list[Pointe
             if btree:
                 found += [(btree, "tree", 0, levels - 1), (heap, "heap", 0, levels - 1)]
         return found
+    if kind == "superblock":
+        root = superblock_root(data, file_size)
+        if root is None:
+            return None
+        header, btree, heap = root
+        return [(header, "header", 0, levels)] + ([(btree, "tree", 0, levels), (heap, "heap", 0, levels)]
+                                                   if btree else [])
     if kind == "tree":
         children = group_tree_children(data, file_size)
         return None if children is None else [(c, children[0], 0, levels) for c in children[1]]
@@ -220,6 +243,8 @@ def pointers(kind: str, data: bytes, file_size: int, levels: int) -> list[Pointe
 def recognise(data: bytes, file_size: int) -> str | None:
     """The kind of group structure ``data`` (a read of HDF5) starts with, by its signature or shape."""
     head = data[:4]
+    if data[:8] == SUPERBLOCK_SIGNATURE:
+        return "superblock"
     if head == SNOD_SIGNATURE:
         return "snod"
     if head == HEAP_SIGNATURE:
@@ -235,9 +260,9 @@ class GroupHints:
     """A read hint (``hint(offset, data, file_size) -> [(start, stop), ...]``) that follows group structures.
 
     ``cached(start, stop)`` returns bytes already fetched (or None, without fetching). When HDF5 reads a group
-    structure, its pointers are followed through cached bytes (object header → continuation blocks and symbol
-    table; B-tree → child nodes → symbol nodes; heap → its data; a symbol node → its members' headers, heaps and
-    B-trees, ``levels`` group levels down at most) and the first structures not yet fetched are returned, each
+    structure, its pointers are followed through cached bytes (the superblock → the root group's header, B-tree
+    and heap; object header → continuation blocks and symbol table; B-tree → child nodes → symbol nodes; heap →
+    its data; a symbol node → its members' headers, heaps and B-trees, ``levels`` group levels down at most) and the first structures not yet fetched are returned, each
     widened to the aligned ``window`` of bytes around it (what a read that misses would fetch) and windows less
     than ``merge_gap`` bytes apart joined (one request instead of two), to be fetched ahead in one parallel round. Structures not yet there are followed on a later read, once their bytes are.
     A chunk index node gets :func:`btree_children`.
@@ -309,6 +334,8 @@ class GroupHints:
             return 0
         if kind == "snod":
             return 8 + _u(prefix, 6, 2) * ENTRY_BYTES
+        if kind == "superblock":
+            return ROOT_ENTRY_AT.get(prefix[8], 0) + ENTRY_BYTES
         if kind == "tree":
             return HEADER_BYTES + _u(prefix, 6, 2) * 16 + 8
         if kind == "header" and len(prefix) >= OBJECT_HEADER_BYTES:
