@@ -20,7 +20,7 @@ from vbo.members import data_member
 from vbo.nwb import layout
 from vbo.nwb import read as nwb
 from vbo.nwb.pool import FileHandle
-from vbo.nwb.prefetch import btree_children
+from vbo.nwb.prefetch import GroupHints
 from vbo.values import Coordinates
 
 NwbSource = str | os.PathLike | IO[bytes]
@@ -46,9 +46,11 @@ def open_source(nwb_path: NwbSource) -> FileHandle:
 
 def _hdf5_of(opened: source.OpenedFile) -> h5py.File:
     """``opened`` as HDF5; what the opening made is released if that fails. A streamed file prefetches the
-    children of a chunk index's B-tree node as soon as the node is read (:func:`vbo.nwb.prefetch.btree_children`)."""
+    blocks that the metadata HDF5 reads points at (:class:`vbo.nwb.prefetch.GroupHints`: a chunk index node's
+    children, a group's member headers, heaps and symbol nodes)."""
     if opened.remote is not None:
-        opened.remote.read_hint = btree_children
+        remote = opened.remote
+        remote.read_hint = GroupHints(remote.cached, window=remote.group_blocks * remote.block_size)
     try:
         return nwb.open_hdf5(opened.target)
     except BaseException:

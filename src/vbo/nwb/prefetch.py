@@ -1,21 +1,55 @@
 """Read hints for streamed HDF5 files: a metadata block that names the blocks HDF5 will read next.
 
-Walking a chunk index (a version-1 B-tree, ``docs/format.md`` §13.2) reads one node after the other: the root
-names its children, HDF5 reads the first child, then the next... Over a link with latency that is one round
-trip per node (a 140,000-frame trace table has ~35 leaves). :func:`btree_children` recognises an internal node
-of a chunk index in the bytes HDF5 just read and returns where its children are, so that a streamed file
-(:meth:`vbo.source.remote.RemoteFile.prefetch`) fetches them all in one parallel round before HDF5 asks.
+HDF5 finds every metadata block from a previous one (``docs/format.md`` §13), so over a link with latency each
+is one more round trip. Two kinds of hint shorten that chain:
+
+- :func:`btree_children`: an internal node of a chunk index (a version-1 B-tree, §13.2) names its children;
+  HDF5 reads them one after the other (a 140,000-frame trace table has ~35 leaves), a streamed file
+  (:meth:`vbo.source.remote.RemoteFile.prefetch`) fetches them all in one parallel round before HDF5 asks.
+- :class:`GroupHints`: the structures of groups (§13.4): a group's symbol table (B-tree, symbol nodes, local
+  heap), the object headers of its members and their continuation blocks, starting from the root group the
+  superblock names. When HDF5 reads a symbol node, the
+  members it lists are looked at next (their object headers, and for a member group its heap and B-tree); the
+  hint follows these pointers through the bytes already fetched and fetches where they leave them, one group
+  level down at most, so that the members' blocks (which lie megabytes apart) arrive in one parallel round
+  instead of one round trip each.
+
 A hint only schedules fetches; the bytes are still checked like any others, and a wrong guess costs bytes, not
-correctness.
+correctness. Files in other layouts (object header version 2, compact or dense link storage, 4-byte addresses)
+get no group hints.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 TREE_SIGNATURE = b"TREE"
+SNOD_SIGNATURE = b"SNOD"
+HEAP_SIGNATURE = b"HEAP"
+GROUP_INDEX = 0  # node type of a group's B-tree
 CHUNK_INDEX = 1  # node type of a chunked dataset's B-tree (0: a group's)
 HEADER_BYTES = 24  # signature, type, level, entries used, left and right sibling addresses (8-byte addresses)
 ADDRESS_BYTES = 8
 MAX_RANK = 32  # HDF5's limit on dataset dimensions
+UNDEFINED = (1 << 64) - 1  # the undefined address
+
+SUPERBLOCK_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+ROOT_ENTRY_AT = {0: 56}  # where the root group's symbol table entry starts, by superblock version (h5py's: 0)
+ENTRY_BYTES = 40  # a symbol table entry: name offset, header address, cache type, reserved, 16-byte scratch pad
+GROUP_CACHE = 1  # cache type of an entry whose scratch pad holds the member group's B-tree and heap addresses
+HEAP_HEADER_BYTES = 32  # HEAP, version, 3 reserved, data size, free-list offset, data address
+OBJECT_HEADER_BYTES = 16  # version 1, reserved, message count (2), reference count (4), header size (4), padding
+MESSAGE_HEADER_BYTES = 8  # type (2), size (2), flags (1), 3 reserved
+CONTINUATION, SYMBOL_TABLE = 0x10, 0x11  # message types: a continuation block; a group's B-tree and heap
+MAX_MESSAGE_TYPE = 0x18
+
+# the bytes fetched for a structure whose size is not known before it is read (each within one block)
+GUESS_BYTES = {"header": 512, "heap": HEAP_HEADER_BYTES, "tree": 544, "snod": 328}
+MAX_FOLLOWED = 16384  # structures a GroupHints remembers (a bound on its memory, far above one session's)
+MAX_STRUCTURE_BYTES = 64 * 1024  # a larger read is data, not a structure worth parsing
+MERGE_GAP = 512 * 1024  # hinted windows closer than this are fetched as one range (a table's columns: 14 -> 7 GETs)
+
+Pointer = tuple[int, str, int, int]  # (address, kind, size in bytes or 0 if not known, group levels left)
 
 
 def btree_children(offset: int, data: bytes | memoryview, file_size: int) -> list[tuple[int, int]]:
@@ -54,3 +88,256 @@ def _children(data: bytes, used: int, key_bytes: int, file_size: int) -> list[in
             return None
         children.append(child)
     return children
+
+
+# --- group structures (docs/format.md §13.4) ---------------------------------------------------------
+
+
+def _u(data: bytes, at: int, n: int = 8) -> int:
+    return int.from_bytes(data[at:at + n], "little")
+
+
+def _valid(address: int, file_size: int) -> bool:
+    return 0 < address < file_size and address != UNDEFINED
+
+
+def group_tree_children(data: bytes, file_size: int) -> tuple[str, list[int]] | None:
+    """``("tree" | "snod", addresses)``: the children of a group B-tree node (its symbol nodes at level 0, its
+    child nodes above), or None if ``data`` is not a whole group node with 8-byte addresses and lengths.
+
+    A group node's keys are offsets into the group's local heap (8 bytes); keys and children alternate, with one
+    key more than children."""
+    if len(data) < HEADER_BYTES or data[:4] != TREE_SIGNATURE or data[4] != GROUP_INDEX:
+        return None
+    used = _u(data, 6, 2)
+    if used == 0 or HEADER_BYTES + used * 16 + 8 > len(data):
+        return None
+    children = [_u(data, HEADER_BYTES + 8 + 16 * i) for i in range(used)]
+    if not all(_valid(c, file_size) for c in children):
+        return None
+    return ("tree" if data[5] > 0 else "snod"), children
+
+
+def symbol_node_members(data: bytes, file_size: int) -> list[tuple[int, int, int]] | None:
+    """``[(header, btree, heap), ...]`` for the entries of a symbol node (``SNOD``): each member's object header
+    address and, for a member group whose entry caches them, its B-tree and local heap addresses (else 0); None
+    if ``data`` is not a whole version-1 symbol node."""
+    if len(data) < 8 or data[:4] != SNOD_SIGNATURE or data[4] != 1:
+        return None
+    count = _u(data, 6, 2)
+    if 8 + count * ENTRY_BYTES > len(data):
+        return None
+    members = []
+    for i in range(count):
+        entry = 8 + i * ENTRY_BYTES
+        header = _u(data, entry + 8)
+        if not _valid(header, file_size):
+            continue  # a soft link: no object header
+        btree = heap = 0
+        if _u(data, entry + 16, 4) == GROUP_CACHE:
+            btree, heap = _u(data, entry + 24), _u(data, entry + 32)
+            if not (_valid(btree, file_size) and _valid(heap, file_size)):
+                btree = heap = 0
+        members.append((header, btree, heap))
+    return members
+
+
+def superblock_root(data: bytes, file_size: int) -> tuple[int, int, int] | None:
+    """``(header, btree, heap)`` of the root group from a superblock of version 0 with 8-byte addresses and
+    lengths (its root entry's scratch pad names the root's B-tree and heap, else 0), or None."""
+    if data[:8] != SUPERBLOCK_SIGNATURE or len(data) < 16 or data[8] not in ROOT_ENTRY_AT or \
+            data[13] != ADDRESS_BYTES or data[14] != ADDRESS_BYTES:
+        return None
+    at = ROOT_ENTRY_AT[data[8]]
+    if len(data) < at + ENTRY_BYTES:
+        return None
+    members = symbol_node_members(b"SNOD\x01\x00\x01\x00" + data[at:at + ENTRY_BYTES], file_size)
+    return members[0] if members else None
+
+
+def local_heap_data(data: bytes, file_size: int) -> tuple[int, int] | None:
+    """``(address, size)`` of the data segment of the local heap whose header is ``data``, or None."""
+    if len(data) < HEAP_HEADER_BYTES or data[:4] != HEAP_SIGNATURE or data[4] != 0:
+        return None
+    size, address = _u(data, 8), _u(data, 24)
+    if not _valid(address, file_size) or not 0 < size <= file_size - address:
+        return None
+    return address, size
+
+
+def header_messages(data: bytes, header: bool) -> list[tuple[int, bytes]] | None:
+    """The ``(type, body)`` messages of a version-1 object header (``header=True``: ``data`` starts with its
+    16-byte prefix and may run past its end) or of one of its continuation blocks (``data`` is the whole block:
+    its messages must fill it exactly); None if ``data`` does not look like one."""
+    if header:
+        if len(data) < OBJECT_HEADER_BYTES or data[0] != 1 or data[1] != 0 or _u(data, 4, 4) == 0:
+            return None
+        start, stop = OBJECT_HEADER_BYTES, OBJECT_HEADER_BYTES + _u(data, 8, 4)
+        stop = min(stop, len(data))
+    else:
+        start, stop = 0, len(data)
+    messages, at = [], start
+    while at + MESSAGE_HEADER_BYTES <= stop:
+        kind, size = _u(data, at, 2), _u(data, at + 2, 2)
+        if kind > MAX_MESSAGE_TYPE or size % 8 or any(data[at + 5:at + 8]):
+            return None
+        messages.append((kind, data[at + MESSAGE_HEADER_BYTES:at + MESSAGE_HEADER_BYTES + size]))
+        at += MESSAGE_HEADER_BYTES + size
+    if not messages or (not header and at != stop):
+        return None
+    return messages
+
+
+def header_pointers(data: bytes, header: bool, file_size: int) -> list[tuple[int, str, int]] | None:
+    """``[(address, kind, size), ...]``: the continuation blocks (``"cont"``) of the object header (or
+    continuation block, ``header=False``) ``data``, and, for a group, its B-tree (``"tree"``) and local heap
+    (``"heap"``); None if ``data`` is not one."""
+    messages = header_messages(data, header)
+    if messages is None:
+        return None
+    found = []
+    for kind, body in messages:
+        if kind == CONTINUATION and len(body) >= 16 and _valid(_u(body, 0), file_size) and \
+                0 < _u(body, 8) <= file_size - _u(body, 0):
+            found.append((_u(body, 0), "cont", _u(body, 8)))
+        elif kind == SYMBOL_TABLE and len(body) >= 16 and _valid(_u(body, 0), file_size) and \
+                _valid(_u(body, 8), file_size):
+            found += [(_u(body, 0), "tree", 0), (_u(body, 8), "heap", 0)]
+    return found
+
+
+def pointers(kind: str, data: bytes, file_size: int, levels: int) -> list[Pointer] | None:
+    """The structures that the structure ``kind`` (read as ``data``) points at, with the group levels left
+    to follow from each (one less below a symbol node); None if ``data`` is not such a structure."""
+    if kind == "snod":
+        members = symbol_node_members(data, file_size)
+        if members is None:
+            return None
+        if levels <= 0:
+            return []
+        found = []
+        for header, btree, heap in members:
+            found.append((header, "header", 0, levels - 1))
+            if btree:
+                found += [(btree, "tree", 0, levels - 1), (heap, "heap", 0, levels - 1)]
+        return found
+    if kind == "superblock":
+        root = superblock_root(data, file_size)
+        if root is None:
+            return None
+        header, btree, heap = root
+        return [(header, "header", 0, levels)] + ([(btree, "tree", 0, levels), (heap, "heap", 0, levels)]
+                                                   if btree else [])
+    if kind == "tree":
+        children = group_tree_children(data, file_size)
+        return None if children is None else [(c, children[0], 0, levels) for c in children[1]]
+    if kind == "heap":
+        segment = local_heap_data(data, file_size)
+        return None if segment is None else [(segment[0], "data", segment[1], levels)]
+    if kind in ("header", "cont"):
+        found = header_pointers(data, kind == "header", file_size)
+        return None if found is None else [(a, k, n, levels) for a, k, n in found]
+    return None
+
+
+def recognise(data: bytes, file_size: int) -> str | None:
+    """The kind of group structure ``data`` (a read of HDF5) starts with, by its signature or shape."""
+    head = data[:4]
+    if data[:8] == SUPERBLOCK_SIGNATURE:
+        return "superblock"
+    if head == SNOD_SIGNATURE:
+        return "snod"
+    if head == HEAP_SIGNATURE:
+        return "heap"
+    if head == TREE_SIGNATURE:
+        return "tree" if len(data) > 4 and data[4] == GROUP_INDEX else None
+    if header_messages(data, True) is not None:
+        return "header"
+    return None
+
+
+class GroupHints:
+    """A read hint (``hint(offset, data, file_size) -> [(start, stop), ...]``) that follows group structures.
+
+    ``cached(start, stop)`` returns bytes already fetched (or None, without fetching). When HDF5 reads a group
+    structure, its pointers are followed through cached bytes (the superblock → the root group's header, B-tree
+    and heap; object header → continuation blocks and symbol table; B-tree → child nodes → symbol nodes; heap →
+    its data; a symbol node → its members' headers, heaps and B-trees, ``levels`` group levels down at most) and the first structures not yet fetched are returned, each
+    widened to the aligned ``window`` of bytes around it (what a read that misses would fetch) and windows less
+    than ``merge_gap`` bytes apart joined (one request instead of two), to be fetched ahead in one parallel round. Structures not yet there are followed on a later read, once their bytes are.
+    A chunk index node gets :func:`btree_children`.
+    """
+
+    def __init__(self, cached: Callable[[int, int], bytes | None], levels: int = 1, window: int = 0,
+                 merge_gap: int = MERGE_GAP):
+        self.cached, self.levels, self.window, self.merge_gap = cached, int(levels), int(window), int(merge_gap)
+        self._followed: dict[int, int] = {}  # address -> group levels it was followed with
+        self._waiting: dict[int, Pointer] = {}  # not cached when last looked at: followed once it is
+        self._asked: set[int] = set()  # addresses returned for fetching before
+
+    def __call__(self, offset: int, data, file_size: int) -> list[tuple[int, int]]:
+        if len(data) > MAX_STRUCTURE_BYTES:
+            return []
+        data = bytes(data)
+        chunks = btree_children(offset, data, file_size)
+        if chunks:
+            return chunks
+        fetch: dict[int, int] = {}
+        waiting, self._waiting = self._waiting, {}
+        known = waiting.pop(offset, None)
+        kind = known[1] if known is not None else recognise(data, file_size)
+        if kind is not None:  # what HDF5 read: followed with all levels, even if it was followed before
+            self._followed.pop(offset, None)
+            self._follow((offset, kind, known[2] if known is not None else 0, self.levels), file_size, fetch)
+        for pointer in waiting.values():  # what was fetched ahead: followed once its bytes are there
+            self._follow(pointer, file_size, fetch)
+        return self._windows(fetch, file_size)
+
+    def _windows(self, fetch: dict[int, int], file_size: int) -> list[tuple[int, int]]:
+        """The ``{start: stop}`` ranges of ``fetch`` widened to aligned windows, those closer than the merge gap
+        joined."""
+        w = self.window
+        merged: list[list[int]] = []
+        for start, stop in sorted(fetch.items()):
+            if w > 0:
+                start, stop = start // w * w, min(file_size, -(-stop // w) * w)
+            if merged and start - merged[-1][1] <= self.merge_gap:
+                merged[-1][1] = max(merged[-1][1], stop)
+            else:
+                merged.append([start, stop])
+        return [(start, stop) for start, stop in merged]
+
+    def _follow(self, pointer: Pointer, file_size: int, fetch: dict[int, int]) -> None:
+        """Follow ``pointer`` and what it points at through cached bytes; where they run out, wait for the
+        structure and (the first time) add its bytes to ``fetch``."""
+        todo = [pointer]
+        while todo:
+            address, kind, size, levels = todo.pop()
+            if self._followed.get(address, -1) >= levels or len(self._followed) >= MAX_FOLLOWED:
+                continue
+            length = size or self._length(kind, address, file_size)
+            data = self.cached(address, min(file_size, address + length)) if length else None
+            if data is None:
+                if address not in self._asked and len(self._asked) < MAX_FOLLOWED:
+                    self._asked.add(address)
+                    fetch[address] = min(file_size, address + (length or GUESS_BYTES.get(kind, 8)))
+                if kind != "data" and len(self._waiting) < MAX_FOLLOWED:
+                    self._waiting[address] = (address, kind, size, levels)
+                continue
+            self._followed[address] = levels
+            todo += pointers(kind, data, file_size, levels) or []
+
+    def _length(self, kind: str, address: int, file_size: int) -> int:
+        """The size of structure ``kind`` at ``address`` from its cached prefix (0: its prefix is not cached)."""
+        prefix = self.cached(address, min(file_size, address + OBJECT_HEADER_BYTES))
+        if prefix is None or len(prefix) < 8:
+            return 0
+        if kind == "snod":
+            return 8 + _u(prefix, 6, 2) * ENTRY_BYTES
+        if kind == "superblock":
+            return ROOT_ENTRY_AT.get(prefix[8], 0) + ENTRY_BYTES
+        if kind == "tree":
+            return HEADER_BYTES + _u(prefix, 6, 2) * 16 + 8
+        if kind == "header" and len(prefix) >= OBJECT_HEADER_BYTES:
+            return OBJECT_HEADER_BYTES + _u(prefix, 8, 4)
+        return GUESS_BYTES.get(kind, 0)

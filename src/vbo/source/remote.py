@@ -51,7 +51,8 @@ class RemoteFile(io.RawIOBase):
     equal the size the server reports. A pinned version read before opens with no round trip of its own: its
     read plan (:class:`~vbo.source.plan.ReadPlan`, see :meth:`phase`) names the blocks the open needs, fetched
     in one parallel round, and the recorded size and ETag are checked on every response. Thread-safe.
-    ``bytes_transferred`` and ``requests`` count network use.
+    ``bytes_transferred`` and ``requests`` count network use, ``stalls`` the reads that waited for it (each at
+    least one round trip).
 
     Verification (``verify=True``, the default): every response must name the pinned version and the
     object's ETag and cover exactly the requested range; every block's blake2b-128 must equal the digest
@@ -75,6 +76,7 @@ class RemoteFile(io.RawIOBase):
         self.retries, self.backoff, self.max_backoff = retries, backoff, max_backoff
         self.bytes_transferred = 0
         self.requests = 0
+        self.stalls = 0
         self._stats_lock = threading.Lock()
         directory = Path(digest_dir or default_digest_dir())
         plan = self._stored_plan(directory, version_id, size) if verify else None
@@ -122,7 +124,9 @@ class RemoteFile(io.RawIOBase):
         self._pool: ThreadPoolExecutor | None = None
         #: ``hint(offset, data, size) -> [(start, stop), ...]``: byte ranges to prefetch after a read of ``data``
         #: at ``offset`` (e.g. the children of a B-tree node, :func:`vbo.nwb.prefetch.btree_children`), or None.
+        #: Not asked during a phase whose blocks came from the read plan (the plan knows what it reads).
         self.read_hint = None
+        self._planned = False
         for start, data in first_pieces:
             self._keep_whole_blocks(start, data)
         self._start_plan(plan, sidecar)
@@ -155,6 +159,7 @@ class RemoteFile(io.RawIOBase):
         see :meth:`_following_blocks`), so that the next member costs no round trip of its own. The open's round
         is at most :data:`OPEN_MAX_REQUESTS` requests (its closest runs merged to fit)."""
         blocks = self.plan.blocks(phase)
+        self._planned = bool(blocks)  # the plan knows what this phase reads: no read hints meanwhile
         blocks = blocks + self._following_blocks(phase, blocks)
         if blocks:
             bs = self.block_size
@@ -211,7 +216,7 @@ class RemoteFile(io.RawIOBase):
         try:
             yield
         finally:
-            self._phase, self._phase_depth = None, 0
+            self._phase, self._phase_depth, self._planned = None, 0, False
             self.plan.save()
 
     def _open_requests(self, version_id: str | None, head_bytes: int, tail_bytes: int):
@@ -319,7 +324,7 @@ class RemoteFile(io.RawIOBase):
             view[:n] = self._read_range(start, start + n)
             if n <= SMALL_READ_BYTES and self._phase is not None:
                 self.plan.touch(self._phase, start, start + n)
-            if self.read_hint is not None:
+            if self.read_hint is not None and not self._planned:
                 ahead = self.read_hint(start, view[:n], self.size)
                 if ahead:
                     self.prefetch(ahead)
@@ -394,6 +399,20 @@ class RemoteFile(io.RawIOBase):
                     self._inflight[b] = future
         return sum(min(self.size, (hi + 1) * self.block_size) - lo * self.block_size for lo, hi in runs)
 
+    def cached(self, start: int, stop: int) -> bytes | None:
+        """Bytes ``[start, stop)`` if every block they touch is in the cache, else None (nothing is fetched and
+        nothing waited for; for read hints that follow pointers through bytes already fetched)."""
+        start, stop = max(0, int(start)), min(self.size, int(stop))
+        if stop <= start:
+            return None
+        first, last = start // self.block_size, (stop - 1) // self.block_size
+        with self._lock:
+            pieces = [self._blocks.get(b) for b in range(first, last + 1)]
+        if any(piece is None for piece in pieces):
+            return None
+        offset = start - first * self.block_size
+        return b"".join(pieces)[offset:offset + (stop - start)]
+
     def _fetch_and_store(self, first: int, last: int) -> None:
         try:
             pieces = self._fetch_blocks(first, last)
@@ -409,23 +428,20 @@ class RemoteFile(io.RawIOBase):
     def _read_range(self, start: int, stop: int) -> bytes:
         first, last = start // self.block_size, (stop - 1) // self.block_size
         have: dict[int, bytes | None] = {}
-        waiting: dict[int, Future] = {}
         with self._lock:
             for b in range(first, last + 1):
                 data = self._blocks.get(b)
                 if data is not None:
                     self._blocks.move_to_end(b)
-                elif b in self._inflight:
-                    waiting[b] = self._inflight[b]
                 have[b] = data
-        for b, future in waiting.items():
-            future.result()  # raises the fetch's error (e.g. StreamIntegrityError)
-            with self._lock:
-                have[b] = self._blocks.get(b)  # None if evicted meanwhile: fetched again below
-        missing = [b for b, data in have.items() if data is None]
+        if None in have.values():
+            with self._stats_lock:
+                self.stalls += 1
+        missing = self._await_inflight([b for b, data in have.items() if data is None], have)
         direct = (stop - start) > self.cache_bytes // 2
         if missing and not direct:
             self._fetch_around(missing[0])
+            missing = self._await_inflight(missing, have)  # the window just scheduled may hold them
         runs: list[list[int]] = []
         for b in missing:  # runs of consecutive missing blocks, one request each
             if runs and runs[-1][-1] == b - 1:
@@ -445,6 +461,18 @@ class RemoteFile(io.RawIOBase):
         joined = b"".join(have[b] for b in range(first, last + 1))
         offset = start - first * self.block_size
         return joined[offset:offset + (stop - start)]
+
+    def _await_inflight(self, missing: list[int], have: dict[int, bytes | None]) -> list[int]:
+        """Wait for those of the ``missing`` blocks that are in flight now (prefetched, or in the window
+        :meth:`_fetch_around` just scheduled), filling ``have``; the blocks still missing (never a second request
+        for a block on its way)."""
+        with self._lock:
+            waiting = {b: self._inflight[b] for b in missing if b in self._inflight}
+        for b, future in waiting.items():
+            future.result()  # raises the fetch's error (e.g. StreamIntegrityError)
+            with self._lock:
+                have[b] = self._blocks.get(b)  # None if evicted meanwhile: fetched again
+        return [b for b in missing if have[b] is None]
 
     def _fetch_around(self, block: int) -> None:
         """A miss close to the previous one (metadata clustered in a region, e.g. a table's column headers):
