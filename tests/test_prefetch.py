@@ -175,6 +175,33 @@ def test_group_hints_name_the_structures_before_hdf5_reads_them(read_log):
     assert len(surprises) <= 2  # the root group's own heap and symbol node, read before any hint can know
 
 
+def _member_headers_hinted(read_log, **options) -> set[str]:
+    """The members of g0-g3 whose object headers a GroupHints names when h5py's reads are replayed
+    through it, its cache holding every byte but those headers (until h5py reads them)."""
+    raw, reads, addresses = read_log
+    members = {at: path for path, at in addresses.items() if path.startswith("g") and "/" in path}
+
+    read: set[int] = set()
+
+    def cached(start, stop):
+        return None if any(start < at + 512 and at < stop for at in members.keys() - read) else raw[start:stop]
+
+    hints, named = GroupHints(cached, merge_gap=0, **options), set()
+    for at, data in reads:
+        read.add(at)
+        named |= {start for start, _ in hints(at, data, len(raw))}
+    return {members[at] for at in named if at in members}
+
+
+def test_group_hints_do_not_follow_the_members_they_are_told_to_skip(read_log):
+    everything = _member_headers_hinted(read_log)  # of g0/d0 ... g3/d3, all but those h5py reads first
+    skipped = {path for path in everything if path.split("/")[1] in {"d1", "d2"}}
+    assert len(everything) >= 12 and len(skipped) >= 6
+    assert _member_headers_hinted(read_log, skip={f"g{g}": {"d1", "d2"} for g in range(4)}) == everything - skipped
+    in_g1 = {path for path in skipped if path.startswith("g1/")}  # the names skipped in group g1 only
+    assert in_g1 and _member_headers_hinted(read_log, skip={"g1": {"d1", "d2"}}) == everything - in_g1
+
+
 def test_group_hints_leave_other_layouts_and_data_alone(tmp_path):
     with h5py.File(tmp_path / "new.h5", "w", libver="latest") as f:  # object header version 2, compact links
         f.create_group("a").create_dataset("x", data=np.arange(5))

@@ -50,7 +50,8 @@ def _hdf5_of(opened: source.OpenedFile) -> h5py.File:
     children, a group's member headers, heaps and symbol nodes)."""
     if opened.remote is not None:
         remote = opened.remote
-        remote.read_hint = GroupHints(remote.cached, window=remote.group_blocks * remote.block_size)
+        remote.read_hint = GroupHints(remote.cached, window=remote.group_blocks * remote.block_size,
+                                      skip=layout.NOT_PREFETCHED)
     try:
         return nwb.open_hdf5(opened.target)
     except BaseException:

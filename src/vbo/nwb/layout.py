@@ -111,6 +111,13 @@ MISSING_PROJECT_CODE = "Not Available"
 REQUIRED_BEHAVIOR = (METADATA, SUBJECT, TASK_PARAMETERS, STIMULUS_TIMESTAMPS, IDENTIFIER, SESSION_START_TIME)
 REQUIRED_OPHYS = (CELL_TABLE, DFF, IMAGING_PLANE)
 
+# members of OPHYS that opening a file and its metadata never read (bulk traces, events, motion, images), by the
+# name of their group: a streamed read does not fetch their headers ahead when it reads OPHYS (docs/format.md
+# §13.4). Not listed: corrected_fluorescence, also unread, but its blocks share windows with blocks the open
+# reads (dff's header continuation, a global heap of string attributes): fetching them ahead saves two round trips
+NOT_PREFETCHED = {OPHYS.rsplit("/", 1)[1]: frozenset(path.split("/")[3] for path in (
+    DEMIXED, NEUROPIL, EVENTS, MOTION_X, MOTION_Y, MAX_PROJECTION))}
+
 # --- names used when writing (docs/format.md §7.2-§7.7); each agrees with the paths above ----
 PROCESSING = "/processing"
 ACQUISITION = "/acquisition"

@@ -21,7 +21,7 @@ get no group hints.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Mapping
 
 TREE_SIGNATURE = b"TREE"
 SNOD_SIGNATURE = b"SNOD"
@@ -140,6 +140,15 @@ def symbol_node_members(data: bytes, file_size: int) -> list[tuple[int, int, int
                 btree = heap = 0
         members.append((header, btree, heap))
     return members
+
+
+def symbol_node_names(data: bytes) -> dict[int, int]:
+    """``{header: name offset}`` for the entries of a whole version-1 symbol node (``data``): where each member's
+    name starts in the parent group's local-heap data segment; ``{}`` if ``data`` is not one."""
+    if len(data) < 8 or data[:4] != SNOD_SIGNATURE or data[4] != 1 or 8 + _u(data, 6, 2) * ENTRY_BYTES > len(data):
+        return {}
+    entries = (8 + i * ENTRY_BYTES for i in range(_u(data, 6, 2)))
+    return {_u(data, entry + 8): _u(data, entry) for entry in entries}
 
 
 def superblock_root(data: bytes, file_size: int) -> tuple[int, int, int] | None:
@@ -266,11 +275,21 @@ class GroupHints:
     widened to the aligned ``window`` of bytes around it (what a read that misses would fetch) and windows less
     than ``merge_gap`` bytes apart joined (one request instead of two), to be fetched ahead in one parallel round. Structures not yet there are followed on a later read, once their bytes are.
     A chunk index node gets :func:`btree_children`.
+
+    ``skip`` (``{group name: member names}``), if given, names members not to follow ahead: when a symbol node of
+    a group so named is read, the members it lists under those names (looked up in the group's local heap) are
+    left alone; their blocks are read when HDF5 reads the member, which then hints as usual. A group's name is
+    looked up in its parent's heap (at its entry in the parent's symbol node, which HDF5 read to get there);
+    a symbol node of a listed group waits until its own names are cached (HDF5 reads them to look a member
+    up); a group whose name is not known is followed whole.
     """
 
     def __init__(self, cached: Callable[[int, int], bytes | None], levels: int = 1, window: int = 0,
-                 merge_gap: int = MERGE_GAP):
+                 merge_gap: int = MERGE_GAP, skip: Mapping[str, Collection[str]] | None = None):
         self.cached, self.levels, self.window, self.merge_gap = cached, int(levels), int(window), int(merge_gap)
+        self.skip = dict(skip or {})
+        self._heap_of: dict[int, int] = {}  # a group's B-tree node or symbol node -> the group's heap header
+        self._entry_of: dict[int, tuple[int, int]] = {}  # a group's heap -> its parent's heap, its name's offset
         self._followed: dict[int, int] = {}  # address -> group levels it was followed with
         self._waiting: dict[int, Pointer] = {}  # not cached when last looked at: followed once it is
         self._asked: set[int] = set()  # addresses returned for fetching before
@@ -324,8 +343,63 @@ class GroupHints:
                 if kind != "data" and len(self._waiting) < MAX_FOLLOWED:
                     self._waiting[address] = (address, kind, size, levels)
                 continue
+            found = pointers(kind, data, file_size, levels) or []
+            if kind == "snod" and self.skip and found:
+                found = self._unskipped(address, data, found, file_size)
+                if found is None:  # its members' names are not here yet: followed once they are
+                    self._waiting[address] = (address, kind, size, levels)
+                    continue
             self._followed[address] = levels
-            todo += pointers(kind, data, file_size, levels) or []
+            self._note_heaps(address, kind, data, found, file_size)
+            todo += found
+
+    def _note_heaps(self, address: int, kind: str, data: bytes, found: list[Pointer], file_size: int) -> None:
+        """Remember the group heap of each B-tree node and symbol node in ``found`` (what ``address`` names) and,
+        for a symbol node, where its member groups' names are."""
+        if not self.skip or len(self._heap_of) + len(self._entry_of) >= MAX_FOLLOWED:
+            return
+        if kind == "tree":
+            if address in self._heap_of:
+                self._heap_of.update((child[0], self._heap_of[address]) for child in found)
+            return
+        for pointer, after in zip(found, found[1:]):  # a group's B-tree is named just before its heap
+            if pointer[1] == "tree" and after[1] == "heap":
+                self._heap_of[pointer[0]] = after[0]
+        if kind == "snod" and address in self._heap_of:
+            offsets = symbol_node_names(data)
+            for header, _, heap in symbol_node_members(data, file_size) or []:
+                if heap and header in offsets:
+                    self._entry_of[heap] = (self._heap_of[address], offsets[header])
+
+    def _names(self, heap: int, file_size: int) -> bytes | None:
+        """The data segment of the local heap whose header is at ``heap`` (the names of its group's members),
+        if cached."""
+        header = self.cached(heap, min(file_size, heap + HEAP_HEADER_BYTES))
+        segment = local_heap_data(header, file_size) if header is not None else None
+        return self.cached(segment[0], segment[0] + segment[1]) if segment is not None else None
+
+    def _name(self, names: bytes | None, offset: int) -> str | None:
+        """The name at ``offset`` of a heap's data segment ``names`` (None if not there)."""
+        end = names.find(b"\0", offset) if names is not None and offset < len(names) else -1
+        return names[offset:end].decode("utf-8", "replace") if end > offset else None
+
+    def _unskipped(self, address: int, data: bytes, found: list[Pointer], file_size: int) -> list[Pointer] | None:
+        """``found`` (the members of the symbol node ``data`` at ``address``) without those ``skip`` names for
+        its group; all of them if the group is not listed (or its name not known); None if it is but the names
+        of its members are not cached yet."""
+        heap = self._heap_of.get(address, 0)
+        parent, offset = self._entry_of.get(heap, (0, 0))
+        group = self._name(self._names(parent, file_size), offset) if parent else None
+        if group not in self.skip:
+            return found
+        names = self._names(heap, file_size)
+        if names is None:
+            return None
+        skipped = {header for header, at in symbol_node_names(data).items()
+                   if self._name(names, at) in self.skip[group]}
+        members = symbol_node_members(data, file_size) or []
+        skipped |= {a for header, btree, heap_at in members if header in skipped for a in (btree, heap_at) if a}
+        return [pointer for pointer in found if pointer[0] not in skipped]
 
     def _length(self, kind: str, address: int, file_size: int) -> int:
         """The size of structure ``kind`` at ``address`` from its cached prefix (0: its prefix is not cached)."""
