@@ -151,6 +151,12 @@ def symbol_node_names(data: bytes) -> dict[int, int]:
     return {_u(data, entry + 8): _u(data, entry) for entry in entries}
 
 
+def heap_name(names: bytes | None, offset: int) -> str | None:
+    """The null-terminated name at ``offset`` of a local heap's data segment ``names`` (None if not there)."""
+    end = names.find(b"\0", offset) if names is not None and offset < len(names) else -1
+    return names[offset:end].decode("utf-8", "replace") if end > offset else None
+
+
 def superblock_root(data: bytes, file_size: int) -> tuple[int, int, int] | None:
     """``(header, btree, heap)`` of the root group from a superblock of version 0 with 8-byte addresses and
     lengths (its root entry's scratch pad names the root's B-tree and heap, else 0), or None."""
@@ -347,7 +353,8 @@ class GroupHints:
             if kind == "snod" and self.skip and found:
                 found = self._unskipped(address, data, found, file_size)
                 if found is None:  # its members' names are not here yet: followed once they are
-                    self._waiting[address] = (address, kind, size, levels)
+                    if len(self._waiting) < MAX_FOLLOWED:
+                        self._waiting[address] = (address, kind, size, levels)
                     continue
             self._followed[address] = levels
             self._note_heaps(address, kind, data, found, file_size)
@@ -378,25 +385,20 @@ class GroupHints:
         segment = local_heap_data(header, file_size) if header is not None else None
         return self.cached(segment[0], segment[0] + segment[1]) if segment is not None else None
 
-    def _name(self, names: bytes | None, offset: int) -> str | None:
-        """The name at ``offset`` of a heap's data segment ``names`` (None if not there)."""
-        end = names.find(b"\0", offset) if names is not None and offset < len(names) else -1
-        return names[offset:end].decode("utf-8", "replace") if end > offset else None
-
     def _unskipped(self, address: int, data: bytes, found: list[Pointer], file_size: int) -> list[Pointer] | None:
         """``found`` (the members of the symbol node ``data`` at ``address``) without those ``skip`` names for
         its group; all of them if the group is not listed (or its name not known); None if it is but the names
         of its members are not cached yet."""
         heap = self._heap_of.get(address, 0)
         parent, offset = self._entry_of.get(heap, (0, 0))
-        group = self._name(self._names(parent, file_size), offset) if parent else None
+        group = heap_name(self._names(parent, file_size), offset) if parent else None
         if group not in self.skip:
             return found
         names = self._names(heap, file_size)
         if names is None:
             return None
         skipped = {header for header, at in symbol_node_names(data).items()
-                   if self._name(names, at) in self.skip[group]}
+                   if heap_name(names, at) in self.skip[group]}
         members = symbol_node_members(data, file_size) or []
         skipped |= {a for header, btree, heap_at in members if header in skipped for a in (btree, heap_at) if a}
         return [pointer for pointer in found if pointer[0] not in skipped]
