@@ -277,10 +277,11 @@ class GroupHints:
     ``cached(start, stop)`` returns bytes already fetched (or None, without fetching). When HDF5 reads a group
     structure, its pointers are followed through cached bytes (the superblock → the root group's header, B-tree
     and heap; object header → continuation blocks and symbol table; B-tree → child nodes → symbol nodes; heap →
-    its data; a symbol node → its members' headers, heaps and B-trees, ``levels`` group levels down at most) and the first structures not yet fetched are returned, each
-    widened to the aligned ``window`` of bytes around it (what a read that misses would fetch) and windows less
-    than ``merge_gap`` bytes apart joined (one request instead of two), to be fetched ahead in one parallel round. Structures not yet there are followed on a later read, once their bytes are.
-    A chunk index node gets :func:`btree_children`.
+    its data; a symbol node → its members' headers, heaps and B-trees, ``levels`` group levels down at most)
+    and the first structures not yet fetched are returned, each widened to the aligned ``window`` of bytes
+    around it (what a read that misses would fetch) and windows less than ``merge_gap`` bytes apart joined (one
+    request instead of two), to be fetched ahead in one parallel round. Structures not yet there are followed
+    on a later read, once their bytes are. A chunk index node gets :func:`btree_children`.
 
     ``skip`` (``{group name: member names}``), if given, names members not to follow ahead: when a symbol node of
     a group so named is read, the members it lists under those names (looked up in the group's local heap) are
