@@ -260,6 +260,11 @@ class _Setup:
                    clock_start=None if imaging else 0.0, omissions=bool(plan.has_omissions),
                    epilogue=stage not in EARLY_TRAINING_STAGES)
 
+    @property
+    def task_block_name(self) -> str:
+        """``stimulus_block_name`` of the change-detection block (its passive form in passive sessions)."""
+        return PASSIVE_BLOCK_NAME if self.passive else BLOCK_NAMES[1]
+
 
 @dataclass
 class _FrameLayout:
@@ -620,10 +625,10 @@ def _presentations(setup: _Setup, layout: _FrameLayout, ts: np.ndarray, task: _T
     movie_frame_index[n - m:] = np.arange(m) % max(layout.movie_frames, 1)
     movie_repeat[n - m:] = np.arange(m) // max(layout.movie_frames, 1)
     is_change = flash_column(change_flags, False, bool)
-    trials_id, active = _trial_of_flash(task, ts, rows["start_time"][flash_rows], block, flash_rows)
+    trials_id, active = _trial_of_flash(task, ts, rows["start_time"][flash_rows], n, flash_rows)
     stimulus_name = np.where(block == task_block, setup.stimulus_name, SPONTANEOUS).astype(object)
     stimulus_name[block == task_block + 2] = MOVIE
-    task_name = PASSIVE_BLOCK_NAME if setup.passive else BLOCK_NAMES[1]
+    task_name = setup.task_block_name
     block_names = np.asarray([BLOCK_NAMES[0], task_name, BLOCK_NAMES[2], BLOCK_NAMES[3]] if task_block
                              else [task_name], object)
     columns = {
@@ -702,12 +707,13 @@ def _presentation_rows(setup: _Setup, layout: _FrameLayout, ts: np.ndarray,
     }
 
 
-def _trial_of_flash(task: _Task, ts: np.ndarray, flash_start: np.ndarray, block: np.ndarray,
+def _trial_of_flash(task: _Task, ts: np.ndarray, flash_start: np.ndarray, n_rows: int,
                     flash_rows: slice) -> tuple[np.ndarray, np.ndarray]:
     """``trials_id`` (the trial whose start most recently precedes the flash start, before the last trial's
-    stop; −99 elsewhere) and ``active`` (the task block of a session with trials) of every row."""
-    trials_id = np.full(len(block), INT_NA, np.int64)
-    active = np.zeros(len(block), bool)
+    stop; −99 elsewhere) and ``active`` (the task block's rows, ``flash_rows``, of a session with trials) of
+    each of the ``n_rows`` rows."""
+    trials_id = np.full(n_rows, INT_NA, np.int64)
+    active = np.zeros(n_rows, bool)
     if task.n:
         trial_start = ts[np.asarray(task.start_frame, np.int64)]
         last_stop = ts[np.asarray(task.stop_frame, np.int64)].max()
@@ -715,7 +721,7 @@ def _trial_of_flash(task: _Task, ts: np.ndarray, flash_start: np.ndarray, block:
         inside = (pos >= 0) & (flash_start < last_stop)
         trials_id[flash_rows] = np.where(inside, pos, INT_NA)
         if ((flash_start > trial_start.min()) & (flash_start < last_stop)).any():
-            active[block == block[flash_rows][0]] = True
+            active[flash_rows] = True
     return trials_id, active
 
 
@@ -1141,16 +1147,15 @@ def _running_truth(running: dict) -> dict[str, float | None]:
 
 def _block_times(setup: _Setup, layout: _FrameLayout, ts: np.ndarray) -> list[dict]:
     delay = setup.monitor_delay
-    name1 = PASSIVE_BLOCK_NAME if setup.passive else BLOCK_NAMES[1]
     last_flash_end = layout.onsets[-1] + FLASH_FRAMES
+    task = {"stimulus_block": layout.task_block, "name": setup.task_block_name,
+            "start_time": float(ts[layout.first_flash] + delay), "end_time": float(ts[last_flash_end] + delay)}
     if not layout.task_block:
-        return [{"stimulus_block": 0, "name": name1, "start_time": float(ts[layout.first_flash] + delay),
-                 "end_time": float(ts[last_flash_end] + delay)}]
+        return [task]
     blocks = [
         {"stimulus_block": 0, "name": BLOCK_NAMES[0], "start_time": 0.0,
          "end_time": float(ts[layout.first_flash] + delay)},
-        {"stimulus_block": 1, "name": name1, "start_time": float(ts[layout.first_flash] + delay),
-         "end_time": float(ts[last_flash_end] + delay)},
+        task,
         {"stimulus_block": 2, "name": BLOCK_NAMES[2], "start_time": float(ts[last_flash_end] + delay),
          "end_time": float(ts[min(layout.movie_start, layout.n_frames - 1)] + delay)},
     ]
