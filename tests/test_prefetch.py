@@ -11,8 +11,9 @@ import pytest
 
 from s3_server import module_proxy, moto_s3, proxy, server  # noqa: F401 (fixtures)
 from vbo.nwb import prefetch
-from vbo.nwb.prefetch import (GroupHints, btree_children, group_tree_children, header_pointers, local_heap_data,
-                              recognise, superblock_root, symbol_node_members)
+from vbo.nwb.prefetch import (GroupHints, btree_children, chunk_node_pointers, group_tree_children, header_messages,
+                              header_pointers, local_heap_data, recognise, small_data, superblock_root,
+                              symbol_node_members)
 from vbo.source.remote import open_remote
 
 BUCKET = "vbo-test-prefetch"
@@ -236,6 +237,151 @@ def test_hinted_ranges_are_widened_to_windows_and_close_ones_joined(read_log):
     assert joined == [(windows[0][0], windows[-1][1])]
 
 
+def _header_messages(raw: bytes, header: int) -> list[tuple[int, bytes]]:
+    """The messages of the object header at ``header`` and of its continuation blocks."""
+    found, blocks = [], [(raw[header:header + 16 + int.from_bytes(raw[header + 8:header + 12], "little")], True)]
+    while blocks:
+        data, first = blocks.pop()
+        for kind, body in header_messages(data, first):
+            found.append((kind, body))
+            if kind == 0x10:
+                address, size = int.from_bytes(body[:8], "little"), int.from_bytes(body[8:16], "little")
+                blocks.append((raw[address:address + size], False))
+    return found
+
+
+def _chunks_named(raw: bytes, pointer: tuple[int, str, int]) -> set[tuple[int, int]]:
+    """The ``(address, size)`` chunks a chunk index names, following its nodes from ``pointer`` down."""
+    address, kind, size = pointer
+    if kind == "data":
+        return {(address, size)}
+    return set().union(*(_chunks_named(raw, child) for child in chunk_node_pointers(raw[address:address + size],
+                                                                                      len(raw))))
+
+
+def test_small_datasets_name_their_data_as_h5py_finds_it(tmp_path):
+    path = tmp_path / "data.h5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("contiguous", data=np.arange(1000.0))
+        f.create_dataset("column", data=np.arange(1000.0), chunks=(200,), maxshape=(None,))  # one leaf, 5 chunks
+        f.create_dataset("deep", data=np.arange(4000, dtype="i4"), chunks=(20,), maxshape=(None,))  # 200 chunks
+        f.create_dataset("table", data=np.ones((300, 3)), chunks=(64, 2), compression="gzip")  # 2-D, filtered
+        f.create_dataset("big", data=np.zeros(40_000))  # 320 kB: left to HDF5
+        f.create_dataset("big_chunked", data=np.zeros(40_000), chunks=(1000,))
+        compact = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
+        compact.set_layout(h5py.h5d.COMPACT)
+        h5py.h5d.create(f.id, b"compact", h5py.h5t.IEEE_F64LE, h5py.h5s.create_simple((4,)), dcpl=compact).write(
+            h5py.h5s.ALL, h5py.h5s.ALL, np.arange(4.0))
+        f.create_dataset("scalar", data=3.5)
+    raw = path.read_bytes()
+    with h5py.File(path, "r") as f:
+        def pointers_of(name):
+            return small_data(_header_messages(raw, h5py.h5o.get_info(f[name].id).addr), len(raw))
+
+        def chunks_of(name):
+            ds = f[name]
+            return {(info.byte_offset, info.size) for info in (ds.id.get_chunk_info(i)
+                                                                for i in range(ds.id.get_num_chunks()))}
+
+        assert pointers_of("contiguous") == [(f["contiguous"].id.get_offset(), "data", 8000)]
+        for name in ("column", "deep", "table"):
+            (root,) = pointers_of(name)
+            assert root[1] == "chunks" and raw[root[0]:root[0] + 4] == b"TREE"
+            assert _chunks_named(raw, root) == chunks_of(name), name
+        assert len(chunks_of("deep")) == 200  # more than a node holds: an index of two levels, all followed
+        assert pointers_of("big") == [] and pointers_of("big_chunked") == []
+        assert pointers_of("compact") == [] and np.array_equal(f["compact"][:], np.arange(4.0))  # in its header
+        assert pointers_of("scalar") == [(f["scalar"].id.get_offset(), "data", 8)]
+    assert chunk_node_pointers(b"TREE\x00\x00\x01\x00" + bytes(40), len(raw)) is None  # a group's node
+    assert small_data([], len(raw)) == []
+
+
+def test_group_hints_follow_what_arrives_without_waiting_for_hdf5(read_log):
+    """Fetched bytes that arrive are followed at once: from g0's header (read by HDF5) to its B-tree and heap, to
+    its symbol node, to its members' headers, with no read by HDF5 in between."""
+    raw, _, addresses = read_log
+    header = addresses["g0"]
+    arrived: list[tuple[int, int]] = [(header, header + 4096)]
+
+    def cached(start, stop):
+        return raw[start:stop] if any(a <= start and stop <= b for a, b in arrived) else None
+
+    hints = GroupHints(cached, merge_gap=0)
+    rounds = [hints(header, raw[header:header + 512], len(raw))]
+    while rounds[-1]:
+        arrived += rounds[-1]  # what was asked for arrives
+        rounds.append(hints.arrived(len(raw)))
+    named = {start for ranges in rounds for start, _ in ranges}
+    members = {addresses[f"g0/d{m}"] for m in range(4)}
+    assert members <= named | {m for m in members if header <= m < header + 4096}  # (or there from the start)
+    assert len(rounds) >= 4  # B-tree and heap, symbol node, member headers, the members' data
+    assert hints.arrived(len(raw)) == []  # nothing left waiting
+
+
+def _nested_file(path, pad: int, member_pad: int = 0) -> dict[str, int]:
+    """/outer/g0 ... /outer/g3, each with small datasets (chunked, as pynwb writes table columns, with
+    ``member_pad`` float64 after each) and ``pad`` float64 after it, and /after written last; the object header
+    addresses."""
+    with h5py.File(path, "w") as f:
+        for g in range(4):
+            for m in range(3):
+                f.create_dataset(f"outer/g{g}/d{m}", data=np.arange(8.0) + m, chunks=True, maxshape=(None,))
+                if member_pad:
+                    f.create_dataset(f"outer/pad{g}_{m}", data=np.zeros(member_pad))
+            f.create_dataset(f"outer/pad{g}", data=np.zeros(pad))
+        f.create_dataset("after/x", data=np.zeros(100_000))
+    with h5py.File(path, "r") as f:
+        return _addresses(f)
+
+
+def _hinted_looking_into_outer(path, **options) -> list[tuple[int, int]]:
+    """The ranges a GroupHints asks for while h5py lists /outer (reads its symbol node, not its members'),
+    everything asked arriving at once and being followed."""
+    raw = path.read_bytes()
+    logged = LoggedBytes(raw)
+    with h5py.File(logged, "r") as f:
+        list(f["outer"])
+    have: list[tuple[int, int]] = []
+    hints = GroupHints(lambda start, stop: raw[start:stop] if any(a <= start and stop <= b for a, b in have)
+                       else None, merge_gap=0, **options)
+    asked = []
+    for at, data in logged.reads:  # replay: each read's bytes and everything hinted so far are there
+        have.append((at, at + len(data)))
+        more = hints(at, data, len(raw))
+        while more:
+            asked += more
+            have += more
+            more = hints.arrived(len(raw))
+    return asked
+
+
+def test_a_group_named_deeper_is_followed_further_down(tmp_path):
+    path = tmp_path / "spread.h5"
+    addresses = _nested_file(path, pad=400_000)  # 3.2 MB after each group: /outer spans more than is fetched whole
+    members = {addresses[f"outer/g{g}/d{m}"] for g in range(4) for m in range(3)}
+
+    def covered(ranges):  # the member headers among the ranges asked for
+        return {m for m in members if any(lo <= m and m + 16 <= hi for lo, hi in ranges)}
+
+    plain = covered(_hinted_looking_into_outer(path))
+    assert covered(_hinted_looking_into_outer(path, deeper={"outer": 2})) == members
+    assert len(plain) <= 4  # one group level down: /outer's groups, not their datasets (but a neighbour's bytes)
+    assert covered(_hinted_looking_into_outer(path, deeper={"elsewhere": 2})) == plain
+
+
+def test_a_group_named_deeper_is_fetched_whole_in_one_range(tmp_path):
+    def one_range_covers_all(pad):
+        path = tmp_path / f"pad{pad}.h5"
+        addresses = _nested_file(path, pad=pad)
+        members = [addresses[f"outer/g{g}/d{m}"] for g in range(4) for m in range(3)]
+        ranges = _hinted_looking_into_outer(path, deeper={"outer": 2})
+        assert len(ranges) == len(set(ranges))  # nothing asked twice
+        return any(lo <= addresses["outer"] and lo <= min(members) and max(members) + 16 <= hi for lo, hi in ranges)
+
+    assert one_range_covers_all(pad=20_000)  # 0.6 MB: its structures and small data in one round
+    assert not one_range_covers_all(pad=400_000)  # 13 MB: more than DEEPER_SPAN_BYTES, followed piece by piece
+
+
 # --- on a streamed file ------------------------------------------------------------------------------
 
 
@@ -288,3 +434,29 @@ def test_a_cold_streamed_experiment_waits_fewer_times_with_group_hints(server, p
     assert metadata.keys() == plain_metadata.keys()
     pd.testing.assert_frame_equal(trials, plain_trials)
     assert stalls < plain_stalls
+
+
+def test_a_cold_streamed_group_named_deeper_is_read_with_every_block_foreseen(server, proxy, tmp_path, monkeypatch):
+    import vbo.source.remote
+
+    path = tmp_path / "tables.h5"
+    _nested_file(path, pad=0, member_pad=60_000)  # 0.5 MB between the columns: 6 MB in all
+    monkeypatch.setattr(vbo.source.remote, "AROUND_MAX_BYTES", 4096)  # no growing windows: as in a 1 GB file
+
+    def read_outer(deeper, digests):
+        monkeypatch.setenv("VBO_BLOCK_DIGESTS", str(tmp_path / digests))
+        version = server.put_file(BUCKET, f"{digests}.h5", path)
+        remote = open_remote(f"{proxy.endpoint}/{BUCKET}/{digests}.h5?versionId={version}", block_size=4096,
+                             fetch_bytes=4096, tail_bytes=4096)
+        remote.read_hint = GroupHints(remote.cached, window=4096, deeper=deeper)
+        with h5py.File(remote, "r") as f:
+            values = {f"{g}/{d}": f["outer"][g][d][:] for g in sorted(f["outer"]) if g.startswith("g")
+                      for d in sorted(f["outer"][g])}
+        remote.close()
+        return values, remote.misses
+
+    plain, plain_misses = read_outer({}, "plain-tables")
+    deeper, misses = read_outer({"outer": 2}, "deeper-tables")
+    assert len(plain) == 12 and all(np.array_equal(deeper[k], plain[k]) for k in plain)
+    assert plain_misses >= 2  # the columns' chunk indexes and chunks: HDF5 asked before any hint did
+    assert misses == 0  # every block was asked for before HDF5 read it

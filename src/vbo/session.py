@@ -47,11 +47,11 @@ def open_source(nwb_path: NwbSource) -> FileHandle:
 def _hdf5_of(opened: source.OpenedFile) -> h5py.File:
     """``opened`` as HDF5; what the opening made is released if that fails. A streamed file prefetches the
     blocks that the metadata HDF5 reads points at (:class:`vbo.nwb.prefetch.GroupHints`: a chunk index node's
-    children, a group's member headers, heaps and symbol nodes)."""
+    children, a group's member headers, heaps and symbol nodes; the interval tables whole)."""
     if opened.remote is not None:
         remote = opened.remote
         remote.read_hint = GroupHints(remote.cached, window=remote.group_blocks * remote.block_size,
-                                      skip=layout.NOT_PREFETCHED)
+                                      skip=layout.NOT_PREFETCHED, deeper=layout.PREFETCHED_DEEPER)
     try:
         return nwb.open_hdf5(opened.target)
     except BaseException:

@@ -118,6 +118,11 @@ REQUIRED_OPHYS = (CELL_TABLE, DFF, IMAGING_PLANE)
 NOT_PREFETCHED = {OPHYS.rsplit("/", 1)[1]: frozenset(path.split("/")[3] for path in (
     DEMIXED, NEUROPIL, EVENTS, MOTION_X, MOTION_Y, MAX_PROJECTION))}
 
+# groups whose whole extent is fetched, and whose members are followed this many group levels down, when a
+# streamed read looks into them, by name (docs/format.md §13.6). INTERVALS: reading the trials fetches the
+# presentation tables' columns (read next) in the same round
+PREFETCHED_DEEPER = {INTERVALS.rsplit("/", 1)[1]: 2}
+
 # --- names used when writing (docs/format.md §7.2-§7.7); each agrees with the paths above ----
 PROCESSING = "/processing"
 ACQUISITION = "/acquisition"

@@ -12,7 +12,10 @@ is one more round trip. Two kinds of hint shorten that chain:
   members it lists are looked at next (their object headers, and for a member group its heap and B-tree); the
   hint follows these pointers through the bytes already fetched and fetches where they leave them, one group
   level down at most, so that the members' blocks (which lie megabytes apart) arrive in one parallel round
-  instead of one round trip each.
+  instead of one round trip each. Pointers are followed as fetched bytes arrive (:meth:`GroupHints.arrived`).
+  A group named in ``deeper`` (the interval tables) is followed further down, its datasets of at most 256 KiB
+  (table columns) to their data or chunk index and chunks (§13.5), with its whole extent fetched at once
+  (§13.6).
 
 A hint only schedules fetches; the bytes are still checked like any others, and a wrong guess costs bytes, not
 correctness. Files in other layouts (object header version 2, compact or dense link storage, 4-byte addresses)
@@ -21,6 +24,7 @@ get no group hints.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Collection, Mapping
 
 TREE_SIGNATURE = b"TREE"
@@ -40,13 +44,18 @@ GROUP_CACHE = 1  # cache type of an entry whose scratch pad holds the member gro
 HEAP_HEADER_BYTES = 32  # HEAP, version, 3 reserved, data size, free-list offset, data address
 OBJECT_HEADER_BYTES = 16  # version 1, reserved, message count (2), reference count (4), header size (4), padding
 MESSAGE_HEADER_BYTES = 8  # type (2), size (2), flags (1), 3 reserved
+DATASPACE, LAYOUT = 0x01, 0x08  # message types: a dataset's shape; where its data are (contiguous or chunked)
 CONTINUATION, SYMBOL_TABLE = 0x10, 0x11  # message types: a continuation block; a group's B-tree and heap
+CONTIGUOUS, CHUNKED = 1, 2  # layout classes (version-3 layout message)
+SMALL_DATA_BYTES = 256 * 1024  # a dataset whose data are at most this size (a table column) has them fetched ahead
+CHUNK_NODE_ENTRIES = 64  # a chunk index node holds up to 2K = 64 chunks (HDF5's default K of 32)
 MAX_MESSAGE_TYPE = 0x18
 
 # the bytes fetched for a structure whose size is not known before it is read (each within one block)
-GUESS_BYTES = {"header": 512, "heap": HEAP_HEADER_BYTES, "tree": 544, "snod": 328}
+GUESS_BYTES = {"header": 512, "heap": HEAP_HEADER_BYTES, "tree": 544, "snod": 328, "chunks": 2096}
 MAX_FOLLOWED = 16384  # structures a GroupHints remembers (a bound on its memory, far above one session's)
 MAX_STRUCTURE_BYTES = 64 * 1024  # a larger read is data, not a structure worth parsing
+DEEPER_SPAN_BYTES = 8 << 20  # a group followed deeper has the span of its members' structures fetched, up to this
 MERGE_GAP = 512 * 1024  # hinted windows closer than this are fetched as one range (a table's columns: 14 -> 7 GETs)
 
 Pointer = tuple[int, str, int, int]  # (address, kind, size in bytes or 0 if not known, group levels left)
@@ -203,14 +212,64 @@ def header_messages(data: bytes, header: bool) -> list[tuple[int, bytes]] | None
     return messages
 
 
-def header_pointers(data: bytes, header: bool, file_size: int) -> list[tuple[int, str, int]] | None:
+def small_data(messages: list[tuple[int, bytes]], file_size: int) -> list[tuple[int, str, int]]:
+    """Where the data of a dataset of at most :data:`SMALL_DATA_BYTES` are, from its header's ``messages``: its
+    contiguous bytes (``"data"``), or the root node of its chunk index (``"chunks"``, sized for a full node);
+    ``[]`` for larger data, compact data (in the header already) and other layouts."""
+    shape = next((body for kind, body in messages if kind == DATASPACE), None)
+    layout = next((body for kind, body in messages if kind == LAYOUT), None)
+    if shape is None or layout is None or len(layout) < 18 or layout[0] != 3 or len(shape) < 2 or \
+            shape[0] not in (1, 2):
+        return []
+    rank, first_dim = shape[1], 8 if shape[0] == 1 else 4
+    if len(shape) < first_dim + 8 * rank:
+        return []
+    elements = 1
+    for i in range(rank):
+        elements *= _u(shape, first_dim + 8 * i)
+    if layout[1] == CONTIGUOUS:
+        address, size = _u(layout, 2), _u(layout, 10)
+        return [(address, "data", size)] if _valid(address, file_size) and 0 < size <= SMALL_DATA_BYTES else []
+    if layout[1] != CHUNKED:
+        return []
+    dims, address = layout[2], _u(layout, 3)
+    if len(layout) < 11 + 4 * dims or not _valid(address, file_size):
+        return []
+    item = _u(layout, 11 + 4 * (dims - 1), 4)  # the last "dimension" is the element size
+    key = 8 + 8 * dims  # chunk size, filter mask, an offset per dimension
+    node = HEADER_BYTES + CHUNK_NODE_ENTRIES * (key + ADDRESS_BYTES) + key
+    return [(address, "chunks", node)] if 0 < elements * item <= SMALL_DATA_BYTES else []
+
+
+def chunk_node_pointers(data: bytes, file_size: int) -> list[tuple[int, str, int]] | None:
+    """The children of a chunk index node (``"chunks"``, above the leaves, each of the size of ``data``) or the
+    chunks of a leaf (``"data"`` with their stored sizes); None if ``data`` is not a whole node with 8-byte
+    addresses."""
+    if len(data) < HEADER_BYTES or data[:4] != TREE_SIGNATURE or data[4] != CHUNK_INDEX:
+        return None
+    used, found = _u(data, 6, 2), None
+    for rank in range(1, MAX_RANK + 1):
+        key = 8 + 8 * (rank + 1)
+        children = _children(bytes(data), used, key, file_size)
+        if children is not None:
+            if found is not None:
+                return None  # two ranks fit: ambiguous
+            found = [(child, "chunks", len(data)) if data[5] else  # all nodes of a tree have one size
+                     (child, "data", _u(data, HEADER_BYTES + i * (key + ADDRESS_BYTES), 4))
+                     for i, child in enumerate(children)]
+    return found
+
+
+def header_pointers(data: bytes, header: bool, file_size: int, data_too: bool = True
+                    ) -> list[tuple[int, str, int]] | None:
     """``[(address, kind, size), ...]``: the continuation blocks (``"cont"``) of the object header (or
-    continuation block, ``header=False``) ``data``, and, for a group, its B-tree (``"tree"``) and local heap
-    (``"heap"``); None if ``data`` is not one."""
+    continuation block, ``header=False``) ``data``; for a group, its B-tree (``"tree"``) and local heap
+    (``"heap"``); for a dataset of at most :data:`SMALL_DATA_BYTES`, where its data are (:func:`small_data`;
+    unless ``data_too`` is false). None if ``data`` is not one."""
     messages = header_messages(data, header)
     if messages is None:
         return None
-    found = []
+    found = small_data(messages, file_size) if data_too else []
     for kind, body in messages:
         if kind == CONTINUATION and len(body) >= 16 and _valid(_u(body, 0), file_size) and \
                 0 < _u(body, 8) <= file_size - _u(body, 0):
@@ -221,9 +280,10 @@ def header_pointers(data: bytes, header: bool, file_size: int) -> list[tuple[int
     return found
 
 
-def pointers(kind: str, data: bytes, file_size: int, levels: int) -> list[Pointer] | None:
+def pointers(kind: str, data: bytes, file_size: int, levels: int, data_too: bool = True) -> list[Pointer] | None:
     """The structures that the structure ``kind`` (read as ``data``) points at, with the group levels left
-    to follow from each (one less below a symbol node); None if ``data`` is not such a structure."""
+    to follow from each (one less below a symbol node), a dataset's small data only if ``data_too``; None if
+    ``data`` is not such a structure."""
     if kind == "snod":
         members = symbol_node_members(data, file_size)
         if members is None:
@@ -250,8 +310,11 @@ def pointers(kind: str, data: bytes, file_size: int, levels: int) -> list[Pointe
         segment = local_heap_data(data, file_size)
         return None if segment is None else [(segment[0], "data", segment[1], levels)]
     if kind in ("header", "cont"):
-        found = header_pointers(data, kind == "header", file_size)
+        found = header_pointers(data, kind == "header", file_size, data_too)
         return None if found is None else [(a, k, n, levels) for a, k, n in found]
+    if kind == "chunks":
+        found = chunk_node_pointers(data, file_size)
+        return None if found is None else [(a, k, n, levels) for a, k, n in found if k != "data" or n > 0]
     return None
 
 
@@ -277,11 +340,12 @@ class GroupHints:
     ``cached(start, stop)`` returns bytes already fetched (or None, without fetching). When HDF5 reads a group
     structure, its pointers are followed through cached bytes (the superblock → the root group's header, B-tree
     and heap; object header → continuation blocks and symbol table; B-tree → child nodes → symbol nodes; heap →
-    its data; a symbol node → its members' headers, heaps and B-trees, ``levels`` group levels down at most)
-    and the first structures not yet fetched are returned, each widened to the aligned ``window`` of bytes
-    around it (what a read that misses would fetch) and windows less than ``merge_gap`` bytes apart joined (one
-    request instead of two), to be fetched ahead in one parallel round. Structures not yet there are followed
-    on a later read, once their bytes are. A chunk index node gets :func:`btree_children`.
+    its data; a symbol node → its members' headers, heaps and B-trees, ``levels`` group levels down at most;
+    within a ``deeper`` group, a dataset's header → its data if small, :func:`small_data`) and the first
+    structures not yet fetched are returned, each widened to the aligned ``window`` of bytes around it (what a
+    read that misses would fetch) and windows less than ``merge_gap`` bytes apart joined (one request instead of
+    two), to be fetched ahead in one parallel round. Structures not yet there are followed on a later read, or
+    by :meth:`arrived` when fetched bytes arrive. A chunk index node gets :func:`btree_children`. Thread-safe.
 
     ``skip`` (``{group name: member names}``), if given, names members not to follow ahead: when a symbol node of
     a group so named is read, the members it lists under those names (looked up in the group's local heap) are
@@ -289,17 +353,29 @@ class GroupHints:
     looked up in its parent's heap (at its entry in the parent's symbol node, which HDF5 read to get there);
     a symbol node of a listed group waits until its own names are cached (HDF5 reads them to look a member
     up); a group whose name is not known is followed whole.
+
+    ``deeper`` (``{group name: levels}``) names groups to follow further: when HDF5 looks into one (reads its
+    symbol node), its members are followed ``levels`` group levels down instead of ``levels``, with the data of
+    their small datasets (table columns), and the extent of the group (from its header to its parent's next
+    member, at most :data:`DEEPER_SPAN_BYTES`) is fetched in the same round.
     """
 
     def __init__(self, cached: Callable[[int, int], bytes | None], levels: int = 1, window: int = 0,
-                 merge_gap: int = MERGE_GAP, skip: Mapping[str, Collection[str]] | None = None):
+                 merge_gap: int = MERGE_GAP, skip: Mapping[str, Collection[str]] | None = None,
+                 deeper: Mapping[str, int] | None = None):
         self.cached, self.levels, self.window, self.merge_gap = cached, int(levels), int(window), int(merge_gap)
         self.skip = dict(skip or {})
+        self.deeper = dict(deeper or {})
         self._heap_of: dict[int, int] = {}  # a group's B-tree node or symbol node -> the group's heap header
         self._entry_of: dict[int, tuple[int, int]] = {}  # a group's heap -> its parent's heap, its name's offset
+        self._extent_of: dict[int, tuple[int, int]] = {}  # a group's heap -> its header, its next sibling's header
         self._followed: dict[int, int] = {}  # address -> group levels it was followed with
         self._waiting: dict[int, Pointer] = {}  # not cached when last looked at: followed once it is
         self._asked: set[int] = set()  # addresses returned for fetching before
+        self._spanned: set[int] = set()  # symbol nodes of ``deeper`` groups whose extent was fetched
+        self._spans: list[tuple[int, int]] = []  # their extents, asked for after the structures (which HDF5 awaits)
+        self._below_deeper: set[int] = set()  # structures within a ``deeper`` group
+        self._lock = threading.Lock()  # asked by the reading thread and, on arrivals, by the fetching ones
 
     def __call__(self, offset: int, data, file_size: int) -> list[tuple[int, int]]:
         if len(data) > MAX_STRUCTURE_BYTES:
@@ -308,6 +384,22 @@ class GroupHints:
         chunks = btree_children(offset, data, file_size)
         if chunks:
             return chunks
+        with self._lock:
+            return self._after_read(offset, data, file_size)
+
+    def arrived(self, file_size: int) -> list[tuple[int, int]]:
+        """Windows to fetch next now that more bytes are cached: the structures waiting for their bytes are
+        followed (so a chain of them is fetched one round trip per link, without waiting for HDF5's reads)."""
+        with self._lock:
+            if not self._waiting:
+                return []
+            fetch: dict[int, int] = {}
+            waiting, self._waiting = self._waiting, {}
+            for pointer in waiting.values():
+                self._follow(pointer, file_size, fetch)
+            return self._windows(fetch, file_size) + self._take_spans()
+
+    def _after_read(self, offset: int, data: bytes, file_size: int) -> list[tuple[int, int]]:
         fetch: dict[int, int] = {}
         waiting, self._waiting = self._waiting, {}
         known = waiting.pop(offset, None)
@@ -317,7 +409,11 @@ class GroupHints:
             self._follow((offset, kind, known[2] if known is not None else 0, self.levels), file_size, fetch)
         for pointer in waiting.values():  # what was fetched ahead: followed once its bytes are there
             self._follow(pointer, file_size, fetch)
-        return self._windows(fetch, file_size)
+        return self._windows(fetch, file_size) + self._take_spans()
+
+    def _take_spans(self) -> list[tuple[int, int]]:
+        spans, self._spans = self._spans, []
+        return spans
 
     def _windows(self, fetch: dict[int, int], file_size: int) -> list[tuple[int, int]]:
         """The ``{start: stop}`` ranges of ``fetch`` widened to aligned windows, those closer than the merge gap
@@ -350,7 +446,19 @@ class GroupHints:
                 if kind != "data" and len(self._waiting) < MAX_FOLLOWED:
                     self._waiting[address] = (address, kind, size, levels)
                 continue
-            found = pointers(kind, data, file_size, levels) or []
+            deeper = 0
+            if kind == "snod" and self.deeper and levels > 0:  # a group HDF5 looks into (not one fetched ahead)
+                deeper = self.deeper.get(self._group_name(address, file_size), 0)
+                levels = max(levels, deeper)
+            below = bool(deeper) or address in self._below_deeper  # small data are followed there only
+            found = pointers(kind, data, file_size, levels, data_too=below) or []
+            if below and len(self._below_deeper) < MAX_FOLLOWED:
+                self._below_deeper.update(p[0] for p in found)
+            if deeper and found and address not in self._spanned:  # its blocks lie together: all in this round
+                self._spanned.add(address)
+                lo, hi = self._extent(address, found)
+                if hi - lo <= DEEPER_SPAN_BYTES:
+                    self._spans.append((lo, min(file_size, hi)))
             if kind == "snod" and self.skip and found:
                 found = self._unskipped(address, data, found, file_size)
                 if found is None:  # its members' names are not here yet: followed once they are
@@ -364,7 +472,7 @@ class GroupHints:
     def _note_heaps(self, address: int, kind: str, data: bytes, found: list[Pointer], file_size: int) -> None:
         """Remember the group heap of each B-tree node and symbol node in ``found`` (what ``address`` names) and,
         for a symbol node, where its member groups' names are."""
-        if not self.skip or len(self._heap_of) + len(self._entry_of) >= MAX_FOLLOWED:
+        if not (self.skip or self.deeper) or len(self._heap_of) + len(self._entry_of) >= MAX_FOLLOWED:
             return
         if kind == "tree":
             if address in self._heap_of:
@@ -375,9 +483,13 @@ class GroupHints:
                 self._heap_of[pointer[0]] = after[0]
         if kind == "snod" and address in self._heap_of:
             offsets = symbol_node_names(data)
-            for header, _, heap in symbol_node_members(data, file_size) or []:
+            members = symbol_node_members(data, file_size) or []
+            headers = sorted(header for header, _, _ in members)
+            for header, _, heap in members:
                 if heap and header in offsets:
                     self._entry_of[heap] = (self._heap_of[address], offsets[header])
+                    after = [h for h in headers if h > header]
+                    self._extent_of[heap] = (header, after[0] if after else file_size)
 
     def _names(self, heap: int, file_size: int) -> bytes | None:
         """The data segment of the local heap whose header is at ``heap`` (the names of its group's members),
@@ -390,12 +502,10 @@ class GroupHints:
         """``found`` (the members of the symbol node ``data`` at ``address``) without those ``skip`` names for
         its group; all of them if the group is not listed (or its name not known); None if it is but the names
         of its members are not cached yet."""
-        heap = self._heap_of.get(address, 0)
-        parent, offset = self._entry_of.get(heap, (0, 0))
-        group = heap_name(self._names(parent, file_size), offset) if parent else None
+        group = self._group_name(address, file_size)
         if group not in self.skip:
             return found
-        names = self._names(heap, file_size)
+        names = self._names(self._heap_of[address], file_size)
         if names is None:
             return None
         skipped = {header for header, at in symbol_node_names(data).items()
@@ -403,6 +513,21 @@ class GroupHints:
         members = symbol_node_members(data, file_size) or []
         skipped |= {a for header, btree, heap_at in members if header in skipped for a in (btree, heap_at) if a}
         return [pointer for pointer in found if pointer[0] not in skipped]
+
+    def _extent(self, address: int, found: list[Pointer]) -> tuple[int, int]:
+        """Where the blocks of the group whose symbol node is at ``address`` (naming ``found``) lie: from its
+        header to the header of the next member of its parent in the file (a writer writes a group's members
+        after it and before its next sibling); else the span of ``found``."""
+        lo, hi = min(p[0] for p in found), max(p[0] for p in found) + max(self.window, 1)
+        header, after = self._extent_of.get(self._heap_of.get(address, 0), (lo, hi))
+        return (min(lo, header), max(hi, after)) if header <= lo else (lo, hi)
+
+    def _group_name(self, address: int, file_size: int) -> str | None:
+        """The name of the group whose symbol node (or B-tree node) is at ``address``, if known: looked up in its
+        parent's heap at its entry in the parent's symbol node (both read on the way here)."""
+        heap = self._heap_of.get(address, 0)
+        parent, offset = self._entry_of.get(heap, (0, 0))
+        return heap_name(self._names(parent, file_size), offset) if parent else None
 
     def _length(self, kind: str, address: int, file_size: int) -> int:
         """The size of structure ``kind`` at ``address`` from its cached prefix (0: its prefix is not cached)."""

@@ -52,7 +52,8 @@ class RemoteFile(io.RawIOBase):
     read plan (:class:`~vbo.source.plan.ReadPlan`, see :meth:`phase`) names the blocks the open needs, fetched
     in one parallel round, and the recorded size and ETag are checked on every response. Thread-safe.
     ``bytes_transferred`` and ``requests`` count network use, ``stalls`` the reads that waited for it (each at
-    least one round trip).
+    least one round trip), ``misses`` those of them that needed a block not yet asked for (no prefetch, plan or
+    hint foresaw it).
 
     Verification (``verify=True``, the default): every response must name the pinned version and the
     object's ETag and cover exactly the requested range; every block's blake2b-128 must equal the digest
@@ -77,6 +78,8 @@ class RemoteFile(io.RawIOBase):
         self.bytes_transferred = 0
         self.requests = 0
         self.stalls = 0
+        self.misses = 0
+        self._closing = False
         self._stats_lock = threading.Lock()
         directory = Path(digest_dir or default_digest_dir())
         plan = self._stored_plan(directory, version_id, size) if verify else None
@@ -124,7 +127,9 @@ class RemoteFile(io.RawIOBase):
         self._pool: ThreadPoolExecutor | None = None
         #: ``hint(offset, data, size) -> [(start, stop), ...]``: byte ranges to prefetch after a read of ``data``
         #: at ``offset`` (e.g. the children of a B-tree node, :func:`vbo.nwb.prefetch.btree_children`), or None.
-        #: Not asked during a phase whose blocks came from the read plan (the plan knows what it reads).
+        #: Not asked during a phase whose blocks came from the read plan (the plan knows what it reads). A hint
+        #: with an ``arrived(size) -> [(start, stop), ...]`` method is also asked each time prefetched bytes
+        #: arrive, so that a chain of structures is followed without waiting for HDF5 to read each link.
         self.read_hint = None
         self._planned = False
         for start, data in first_pieces:
@@ -327,7 +332,7 @@ class RemoteFile(io.RawIOBase):
             if self.read_hint is not None and not self._planned:
                 ahead = self.read_hint(start, view[:n], self.size)
                 if ahead:
-                    self.prefetch(ahead)
+                    self.prefetch(ahead, request_bytes=PLAN_REQUEST_BYTES, ordered=True)
         self._pos = start + n
         return n
 
@@ -345,6 +350,7 @@ class RemoteFile(io.RawIOBase):
     def close(self) -> None:
         if self.closed:
             return
+        self._closing = True  # no more prefetches (a fetch arriving now may ask for some)
         pool, self._pool = self._pool, None
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
@@ -368,26 +374,34 @@ class RemoteFile(io.RawIOBase):
 
     # prefetching
     def prefetch(self, ranges, *, merge_gap: int | None = None, request_bytes: int = 2 << 20,
-                 max_requests: int | None = None) -> int:
+                 max_requests: int | None = None, ordered: bool = False) -> int:
         """Start fetching byte ranges ``[(start, stop), ...]`` in the background; return the bytes scheduled.
 
         Blocks already cached or in flight are skipped; runs of missing blocks closer than ``merge_gap``
         (default two blocks) become one request (gap included), and requests are cut at ``request_bytes`` so
         that up to ``parallel`` of them run at once. With ``max_requests``, the closest runs are merged until
-        there are at most that many, and runs are cut only while the count stays within it. Later reads of these
-        blocks wait for the fetch instead of repeating it.
+        there are at most that many, and runs are cut only while the count stays within it. ``ordered``: the
+        ranges are requested in the order given (the first most urgent), each on its own, instead of in address
+        order. Later reads of these blocks wait for the fetch instead of repeating it.
         """
         self._check_open()
+        if self._closing:
+            return 0
         gap_blocks = max(0, (2 * self.block_size if merge_gap is None else merge_gap) // self.block_size)
-        wanted: set[int] = set()
+        groups: list[set[int]] = [set()]
         for start, stop in ranges:
             start, stop = max(0, int(start)), min(self.size, int(stop))
             if stop > start:
-                wanted.update(range(start // self.block_size, (stop - 1) // self.block_size + 1))
+                groups[-1].update(range(start // self.block_size, (stop - 1) // self.block_size + 1))
+                if ordered:
+                    groups.append(set())
         with self._lock:
-            missing = sorted(b for b in wanted if b not in self._blocks and b not in self._inflight)
-            runs = _cut_runs(_merged_runs(missing, gap_blocks, max_requests),
-                             max(1, request_bytes // self.block_size), max_requests)
+            runs, taken = [], set()
+            for wanted in groups:
+                missing = sorted(b for b in wanted - taken if b not in self._blocks and b not in self._inflight)
+                taken.update(missing)
+                runs += _cut_runs(_merged_runs(missing, gap_blocks, max_requests),
+                                  max(1, request_bytes // self.block_size), max_requests)
             runs = [r for r in runs if any(b not in self._blocks and b not in self._inflight
                                            for b in range(r[0], r[1] + 1))]  # not a piece of a cached gap only
             if self._pool is None:
@@ -423,6 +437,19 @@ class RemoteFile(io.RawIOBase):
             with self._lock:
                 for b in range(first, last + 1):
                     self._inflight.pop(b, None)
+        self._hint_arrival()
+
+    def _hint_arrival(self) -> None:
+        """Prefetched bytes arrived: fetch what the read hint now finds they point at (if it follows arrivals)."""
+        arrived = getattr(self.read_hint, "arrived", None)
+        if arrived is None or self._planned or self._closing:
+            return
+        ahead = arrived(self.size)
+        if ahead:
+            try:
+                self.prefetch(ahead, request_bytes=PLAN_REQUEST_BYTES, ordered=True)
+            except (ValueError, RuntimeError):  # closed meanwhile (or its pool shut down): nothing more to read
+                pass
 
     # ranges and blocks
     def _read_range(self, start: int, stop: int) -> bytes:
@@ -437,6 +464,11 @@ class RemoteFile(io.RawIOBase):
         if None in have.values():
             with self._stats_lock:
                 self.stalls += 1
+        with self._lock:
+            unforeseen = any(data is None and b not in self._inflight for b, data in have.items())
+        if unforeseen:
+            with self._stats_lock:
+                self.misses += 1
         missing = self._await_inflight([b for b, data in have.items() if data is None], have)
         direct = (stop - start) > self.cache_bytes // 2
         if missing and not direct:
