@@ -11,9 +11,9 @@ import pytest
 
 from s3_server import module_proxy, moto_s3, proxy, server  # noqa: F401 (fixtures)
 from vbo.nwb import prefetch
-from vbo.nwb.prefetch import (GroupHints, btree_children, chunk_node_pointers, group_tree_children, header_messages,
-                              header_pointers, local_heap_data, recognise, small_data, superblock_root,
-                              symbol_node_members)
+from vbo.nwb.prefetch import (GroupHints, attribute_heaps, btree_children, chunk_node_pointers, group_tree_children,
+                              header_messages, header_pointers, local_heap_data, recognise, small_data,
+                              superblock_root, symbol_node_members)
 from vbo.source.remote import open_remote
 
 BUCKET = "vbo-test-prefetch"
@@ -229,7 +229,7 @@ def test_hinted_ranges_are_widened_to_windows_and_close_ones_joined(read_log):
         return GroupHints(cached, **options)(header, raw[header:header + 512], len(raw))
 
     exact = ranges(merge_gap=0)
-    assert len(exact) == 2 and all(stop - start < 4096 for start, stop in exact)  # its B-tree and its heap
+    assert len(exact) == 3 and all(stop - start <= 4096 for start, stop in exact)  # B-tree, heap, text attributes
     windows = ranges(window=65_536, merge_gap=0)
     assert all(start % 65_536 == 0 and (stop % 65_536 == 0 or stop == len(raw)) for start, stop in windows)
     assert all(any(a <= start and stop <= b for a, b in windows) for start, stop in exact)
@@ -294,6 +294,32 @@ def test_small_datasets_name_their_data_as_h5py_finds_it(tmp_path):
         assert pointers_of("scalar") == [(f["scalar"].id.get_offset(), "data", 8)]
     assert chunk_node_pointers(b"TREE\x00\x00\x01\x00" + bytes(40), len(raw)) is None  # a group's node
     assert small_data([], len(raw)) == []
+
+
+def test_text_attributes_name_the_global_heaps_hdf5_reads_for_them(tmp_path):
+    path = tmp_path / "attributes.h5"
+    with h5py.File(path, "w") as f:
+        group = f.create_group("g")
+        group.attrs["scalar"] = "a text"  # h5py stores str as variable-length UTF-8
+        group.attrs["array"] = np.array(["x", "yy", "zzz"], dtype=h5py.string_dtype())
+        group.attrs["number"] = 3.5
+        f.create_dataset("pad", data=np.zeros(50_000))  # the next global heap lies elsewhere
+        f.create_dataset("d", data=np.arange(3.0)).attrs["unit"] = "s"
+        f["d"].attrs["fixed"] = np.bytes_("fixed length")
+    raw = path.read_bytes()
+    for name in ("g", "d"):
+        logged = LoggedBytes(raw)
+        with h5py.File(path, "r") as f:
+            header = h5py.h5o.get_info(f[name].id).addr
+        with h5py.File(logged, "r") as f:
+            before = len(logged.reads)
+            values = {k: f[name].attrs[k] for k in f[name].attrs}
+        heaps = {a for kind, body in _header_messages(raw, header) if kind == 0x0C
+                 for a in attribute_heaps(body, len(raw))}
+        assert len(heaps) == 1 and all(raw[h:h + 4] == b"GCOL" for h in heaps)
+        assert {at for at, data in logged.reads[before:] if data[:4] == b"GCOL"} == heaps  # what h5py reads
+        assert values["scalar" if name == "g" else "unit"] in ("a text", "s")
+    assert attribute_heaps(bytes(8), len(raw)) == []
 
 
 def test_group_hints_follow_what_arrives_without_waiting_for_hdf5(read_log):

@@ -44,7 +44,10 @@ GROUP_CACHE = 1  # cache type of an entry whose scratch pad holds the member gro
 HEAP_HEADER_BYTES = 32  # HEAP, version, 3 reserved, data size, free-list offset, data address
 OBJECT_HEADER_BYTES = 16  # version 1, reserved, message count (2), reference count (4), header size (4), padding
 MESSAGE_HEADER_BYTES = 8  # type (2), size (2), flags (1), 3 reserved
-DATASPACE, LAYOUT = 0x01, 0x08  # message types: a dataset's shape; where its data are (contiguous or chunked)
+DATASPACE, LAYOUT, ATTRIBUTE = 0x01, 0x08, 0x0C  # message types: a shape; where data are; an attribute
+VLEN_CLASS = 9  # datatype class of variable-length data (strings): each element names a global heap object
+GLOBAL_HEAP_BYTES = 4096  # a global heap collection is at least this size
+MAX_ATTRIBUTE_ELEMENTS = 64  # vlen elements of one attribute looked at (a table's colnames: tens)
 CONTINUATION, SYMBOL_TABLE = 0x10, 0x11  # message types: a continuation block; a group's B-tree and heap
 CONTIGUOUS, CHUNKED = 1, 2  # layout classes (version-3 layout message)
 SMALL_DATA_BYTES = 256 * 1024  # a dataset whose data are at most this size (a table column) has them fetched ahead
@@ -218,15 +221,9 @@ def small_data(messages: list[tuple[int, bytes]], file_size: int) -> list[tuple[
     ``[]`` for larger data, compact data (in the header already) and other layouts."""
     shape = next((body for kind, body in messages if kind == DATASPACE), None)
     layout = next((body for kind, body in messages if kind == LAYOUT), None)
-    if shape is None or layout is None or len(layout) < 18 or layout[0] != 3 or len(shape) < 2 or \
-            shape[0] not in (1, 2):
+    elements = _shape_elements(shape) if shape is not None else None
+    if elements is None or layout is None or len(layout) < 18 or layout[0] != 3:
         return []
-    rank, first_dim = shape[1], 8 if shape[0] == 1 else 4
-    if len(shape) < first_dim + 8 * rank:
-        return []
-    elements = 1
-    for i in range(rank):
-        elements *= _u(shape, first_dim + 8 * i)
     if layout[1] == CONTIGUOUS:
         address, size = _u(layout, 2), _u(layout, 10)
         return [(address, "data", size)] if _valid(address, file_size) and 0 < size <= SMALL_DATA_BYTES else []
@@ -260,12 +257,53 @@ def chunk_node_pointers(data: bytes, file_size: int) -> list[tuple[int, str, int
     return found
 
 
+def _shape_elements(space: bytes) -> int | None:
+    """Elements of a dataspace message body (version 1 or 2; scalar: 1), or None if it is not one."""
+    if len(space) < 4 or space[0] not in (1, 2):
+        return None
+    rank, first = space[1], 8 if space[0] == 1 else 4
+    if space[0] == 2 and space[3] == 2:  # a null dataspace
+        return 0
+    if len(space) < first + 8 * rank:
+        return None
+    elements = 1
+    for i in range(rank):
+        elements *= _u(space, first + 8 * i)
+    return elements
+
+
+def attribute_heaps(body: bytes, file_size: int) -> list[int]:
+    """The global heap collections that hold the values of a variable-length (text) attribute, from its message
+    body (version 1: name, datatype and dataspace each padded to 8 bytes, then the data; each element is a
+    4-byte length, the collection's address and a 4-byte index); ``[]`` for other attributes."""
+    if len(body) < 8 or body[0] != 1:
+        return []
+    name, kind, space = _u(body, 2, 2), _u(body, 4, 2), _u(body, 6, 2)
+    at = 8 + -(-name // 8) * 8
+    datatype = body[at:at + kind]
+    at += -(-kind // 8) * 8
+    elements = _shape_elements(body[at:at + space])
+    at += -(-space // 8) * 8
+    if not datatype or datatype[0] & 0x0F != VLEN_CLASS or not elements:
+        return []
+    found = []
+    for i in range(min(elements, MAX_ATTRIBUTE_ELEMENTS)):
+        element = at + 16 * i
+        if element + 16 > len(body):
+            break
+        address = _u(body, element + 4)
+        if _valid(address, file_size) and address not in found:
+            found.append(address)
+    return found
+
+
 def header_pointers(data: bytes, header: bool, file_size: int, data_too: bool = True
                     ) -> list[tuple[int, str, int]] | None:
     """``[(address, kind, size), ...]``: the continuation blocks (``"cont"``) of the object header (or
     continuation block, ``header=False``) ``data``; for a group, its B-tree (``"tree"``) and local heap
     (``"heap"``); for a dataset of at most :data:`SMALL_DATA_BYTES`, where its data are (:func:`small_data`;
-    unless ``data_too`` is false). None if ``data`` is not one."""
+    unless ``data_too`` is false); the global heap collections of its text attributes (``"data"``,
+    :func:`attribute_heaps`). None if ``data`` is not one."""
     messages = header_messages(data, header)
     if messages is None:
         return None
@@ -277,6 +315,8 @@ def header_pointers(data: bytes, header: bool, file_size: int, data_too: bool = 
         elif kind == SYMBOL_TABLE and len(body) >= 16 and _valid(_u(body, 0), file_size) and \
                 _valid(_u(body, 8), file_size):
             found += [(_u(body, 0), "tree", 0), (_u(body, 8), "heap", 0)]
+        elif kind == ATTRIBUTE:
+            found += [(address, "data", GLOBAL_HEAP_BYTES) for address in attribute_heaps(body, file_size)]
     return found
 
 

@@ -164,11 +164,14 @@ def _wrap(oid: Any) -> Any:
     return h5py.Datatype(oid)
 
 
-def _resolve(start: Any, at: str, parts: list[str], hops: int, full: str) -> tuple[Any, str] | None:
+def _resolve(start: Any, at: str, parts: list[str], hops: int, full: str,
+             open_last: bool = True) -> tuple[Any, str] | None:
     """Follow ``parts`` from the low-level group ``start`` (named ``at``) link by link: soft links inside the
-    file are followed, external links are refused. Returns (low-level id, path) or None when absent."""
+    file are followed, external links are refused. Returns (low-level id, path) or None when absent; with
+    ``open_last`` false, a hard link at the end is not opened (its object's header is not read) and the id
+    returned is its parent's."""
     oid = start
-    for name in parts:
+    for i, name in enumerate(parts):
         if not isinstance(oid, h5py.h5g.GroupID):
             return None
         key = name.encode()
@@ -178,6 +181,8 @@ def _resolve(start: Any, at: str, parts: list[str], hops: int, full: str) -> tup
             return None
         here = f"{at.rstrip('/')}/{name}"
         if kind == h5py.h5l.TYPE_HARD:
+            if not open_last and i == len(parts) - 1:
+                return oid, here
             oid, at = h5py.h5o.open(oid, key), here
             continue
         if kind == h5py.h5l.TYPE_EXTERNAL:
@@ -218,8 +223,13 @@ def node(where: Where, path: str) -> h5py.Group | h5py.Dataset | None:
 
 
 def exists(where: Where, path: str) -> bool:
-    """Whether ``path`` names an object of this file (external links are refused, not followed)."""
-    return node(where, path) is not None
+    """Whether ``path`` names an object of this file (external links are refused, not followed). The object
+    itself is not opened (a streamed file does not fetch its header)."""
+    if path.startswith("/"):
+        start, at = h5py.h5o.open(where.id, b"/"), "/"
+    else:
+        start, at = where.id, where.name
+    return _resolve(start, at, _parts(path), 0, path, open_last=False) is not None
 
 
 def _node_of_kind(where: Where, path: str, kind: type, what: str, other: str):
