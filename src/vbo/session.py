@@ -20,7 +20,7 @@ from vbo.members import data_member
 from vbo.nwb import layout
 from vbo.nwb import read as nwb
 from vbo.nwb.pool import FileHandle
-from vbo.nwb.prefetch import GroupHints
+from vbo.nwb.prefetch import HINT_WINDOW_BYTES, GroupHints
 from vbo.values import Coordinates
 
 NwbSource = str | os.PathLike | IO[bytes]
@@ -50,8 +50,8 @@ def _hdf5_of(opened: source.OpenedFile) -> h5py.File:
     children, a group's member headers, heaps and symbol nodes; the interval tables whole)."""
     if opened.remote is not None:
         remote = opened.remote
-        remote.read_hint = GroupHints(remote.cached, window=remote.group_blocks * remote.block_size,
-                                      skip=layout.NOT_PREFETCHED, deeper=layout.PREFETCHED_DEEPER)
+        remote.read_hint = GroupHints(remote.cached, window=HINT_WINDOW_BYTES, skip=layout.NOT_PREFETCHED,
+                                      deeper=layout.PREFETCHED_DEEPER)
     try:
         return nwb.open_hdf5(opened.target)
     except BaseException:

@@ -113,10 +113,9 @@ REQUIRED_OPHYS = (CELL_TABLE, DFF, IMAGING_PLANE)
 
 # members of OPHYS that opening a file and its metadata never read (bulk traces, events, motion, images), by the
 # name of their group: a streamed read does not fetch their headers ahead when it reads OPHYS (docs/format.md
-# §13.4). Not listed: corrected_fluorescence, also unread, but its blocks share windows with blocks the open
-# reads (dff's header continuation, a global heap of string attributes): fetching them ahead saves two round trips
+# §13.4)
 NOT_PREFETCHED = {OPHYS.rsplit("/", 1)[1]: frozenset(path.split("/")[3] for path in (
-    DEMIXED, NEUROPIL, EVENTS, MOTION_X, MOTION_Y, MAX_PROJECTION))}
+    CORRECTED_FLUORESCENCE, DEMIXED, NEUROPIL, EVENTS, MOTION_X, MOTION_Y, MAX_PROJECTION))}
 
 # groups whose whole extent is fetched, and whose members are followed this many group levels down, when a
 # streamed read looks into them, by name (docs/format.md §13.6). INTERVALS: reading the trials fetches the
