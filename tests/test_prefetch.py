@@ -486,3 +486,26 @@ def test_a_cold_streamed_group_named_deeper_is_read_with_every_block_foreseen(se
     assert len(plain) == 12 and all(np.array_equal(deeper[k], plain[k]) for k in plain)
     assert plain_misses >= 2  # the columns' chunk indexes and chunks: HDF5 asked before any hint did
     assert misses == 0  # every block was asked for before HDF5 read it
+
+
+def test_a_failing_hint_costs_the_prefetch_never_the_read(server, proxy, scattered, tmp_path, monkeypatch):
+    class Broken:  # names the whole file once (so that HDF5 waits for fetches that end in arrived()), then fails
+        calls = arrivals = 0
+
+        def __call__(self, offset, data, size):
+            Broken.calls += 1
+            if Broken.calls == 1:
+                return [(0, size)]
+            raise IndexError("a parser bug")
+
+        def arrived(self, size):
+            Broken.arrivals += 1
+            raise IndexError("a parser bug")
+
+    monkeypatch.setenv("VBO_BLOCK_DIGESTS", str(tmp_path / "plain"))
+    plain, _, _ = _streamed_read(server, proxy, scattered, "plain-broken.h5", lambda r: btree_children)
+    monkeypatch.setenv("VBO_BLOCK_DIGESTS", str(tmp_path / "broken"))
+    values, _, _ = _streamed_read(server, proxy, scattered, "broken.h5", lambda r: Broken())
+    assert Broken.calls > 10 and Broken.arrivals > 0
+    assert values.keys() == plain.keys()
+    assert all(np.array_equal(values[n][k], plain[n][k]) for n in plain for k in plain[n])

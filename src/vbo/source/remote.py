@@ -330,11 +330,19 @@ class RemoteFile(io.RawIOBase):
             if n <= SMALL_READ_BYTES and self._phase is not None:
                 self.plan.touch(self._phase, start, start + n)
             if self.read_hint is not None and not self._planned:
-                ahead = self.read_hint(start, view[:n], self.size)
-                if ahead:
-                    self.prefetch(ahead, request_bytes=PLAN_REQUEST_BYTES, ordered=True)
+                self._prefetch_hinted(lambda: self.read_hint(start, view[:n], self.size))
         self._pos = start + n
         return n
+
+    def _prefetch_hinted(self, hint) -> None:
+        """Fetch ahead the ranges ``hint()`` names, most urgent first. A hint only guesses: one that fails (or a
+        file closed meanwhile) costs the prefetch, never the read that asked."""
+        try:
+            ahead = hint()
+            if ahead:
+                self.prefetch(ahead, request_bytes=PLAN_REQUEST_BYTES, ordered=True)
+        except Exception:  # noqa: BLE001 (advisory: the reads go on without it)
+            return
 
     def read(self, size: int = -1) -> bytes:
         self._check_open()
@@ -442,14 +450,8 @@ class RemoteFile(io.RawIOBase):
     def _hint_arrival(self) -> None:
         """Prefetched bytes arrived: fetch what the read hint now finds they point at (if it follows arrivals)."""
         arrived = getattr(self.read_hint, "arrived", None)
-        if arrived is None or self._planned or self._closing:
-            return
-        ahead = arrived(self.size)
-        if ahead:
-            try:
-                self.prefetch(ahead, request_bytes=PLAN_REQUEST_BYTES, ordered=True)
-            except (ValueError, RuntimeError):  # closed meanwhile (or its pool shut down): nothing more to read
-                pass
+        if arrived is not None and not self._planned and not self._closing:
+            self._prefetch_hinted(lambda: arrived(self.size))
 
     # ranges and blocks
     def _read_range(self, start: int, stop: int) -> bytes:
