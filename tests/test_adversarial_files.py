@@ -393,6 +393,12 @@ EXPERIMENT_CASES = [
     Case("dF/F ROI axis does not match rois", "experiment",
          _edit("processing/ophys/dff/traces/data", lambda v: v[:, :-1]),
          {"dff_traces": (MALFORMED, "dff/traces/data")}),
+    # the open checks the interfaces (dff, image_segmentation), not what is in them (docs/format.md §13.5):
+    # a missing trace or cell table is named when read
+    Case("dF/F traces missing", "experiment", _delete("processing/ophys/dff/traces"),
+         {"dff_traces": (MISSING, "dff/traces")}),
+    Case("cell table missing", "experiment", _delete("processing/ophys/image_segmentation/cell_specimen_table"),
+         {m: (MISSING, "cell_specimen_table") for m in ("cell_specimen_table", "roi_masks")}),
     Case("event lambdas one short", "experiment", _edit("processing/ophys/event_detection/lambdas", lambda v: v[:-1]),
          {"events": (MALFORMED, "lambdas")}),
     Case("r one short", "experiment", _edit("processing/ophys/corrected_fluorescence/r/data", lambda v: v[:-1]),

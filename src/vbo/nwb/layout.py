@@ -107,9 +107,12 @@ FILE_STRING_NA = "N/A"
 NONE_STRING = "None"
 MISSING_PROJECT_CODE = "Not Available"
 
-# what a file must contain to count as a Visual Behavior session / experiment
+# what a file must contain to count as a Visual Behavior session / experiment, checked when it is opened. For an
+# experiment, the interfaces of the cell table and dF/F, not the objects inside them: looking into them is a round
+# trip each on a streamed file (their headers continue hundreds of MB away), and a missing table or trace raises
+# MissingDataError naming it when it is read
 REQUIRED_BEHAVIOR = (METADATA, SUBJECT, TASK_PARAMETERS, STIMULUS_TIMESTAMPS, IDENTIFIER, SESSION_START_TIME)
-REQUIRED_OPHYS = (CELL_TABLE, DFF, IMAGING_PLANE)
+REQUIRED_OPHYS = (CELL_TABLE.rsplit("/", 1)[0], DFF.rsplit("/", 1)[0], IMAGING_PLANE)
 
 # members of OPHYS that opening a file and its metadata never read (bulk traces, events, motion, images), by the
 # name of their group: a streamed read does not fetch their headers ahead when it reads OPHYS (docs/format.md
