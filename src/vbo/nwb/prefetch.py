@@ -460,17 +460,19 @@ class GroupHints:
 
     def _windows(self, fetch: dict[int, int], file_size: int) -> list[tuple[int, int]]:
         """The ``{start: stop}`` ranges of ``fetch`` widened to aligned windows, those closer than the merge gap
-        joined."""
+        joined; in the order their first structure was named (what HDF5 read names what it reads next)."""
         w = self.window
+        rank = {start: i for i, start in enumerate(fetch)}
         merged: list[list[int]] = []
         for start, stop in sorted(fetch.items()):
+            first = rank[start]
             if w > 0:
                 start, stop = start // w * w, min(file_size, -(-stop // w) * w)
             if merged and start - merged[-1][1] <= self.merge_gap:
-                merged[-1][1] = max(merged[-1][1], stop)
+                merged[-1][1], merged[-1][2] = max(merged[-1][1], stop), min(merged[-1][2], first)
             else:
-                merged.append([start, stop])
-        return [(start, stop) for start, stop in merged]
+                merged.append([start, stop, first])
+        return [(start, stop) for start, stop, _ in sorted(merged, key=lambda m: m[2])]
 
     def _follow(self, pointer: Pointer, file_size: int, fetch: dict[int, int]) -> None:
         """Follow ``pointer`` and what it points at through cached bytes; where they run out, wait for the
