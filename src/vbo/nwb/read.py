@@ -206,6 +206,15 @@ def _id_filename(oid: Any) -> str:
     return h5py.h5f.get_name(oid).decode(errors="replace")
 
 
+def _lookup(where: Where, path: str, open_last: bool = True) -> tuple[Any, str] | None:
+    """:func:`_resolve` of ``path``, absolute (from the root) or relative to ``where``."""
+    if path.startswith("/"):
+        start, at = h5py.h5o.open(where.id, b"/"), "/"
+    else:
+        start, at = where.id, where.name
+    return _resolve(start, at, _parts(path), 0, path, open_last)
+
+
 def node(where: Where, path: str) -> h5py.Group | h5py.Dataset | None:
     """The object at ``path`` (absolute, or relative to ``where``), or None when absent.
 
@@ -214,22 +223,14 @@ def node(where: Where, path: str) -> h5py.Group | h5py.Dataset | None:
     vbo.errors.ExternalDataError
         A link on the way is an HDF5 external link (it is not followed).
     """
-    if path.startswith("/"):
-        start, at = h5py.h5o.open(where.id, b"/"), "/"
-    else:
-        start, at = where.id, where.name
-    found = _resolve(start, at, _parts(path), 0, path)
+    found = _lookup(where, path)
     return None if found is None else _wrap(found[0])
 
 
 def exists(where: Where, path: str) -> bool:
     """Whether ``path`` names an object of this file (external links are refused, not followed). The object
     itself is not opened (a streamed file does not fetch its header)."""
-    if path.startswith("/"):
-        start, at = h5py.h5o.open(where.id, b"/"), "/"
-    else:
-        start, at = where.id, where.name
-    return _resolve(start, at, _parts(path), 0, path, open_last=False) is not None
+    return _lookup(where, path, open_last=False) is not None
 
 
 def _node_of_kind(where: Where, path: str, kind: type, what: str, other: str):
