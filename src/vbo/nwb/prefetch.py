@@ -55,7 +55,7 @@ CHUNK_NODE_ENTRIES = 64  # a chunk index node holds up to 2K = 64 chunks (HDF5's
 MAX_MESSAGE_TYPE = 0x18
 
 # the bytes fetched for a structure whose size is not known before it is read (each within one block)
-GUESS_BYTES = {"header": 512, "heap": HEAP_HEADER_BYTES, "tree": 544, "snod": 328, "chunks": 2096}
+GUESS_BYTES = {"header": 512, "heap": HEAP_HEADER_BYTES, "tree": 544, "snod": 328}
 MAX_FOLLOWED = 16384  # structures a GroupHints remembers (a bound on its memory, far above one session's)
 MAX_STRUCTURE_BYTES = 64 * 1024  # a larger read is data, not a structure worth parsing
 DEEPER_SPAN_BYTES = 8 << 20  # a group followed deeper has the span of its members' structures fetched, up to this
@@ -74,14 +74,10 @@ def btree_children(offset: int, data: bytes | memoryview, file_size: int) -> lis
     anything that is not an internal node (level > 0) of a chunk index with 8-byte addresses, or whose layout
     cannot be told apart unambiguously.
     """
-    if len(data) < HEADER_BYTES or bytes(data[:4]) != TREE_SIGNATURE or data[4] != CHUNK_INDEX or data[5] == 0:
+    if len(data) < HEADER_BYTES or data[5] == 0:
         return []
-    used = int.from_bytes(bytes(data[6:8]), "little")
-    found = [children for rank in range(1, MAX_RANK + 1)
-             if (children := _children(bytes(data), used, 8 + 8 * (rank + 1), file_size)) is not None]
-    if len(found) != 1:
-        return []
-    return [(child, min(file_size, child + len(data))) for child in found[0]]
+    found = chunk_node_pointers(bytes(data), file_size) or []
+    return [(child, min(file_size, child + size)) for child, _, size in found]
 
 
 def _children(data: bytes, used: int, key_bytes: int, file_size: int) -> list[int] | None:
