@@ -243,10 +243,11 @@ def chunk_node_pointers(data: bytes, file_size: int) -> list[tuple[int, str, int
     addresses."""
     if len(data) < HEADER_BYTES or data[:4] != TREE_SIGNATURE or data[4] != CHUNK_INDEX:
         return None
+    data = bytes(data)
     used, found = _u(data, 6, 2), None
     for rank in range(1, MAX_RANK + 1):
         key = 8 + 8 * (rank + 1)
-        children = _children(bytes(data), used, key, file_size)
+        children = _children(data, used, key, file_size)
         if children is not None:
             if found is not None:
                 return None  # two ranks fit: ambiguous
@@ -278,11 +279,15 @@ def attribute_heaps(body: bytes, file_size: int) -> list[int]:
     if len(body) < 8 or body[0] != 1:
         return []
     name, kind, space = _u(body, 2, 2), _u(body, 4, 2), _u(body, 6, 2)
-    at = 8 + -(-name // 8) * 8
+
+    def padded(n: int) -> int:  # each part takes a multiple of 8 bytes
+        return -(-n // 8) * 8
+
+    at = 8 + padded(name)
     datatype = body[at:at + kind]
-    at += -(-kind // 8) * 8
+    at += padded(kind)
     elements = _shape_elements(body[at:at + space])
-    at += -(-space // 8) * 8
+    at += padded(space)
     if not datatype or datatype[0] & 0x0F != VLEN_CLASS or not elements:
         return []
     found = []
@@ -430,29 +435,28 @@ class GroupHints:
         """Windows to fetch next now that more bytes are cached: the structures waiting for their bytes are
         followed (so a chain of them is fetched one round trip per link, without waiting for HDF5's reads)."""
         with self._lock:
-            if not self._waiting:
-                return []
-            fetch: dict[int, int] = {}
-            waiting, self._waiting = self._waiting, {}
-            for pointer in waiting.values():
-                self._follow(pointer, file_size, fetch)
-            return self._windows(fetch, file_size) + self._take_spans()
+            return self._advance(None, file_size) if self._waiting else []
 
     def _after_read(self, offset: int, data: bytes, file_size: int) -> list[tuple[int, int]]:
-        fetch: dict[int, int] = {}
-        waiting, self._waiting = self._waiting, {}
-        known = waiting.pop(offset, None)
+        known = self._waiting.pop(offset, None)
         kind = known[1] if known is not None else recognise(data, file_size)
+        first = None
         if kind is not None:  # what HDF5 read: followed with all levels, even if it was followed before
             self._followed.pop(offset, None)
-            self._follow((offset, kind, known[2] if known is not None else 0, self.levels), file_size, fetch)
-        for pointer in waiting.values():  # what was fetched ahead: followed once its bytes are there
-            self._follow(pointer, file_size, fetch)
-        return self._windows(fetch, file_size) + self._take_spans()
+            first = (offset, kind, known[2] if known is not None else 0, self.levels)
+        return self._advance(first, file_size)
 
-    def _take_spans(self) -> list[tuple[int, int]]:
+    def _advance(self, first: Pointer | None, file_size: int) -> list[tuple[int, int]]:
+        """Follow ``first`` (what HDF5 just read, if anything), then every structure fetched ahead whose bytes
+        may be there now; the windows to fetch next, then the extents of ``deeper`` groups."""
+        fetch: dict[int, int] = {}
+        waiting, self._waiting = self._waiting, {}
+        if first is not None:
+            self._follow(first, file_size, fetch)
+        for pointer in waiting.values():
+            self._follow(pointer, file_size, fetch)
         spans, self._spans = self._spans, []
-        return spans
+        return self._windows(fetch, file_size) + spans
 
     def _windows(self, fetch: dict[int, int], file_size: int) -> list[tuple[int, int]]:
         """The ``{start: stop}`` ranges of ``fetch`` widened to aligned windows, those closer than the merge gap

@@ -457,20 +457,19 @@ class RemoteFile(io.RawIOBase):
     def _read_range(self, start: int, stop: int) -> bytes:
         first, last = start // self.block_size, (stop - 1) // self.block_size
         have: dict[int, bytes | None] = {}
+        unforeseen = False  # a block neither cached nor in flight: nothing asked for it before this read
         with self._lock:
             for b in range(first, last + 1):
                 data = self._blocks.get(b)
                 if data is not None:
                     self._blocks.move_to_end(b)
+                else:
+                    unforeseen = unforeseen or b not in self._inflight
                 have[b] = data
         if None in have.values():
             with self._stats_lock:
                 self.stalls += 1
-        with self._lock:
-            unforeseen = any(data is None and b not in self._inflight for b, data in have.items())
-        if unforeseen:
-            with self._stats_lock:
-                self.misses += 1
+                self.misses += unforeseen
         missing = self._await_inflight([b for b, data in have.items() if data is None], have)
         direct = (stop - start) > self.cache_bytes // 2
         if missing and not direct:
