@@ -73,7 +73,7 @@ def main() -> None:
     from vbo import parallel, population
     from vbo.demo import default_cache_dir, ensure_release
 
-    release, _ = ensure_release(default_cache_dir(), all_files=True)  # the baseline opens every file
+    release, _ = ensure_release(default_cache_dir(), files="all")  # the baseline opens every file
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         cache = vbo.VisualBehaviorOphysProjectCache.from_local_cache(release, use_static_cache=True)

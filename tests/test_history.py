@@ -59,6 +59,54 @@ def test_history_of_one_mouse(cache, mouse, tmp_path):
     pd.testing.assert_frame_equal(again, h)
 
 
+def test_history_without_passive_sessions(cache, mouse, tmp_path):
+    """``passive=False`` leaves the passive-viewing sessions out, with the same numbers for the others, and
+    never opens their files."""
+    from vbo.tables import is_passive
+
+    table = cache.get_behavior_session_table()
+    sessions = table[table["mouse_id"] == mouse]
+    passive = sessions.index[is_passive(sessions)]
+    assert len(passive) and (sessions.loc[passive, "session_type"].str.contains("passive")).all()
+    everything = history.training_history(cache, mouse, cache_path=tmp_path / "all.parquet", workers=1)
+    import vbo.history as module
+
+    opened = []
+    original = module.map_files
+
+    def recording(func, paths, *args, **kwargs):
+        opened.extend(str(p) for p in paths)
+        return original(func, paths, *args, **kwargs)
+
+    module.map_files = recording
+    try:
+        active = history.training_history(cache, mouse, passive=False, cache_path=tmp_path / "active.parquet",
+                                          workers=1)
+    finally:
+        module.map_files = original
+    assert list(active.index) == [i for i in everything.index if i not in set(passive)]
+    pd.testing.assert_frame_equal(active, everything.loc[active.index])
+    assert len(opened) == len(active) and not any(str(i) in path for i in passive for path in opened)
+
+
+def test_is_passive_on_the_release_tables(shared_data):
+    """One rule for the three session tables of the real release: the ``passive`` column where it exists,
+    else ``behavior_type``."""
+    from vbo.tables import is_passive, read_metadata_table
+
+    folder = shared_data / "release-tables"
+    experiments = read_metadata_table(folder / "ophys_experiment_table.csv", "ophys_experiment_table")
+    behavior = read_metadata_table(folder / "behavior_session_table.csv", "behavior_session_table")
+    flags = is_passive(experiments)
+    assert flags.any() and not flags.all()
+    assert (experiments.loc[flags, "session_type"].str.contains("passive")).all()
+    by_type = is_passive(behavior)
+    assert by_type.any() and (behavior.loc[by_type, "behavior_type"] == "passive_viewing").all()
+    assert not behavior.loc[~by_type, "session_type"].str.contains("OPHYS_.*passive").any()
+    no_columns = behavior[["session_type"]]
+    assert (is_passive(no_columns) == by_type).all()
+
+
 def test_cache_is_keyed_by_file_hash_and_version(cache, mouse, tmp_path):
     path = tmp_path / "perf.parquet"
     first = history.training_history(cache, mouse, cache_path=path, workers=1)

@@ -121,6 +121,12 @@ def test_container_projections_and_plane_traces(tiny_cache):
     _png(fig)
     with pytest.raises(ValueError, match="no experiments in container 1"):
         plots.container_projections(tiny_cache, 1)
+    active = members[~members["passive"].astype(bool)].sort_values("date_of_acquisition").index
+    assert 0 < len(active) < len(members), "the container has passive sessions"
+    fig = plots.container_projections(tiny_cache, container, passive=False)
+    assert [ax.get_title().split("\n")[0] for ax in fig.axes if ax.images] == [str(i) for i in active]
+    assert "active sessions" in fig._suptitle.get_text()
+    _png(fig)
 
     planes = table.groupby("ophys_session_id").size()
     session = planes.idxmax()  # the session with the most planes

@@ -246,6 +246,18 @@ def test_write_only_the_demo_files(tmp_path):
     assert marker["files"] == "demo_files"
     result = run_demo(tmp_path / "demo", release_dir=release.root)
     assert len(result.figures) == 14 and all(p.is_file() for p in result.figures)
+    # the demo looks at active sessions: the passive ones of its mouse and container are the tutorials' extra
+    from vbo.demo import tutorial_files
+    from vbo.tables import is_passive
+
+    tables = {"behavior_session_table": behavior.reset_index(), "ophys_experiment_table": experiments.reset_index()}
+    extra = tutorial_files(tables) - wanted
+    passive_keys = {mf.experiment_nwb_key(int(i)) for i in experiments.index[is_passive(experiments)]} | \
+        {mf.behavior_nwb_key(int(i)) for i in behavior.index[is_passive(behavior)]}
+    assert extra and extra <= passive_keys and not (wanted & passive_keys)
+    summary = result.summary.read_text()
+    assert "Passive-viewing sessions (no task, left out, not opened)" in summary
+    assert "left out of the history" in result.reports["mouse"].read_text()
 
 
 def test_pynwb_writer_for_a_release(tmp_path):

@@ -7,7 +7,8 @@ test picks the demo release's equivalent with the notebook's own filter. Where a
 pandas < 2 (``fillna(method=...)``, ``float(series)``), the modern equivalent documented in
 ``docs/tutorials.md`` is used.
 
-The release is the demo's (``vbo.demo.ensure_release``), published to a real S3 protocol server under the real
+The release is the demo's with the passive sessions the notebooks also open (``vbo.demo.ensure_release(...,
+files="tutorials")``), published to a real S3 protocol server under the real
 bucket name, so the data-access notebook's ``from_s3_cache(cache_dir=...)`` call runs unchanged (the endpoint
 comes from ``AWS_ENDPOINT_URL_S3``, as for any mirror). Set ``VBO_TUTORIAL_RELEASE`` to reuse a release folder.
 """
@@ -38,12 +39,13 @@ WINDOW = (775.0, 860.0)
 
 @pytest.fixture(scope="module")
 def demo_release(tmp_path_factory) -> Path:
-    """The demo's synthetic release (the same seed, scale and code path as ``vbo demo``)."""
+    """The demo's synthetic release (the same seed, scale and code path as ``vbo demo``) plus the passive
+    sessions of its mouse and container, which the mouse-history and manifest notebooks open."""
     if os.environ.get("VBO_TUTORIAL_RELEASE"):
         return Path(os.environ["VBO_TUTORIAL_RELEASE"])
     from vbo.demo import ensure_release
 
-    release_dir, _ = ensure_release(tmp_path_factory.mktemp("demo-cache"))
+    release_dir, _ = ensure_release(tmp_path_factory.mktemp("demo-cache"), files="tutorials")
     return release_dir
 
 

@@ -25,6 +25,7 @@ from vbo.history import training_history
 from vbo.nwb import layout
 from vbo.simulate import simulate
 from vbo.simulate.release import RELEASE_VERSIONS, release_marker
+from vbo.tables import is_passive
 
 DEMO_SEED = 2024
 DEMO_SCALE = "small"
@@ -104,19 +105,34 @@ def _most_planes_session(experiments: pd.DataFrame, active: pd.DataFrame, prefer
 
 
 def demo_files(tables: dict[str, pd.DataFrame]) -> set[str]:
-    """Manifest keys of the NWB files the demo opens (pass as ``simulate(write_only=demo_files)``)."""
+    """Manifest keys of the NWB files the demo opens (pass as ``simulate(write_only=demo_files)``).
+
+    The demo looks at active sessions: its training history and its container figure leave the
+    passive-viewing sessions out (no task, so no performance), and their files are not written."""
+    return _opened_files(tables, passive=False)
+
+
+def tutorial_files(tables: dict[str, pd.DataFrame]) -> set[str]:
+    """:func:`demo_files` plus the passive-viewing sessions of the demo's mouse and container: the files the
+    tutorial notebooks open (``docs/tutorials.md``; the mouse-history notebook scores every session)."""
+    return _opened_files(tables, passive=True)
+
+
+def _opened_files(tables: dict[str, pd.DataFrame], passive: bool) -> set[str]:
     behavior = _indexed(tables["behavior_session_table"], "behavior_session_id")
     experiments = _indexed(tables["ophys_experiment_table"], "ophys_experiment_id")
     targets = demo_targets(behavior, experiments)
     wanted = {targets.experiment_id, *targets.by_cre_line}
-    wanted |= set(experiments.index[experiments["ophys_container_id"] == targets.ophys_container_id])
+    container = experiments[experiments["ophys_container_id"] == targets.ophys_container_id]
+    wanted |= set(container.index if passive else container.index[~is_passive(container)])
     wanted |= set(experiments.index[experiments["ophys_session_id"] == targets.ophys_session_id])
     if targets.first_novel_sst is not None:
         wanted.add(targets.first_novel_sst)
     if targets.novel_vip_multiscope_session is not None:
         wanted |= set(experiments.index[experiments["ophys_session_id"] == targets.novel_vip_multiscope_session])
     keys = {mf.experiment_nwb_key(int(i)) for i in wanted}
-    for session_id, row in behavior[behavior["mouse_id"].astype(str) == targets.mouse_id].iterrows():
+    history = behavior[behavior["mouse_id"].astype(str) == targets.mouse_id]
+    for session_id, row in (history if passive else history[~is_passive(history)]).iterrows():
         file_id, experiment_ids = row["file_id"], row["ophys_experiment_id"]
         if pd.notna(file_id) and int(file_id) >= 0:
             keys.add(mf.behavior_nwb_key(int(session_id)))
@@ -152,18 +168,24 @@ def _release_is_current(release_dir: Path, seed: int, scale: str, files: str) ->
     return marker.exists() and json.loads(marker.read_text()) == release_marker(seed, scale, files)
 
 
+FILE_SELECTIONS = {"demo": demo_files, "tutorials": tutorial_files, "all": None}
+
+
 def ensure_release(cache_dir: Path, seed: int = DEMO_SEED, scale: str = DEMO_SCALE,
                    progress: Callable[[int, int], None] | None = None, *,
-                   all_files: bool = False) -> tuple[Path, bool]:
+                   files: str = "demo") -> tuple[Path, bool]:
     """The demo release in ``cache_dir`` (simulated if absent or stale); returns (folder, simulated now).
 
     Every session is simulated (the metadata tables are complete) but only the NWB files the demo opens
-    (:func:`demo_files`) are written, unless ``all_files`` (a separate folder, for benchmarks that open
-    every file)."""
-    suffix = "-all" if all_files else ""
+    (``files="demo"``, :func:`demo_files`) are written; ``"tutorials"`` adds the passive sessions the
+    tutorial notebooks open (:func:`tutorial_files`) and ``"all"`` writes every file (for benchmarks that
+    open every file). Each selection has its own folder."""
+    if files not in FILE_SELECTIONS:
+        raise ValueError(f"files must be one of {sorted(FILE_SELECTIONS)}, not {files!r}")
+    selection = FILE_SELECTIONS[files]
+    suffix = "" if files == "demo" else f"-{files}"
     release_dir = cache_dir / f"synthetic-release-{scale}-seed{seed}{suffix}"
-    selection = None if all_files else demo_files
-    if _release_is_current(release_dir, seed, scale, "all" if all_files else demo_files.__name__):
+    if _release_is_current(release_dir, seed, scale, "all" if selection is None else selection.__name__):
         return release_dir, False
     simulate(release_dir, seed=seed, scale=scale, versions=len(RELEASE_VERSIONS), progress=progress,
              write_only=selection)
@@ -219,7 +241,7 @@ def run_demo(out_dir: str | Path = "vbo-demo", cache_dir: str | Path | None = No
         f"Synthetic release: `{release_dir}` ({'simulated now' if simulated else 'reused'}; seed {seed}, scale {scale}).",
         f"{sessions['mouse_id'].nunique()} mice, {len(sessions)} behavior sessions, {len(experiments)} imaging planes.",
         "",
-        *_summary_lines(targets, history, numbers, result),
+        *_summary_lines(targets, history, numbers, result, sessions),
     ]
     result.summary = out / "summary.md"
     result.summary.write_text("\n".join(lines) + "\n")
@@ -231,10 +253,10 @@ HISTORY_CACHE = "behavior_performance.parquet"  # the history's per-session metr
 
 
 def _history_workflow(cache, mouse: str, truth: pd.DataFrame, result: DemoResult) -> pd.DataFrame:
-    """Workflow 1: one imaged mouse's training history (mouse-history tutorial), computed in parallel and
-    cached on disk, with the planted probabilities beside the measured ones."""
+    """Workflow 1: one imaged mouse's training history (mouse-history tutorial) over its active sessions,
+    computed in parallel and cached on disk, with the planted probabilities beside the measured ones."""
     out = result.out_dir
-    history = training_history(cache, mouse, cache_path=out / HISTORY_CACHE)
+    history = training_history(cache, mouse, passive=False, cache_path=out / HISTORY_CACHE)
     history = history.join(truth[["hit_probability", "false_alarm_probability"]].add_prefix("planted_"))
     history.to_csv(out / "training_history.csv")
     result.figures.append(_save(_plots().training_history(history), out / "training_history.png"))
@@ -284,18 +306,23 @@ def _release_workflows(cache, targets: DemoTargets, result: DemoResult) -> None:
     # the natural movie as the mouse saw it (the warped movie is computed once per cache; one frame here)
     movie = cache.get_natural_movie_template(frames=[0])
     result.figures.append(_save(plots.stimulus_template(movie, 0), out / "natural_movie_frame.png"))
-    result.figures.append(_save(plots.container_projections(cache, targets.ophys_container_id),
+    result.figures.append(_save(plots.container_projections(cache, targets.ophys_container_id, passive=False),
                                 out / "container_projections.png"))
     result.figures.append(_save(plots.plane_population_traces(cache, targets.ophys_session_id, t_range=None),
                                 out / "plane_population_traces.png"))
 
 
-def _summary_lines(targets: DemoTargets, history: pd.DataFrame, numbers: dict, result: DemoResult) -> list[str]:
+def _summary_lines(targets: DemoTargets, history: pd.DataFrame, numbers: dict, result: DemoResult,
+                   sessions: pd.DataFrame) -> list[str]:
     """``summary.md`` after its header: the mouse's sessions, the experiment's trial counts, figures, reports."""
     metrics = numbers["metrics"]
+    mouse = sessions[sessions["mouse_id"].astype(str) == targets.mouse_id]
+    passive = mouse.loc[is_passive(mouse), "session_type"]
     return [
-        f"## Mouse {targets.mouse_id}: {len(history)} sessions",
+        f"## Mouse {targets.mouse_id}: {len(mouse)} sessions",
         "",
+        *([f"Passive-viewing sessions (no task, left out, not opened): {', '.join(passive)}.", ""]
+          if len(passive) else []),
         "| session_type | max d′ | planted hit p | planted FA p |",
         "|---|---:|---:|---:|",
         *[f"| {r.session_type} | {r.max_dprime:.2f} | {r.planted_hit_probability:.2f} | "
@@ -323,10 +350,11 @@ def _reports(cache, folder: Path, experiment_id: int, history_cache: Path) -> di
     experiments = cache.get_ophys_experiment_table()
     sessions = cache.get_behavior_session_table()
     mouse = experiments.loc[experiment_id, "mouse_id"]
-    training = sessions[(sessions["mouse_id"] == mouse) & sessions["ophys_session_id"].isna()].index
+    training = sessions[(sessions["mouse_id"] == mouse) & sessions["ophys_session_id"].isna()
+                        & ~is_passive(sessions)].index
     session_id = int(training[-1])
     mouse_page = report.mouse_report(cache, mouse, folder, behavior_session_ids=[session_id],
-                                     ophys_experiment_ids=[experiment_id], cache_path=history_cache)
+                                     ophys_experiment_ids=[experiment_id], cache_path=history_cache, passive=False)
     return {"release overview": report.release_report(cache, folder), "mouse": mouse_page,
             "behavior session": folder / report.session_page_name(session_id),
             "experiment": folder / report.experiment_page_name(experiment_id)}

@@ -25,7 +25,7 @@ from vbo import behavior
 from vbo.errors import ReleaseLookupError, UnknownIdError
 from vbo.parallel import map_files
 from vbo.session import BehaviorSession
-from vbo.tables import normalize_id
+from vbo.tables import is_passive, normalize_id
 
 METRICS_VERSION = 1
 """Bumped whenever the metric definitions change: rows computed by another version are recomputed."""
@@ -129,7 +129,7 @@ def _with_metadata(cache, metrics: pd.DataFrame) -> pd.DataFrame:
     return out.sort_values("date_of_acquisition", kind="stable") if "date_of_acquisition" in out else out
 
 
-def training_history(cache, mouse_id, **kwargs) -> pd.DataFrame:
+def training_history(cache, mouse_id, *, passive: bool = True, **kwargs) -> pd.DataFrame:
     """Every behavior session of one mouse, oldest first: behavior-table metadata plus the 23 metrics.
 
     Parameters
@@ -138,6 +138,9 @@ def training_history(cache, mouse_id, **kwargs) -> pd.DataFrame:
         A :class:`vbo.VisualBehaviorOphysProjectCache`.
     mouse_id
         The mouse, as int or str (``445002`` or ``'445002'``).
+    passive
+        Include the passive-viewing sessions (``behavior_type`` ``"passive_viewing"``: the task replayed
+        without a lick spout, so every rate and d′ is 0). False leaves them out without opening their files.
     **kwargs
         ``workers``, ``client`` (Dask), ``use_disk_cache``, ``cache_path``,
         ``engaged_trial_reward_rate_threshold`` as for
@@ -156,9 +159,10 @@ def training_history(cache, mouse_id, **kwargs) -> pd.DataFrame:
     """
     key = str(normalize_id(mouse_id))
     table = cache.get_behavior_session_table()
-    ids = table.index[table["mouse_id"].astype(str) == key]
-    if not len(ids):
+    sessions = table[table["mouse_id"].astype(str) == key]
+    if not len(sessions):
         raise UnknownIdError(f"mouse_id {mouse_id!r} has no behavior session in this release")
+    ids = sessions.index if passive else sessions.index[~is_passive(sessions)]
     return _with_metadata(cache, performance_table(cache, ids, **kwargs))
 
 

@@ -35,6 +35,7 @@ COLUMN_ORDER = (
     "num_targeted_structures", "published_at", "isi_experiment_id",
 )
 IGNORED_COLUMNS = ("file_path",)
+PASSIVE_VIEWING, ACTIVE_BEHAVIOR = "passive_viewing", "active_behavior"  # ``behavior_type`` values (§6.3)
 # pandas 1.x default NA tokens: the pandas-2 set minus "None", so the literal string "None" survives (Q3)
 NA_VALUES = ["", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN",
              "<NA>", "N/A", "NA", "NULL", "NaN", "n/a", "nan", "null"]
@@ -187,6 +188,19 @@ def _integers(path: str | Path, column: str, values: pd.Series, ids: pd.Series) 
         good = (numbers.notna() & (numbers % 1 == 0)) | values.isna()
         where = _first_bad(values, good, ids) if not good.all() else "a value out of range"
         raise MetadataTableError(path, column, f"must hold whole numbers: {where}") from None
+
+
+def is_passive(table: pd.DataFrame) -> np.ndarray:
+    """One bool per row: a passive-viewing session (the task replayed without lick spout: no licks, no hits).
+
+    Reads the ``passive`` column (experiment and ophys-session tables), else ``behavior_type`` (behavior
+    session table), else the ``session_type`` (an ``OPHYS_*`` type containing ``passive``)."""
+    if "passive" in table.columns:
+        return table["passive"].fillna(False).astype(bool).to_numpy()
+    if "behavior_type" in table.columns:
+        return (table["behavior_type"].astype(str) == PASSIVE_VIEWING).to_numpy()
+    types = table["session_type"].astype(str)
+    return (types.str.contains("passive") & types.str.contains("OPHYS")).to_numpy()
 
 
 def normalize_id(value) -> int:

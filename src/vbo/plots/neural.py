@@ -10,7 +10,7 @@ from vbo.behavior import pupil_series
 from vbo.plots.style import pyplot
 from vbo.responses import (StimulusResponses, block_rows, population_average, population_trace,
                            stimulus_responses, trace_data, trial_type_responses)
-from vbo.tables import normalize_id
+from vbo.tables import is_passive, normalize_id
 
 
 def experiment_overview(experiment, n_cells: int = 6, window_s: float = 60.0):
@@ -168,7 +168,7 @@ def stimulus_template(templates, name, versions=("unwarped", "warped")):
     return fig
 
 
-def container_projections(cache, ophys_container_id, projection: str = "max"):
+def container_projections(cache, ophys_container_id, projection: str = "max", *, passive: bool = True):
     """The field of view of every experiment of a container, side by side in acquisition order (``docs/analysis.md`` §12.8).
 
     Parameters
@@ -179,13 +179,17 @@ def container_projections(cache, ophys_container_id, projection: str = "max"):
         int or str.
     projection
         ``"max"`` or ``"average"``.
+    passive
+        Include the passive-viewing sessions; False shows the active ones only (their files are not opened).
     """
     plt = pyplot()
     container = normalize_id(ophys_container_id)
     table = cache.get_ophys_experiment_table()
     rows = table[table["ophys_container_id"] == container].sort_values("date_of_acquisition")
+    if not passive:
+        rows = rows[~is_passive(rows)]
     if rows.empty:
-        raise ValueError(f"no experiments in container {container}")
+        raise ValueError(f"no {'' if passive else 'active '}experiments in container {container}")
     fig, axes = plt.subplots(1, len(rows), figsize=(2.2 * len(rows), 2.8), squeeze=False, layout="constrained")
     for ax, (experiment_id, row) in zip(axes[0], rows.iterrows()):
         with cache.get_behavior_ophys_experiment(int(experiment_id)) as experiment:
@@ -193,7 +197,7 @@ def container_projections(cache, ophys_container_id, projection: str = "max"):
             ax.imshow(np.asarray(image), cmap="gray")
         ax.set_title(f"{experiment_id}\n{row['session_type']}", fontsize=8)
         ax.axis("off")
-    fig.suptitle(f"container {container}: {projection} projections")
+    fig.suptitle(f"container {container}: {projection} projections{'' if passive else ' (active sessions)'}")
     return fig
 
 

@@ -280,7 +280,8 @@ def mouse_report(cache, mouse_id, out_dir: str | Path, *, behavior_session_ids: 
     progress
         ``progress(done, total, label)`` after each page part.
     **history_options
-        ``cache_path``, ``use_disk_cache`` of :func:`vbo.history.training_history`.
+        ``passive``, ``cache_path``, ``use_disk_cache`` of :func:`vbo.history.training_history` (with
+        ``passive=False`` the passive-viewing sessions are left out of the history and its table).
     """
     out_dir = Path(out_dir)
     history = training_history(cache, mouse_id, workers=workers, client=client, **history_options)
@@ -293,9 +294,15 @@ def mouse_report(cache, mouse_id, out_dir: str | Path, *, behavior_session_ids: 
     steps = _Steps(len(sessions) + len(planes) + 3, progress)
     figures = [_figure(lambda: plots.training_history(history), "max d′ of every session, in order", steps),
                _figure(lambda: _dprime_by_day(history), "max d′ over days", steps)]
+    table = cache.get_behavior_session_table()
+    left_out = int(table["mouse_id"].astype(str).eq(key).sum()) - len(history)
+    if left_out:
+        figures.append(html.note(f"{left_out} passive-viewing session{'s' if left_out > 1 else ''} (no task) "
+                                 f"left out of the history and the session table."))
     first = history.iloc[0]
     card = {"mouse_id": key, "cre_line": first.get("cre_line"), "full_genotype": first.get("full_genotype"),
-            "reporter_line": first.get("reporter_line"), "sex": first.get("sex"), "behavior sessions": len(history),
+            "reporter_line": first.get("reporter_line"), "sex": first.get("sex"),
+            "behavior sessions": len(history) + left_out,
             "imaging experiments": len(experiments),
             "first session": pd.Timestamp(history["date_of_acquisition"].min()).strftime("%Y-%m-%d"),
             "last session": pd.Timestamp(history["date_of_acquisition"].max()).strftime("%Y-%m-%d")}
@@ -304,7 +311,7 @@ def mouse_report(cache, mouse_id, out_dir: str | Path, *, behavior_session_ids: 
                 html.section("Sessions", _session_rows(history, experiments, out_dir, planned), anchor="sessions")]
     nav = {"release overview": RELEASE_PAGE} if (out_dir / RELEASE_PAGE).is_file() else {}
     page = html.write(out_dir / mouse_page_name(key),
-                      html.page(f"Mouse {key}", f"{card['cre_line']} · {len(history)} behavior sessions",
+                      html.page(f"Mouse {key}", f"{card['cre_line']} · {card['behavior sessions']} behavior sessions",
                                 sections, nav))
     steps("mouse page")
     with warnings.catch_warnings():

@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from vbo import derive
+from vbo.tables import ACTIVE_BEHAVIOR, PASSIVE_VIEWING
 
 from vbo.simulate.plan import ExperimentPlan, MousePlan, Scale, SessionPlan
 
@@ -108,7 +109,8 @@ def session_number_of(session_type: str) -> int | None:
 
 
 def behavior_type_of(session_type: str) -> str:
-    return "passive_viewing" if ("passive" in session_type and "OPHYS" in session_type) else "active_behavior"
+    passive = "passive" in session_type and "OPHYS" in session_type
+    return PASSIVE_VIEWING if passive else ACTIVE_BEHAVIOR
 
 
 image_set_of = derive.image_set  # behavior / ophys-session table form: ``images_X`` or ``gratings``
