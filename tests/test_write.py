@@ -149,6 +149,29 @@ def test_layout_is_the_shared_files(stem, written):
             assert same, f"{path}@{key}: {got_value!r} != {value!r}"
 
 
+def _storage(path) -> dict[str, tuple]:
+    """path -> (chunk shape, filter, level, shuffle, maxshape) of every dataset outside NOT_LAYOUT."""
+    out = {}
+    with h5py.File(path, "r") as h5:
+        def visit(name, obj):
+            if isinstance(obj, h5py.Dataset) and not f"/{name}".startswith(NOT_LAYOUT):
+                out[name] = (obj.chunks, obj.compression, obj.compression_opts, obj.shuffle, obj.maxshape)
+        h5.visititems(visit)
+    return out
+
+
+@pytest.mark.parametrize("stem", [EXPERIMENT, SESSION])
+def test_storage_is_the_shared_files(stem, written):
+    """Each dataset stored as AllenSDK's writer stored it: table columns contiguous with a fixed shape (not
+    hdmf's expandable chunks), images never compressed, the same gzip datasets in the same chunks."""
+    expected, actual = _storage(SOURCES[stem]), _storage(written[stem])
+    assert sorted(expected) == sorted(actual)
+    differ = {path: (expected[path], actual[path]) for path in expected if expected[path] != actual[path]}
+    assert differ == {}
+    assert any(chunks is None for chunks, *_ in expected.values()), "contiguous datasets are compared"
+    assert any(level == 4 for _, _, level, *_ in expected.values()), "gzip datasets are compared"
+
+
 @pytest.mark.parametrize("stem", [EXPERIMENT, SESSION])
 def test_stored_values_are_the_shared_files(stem, written):
     """Built from what vbo returns, the written datasets hold the shared file's values."""

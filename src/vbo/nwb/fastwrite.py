@@ -142,9 +142,9 @@ class _Tree:
         return group
 
     def dataset(self, path: str, values, *, compress: bool | None = None, shuffle: bool = True,
-                expandable: bool = False, dtype=None, attrs: dict | None = None):
-        """A dataset as hdmf writes it: gzip when ``compress`` (default: when at least
-        ``write.COMPRESS_BYTES``), expandable (``maxshape`` None, chunked) for table columns."""
+                dtype=None, attrs: dict | None = None):
+        """A dataset as AllenSDK's writer stored it: gzip in h5py's default chunks when ``compress`` (default:
+        when at least ``write.COMPRESS_BYTES``), else contiguous; fixed shape (table columns too)."""
         kwargs = {}
         array = values if dtype is not None else np.asarray(values)
         if compress is None:
@@ -152,9 +152,6 @@ class _Tree:
         size = np.size(array) if dtype is None or dtype.kind != "O" else len(array)
         if compress and size:
             kwargs.update(compression="gzip", shuffle=shuffle, chunks=True)
-        if expandable:
-            shape = np.shape(array)
-            kwargs.update(maxshape=(None,) * len(shape), chunks=_expandable_chunks(shape, array))
         if "compression" in kwargs and _nbytes(array) >= PARALLEL_BYTES and array.dtype.kind in "biuf":
             dataset = self.h5.create_dataset(path, shape=array.shape, dtype=array.dtype, **kwargs)
             _write_compressed_chunks(dataset, array)
@@ -164,28 +161,16 @@ class _Tree:
             _set_attrs(dataset, attrs)
         return dataset
 
-    def text(self, path: str, values, *, expandable: bool = False, encoding=TEXT, attrs: dict | None = None):
+    def text(self, path: str, values, *, encoding=TEXT, attrs: dict | None = None):
         """A text dataset (scalar or 1-D) of variable-length strings."""
         if isinstance(values, str):
             return self.dataset(path, values, dtype=encoding, attrs=attrs)
         array = np.empty(len(values), dtype=object)
         array[:] = [str(v) for v in values]
-        return self.dataset(path, array, dtype=encoding, expandable=expandable, attrs=attrs)
+        return self.dataset(path, array, dtype=encoding, attrs=attrs)
 
     def link(self, path: str, target: str) -> None:
         self.h5[path] = h5py.SoftLink(target)
-
-
-def _expandable_chunks(shape: tuple, array):
-    """The chunk shape hdmf gives an expandable dataset (its own rule where it has one, else h5py's guess)."""
-    try:
-        from hdmf.backends.hdf5.h5tools import HDF5IO
-    except ImportError:  # pragma: no cover - hdmf comes with pynwb
-        return True
-    rule = getattr(HDF5IO, "compute_default_chunk_shape", None)
-    if rule is None or not shape or getattr(array, "dtype", None) is None or array.dtype.names:
-        return True
-    return rule(shape, array.dtype)
 
 
 def _chunk_bytes(array: np.ndarray, index: tuple[int, ...], chunks: tuple[int, ...], shuffle: bool,
@@ -262,22 +247,22 @@ def _column(tree: _Tree, path: str, values, description: str, neurodata_type: st
             namespace: str = NS_COMMON, compress: bool | None = None, **extra) -> None:
     array = values if isinstance(values, np.ndarray) else np.asarray(values)
     if array.dtype == object:
-        dataset = tree.text(path, array, expandable=True)
+        dataset = tree.text(path, array)
     else:
-        dataset = tree.dataset(path, array, expandable=True, compress=compress)
+        dataset = tree.dataset(path, array, compress=compress)
     tree.typed(dataset, neurodata_type, namespace, description=description, **extra)
 
 
 def _ragged_column(tree: _Tree, table: str, name: str, description: str, flat, ends) -> None:
     _column(tree, f"{table}/{name}", flat, description)
-    index = tree.dataset(f"{table}/{name}{layout.INDEX_SUFFIX}", ends, expandable=True)
+    index = tree.dataset(f"{table}/{name}{layout.INDEX_SUFFIX}", ends)
     tree.typed(index, "VectorIndex", NS_COMMON, description=f"Index for VectorData '{name}'",
                target=tree.h5[f"{table}/{name}"].ref)
 
 
 def _table(tree: _Tree, path: str, neurodata_type: str, description: str, ids, colnames: list[str]) -> None:
     tree.group(path, neurodata_type, NS_CORE, colnames=list(colnames), description=description)
-    ids = tree.dataset(f"{path}/{layout.ID}", np.asarray(ids, dtype=np.int64), expandable=True)
+    ids = tree.dataset(f"{path}/{layout.ID}", np.asarray(ids, dtype=np.int64))
     tree.typed(ids, "ElementIdentifiers", NS_COMMON)
 
 
@@ -346,10 +331,10 @@ def _presentations(tree: _Tree, presentations: pd.DataFrame, stimulus_times: np.
         references["count"] = count
         references["timeseries"] = stimulus_series.ref
         column = f"{path}/{layout.PRESENTATION_TIMESERIES}"
-        dataset = tree.dataset(column, references, expandable=True)
+        dataset = tree.dataset(column, references)
         tree.typed(dataset, "TimeSeriesReferenceVectorData", NS_CORE,
                    description=ref.PRESENTATION_COLUMN_DESCRIPTIONS[layout.PRESENTATION_TIMESERIES])
-        index = tree.dataset(column + layout.INDEX_SUFFIX, ends, expandable=True)
+        index = tree.dataset(column + layout.INDEX_SUFFIX, ends)
         tree.typed(index, "VectorIndex", NS_COMMON,
                    description=f"Index for VectorData '{layout.PRESENTATION_TIMESERIES}'",
                    target=dataset.ref)
@@ -536,7 +521,7 @@ def _ophys(tree: _Tree, o: OphysContent, device: str) -> None:
             namespace=layout.NS_EVENT_DETECTION, compress=True, shuffle=False)
     tree.dataset(f"{events}/lambdas", ref.float_values(o.event_lambdas))
     tree.dataset(f"{events}/noise_stds", ref.float_values(o.event_noise_stds))
-    event_rois = tree.dataset(f"{events}/{layout.ROIS}", np.asarray(o.event_rows, dtype=np.int64), expandable=True)
+    event_rois = tree.dataset(f"{events}/{layout.ROIS}", np.asarray(o.event_rows, dtype=np.int64))
     tree.typed(event_rois, "DynamicTableRegion", NS_COMMON, description=ref.EVENT_ROIS_DESCRIPTION, table=table_ref)
 
     for name, values in ((layout.MOTION_X_SERIES, o.motion_x), (layout.MOTION_Y_SERIES, o.motion_y)):
@@ -548,7 +533,7 @@ def _ophys(tree: _Tree, o: OphysContent, device: str) -> None:
     for name, data in ((layout.MAX_PROJECTION_NAME, o.max_projection),
                        (layout.AVERAGE_PROJECTION_NAME, o.average_projection),
                        (layout.SEGMENTATION_MASK_NAME, o.segmentation_mask)):
-        image = tree.dataset(f"{images}/{name}", np.asarray(data))
+        image = tree.dataset(f"{images}/{name}", np.asarray(data), compress=False)  # never gzip (as AllenSDK)
         tree.typed(image, "GrayscaleImage", NS_CORE, description=ref.IMAGE_DESCRIPTION.format(name),
                    resolution=resolution)
 
@@ -606,7 +591,7 @@ def _trace_series(tree: _Tree, module: str, o: OphysContent, table: str, timesta
         _series(tree, path, ref.float_values(data), timestamps if ts is None else ts, ref.TRACE_UNIT,
                 neurodata_type="RoiResponseSeries")
         if path == dff_series:
-            rois_dataset = tree.dataset(region, np.arange(n_roi, dtype=np.int64), expandable=True)
+            rois_dataset = tree.dataset(region, np.arange(n_roi, dtype=np.int64))
             tree.typed(rois_dataset, "DynamicTableRegion", NS_COMMON, description=ref.DFF_ROIS_DESCRIPTION,
                        table=table_ref)
         else:

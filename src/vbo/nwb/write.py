@@ -681,7 +681,7 @@ def _add_ophys(nwbfile, o: OphysContent, types: _Types, device) -> None:
                               timestamps=_compressed(timestamps.copy())))
 
     resolution = float(o.pixel_size_mm) / layout.RESOLUTION_TO_MM
-    images = [GrayscaleImage(name=name, data=_compressed(np.asarray(data)), resolution=resolution,
+    images = [GrayscaleImage(name=name, data=np.asarray(data), resolution=resolution,  # never gzip (as AllenSDK)
                              description=IMAGE_DESCRIPTION.format(name))
               for name, data in ((layout.MAX_PROJECTION_NAME, o.max_projection),
                                  (layout.AVERAGE_PROJECTION_NAME, o.average_projection),
@@ -780,8 +780,21 @@ def write_nwb(content: BehaviorContent | OphysContent, path: str | os.PathLike) 
         nwbfile, manager = build_nwbfile(content)
         _stable_object_ids(nwbfile, content)
         with NWBHDF5IO(str(tmp), mode="w", manager=manager) as io:
-            io.write(nwbfile)
+            io.write(nwbfile, **_fixed_shape_option(io))
     return path
+
+
+def _fixed_shape_option(io) -> dict:
+    """The ``write`` argument that keeps hdmf from making table columns expandable (chunked, unlimited
+    ``maxshape``): AllenSDK's writer (hdmf 3) stored every column contiguous, as the released files are. Older
+    hdmf has no such argument and writes contiguous columns already; hdmf 4-5 take a bool, hdmf 6 a tuple of
+    types."""
+    from hdmf.utils import get_docval
+
+    for argument in get_docval(type(io).write):
+        if argument["name"] == "expandable":
+            return {"expandable": False if argument.get("default") is True else ()}
+    return {}
 
 
 @contextlib.contextmanager
