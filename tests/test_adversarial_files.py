@@ -399,6 +399,8 @@ EXPERIMENT_CASES = [
          {"dff_traces": (MISSING, "dff/traces")}),
     Case("cell table missing", "experiment", _delete("processing/ophys/image_segmentation/cell_specimen_table"),
          {m: (MISSING, "cell_specimen_table") for m in ("cell_specimen_table", "roi_masks")}),
+    Case("stimulus timestamps missing", "session", _delete("processing/stimulus/timestamps/timestamps"),
+         {"stimulus_timestamps": (MISSING, "stimulus/timestamps/timestamps")}),
     Case("event lambdas one short", "experiment", _edit("processing/ophys/event_detection/lambdas", lambda v: v[:-1]),
          {"events": (MALFORMED, "lambdas")}),
     Case("r one short", "experiment", _edit("processing/ophys/corrected_fluorescence/r/data", lambda v: v[:-1]),

@@ -203,6 +203,31 @@ def test_group_hints_do_not_follow_the_members_they_are_told_to_skip(read_log):
     assert in_g1 and _member_headers_hinted(read_log, skip={"g1": {"d1", "d2"}}) == everything - in_g1
 
 
+def test_the_root_group_is_skipped_by_its_own_name(read_log):
+    """The root has no entry in a parent's heap: ``skip`` names it ``ROOT_NAME`` ("/")."""
+    from vbo.nwb.prefetch import ROOT_NAME
+
+    raw, reads, addresses = read_log
+    roots = {at: path for path, at in addresses.items() if "/" not in path}
+
+    def named_roots(**options) -> set[str]:
+        read: set[int] = set()
+
+        def cached(start, stop):
+            return None if any(start < at + 512 and at < stop for at in roots.keys() - read) else raw[start:stop]
+
+        hints, named = GroupHints(cached, merge_gap=0, **options), set()
+        for at, data in reads:
+            read.add(at)
+            named |= {header for start, stop in hints(at, data, len(raw)) for header in roots if start <= header < stop}
+        return {roots[at] for at in named}
+
+    everything = named_roots()
+    assert {"g1", "g3"} <= everything
+    assert named_roots(skip={ROOT_NAME: {"g1", "g3"}}) == everything - {"g1", "g3"}
+    assert named_roots(skip={"g1": {"g3"}}) == everything, "a group's own skip list leaves the root alone"
+
+
 def test_group_hints_leave_other_layouts_and_data_alone(tmp_path):
     with h5py.File(tmp_path / "new.h5", "w", libver="latest") as f:  # object header version 2, compact links
         f.create_group("a").create_dataset("x", data=np.arange(5))

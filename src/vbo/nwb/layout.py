@@ -107,23 +107,13 @@ FILE_STRING_NA = "N/A"
 NONE_STRING = "None"
 MISSING_PROJECT_CODE = "Not Available"
 
-# what a file must contain to count as a Visual Behavior session / experiment, checked when it is opened. For an
-# experiment, the interfaces of the cell table and dF/F, not the objects inside them: looking into them is a round
-# trip each on a streamed file (their headers continue hundreds of MB away), and a missing table or trace raises
-# MissingDataError naming it when it is read
-REQUIRED_BEHAVIOR = (METADATA, SUBJECT, TASK_PARAMETERS, STIMULUS_TIMESTAMPS, IDENTIFIER, SESSION_START_TIME)
+# what a file must contain to count as a Visual Behavior session / experiment, checked when it is opened: the
+# groups (the stimulus clock's series; for an experiment, the interfaces of the cell table and dF/F), not the
+# objects inside them. Looking into them is a round trip each on a streamed file (their headers continue MBs
+# away); a missing dataset, table or trace raises MissingDataError naming it when it is read
+REQUIRED_BEHAVIOR = (METADATA, SUBJECT, TASK_PARAMETERS, STIMULUS_TIMESTAMPS.rsplit("/", 1)[0], IDENTIFIER,
+                     SESSION_START_TIME)
 REQUIRED_OPHYS = (CELL_TABLE.rsplit("/", 1)[0], DFF.rsplit("/", 1)[0], IMAGING_PLANE)
-
-# members of OPHYS that opening a file and its metadata never read (bulk traces, events, motion, images), by the
-# name of their group: a streamed read does not fetch their headers ahead when it reads OPHYS (docs/format.md
-# §13.4)
-NOT_PREFETCHED = {OPHYS.rsplit("/", 1)[1]: frozenset(path.split("/")[3] for path in (
-    CORRECTED_FLUORESCENCE, DEMIXED, NEUROPIL, EVENTS, MOTION_X, MOTION_Y, MAX_PROJECTION))}
-
-# groups whose whole extent is fetched, and whose members are followed this many group levels down, when a
-# streamed read looks into them, by name (docs/format.md §13.6). INTERVALS: reading the trials fetches the
-# presentation tables' columns (read next) in the same round
-PREFETCHED_DEEPER = {INTERVALS.rsplit("/", 1)[1]: 2}
 
 # --- names used when writing (docs/format.md §7.2-§7.7); each agrees with the paths above ----
 PROCESSING = "/processing"
@@ -220,6 +210,23 @@ INSTITUTION = "/general/institution"
 KEYWORDS = "/general/keywords"
 NS_CORE = "core"
 NS_HDMF_COMMON = "hdmf-common"
+
+# --- what a streamed read fetches ahead (docs/format.md §13.4-§13.6) ----------------------------
+# members of OPHYS that opening a file and its metadata never read (the traces, events, motion, images: the
+# open checks that dff exists, which needs OPHYS' names, not dff's header), by the name of their group: a
+# streamed read does not fetch their headers ahead when it reads OPHYS (docs/format.md §13.4); read, they hint
+# as usual
+NOT_PREFETCHED = {OPHYS.rsplit("/", 1)[1]: frozenset(path.split("/")[3] for path in (
+    DFF, CORRECTED_FLUORESCENCE, DEMIXED, NEUROPIL, EVENTS, MOTION_X, MOTION_Y, MAX_PROJECTION)),
+    # and the root groups it never looks into (raw streams, templates and presentations, cached schemas)
+    "/": frozenset(path.split("/")[1] for path in (EYE_TRACKING, STIMULUS, ANALYSIS, SPECIFICATIONS))}
+
+# groups whose whole extent is fetched, and whose members are followed this many group levels down, when a
+# streamed read looks into them, by name (docs/format.md §13.6). INTERVALS: reading the trials fetches the
+# presentation tables' columns (read next) in the same round. GENERAL: the open's look-up of the metadata
+# fetches the subject's and the imaging plane's small datasets, which HDF5 keeps MBs away (in the block of
+# small data it had open when they were written), for the metadata read next
+PREFETCHED_DEEPER = {INTERVALS.rsplit("/", 1)[1]: 2, GENERAL.rsplit("/", 1)[1]: 3}
 
 # --- stored kinds of table columns, checked on read (a text "True" must not pass for a boolean) -----
 TRIAL_BOOLEAN_COLUMNS = ("aborted", "auto_rewarded", "catch", "correct_reject", "false_alarm", "go", "hit",

@@ -36,6 +36,7 @@ HEADER_BYTES = 24  # signature, type, level, entries used, left and right siblin
 ADDRESS_BYTES = 8
 MAX_RANK = 32  # HDF5's limit on dataset dimensions
 UNDEFINED = (1 << 64) - 1  # the undefined address
+ROOT_NAME = "/"  # the root group's name in ``skip`` and ``deeper`` (it has no entry in a parent's heap)
 
 SUPERBLOCK_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 ROOT_ENTRY_AT = {0: 56}  # where the root group's symbol table entry starts, by superblock version (h5py's: 0)
@@ -391,8 +392,8 @@ class GroupHints:
     two), to be fetched ahead in one parallel round. Structures not yet there are followed on a later read, or
     by :meth:`arrived` when fetched bytes arrive. A chunk index node gets :func:`btree_children`. Thread-safe.
 
-    ``skip`` (``{group name: member names}``), if given, names members not to follow ahead: when a symbol node of
-    a group so named is read, the members it lists under those names (looked up in the group's local heap) are
+    ``skip`` (``{group name: member names}``; the root group is :data:`ROOT_NAME`), if given, names members not
+    to follow ahead: when a symbol node of a group so named is read, the members it lists under those names (looked up in the group's local heap) are
     left alone; their blocks are read when HDF5 reads the member, which then hints as usual. A group's name is
     looked up in its parent's heap (at its entry in the parent's symbol node, which HDF5 read to get there);
     a symbol node of a listed group waits until its own names are cached (HDF5 reads them to look a member
@@ -419,6 +420,7 @@ class GroupHints:
         self._spanned: set[int] = set()  # symbol nodes of ``deeper`` groups whose extent was fetched
         self._spans: list[tuple[int, int]] = []  # their extents, asked for after the structures (which HDF5 awaits)
         self._below_deeper: set[int] = set()  # structures within a ``deeper`` group
+        self._root_heap = 0  # the root group's heap (named by the superblock): its group name is ROOT_NAME
         self._lock = threading.Lock()  # asked by the reading thread and, on arrivals, by the fetching ones
 
     def __call__(self, offset: int, data, file_size: int) -> list[tuple[int, int]]:
@@ -526,6 +528,8 @@ class GroupHints:
         for pointer, after in zip(found, found[1:]):  # a group's B-tree is named just before its heap
             if pointer[1] == "tree" and after[1] == "heap":
                 self._heap_of[pointer[0]] = after[0]
+                if kind == "superblock":
+                    self._root_heap = after[0]
         if kind == "snod" and address in self._heap_of:
             offsets = symbol_node_names(data)
             members = symbol_node_members(data, file_size) or []
@@ -571,6 +575,8 @@ class GroupHints:
         """The name of the group whose symbol node (or B-tree node) is at ``address``, if known: looked up in its
         parent's heap at its entry in the parent's symbol node (both read on the way here)."""
         heap = self._heap_of.get(address, 0)
+        if heap and heap == self._root_heap:
+            return ROOT_NAME
         parent, offset = self._entry_of.get(heap, (0, 0))
         return heap_name(self._names(parent, file_size), offset) if parent else None
 
