@@ -136,7 +136,7 @@ def test_leak_check_detects_objects_kept_alive(experiment_nwb):
 
 @pytest.fixture
 def dataset_reads(monkeypatch):
-    """Record (path, element count) of every h5py dataset read (slicing, read_direct, np.asarray)."""
+    """Record (path, element count) of every h5py dataset read (slicing, read_direct, np.asarray, chunk by chunk)."""
     reads: list[tuple[str, int]] = []
     getitem, read_direct, array = h5py.Dataset.__getitem__, h5py.Dataset.read_direct, h5py.Dataset.__array__
 
@@ -155,9 +155,20 @@ def dataset_reads(monkeypatch):
         rec(self)
         return array(self, *args, **kwargs)
 
+    from vbo.nwb import read as nwb
+
+    chunked = nwb._read_chunks_transposed
+
+    def patched_chunks(ds, *args, **kwargs):  # a trace read chunk by chunk (decoded in threads): a whole read
+        done = chunked(ds, *args, **kwargs)
+        if done:
+            rec(ds)
+        return done
+
     monkeypatch.setattr(h5py.Dataset, "__getitem__", patched_getitem)
     monkeypatch.setattr(h5py.Dataset, "read_direct", patched_read_direct)
     monkeypatch.setattr(h5py.Dataset, "__array__", patched_array)
+    monkeypatch.setattr(nwb, "_read_chunks_transposed", patched_chunks)
     return reads
 
 

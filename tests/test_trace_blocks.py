@@ -81,6 +81,41 @@ def test_read_transposed_prefetches_exactly_the_chunks_it_reads(tmp_path, monkey
     assert set(flat) == needed
 
 
+@pytest.mark.parametrize("filters", [dict(compression="gzip", shuffle=True), dict(compression="gzip"),
+                                     dict(shuffle=True), {}, dict(compression="gzip", fletcher32=True)])
+@pytest.mark.parametrize("dtype", [np.float64, np.int16, np.uint8])
+def test_chunks_decoded_in_threads_equal_hdf5s_decoding(tmp_path, monkeypatch, filters, dtype):
+    """Shuffle and deflate chunks are read raw and decoded by vbo's threads (equal to HDF5's own read, edge
+    chunks and column picks included); other pipelines (here a checksum) are left to HDF5."""
+    decoded = []
+    original = nwb._decode_chunk
+    monkeypatch.setattr(nwb, "_decode_chunk", lambda *a: decoded.append(1) or original(*a))
+    data = (np.random.default_rng(2).random((203, 13)) * 100).astype(dtype)
+    with h5py.File(tmp_path / "x.h5", "w") as f:
+        f.create_dataset("d", data=data, chunks=(20, 4), **filters)
+    with h5py.File(tmp_path / "x.h5", "r") as f:
+        np.testing.assert_array_equal(nwb.read_transposed(f["d"]), data.T)
+        picks = np.array([12, 0, 5, 5, 7])  # any order, a column twice, chunks partly wanted
+        np.testing.assert_array_equal(nwb.read_transposed(f["d"], picks), data.T[picks])
+    assert bool(decoded) == (not filters.get("fletcher32"))
+
+
+def test_a_chunk_stored_unfiltered_and_unwritten_chunks(tmp_path, monkeypatch):
+    """A chunk whose filter mask says deflate was skipped (stored as is) decodes; a dataset with chunks never
+    written (read as the fill value) is left to HDF5."""
+    data = np.arange(40 * 6, dtype=np.float64).reshape(40, 6)
+    with h5py.File(tmp_path / "x.h5", "w") as f:
+        ds = f.create_dataset("d", data=data, chunks=(10, 3), compression="gzip", shuffle=True)
+        raw = np.ascontiguousarray(np.frombuffer(data[10:20, 3:6].copy().tobytes(), np.uint8).reshape(-1, 8).T)
+        ds.id.write_direct_chunk((10, 3), raw.tobytes(), filter_mask=0b10)  # shuffled, not deflated
+        f.create_dataset("sparse", shape=(40, 6), dtype=np.float64, chunks=(10, 3), fillvalue=-1.0)
+        f["sparse"][0:10, 0:3] = 5.0
+    with h5py.File(tmp_path / "x.h5", "r") as f:
+        np.testing.assert_array_equal(nwb.read_transposed(f["d"]), data.T)
+        monkeypatch.setattr(nwb, "_decode_chunk", None)  # not used: two of eight chunks were never written
+        np.testing.assert_array_equal(nwb.read_transposed(f["sparse"]), f["sparse"][()].T)
+
+
 def test_one_cell_dff_without_loading_the_table(experiment_nwb):
     import warnings
 

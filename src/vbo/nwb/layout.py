@@ -212,14 +212,14 @@ NS_CORE = "core"
 NS_HDMF_COMMON = "hdmf-common"
 
 # --- what a streamed read fetches ahead (docs/format.md §13.4-§13.6) ----------------------------
-# members of OPHYS that opening a file and its metadata never read (the traces, events, motion, images: the
-# open checks that dff exists, which needs OPHYS' names, not dff's header), by the name of their group: a
-# streamed read does not fetch their headers ahead when it reads OPHYS (docs/format.md §13.4); read, they hint
-# as usual
+# members that opening a file and its metadata never read, by the name of their group: a streamed read does not
+# fetch their headers ahead when it reads the group (docs/format.md §13.4); read later, they hint as usual. In
+# OPHYS the bulk traces, events, motion and images (dff is followed: dff_traces, the trace read first, then
+# starts at its chunk index); in the root the raw streams, templates and presentations, cached schemas, and the
+# interval tables (the first table read finds them, then fetches them whole: PREFETCHED_DEEPER)
 NOT_PREFETCHED = {OPHYS.rsplit("/", 1)[1]: frozenset(path.split("/")[3] for path in (
-    DFF, CORRECTED_FLUORESCENCE, DEMIXED, NEUROPIL, EVENTS, MOTION_X, MOTION_Y, MAX_PROJECTION)),
-    # and the root groups it never looks into (raw streams, templates and presentations, cached schemas)
-    "/": frozenset(path.split("/")[1] for path in (EYE_TRACKING, STIMULUS, ANALYSIS, SPECIFICATIONS))}
+    CORRECTED_FLUORESCENCE, DEMIXED, NEUROPIL, EVENTS, MOTION_X, MOTION_Y, MAX_PROJECTION)),
+    "/": frozenset(path.split("/")[1] for path in (EYE_TRACKING, STIMULUS, ANALYSIS, SPECIFICATIONS, INTERVALS))}
 
 # groups whose whole extent is fetched, and whose members are followed this many group levels down, when a
 # streamed read looks into them, by name (docs/format.md §13.6). INTERVALS: reading the trials fetches the

@@ -669,6 +669,8 @@ def read_transposed(ds: h5py.Dataset, columns: np.ndarray | None = None, *,
     if n_rows == 0 or n_columns == 0 or out.shape[0] == 0:
         return out
     lo_col, hi_col = (0, n_columns) if keep is None else (int(keep.min()), int(keep.max()) + 1)
+    if _read_chunks_transposed(ds, out, keep, lo_col, hi_col, prefetch, prefetch_window):
+        return out
     picked = None if keep is None else keep - lo_col
     width = hi_col - lo_col
     chunk_rows = ds.chunks[0] if ds.chunks else 1
@@ -686,6 +688,112 @@ def read_transposed(ds: h5py.Dataset, columns: np.ndarray | None = None, *,
             _raise_unreadable(ds.file, ds.name, err)
         out[:, lo:hi] = (piece if picked is None else piece[:, picked]).T
     return out
+
+
+SHUFFLE_FILTER, DEFLATE_FILTER = 2, 1  # HDF5 filter ids
+DECODE_WORKERS = max(1, min(8, os.cpu_count() or 1))  # threads inflating chunks (zlib releases the GIL)
+
+
+def _decodable_filters(ds: h5py.Dataset) -> tuple[int, ...] | None:
+    """The filter pipeline of a chunked 2-D numeric dataset if vbo can decode its chunks itself (any of
+    shuffle then deflate, the filters AllenSDK's writer and h5py's gzip use); None otherwise."""
+    if ds.chunks is None or ds.ndim != 2 or ds.dtype.kind not in "biuf":
+        return None
+    plist = ds.id.get_create_plist()
+    filters = tuple(plist.get_filter(i)[0] for i in range(plist.get_nfilters()))
+    return filters if filters in ((), (DEFLATE_FILTER,), (SHUFFLE_FILTER,), (SHUFFLE_FILTER, DEFLATE_FILTER)) else None
+
+
+def _decode_chunk(data: bytes, mask: int, filters: tuple[int, ...], dtype: np.dtype, shape: tuple[int, ...]) -> np.ndarray:
+    """One stored chunk as the array HDF5 would return: inflated, then un-shuffled (each filter unless the chunk's
+    filter mask says it was skipped), shaped as a whole chunk."""
+    import zlib
+
+    for index in reversed(range(len(filters))):
+        if mask >> index & 1:
+            continue
+        if filters[index] == DEFLATE_FILTER:
+            data = zlib.decompress(data)
+        elif dtype.itemsize > 1:  # shuffle: the k-th bytes of all elements, then the next bytes ...
+            planes = np.frombuffer(data, np.uint8).reshape(dtype.itemsize, -1)
+            data = np.ascontiguousarray(planes.T)
+    values = np.frombuffer(data, dtype=dtype)
+    if values.size != math.prod(shape):
+        raise ValueError(f"a chunk decodes to {values.size} values, not {math.prod(shape)}")
+    return values.reshape(shape)
+
+
+def _read_chunks_transposed(ds: h5py.Dataset, out: np.ndarray, keep: np.ndarray | None, lo_col: int, hi_col: int,
+                            prefetch: Callable[[list[tuple[int, int]]], Any] | None, window: int) -> bool:
+    """Fill ``out`` (columns × rows) from the stored chunks of ``ds`` between stored columns ``lo_col`` and
+    ``hi_col``: HDF5 reads each chunk's bytes (``read_direct_chunk``, in file order) and threads inflate and
+    un-shuffle them (:data:`DECODE_WORKERS`), so decoding runs on every core and, for a streamed file, while
+    the next chunks arrive (``prefetch`` is called with byte ranges up to ``window`` bytes ahead). False (and
+    ``out`` untouched) if the dataset's storage is not one this can decode, or a chunk was never written."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    filters = _decodable_filters(ds)
+    if filters is None or not hasattr(ds.id, "read_direct_chunk"):
+        return False
+    chunk_rows, chunk_cols = ds.chunks
+    n_rows, n_columns = ds.shape
+    wanted = [c for c in chunk_ranges(ds) if c[0][1] + chunk_cols > lo_col and c[0][1] < hi_col]
+    expected = -(-n_rows // chunk_rows) * ((hi_col - 1) // chunk_cols - lo_col // chunk_cols + 1)
+    if len(wanted) != expected:
+        return False  # unwritten chunks hold the fill value: left to HDF5
+    wanted.sort(key=lambda c: c[1])  # file order: one pass over the bytes
+    dest = None
+    if keep is not None:  # stored column -> rows of ``out`` that want it
+        dest = {}
+        for row, column in enumerate(keep.tolist()):
+            dest.setdefault(column, []).append(row)
+
+    def place(offset: tuple[int, int], data: bytes, mask: int) -> None:
+        block = _decode_chunk(data, mask, filters, ds.dtype, ds.chunks)
+        r0, c0 = offset
+        rows = min(chunk_rows, n_rows - r0)
+        if dest is None:
+            c1 = min(c0 + chunk_cols, n_columns)
+            out[c0:c1, r0:r0 + rows] = block[:rows, :c1 - c0].T
+            return
+        for column in range(c0, min(c0 + chunk_cols, n_columns)):
+            for row in dest.get(column, ()):
+                out[row, r0:r0 + rows] = block[:rows, column - c0]
+
+    before = np.concatenate([[0], np.cumsum([size for _, _, size in wanted])])  # stored bytes before chunk i
+    scheduled = 0  # chunks handed to ``prefetch`` so far
+    pending = []
+    with ThreadPoolExecutor(max_workers=DECODE_WORKERS, thread_name_prefix="vbo-decode") as pool:
+        for i, (offset, _, _) in enumerate(wanted):
+            # keep ``window`` bytes ahead in flight, topped up by at least an eighth of it at a time; half of it
+            # at first, so that the second half is asked for when the first chunk arrives (the link never idles
+            # between two waves that all end together)
+            ahead = window if i else window // 2
+            if prefetch is not None and scheduled < len(wanted) and before[scheduled] - before[i] < ahead * 7 // 8:
+                stop = max(i + 1, int(np.searchsorted(before, before[i] + ahead, side="right")) - 1)
+                prefetch([(start, start + size) for _, start, size in wanted[scheduled:stop]])
+                scheduled = stop
+            try:
+                mask, data = ds.id.read_direct_chunk(offset)
+            except OSError as err:
+                _raise_unreadable(ds.file, ds.name, err)
+            pending.append(pool.submit(place, offset, data, mask))
+            if len(pending) >= 4 * DECODE_WORKERS:
+                _finish(pending.pop(0), ds)
+        for future in pending:
+            _finish(future, ds)
+    return True
+
+
+def _finish(future, ds: h5py.Dataset) -> None:
+    """Wait for one chunk's decoding; a chunk that does not decode is a CorruptDataError naming the dataset."""
+    import zlib
+
+    try:
+        future.result()
+    except (zlib.error, ValueError) as err:
+        raise CorruptDataError(_filename(ds.file), ds.name, f"stored bytes cannot be decoded (corrupt compressed "
+                                                            f"chunk): {err}") from None
 
 
 class _SlabPrefetcher:
