@@ -766,9 +766,9 @@ def _read_chunks_transposed(ds: h5py.Dataset, out: np.ndarray, keep: np.ndarray 
     with ThreadPoolExecutor(max_workers=DECODE_WORKERS, thread_name_prefix="vbo-decode") as pool:
         for i, (offset, _, _) in enumerate(wanted):
             # keep ``window`` bytes ahead in flight, topped up by at least an eighth of it at a time; half of it
-            # at first, so that the second half is asked for when the first chunk arrives (the link never idles
-            # between two waves that all end together)
-            ahead = window if i else window // 2
+            # until the first eighth has arrived, so that the second half is asked for while the first is still
+            # coming (the link never idles between two waves that all end together)
+            ahead = window if before[i] >= window // 8 else window // 2
             if prefetch is not None and scheduled < len(wanted) and before[scheduled] - before[i] < ahead * 7 // 8:
                 stop = max(i + 1, int(np.searchsorted(before, before[i] + ahead, side="right")) - 1)
                 prefetch([(start, start + size) for _, start, size in wanted[scheduled:stop]])

@@ -22,7 +22,7 @@ from vbo.source.s3 import (RangeClient, as_s3_error, backoff_delay, error_code, 
                            is_retryable, parse_object_url, typed_s3_error)
 
 DEFAULT_CACHE_BYTES = 64 * 1024 * 1024
-DEFAULT_PARALLEL = 16  # range requests in flight at once (prefetch; per-connection throughput is limited)
+DEFAULT_PARALLEL = 32  # range requests in flight at once (prefetch; per-connection throughput is limited)
 DEFAULT_FETCH_BYTES = 256 * 1024  # a read that misses fetches the aligned group of blocks of this size around it
 AROUND_MAX_BYTES = 4 << 20  # largest window prefetched around clustered misses
 PLAN_MERGE_GAP = 1 << 20  # a planned round fetches gaps up to this size rather than add a request
