@@ -220,6 +220,7 @@ NS_HDMF_COMMON = "hdmf-common"
 NOT_PREFETCHED = {OPHYS.rsplit("/", 1)[1]: frozenset(path.split("/")[3] for path in (
     CORRECTED_FLUORESCENCE, DEMIXED, NEUROPIL, EVENTS, MOTION_X, MOTION_Y, MAX_PROJECTION)),
     "/": frozenset(path.split("/")[1] for path in (EYE_TRACKING, STIMULUS, ANALYSIS, SPECIFICATIONS, INTERVALS))}
+# (the root goes by the name "/", vbo.nwb.prefetch.ROOT_NAME)
 
 # groups whose whole extent is fetched, and whose members are followed this many group levels down, when a
 # streamed read looks into them, by name (docs/format.md §13.6). INTERVALS: reading the trials fetches the

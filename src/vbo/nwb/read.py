@@ -15,6 +15,8 @@ import os
 import re
 import stat
 import threading
+import zlib
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import IO, Any, Callable
 
@@ -707,8 +709,6 @@ def _decodable_filters(ds: h5py.Dataset) -> tuple[int, ...] | None:
 def _decode_chunk(data: bytes, mask: int, filters: tuple[int, ...], dtype: np.dtype, shape: tuple[int, ...]) -> np.ndarray:
     """One stored chunk as the array HDF5 would return: inflated, then un-shuffled (each filter unless the chunk's
     filter mask says it was skipped), shaped as a whole chunk."""
-    import zlib
-
     for index in reversed(range(len(filters))):
         if mask >> index & 1:
             continue
@@ -730,8 +730,6 @@ def _read_chunks_transposed(ds: h5py.Dataset, out: np.ndarray, keep: np.ndarray 
     un-shuffle them (:data:`DECODE_WORKERS`), so decoding runs on every core and, for a streamed file, while
     the next chunks arrive (``prefetch`` is called with byte ranges up to ``window`` bytes ahead). False (and
     ``out`` untouched) if the dataset's storage is not one this can decode, or a chunk was never written."""
-    from concurrent.futures import ThreadPoolExecutor
-
     filters = _decodable_filters(ds)
     if filters is None or not hasattr(ds.id, "read_direct_chunk"):
         return False
@@ -787,8 +785,6 @@ def _read_chunks_transposed(ds: h5py.Dataset, out: np.ndarray, keep: np.ndarray 
 
 def _finish(future, ds: h5py.Dataset) -> None:
     """Wait for one chunk's decoding; a chunk that does not decode is a CorruptDataError naming the dataset."""
-    import zlib
-
     try:
         future.result()
     except (zlib.error, ValueError) as err:
