@@ -27,6 +27,18 @@ def test_filter_events_equals_the_definition(density):
                                    reference_filter(events, rate, scale, steps), rtol=1e-12, atol=1e-15)
 
 
+def test_filter_events_in_threads_by_blocks_of_rows(monkeypatch):
+    """Blocks of rows filtered in threads, some sparse and some dense, give the definition and one thread's answer."""
+    rng = np.random.default_rng(4)
+    events = np.where(rng.random((40, 300)) < 0.02, rng.random((40, 300)), 0.0)
+    events[25:31] = rng.random((6, 300))  # dense rows: their blocks take the shifted-sum path
+    monkeypatch.setattr(derive, "FILTER_BLOCK_BYTES", 8 * 300 * 3)  # 3 rows per block: 14 blocks
+    threaded = derive.filter_events(events, 31.0)
+    monkeypatch.setattr(derive, "FILTER_WORKERS", 1)
+    np.testing.assert_array_equal(threaded, derive.filter_events(events, 31.0))
+    np.testing.assert_allclose(threaded, reference_filter(events, 31.0, 2 / 31, 20), rtol=1e-12, atol=1e-15)
+
+
 def test_likely_blinks_outliers_nan_and_dilation():
     eye = np.full(40, 100.0) + np.linspace(0, 1, 40)
     pupil = np.full(40, 10.0) + np.linspace(0, 0.1, 40)

@@ -6,7 +6,9 @@ Pure functions on arrays and frames; no file access.
 
 from __future__ import annotations
 
+import os
 import re
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pandas as pd
@@ -280,6 +282,7 @@ def empty_eye_tracking() -> pd.DataFrame:
 
 
 FILTER_BLOCK_BYTES = 2 << 20  # rows of event traces filtered together
+FILTER_WORKERS = max(1, min(8, os.cpu_count() or 1))  # threads filtering blocks of rows
 
 
 def filter_events(events: np.ndarray, frame_rate: float, scale_seconds: float = 2 / 31,
@@ -308,15 +311,24 @@ def filter_events(events: np.ndarray, frame_rate: float, scale_seconds: float = 
         return np.zeros_like(events)
     kernel = kernel[:n]
     traces = events.reshape(-1, n)
-    filtered = np.zeros_like(traces)
+    filtered = np.zeros(traces.shape)  # zero pages on first touch: no pass to clear the memory first
     step = max(1, FILTER_BLOCK_BYTES // (8 * n))  # rows per block: the block's output stays in the CPU cache
-    for lo in range(0, len(traces), step):
+
+    def one_block(lo: int) -> None:
         block, out = traces[lo:lo + step], filtered[lo:lo + step]
         rows, times = np.nonzero(block)
         if len(rows) * len(kernel) <= block.size // 4:
             _spread_events(out, block[rows, times], rows * n + times, times, kernel)
         else:
             _shifted_sum(out, block, kernel)
+
+    starts = range(0, len(traces), step)
+    if len(starts) > 1 and FILTER_WORKERS > 1:  # blocks are independent; numpy releases the GIL in each
+        with ThreadPoolExecutor(max_workers=FILTER_WORKERS) as pool:
+            list(pool.map(one_block, starts))
+    else:
+        for lo in starts:
+            one_block(lo)
     return filtered.reshape(events.shape)
 
 

@@ -678,17 +678,30 @@ def read_transposed(ds: h5py.Dataset, columns: np.ndarray | None = None, *,
     chunk_rows = ds.chunks[0] if ds.chunks else 1
     step = max(chunk_rows, SLAB_BYTES // max(1, width * ds.dtype.itemsize) // chunk_rows * chunk_rows)
     ahead = _SlabPrefetcher(ds, step, lo_col, hi_col, prefetch, prefetch_window) if prefetch else None
-    slab = np.empty((min(step, n_rows), width), dtype=ds.dtype)
-    for lo in range(0, n_rows, step):
-        hi = min(n_rows, lo + step)
-        if ahead is not None:
-            ahead.advance(lo // step)
-        piece = slab[:hi - lo]
-        try:
-            ds.read_direct(piece, np.s_[lo:hi, lo_col:hi_col], np.s_[0:hi - lo])
-        except OSError as err:
-            _raise_unreadable(ds.file, ds.name, err)
+    # two slabs: HDF5 reads the next one while a thread transposes the last into the result (numpy's copy
+    # releases the GIL)
+    slabs = [np.empty((min(step, n_rows), width), dtype=ds.dtype) for _ in range(2)]
+    copying = [None, None]
+
+    def transpose(piece: np.ndarray, lo: int, hi: int) -> None:
         out[:, lo:hi] = (piece if picked is None else piece[:, picked]).T
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="vbo-transpose") as pool:
+        for index, lo in enumerate(range(0, n_rows, step)):
+            hi = min(n_rows, lo + step)
+            if ahead is not None:
+                ahead.advance(lo // step)
+            if copying[index % 2] is not None:
+                copying[index % 2].result()  # this slab's last copy is done: it can be overwritten
+            piece = slabs[index % 2][:hi - lo]
+            try:
+                ds.read_direct(piece, np.s_[lo:hi, lo_col:hi_col], np.s_[0:hi - lo])
+            except OSError as err:
+                _raise_unreadable(ds.file, ds.name, err)
+            copying[index % 2] = pool.submit(transpose, piece, lo, hi)
+        for future in copying:
+            if future is not None:
+                future.result()
     return out
 
 
