@@ -176,11 +176,13 @@ def test_group_hints_name_the_structures_before_hdf5_reads_them(read_log):
     assert len(surprises) <= 2  # the root group's own heap and symbol node, read before any hint can know
 
 
-def _member_headers_hinted(read_log, **options) -> set[str]:
-    """The members of g0-g3 whose object headers a GroupHints names when h5py's reads are replayed
-    through it, its cache holding every byte but those headers (until h5py reads them)."""
+def _member_headers_hinted(read_log, root: bool = False, **options) -> set[str]:
+    """The members of g0-g3 (``root``: the root's members) whose object headers a GroupHints names (a fetched
+    range covers them) when h5py's reads are replayed through it, its cache holding every byte but those
+    headers (until h5py reads them)."""
     raw, reads, addresses = read_log
-    members = {at: path for path, at in addresses.items() if path.startswith("g") and "/" in path}
+    members = {at: path for path, at in addresses.items()
+               if ("/" not in path if root else path.startswith("g") and "/" in path)}
 
     read: set[int] = set()
 
@@ -190,8 +192,8 @@ def _member_headers_hinted(read_log, **options) -> set[str]:
     hints, named = GroupHints(cached, merge_gap=0, **options), set()
     for at, data in reads:
         read.add(at)
-        named |= {start for start, _ in hints(at, data, len(raw))}
-    return {members[at] for at in named if at in members}
+        named |= {header for start, stop in hints(at, data, len(raw)) for header in members if start <= header < stop}
+    return {members[at] for at in named}
 
 
 def test_group_hints_do_not_follow_the_members_they_are_told_to_skip(read_log):
@@ -207,25 +209,11 @@ def test_the_root_group_is_skipped_by_its_own_name(read_log):
     """The root has no entry in a parent's heap: ``skip`` names it ``ROOT_NAME`` ("/")."""
     from vbo.nwb.prefetch import ROOT_NAME
 
-    raw, reads, addresses = read_log
-    roots = {at: path for path, at in addresses.items() if "/" not in path}
-
-    def named_roots(**options) -> set[str]:
-        read: set[int] = set()
-
-        def cached(start, stop):
-            return None if any(start < at + 512 and at < stop for at in roots.keys() - read) else raw[start:stop]
-
-        hints, named = GroupHints(cached, merge_gap=0, **options), set()
-        for at, data in reads:
-            read.add(at)
-            named |= {header for start, stop in hints(at, data, len(raw)) for header in roots if start <= header < stop}
-        return {roots[at] for at in named}
-
-    everything = named_roots()
+    everything = _member_headers_hinted(read_log, root=True)
     assert {"g1", "g3"} <= everything
-    assert named_roots(skip={ROOT_NAME: {"g1", "g3"}}) == everything - {"g1", "g3"}
-    assert named_roots(skip={"g1": {"g3"}}) == everything, "a group's own skip list leaves the root alone"
+    assert _member_headers_hinted(read_log, root=True, skip={ROOT_NAME: {"g1", "g3"}}) == everything - {"g1", "g3"}
+    assert _member_headers_hinted(read_log, root=True, skip={"g1": {"g3"}}) == everything, \
+        "a group's own skip list leaves the root alone"
 
 
 def test_group_hints_leave_other_layouts_and_data_alone(tmp_path):
