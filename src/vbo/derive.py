@@ -6,7 +6,6 @@ Pure functions on arrays and frames; no file access.
 
 from __future__ import annotations
 
-import os
 import re
 from concurrent.futures import ThreadPoolExecutor
 
@@ -14,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from vbo.nwb.layout import FILE_STRING_NA, INT_NA, NONE_STRING
+from vbo.parallel import THREAD_WORKERS
 
 # --- metadata parsing -----------------------------------------------------------------------
 
@@ -282,7 +282,7 @@ def empty_eye_tracking() -> pd.DataFrame:
 
 
 FILTER_BLOCK_BYTES = 2 << 20  # rows of event traces filtered together
-FILTER_WORKERS = max(1, min(8, os.cpu_count() or 1))  # threads filtering blocks of rows
+FILTER_WORKERS = THREAD_WORKERS  # threads filtering blocks of rows
 
 
 def filter_events(events: np.ndarray, frame_rate: float, scale_seconds: float = 2 / 31,

@@ -20,6 +20,7 @@ from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
 _POOLS: dict[int, ProcessPoolExecutor] = {}
+THREAD_WORKERS = max(1, min(8, os.cpu_count() or 1))  # threads for numpy / zlib work (they release the GIL)
 _POOLS_LOCK = threading.Lock()
 
 

@@ -393,10 +393,10 @@ class GroupHints:
     by :meth:`arrived` when fetched bytes arrive. A chunk index node gets :func:`btree_children`. Thread-safe.
 
     ``skip`` (``{group name: member names}``; the root group is :data:`ROOT_NAME`), if given, names members not
-    to follow ahead: when a symbol node of a group so named is read, the members it lists under those names (looked up in the group's local heap) are
-    left alone; their blocks are read when HDF5 reads the member, which then hints as usual. A group's name is
-    looked up in its parent's heap (at its entry in the parent's symbol node, which HDF5 read to get there);
-    a symbol node of a listed group waits until its own names are cached (HDF5 reads them to look a member
+    to follow ahead: when a symbol node of a group so named is read, the members it lists under those names
+    (looked up in the group's local heap) are left alone; their blocks are read when HDF5 reads the member,
+    which then hints as usual. A group's name is looked up in its parent's heap (at its entry in the parent's
+    symbol node, which HDF5 read to get there); a symbol node of a listed group waits until its own names are cached (HDF5 reads them to look a member
     up); a group whose name is not known is followed whole.
 
     ``deeper`` (``{group name: levels}``) names groups to follow further: when HDF5 looks into one (reads its

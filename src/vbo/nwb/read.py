@@ -38,6 +38,7 @@ from vbo.errors import (
     VboError,
 )
 from vbo.nwb import layout
+from vbo.parallel import THREAD_WORKERS
 
 Source = str | os.PathLike | IO[bytes]
 Where = h5py.File | h5py.Group
@@ -642,10 +643,11 @@ def read_transposed(ds: h5py.Dataset, columns: np.ndarray | None = None, *,
                     prefetch_window: int = 32 << 20) -> np.ndarray:
     """A 2-D dataset (rows × columns, e.g. frames × ROIs) as one C-contiguous (columns × rows) array.
 
-    Read in slabs of whole HDF5 chunks along the first axis and transposed slab by slab into the result,
-    so the peak memory is the result plus one slab (not three copies), and each result row (e.g. one ROI's
-    trace) is a contiguous view of the one block. Only the stored columns between the first and the last
-    wanted one are read.
+    A chunked dataset whose filters vbo can decode (shuffle, deflate) is read chunk by chunk and decoded in
+    threads into the result; any other is read in slabs along the first axis, each transposed into the result
+    by a thread while HDF5 reads the next. The peak memory is the result plus a few chunks or two slabs (not
+    three copies), and each result row (e.g. one ROI's trace) is a contiguous view of the one block. Only the
+    stored columns between the first and the last wanted one are read.
 
     Parameters
     ----------
@@ -654,9 +656,9 @@ def read_transposed(ds: h5py.Dataset, columns: np.ndarray | None = None, *,
     columns
         Stored columns to keep, in the wanted order (default all, in stored order).
     prefetch
-        For a streamed file: called with the byte ranges ``[(start, stop), ...]`` of the chunks of the coming
-        slabs, up to ``prefetch_window`` bytes ahead of the slab being decoded, so that the network fetches
-        (in parallel) while HDF5 decompresses (e.g. :meth:`vbo.source.remote.RemoteFile.prefetch`).
+        For a streamed file: called with the byte ranges ``[(start, stop), ...]`` of the coming chunks, up to
+        ``prefetch_window`` bytes ahead of the one being decoded, so that the network fetches (in parallel)
+        while they are decompressed (e.g. :meth:`vbo.source.remote.RemoteFile.prefetch`).
 
     Returns
     -------
@@ -706,7 +708,7 @@ def read_transposed(ds: h5py.Dataset, columns: np.ndarray | None = None, *,
 
 
 SHUFFLE_FILTER, DEFLATE_FILTER = 2, 1  # HDF5 filter ids
-DECODE_WORKERS = max(1, min(8, os.cpu_count() or 1))  # threads inflating chunks (zlib releases the GIL)
+DECODE_WORKERS = THREAD_WORKERS  # threads inflating chunks
 
 
 def _decodable_filters(ds: h5py.Dataset) -> tuple[int, ...] | None:
