@@ -18,7 +18,7 @@ def reference_filter(events: np.ndarray, frame_rate: float, scale_seconds: float
     return np.array([np.convolve(trace, kernel)[: len(trace)] for trace in events])
 
 
-@pytest.mark.parametrize("density", [0.01, 0.9])  # sparse path and dense path
+@pytest.mark.parametrize("density", [0.01, 0.08, 0.9])  # sparse path (two densities) and dense path
 def test_filter_events_equals_the_definition(density):
     rng = np.random.default_rng(1)
     events = np.where(rng.random((7, 500)) < density, rng.random((7, 500)), 0.0)

@@ -281,8 +281,10 @@ def empty_eye_tracking() -> pd.DataFrame:
 # --- events (docs/format.md §8.8) --------------------------------------------------------------
 
 
-FILTER_BLOCK_BYTES = 2 << 20  # rows of event traces filtered together
+FILTER_BLOCK_BYTES = 4 << 20  # rows of event traces filtered together (measured best with 2 threads)
 FILTER_WORKERS = THREAD_WORKERS  # threads filtering blocks of rows
+SPARSE_SPREAD_LIMIT = 2  # spread events one by one while events × kernel taps ≤ this × samples (≈ 10 % density
+# for 20 taps: measured crossover with the shifted sums, whose cost does not depend on density)
 
 
 def filter_events(events: np.ndarray, frame_rate: float, scale_seconds: float = 2 / 31,
@@ -316,9 +318,9 @@ def filter_events(events: np.ndarray, frame_rate: float, scale_seconds: float = 
 
     def one_block(lo: int) -> None:
         block, out = traces[lo:lo + step], filtered[lo:lo + step]
-        rows, times = np.nonzero(block)
-        if len(rows) * len(kernel) <= block.size // 4:
-            _spread_events(out, block[rows, times], rows * n + times, times, kernel)
+        flat_index = np.flatnonzero(block != 0)  # a boolean's nonzero is several times faster than a float's
+        if len(flat_index) * len(kernel) <= SPARSE_SPREAD_LIMIT * block.size:
+            _spread_events(out, block.reshape(-1)[flat_index], flat_index, flat_index % n, kernel)
         else:
             _shifted_sum(out, block, kernel)
 
