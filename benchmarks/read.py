@@ -2,6 +2,7 @@
 """Read benchmark: vbo against plain pynwb and the raw-h5py floor on Visual Behavior Ophys NWB files.
 
     python benchmarks/read.py FILE [FILE ...] [--repeat N] [--markdown] [--json-out PATH]
+                              [--allensdk-python PATH]
 
 For every file and every reader (vbo; pynwb ``NWBHDF5IO(path, "r", load_namespaces=True)`` reading
 the same datasets through pynwb objects; h5py reading the same datasets whole with ``ds[()]``) it
@@ -17,6 +18,11 @@ pynwb/h5py come from the same run. Targets (printed, never asserted): "everythin
 the h5py floor; open + metadata under 0.2 s; peak RSS above the import within 1.2x of the bytes the
 reader holds at the end (its arrays and tables, each buffer counted once). The file is read once before timing so that every
 reader starts from a warm page cache.
+
+With ``--allensdk-python`` (the interpreter of an environment holding AllenSDK, e.g. the oracle's venv; AllenSDK
+is never a dependency of vbo) it also times, in the same run, "every member": ``from_nwb_path`` and the first
+access to each member of ``list_data_attributes_and_methods()`` (the legacy methods called without arguments),
+for AllenSDK and for vbo alike. Target (printed): vbo at least 5x faster than AllenSDK.
 """
 
 from __future__ import annotations
@@ -38,6 +44,8 @@ PHASES = ("open", "streams", "all")
 TARGET_OPEN_S = 0.2
 TARGET_ALL_RATIO = 1.5
 TARGET_RSS_RATIO = 1.2  # peak RSS above the import ÷ bytes the reader holds
+TARGET_SDK_RATIO = 5.0  # AllenSDK's "every member" time ÷ vbo's
+EVERY = "every"  # the phase that reads every member through the SDK-shaped API (vbo and AllenSDK)
 EXCLUDED_TABLE_COLUMNS = {"tags", "tags_index", "timeseries", "timeseries_index"}
 # vbo members that cannot be called without arguments or only raise by design
 VBO_SKIP = {"update_targeted_imaging_depth", "get_cell_specimen_indices"}
@@ -318,8 +326,11 @@ STREAM_BY_NAME = {s.name: s for s in STREAMS}
 
 
 def _rss_bytes() -> int:
-    import psutil
-
+    try:
+        import psutil
+    except ImportError:  # e.g. AllenSDK's environment: Linux's own count (resident pages × page size)
+        with open("/proc/self/statm") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
     return psutil.Process().memory_info().rss
 
 
@@ -455,7 +466,25 @@ class _H5pyReader(_Reader):
         self.f.close()
 
 
+class _AllenSdkReader(_VboReader):
+    """AllenSDK 2.16.2 through the same API (run by ``--allensdk-python``): the eager ``from_nwb_path``."""
+
+    def open(self):
+        from allensdk.brain_observatory.behavior.behavior_ophys_experiment import BehaviorOphysExperiment
+        from allensdk.brain_observatory.behavior.behavior_session import BehaviorSession
+
+        cls = BehaviorOphysExperiment if self.ophys else BehaviorSession
+        self.obj = cls.from_nwb_path(self.path)
+        _ = self.obj.metadata
+
+    def close(self):
+        self.obj = None  # AllenSDK reads everything at construction and keeps no file open
+
+
 def _import(reader: str):
+    if reader == "allensdk":
+        import allensdk.brain_observatory.behavior.behavior_ophys_experiment  # noqa: F401
+        return _AllenSdkReader
     if reader == "vbo":
         import vbo
 
@@ -525,6 +554,17 @@ def _worker(reader: str, phase: str, path: str, ophys: bool, streams: list[str])
         t_close = clock()
         r.close()
         out["all_s"] += clock() - t_close
+    elif phase == EVERY:
+        t0 = clock()
+        for member in r.members():
+            if member in VBO_SKIP:
+                continue
+            try:
+                r.read_member(member)
+            except Exception as err:
+                out["errors"][member] = f"{type(err).__name__}: {err}"
+        r.close()
+        out["every_s"] = out["open_s"] + (clock() - t0)
     else:
         r.close()
     out["peak_rss"] = _peak_rss_bytes()
@@ -583,10 +623,10 @@ def _prime(path: Path) -> None:
             pass
 
 
-def _run_worker(reader: str, phase: str, fr: FileResult) -> dict[str, Any]:
+def _run_worker(reader: str, phase: str, fr: FileResult, python: str = sys.executable) -> dict[str, Any]:
     streams = fr.streams if reader == "vbo" else [s for s in fr.streams if fr.present[s]]
     cmd = [
-        sys.executable, str(Path(__file__).resolve()), "--_worker", reader, phase, str(fr.path),
+        python, str(Path(__file__).resolve()), "--_worker", reader, phase, str(fr.path),
         "1" if fr.ophys else "0", ",".join(streams),
     ]
     proc = subprocess.run(cmd, capture_output=True, text=True)
@@ -596,7 +636,8 @@ def _run_worker(reader: str, phase: str, fr: FileResult) -> dict[str, Any]:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def run(paths: list[Path], repeat: int, progress: Callable[[str], None]) -> list[FileResult]:
+def run(paths: list[Path], repeat: int, progress: Callable[[str], None],
+        allensdk_python: str | None = None) -> list[FileResult]:
     results = []
     for path in paths:
         ophys, present = _inspect(path)
@@ -607,6 +648,10 @@ def run(paths: list[Path], repeat: int, progress: Callable[[str], None]) -> list
                 for reader in READERS:
                     progress(f"{path.name}: run {i + 1}/{repeat}, {reader} {phase}")
                     fr.runs.setdefault((reader, phase), []).append(_run_worker(reader, phase, fr))
+            if allensdk_python:  # alternating, so that both see the same machine state
+                for reader, python in (("vbo", sys.executable), ("allensdk", allensdk_python)):
+                    progress(f"{path.name}: run {i + 1}/{repeat}, {reader} every member")
+                    fr.runs.setdefault((reader, EVERY), []).append(_run_worker(reader, EVERY, fr, python))
         results.append(fr)
     return results
 
@@ -690,6 +735,26 @@ def rows_for(fr: FileResult) -> list[list[str]]:
     return rows
 
 
+SDK_HEADER = ["measure", "vbo", "AllenSDK", "AllenSDK/vbo", "target"]
+
+
+def sdk_rows_for(fr: FileResult) -> list[list[str]]:
+    """Table rows against AllenSDK (empty without an ``--allensdk-python`` run): measure, vbo, AllenSDK, ratio."""
+    if not fr.runs.get(("allensdk", EVERY)):
+        return []
+    v, a = fr.best("vbo", EVERY, "every_s"), fr.best("allensdk", EVERY, "every_s")
+    status = "" if v is None or a is None else (" ✓" if a >= TARGET_SDK_RATIO * v else " ✗")
+    rows = [["import of the reader's modules (s)", *(_fmt_s(fr.best(r, EVERY, "import_s")) for r in ("vbo", "allensdk")),
+             _ratio(fr.best("allensdk", EVERY, "import_s"), fr.best("vbo", EVERY, "import_s")), ""],
+            ["from_nwb_path + metadata (s)", *(_fmt_s(fr.best(r, EVERY, "open_s")) for r in ("vbo", "allensdk")),
+             _ratio(fr.best("allensdk", EVERY, "open_s"), fr.best("vbo", EVERY, "open_s")), ""],
+            ["every member: open + first access of each (s)", _fmt_s(v), _fmt_s(a), _ratio(a, v),
+             f"≥ {TARGET_SDK_RATIO:g}x{status}"]]
+    peaks = [fr.median(r, EVERY, "peak_rss") for r in ("vbo", "allensdk")]
+    rows.append(["peak RSS, every member (MB)", *(_fmt_mb(x) for x in peaks), _ratio(peaks[1], peaks[0]), ""])
+    return rows
+
+
 def _notes(fr: FileResult) -> list[str]:
     notes = []
     _, names = _derived(fr)
@@ -732,6 +797,13 @@ def print_markdown(results: list[FileResult], repeat: int) -> None:
         for row in rows_for(fr):
             print("| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |")
         print()
+        sdk = sdk_rows_for(fr)
+        if sdk:
+            print("| " + " | ".join(SDK_HEADER) + " |")
+            print("|" + "|".join(["---"] + ["---:"] * 3 + ["---"]) + "|")
+            for row in sdk:
+                print("| " + " | ".join(row) + " |")
+            print()
         for note in _notes(fr):
             print(f"{note}  ")
         print()
@@ -753,6 +825,14 @@ def print_rich(results: list[FileResult], repeat: int) -> None:
         for row in rows_for(fr):
             table.add_row(*row)
         console.print(table)
+        sdk = sdk_rows_for(fr)
+        if sdk:
+            table = Table(title=f"{fr.path.name}: every member against AllenSDK (same run, alternating)")
+            for i, col in enumerate(SDK_HEADER):
+                table.add_column(col, justify="left" if i in (0, 4) else "right")
+            for row in sdk:
+                table.add_row(*row)
+            console.print(table)
         for note in _notes(fr):
             console.print(note, style="dim", markup=False)
         _print_errors(fr, lambda s: console.print(s, style="red", markup=False))
@@ -776,6 +856,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=3, help="runs per reader and phase (best time kept)")
     parser.add_argument("--markdown", action="store_true", help="print Markdown tables (for README)")
     parser.add_argument("--json-out", type=Path, help="also write the raw measurements here")
+    parser.add_argument("--allensdk-python", help="Python of an environment with AllenSDK (e.g. "
+                        "~/.cache/vbo-allensdk-venv/bin/python): also time every member against AllenSDK")
     args = parser.parse_args(argv)
     if args.repeat < 1:
         parser.error("--repeat must be at least 1")
@@ -786,7 +868,7 @@ def main(argv: list[str] | None = None) -> int:
     def progress(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
 
-    results = run(args.files, args.repeat, progress)
+    results = run(args.files, args.repeat, progress, args.allensdk_python)
     if args.markdown:
         print_markdown(results, args.repeat)
     else:
