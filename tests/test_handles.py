@@ -400,3 +400,31 @@ def test_default_bound_follows_the_open_file_limit(monkeypatch):
     assert file_pool.default_max_open_files() == 7
     with pytest.raises(ValueError):
         file_pool.set_max_open_files(0)
+
+
+# Opens a session on argv[1] (a streamed URL, or a local path read through a file object), then leaves it
+# referenced by a daemon thread: the file is still open when the interpreter exits.
+LEFT_OPEN_SCRIPT = r'''
+import sys, threading, time
+import vbo
+target = sys.argv[1] if sys.argv[2] == "url" else open(sys.argv[1], "rb")
+session = vbo.BehaviorSession.from_nwb_path(target)
+session.trials
+threading.Thread(target=lambda kept=session: time.sleep(600), daemon=True).start()
+print("read", flush=True)
+'''
+
+
+@pytest.mark.parametrize("kind", ["url", "file object"])
+def test_a_session_left_open_at_exit_does_not_crash_the_interpreter(kind, server, proxy, session_nwb, tmp_path):
+    """HDF5 closes files left open from its own exit handler, after Python is gone; for a file read through a
+    Python file object (every streamed file) that crashed the process (SIGSEGV). vbo closes them first."""
+    target = str(session_nwb)
+    if kind == "url":
+        key = "nwb/left-open/behavior_session_1089912433.nwb"
+        server.put_file(BUCKET, key, session_nwb)
+        target = f"{proxy.endpoint}/{BUCKET}/{key}"
+    done = subprocess.run([sys.executable, "-c", LEFT_OPEN_SCRIPT, target, kind], capture_output=True, text=True,
+                          timeout=120, env=dict(os.environ, VBO_BLOCK_DIGESTS=str(tmp_path / "digests")))
+    assert done.returncode == 0, (done.returncode, done.stderr[-2000:])
+    assert done.stdout.strip() == "read"

@@ -350,6 +350,32 @@ def test_prefetch_parallel_ranges_equal_the_object(server, client, proxy, tmp_pa
     f.close()
 
 
+def test_prefetch_keeps_the_cached_blocks_it_covers(server, client, proxy, tmp_path):
+    """A prefetch over a block cached long ago marks it recent: the blocks fetched with it evict older ones, not
+    it, before it is read (a dataset's chunks next to metadata read at open: one more round trip each)."""
+    block = 16_384
+    data = random.Random(6).randbytes(20 * block)
+    version = server.put(BUCKET, "digest/lru.bin", data)
+    f = open_remote((BUCKET, "digest/lru.bin"), version, client, block_size=block, cache_bytes=8 * block,
+                    digest_dir=tmp_path, tail_bytes=0, fetch_bytes=block)  # block 0 cached at open
+
+    def prefetch_and_wait(ranges):
+        f.prefetch(ranges, merge_gap=0)
+        for future in list(f._inflight.values()):
+            future.result()
+
+    prefetch_and_wait([(1 * block, 6 * block)])  # cache: 0, 1-5
+    prefetch_and_wait([(0, block), (6 * block, 9 * block)])  # 6-8 arrive: 9 blocks, one evicted — not block 0
+    proxy.clear()
+    f.seek(0)
+    assert f.read(block) == data[:block]
+    assert not proxy.requests(method="GET", match="lru.bin"), "block 0 was evicted and fetched again"
+    f.seek(block)
+    assert f.read(block) == data[block:2 * block]  # block 1, the oldest, was the one evicted
+    assert len(proxy.requests(method="GET", match="lru.bin")) == 1
+    f.close()
+
+
 def test_streamed_experiment_verified_against_the_local_file(server, proxy, experiment_nwb, tmp_path):
     import numpy as np
     import vbo

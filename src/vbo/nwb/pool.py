@@ -11,14 +11,17 @@ Files that cannot be reopened (an ``h5py.File`` or a file object the caller open
 for its whole life and do not count against the bound.
 
 After ``os.fork`` the child starts with an empty pool: inherited files are closed there and each handle
-reopens its own (HDF5 handles must not be shared between processes).
+reopens its own (HDF5 handles must not be shared between processes). At interpreter exit every pooled file
+is closed before Python shuts down (HDF5 must not call back into a finalised interpreter).
 """
 
 from __future__ import annotations
 
+import atexit
 import os
 import resource
 import threading
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -79,6 +82,8 @@ class FileHandle:
         self._pool = pool or POOL
         if self.reopenable:
             self._pool.register(self)
+        else:
+            self._pool.hold(self)
 
     @property
     def reopenable(self) -> bool:
@@ -159,6 +164,7 @@ class FilePool:
         self._open: OrderedDict[int, FileHandle] = OrderedDict()  # pooled handles with a file, LRU first
         self._inherited: list[tuple[h5py.File | None, Callable[[], None] | None]] = []
         self._closing: list[FileHandle] = []  # closed by a finaliser while the lock was busy
+        self._held: weakref.WeakSet[FileHandle] = weakref.WeakSet()  # handles that cannot reopen (not pooled)
 
     def __len__(self) -> int:
         return len(self._open)
@@ -169,6 +175,11 @@ class FilePool:
             self._close_deferred()
             self._open[id(handle)] = handle
             self._evict(keep=handle)
+
+    def hold(self, handle: FileHandle) -> None:
+        """Know of a handle that holds its own file for life (closed at interpreter exit if still open)."""
+        with self._lock:
+            self._held.add(handle)
 
     def checkout(self, handle: FileHandle, *, pin: bool) -> h5py.File:
         """The handle's open file (opened again if needed), marked most recently used; pinned if ``pin``."""
@@ -237,6 +248,19 @@ class FilePool:
         while self._closing:
             self.close(self._closing.pop())
 
+    def close_all_at_exit(self) -> None:
+        """Close every pooled file while Python still runs (registered with :mod:`atexit`): a file left open
+        (a session still referenced, e.g. by a daemon thread) would otherwise be closed by HDF5's own exit
+        handler after the interpreter is gone, which crashes for a file streamed through a Python file object.
+        Handles stay usable in principle (they reopen), but nothing reads after exit."""
+        with self._lock:
+            handles = list(self._open.values()) + [h for h in list(self._held) if not h._closed]
+            detached = [handle._detach() for handle in handles] + self._inherited
+            self._open.clear()
+            self._inherited = []
+        for opened in detached:
+            _close_quietly(*opened)
+
     def _after_fork_in_child(self) -> None:
         """Forget the parent's files (closed on the child's next use) and any lock state of its threads."""
         self._lock = threading.RLock()
@@ -248,6 +272,7 @@ class FilePool:
 
 
 POOL = FilePool()
+atexit.register(POOL.close_all_at_exit)
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=POOL._after_fork_in_child)
 

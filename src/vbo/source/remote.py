@@ -406,6 +406,8 @@ class RemoteFile(io.RawIOBase):
         with self._lock:
             runs, taken = [], set()
             for wanted in groups:
+                for b in wanted & self._blocks.keys():  # cached already: now as recent as the fetched ones, so that
+                    self._blocks.move_to_end(b)  # they are not evicted by them before they are read
                 missing = sorted(b for b in wanted - taken if b not in self._blocks and b not in self._inflight)
                 taken.update(missing)
                 runs += _cut_runs(_merged_runs(missing, gap_blocks, max_requests),
