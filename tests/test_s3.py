@@ -566,5 +566,7 @@ def test_prefetch_runs_merge_to_a_request_budget():
 
     assert _merged_runs([1, 2, 5, 20, 21, 40], 2, None) == [[1, 5], [20, 21], [40, 40]]
     assert _merged_runs([1, 2, 5, 20, 21, 40], 0, 2) == [[1, 21], [40, 40]]  # the closest runs joined first
-    assert _cut_runs([[0, 9]], 4, None) == [[0, 3], [4, 7], [8, 9]]  # the gaps inside a run are fetched too
+    assert _cut_runs([[0, 9]], 4, None) == [[0, 2], [3, 5], [6, 9]]  # equal pieces; the gaps in a run fetched too
+    assert _cut_runs([[0, 8]], 8, None) == [[0, 3], [4, 8]]  # not 8 blocks and 1: the pieces end together
+    assert _cut_runs([[5, 5], [7, 14]], 8, None) == [[5, 5], [7, 14]]
     assert _cut_runs([[0, 9], [20, 20]], 4, 3) == [[0, 9], [20, 20]]  # never more requests than the budget

@@ -646,9 +646,14 @@ def _merged_runs(blocks: list[int], gap_blocks: int, max_runs: int | None) -> li
 
 
 def _cut_runs(runs: list[list[int]], per_request: int, max_requests: int | None) -> list[list[int]]:
-    """``runs`` cut into requests of at most ``per_request`` blocks (none cut if that would make more than
-    ``max_requests``)."""
-    cut = [[lo, min(hi, lo + per_request - 1)] for first, hi in runs for lo in range(first, hi + 1, per_request)]
+    """``runs`` cut into requests of at most ``per_request`` blocks, each run into pieces of equal size (±1
+    block: parallel requests end together, none waits for a long one) — none cut if that would make more than
+    ``max_requests``."""
+    cut = []
+    for first, last in runs:
+        pieces = -(-(last - first + 1) // per_request)
+        bounds = [first + (last - first + 1) * i // pieces for i in range(pieces + 1)]
+        cut += [[lo, hi - 1] for lo, hi in zip(bounds, bounds[1:])]
     return runs if max_requests is not None and len(cut) > max_requests else cut
 
 
