@@ -388,10 +388,10 @@ class RemoteFile(io.RawIOBase):
         Blocks already cached or in flight are skipped (cached ones are marked recently used, so that the blocks
         arriving with them do not evict them first); runs of missing blocks closer than ``merge_gap`` (default
         two blocks) become one request (gap included), and requests are cut into equal pieces of at most
-        ``request_bytes`` so that up to ``parallel`` of them run at once. With ``max_requests``, the closest runs are merged until
-        there are at most that many, and runs are cut only while the count stays within it. ``ordered``: the
-        ranges are requested in the order given (the first most urgent), each on its own, instead of in address
-        order. Later reads of these blocks wait for the fetch instead of repeating it.
+        ``request_bytes`` so that up to ``parallel`` of them run at once. With ``max_requests``, the closest
+        runs are merged until there are at most that many, and runs are cut only while the count stays within
+        it. ``ordered``: the ranges are requested in the order given (the first most urgent), each on its own,
+        instead of in address order. Later reads of these blocks wait for the fetch instead of repeating it.
         """
         self._check_open()
         if self._closing:
