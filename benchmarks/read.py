@@ -556,15 +556,18 @@ def _worker(reader: str, phase: str, path: str, ophys: bool, streams: list[str])
         out["all_s"] += clock() - t_close
     elif phase == EVERY:
         t0 = clock()
+        read = []
         for member in r.members():
             if member in VBO_SKIP:
                 continue
             try:
                 r.read_member(member)
+                read.append(member)
             except Exception as err:
                 out["errors"][member] = f"{type(err).__name__}: {err}"
         r.close()
         out["every_s"] = out["open_s"] + (clock() - t0)
+        out["members_read"] = read
     else:
         r.close()
     out["peak_rss"] = _peak_rss_bytes()
@@ -864,6 +867,9 @@ def main(argv: list[str] | None = None) -> int:
     for path in args.files:
         if not path.is_file():
             parser.error(f"{path}: no such file")
+    if args.allensdk_python and not os.access(args.allensdk_python, os.X_OK):
+        parser.error(f"--allensdk-python {args.allensdk_python}: not an executable (the python of a venv with "
+                     "AllenSDK, e.g. one built by ../shared/oracle/setup.sh)")
 
     def progress(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)

@@ -297,6 +297,22 @@ def test_benchmark_smoke(session_nwb):
     assert all(c not in ("", "—") for c in cells[1:6]), everything  # three timings and two ratios
 
 
+def test_benchmark_every_member_phase(session_nwb):
+    """The phase timed against AllenSDK (``--allensdk-python``) reads every member of vbo's API, error-free."""
+    proc = subprocess.run([sys.executable, str(BENCHMARK), "--_worker", "vbo", "every", str(session_nwb), "0", ""],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["errors"] == {} and result["every_s"] >= result["open_s"] > 0, result
+    import vbo
+
+    with vbo.BehaviorSession.from_nwb_path(session_nwb) as session:  # its 16 members, none skipped
+        assert sorted(result["members_read"]) == sorted(session.list_data_attributes_and_methods())
+    refused = subprocess.run([sys.executable, str(BENCHMARK), str(session_nwb), "--allensdk-python", "/nonexistent"],
+                             capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 2 and "not an executable" in refused.stderr
+
+
 def test_analysis_modules_are_reachable_from_a_plain_import():
     """`import vbo` stays light; `vbo.population`, `vbo.behavior`, … are imported on first use."""
     code = (
