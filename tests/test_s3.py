@@ -6,6 +6,7 @@ Network: only 127.0.0.1 (moto's S3 server and a fault proxy from ``s3_server.py`
 from __future__ import annotations
 
 import io
+import logging
 import os
 import random
 
@@ -373,6 +374,25 @@ def test_prefetch_keeps_the_cached_blocks_it_covers(server, client, proxy, tmp_p
     f.seek(block)
     assert f.read(block) == data[block:2 * block]  # block 1, the oldest, was the one evicted
     assert len(proxy.requests(method="GET", match="lru.bin")) == 1
+    f.close()
+
+
+def test_parallel_range_requests_keep_their_connections(server, proxy, tmp_path, caplog):
+    """A streamed file's range requests in flight at once (``DEFAULT_PARALLEL``) all go back to the client's
+    connection pool: none is discarded (urllib3 warns "Connection pool is full", and the next wave would pay
+    new handshakes)."""
+    from vbo.source.remote import DEFAULT_PARALLEL
+
+    data = random.Random(7).randbytes(4 << 20)
+    version = server.put(BUCKET, "pool/wide.bin", data)
+    caplog.set_level(logging.WARNING, logger="urllib3")
+    f = open_remote(f"{proxy.endpoint}/{BUCKET}/pool/wide.bin?versionId={version}", block_size=16_384,
+                    digest_dir=tmp_path, tail_bytes=0)
+    assert f.parallel == DEFAULT_PARALLEL
+    f.prefetch([(0, len(data))], request_bytes=16_384)  # 256 requests, DEFAULT_PARALLEL at a time
+    f.seek(0)
+    assert f.read() == data
+    assert not [r for r in caplog.records if "pool is full" in r.getMessage()], caplog.text
     f.close()
 
 

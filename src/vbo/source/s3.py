@@ -33,7 +33,10 @@ BUCKET_REGION = "us-west-2"
 ENDPOINT_ENV = ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
 CONNECT_TIMEOUT = 10.0
 READ_TIMEOUT = 60.0
-MAX_POOL_CONNECTIONS = 16
+MAX_POOL_CONNECTIONS = 16  # boto3 clients (listing, HEAD, downloads)
+RANGE_POOL_CONNECTIONS = 64  # a RangeClient's kept connections: two streamed files' requests in flight at once
+# (vbo.source.remote.DEFAULT_PARALLEL each); a connection returned to a full pool is closed, and the next
+# request pays a new handshake
 
 # docs/format.md §3.3: the bucket is the host with this match removed (commas kept as in the SDK's class).
 _AWS_VIRTUAL_HOST = re.compile(r"\.s3[.,a-z0-9-]*\.amazonaws\.com$")
@@ -411,7 +414,7 @@ class RangeClient:
 
     def __init__(self, endpoint_url: str | None = None, *, region: str = BUCKET_REGION,
                  connect_timeout: float = CONNECT_TIMEOUT, read_timeout: float = READ_TIMEOUT,
-                 max_pool_connections: int = MAX_POOL_CONNECTIONS):
+                 max_pool_connections: int = RANGE_POOL_CONNECTIONS):
         import urllib3
 
         self.endpoint, self.region = resolve_endpoint(endpoint_url), region
@@ -515,7 +518,7 @@ def shared_client(endpoint_url: str | None = None):
     with _SHARED_CLIENTS_LOCK:
         client = _SHARED_CLIENTS.get(key)
         if client is None:
-            client = _SHARED_CLIENTS[key] = anonymous_client(key[1])
+            client = _SHARED_CLIENTS[key] = anonymous_client(key[1], max_pool_connections=RANGE_POOL_CONNECTIONS)
         return client
 
 
