@@ -745,17 +745,17 @@ def sdk_rows_for(fr: FileResult) -> list[list[str]]:
     """Table rows against AllenSDK (empty without an ``--allensdk-python`` run): measure, vbo, AllenSDK, ratio."""
     if not fr.runs.get(("allensdk", EVERY)):
         return []
+    def timing(label: str, key: str, target: str = "") -> list[str]:
+        v, a = (fr.best(reader, EVERY, key) for reader in ("vbo", "allensdk"))
+        return [label, _fmt_s(v), _fmt_s(a), _ratio(a, v), target]
+
     v, a = fr.best("vbo", EVERY, "every_s"), fr.best("allensdk", EVERY, "every_s")
     status = "" if v is None or a is None else (" ✓" if a >= TARGET_SDK_RATIO * v else " ✗")
-    rows = [["import of the reader's modules (s)", *(_fmt_s(fr.best(r, EVERY, "import_s")) for r in ("vbo", "allensdk")),
-             _ratio(fr.best("allensdk", EVERY, "import_s"), fr.best("vbo", EVERY, "import_s")), ""],
-            ["from_nwb_path + metadata (s)", *(_fmt_s(fr.best(r, EVERY, "open_s")) for r in ("vbo", "allensdk")),
-             _ratio(fr.best("allensdk", EVERY, "open_s"), fr.best("vbo", EVERY, "open_s")), ""],
-            ["every member: open + first access of each (s)", _fmt_s(v), _fmt_s(a), _ratio(a, v),
-             f"≥ {TARGET_SDK_RATIO:g}x{status}"]]
-    peaks = [fr.median(r, EVERY, "peak_rss") for r in ("vbo", "allensdk")]
-    rows.append(["peak RSS, every member (MB)", *(_fmt_mb(x) for x in peaks), _ratio(peaks[1], peaks[0]), ""])
-    return rows
+    peaks = [fr.median(reader, EVERY, "peak_rss") for reader in ("vbo", "allensdk")]
+    return [timing("import of the reader's modules (s)", "import_s"),
+            timing("from_nwb_path + metadata (s)", "open_s"),
+            timing("every member: open + first access of each (s)", "every_s", f"≥ {TARGET_SDK_RATIO:g}x{status}"),
+            ["peak RSS, every member (MB)", *(_fmt_mb(x) for x in peaks), _ratio(peaks[1], peaks[0]), ""]]
 
 
 def _notes(fr: FileResult) -> list[str]:
@@ -791,21 +791,24 @@ def _versions() -> str:
     return ", ".join(parts)
 
 
+def _tables(fr: FileResult, repeat: int) -> list[tuple[str, list[str], list[list[str]]]]:
+    """The tables of one file: (title, header, rows); the first column is the measure, the last the target."""
+    tables = [(_title(fr, repeat), HEADER, rows_for(fr))]
+    sdk = sdk_rows_for(fr)
+    if sdk:
+        tables.append((f"{fr.path.name}: every member against AllenSDK (same run, alternating)", SDK_HEADER, sdk))
+    return tables
+
+
 def print_markdown(results: list[FileResult], repeat: int) -> None:
     print(f"_{_versions()}_\n")
     for fr in results:
-        print(f"**{_title(fr, repeat)}**\n")
-        print("| " + " | ".join(HEADER) + " |")
-        print("|" + "|".join(["---"] + ["---:"] * 5 + ["---"]) + "|")
-        for row in rows_for(fr):
-            print("| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |")
-        print()
-        sdk = sdk_rows_for(fr)
-        if sdk:
-            print("| " + " | ".join(SDK_HEADER) + " |")
-            print("|" + "|".join(["---"] + ["---:"] * 3 + ["---"]) + "|")
-            for row in sdk:
-                print("| " + " | ".join(row) + " |")
+        for title, header, rows in _tables(fr, repeat):
+            print(f"**{title}**\n")
+            print("| " + " | ".join(header) + " |")
+            print("|" + "|".join(["---"] + ["---:"] * (len(header) - 2) + ["---"]) + "|")
+            for row in rows:
+                print("| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |")
             print()
         for note in _notes(fr):
             print(f"{note}  ")
@@ -822,18 +825,11 @@ def print_rich(results: list[FileResult], repeat: int) -> None:
         console = Console(width=max(console.width, 140))
     console.print(_versions(), style="dim")
     for fr in results:
-        table = Table(title=_title(fr, repeat))
-        for i, col in enumerate(HEADER):
-            table.add_column(col, justify="left" if i in (0, 6) else "right")
-        for row in rows_for(fr):
-            table.add_row(*row)
-        console.print(table)
-        sdk = sdk_rows_for(fr)
-        if sdk:
-            table = Table(title=f"{fr.path.name}: every member against AllenSDK (same run, alternating)")
-            for i, col in enumerate(SDK_HEADER):
-                table.add_column(col, justify="left" if i in (0, 4) else "right")
-            for row in sdk:
+        for title, header, rows in _tables(fr, repeat):
+            table = Table(title=title)
+            for i, col in enumerate(header):
+                table.add_column(col, justify="left" if i in (0, len(header) - 1) else "right")
+            for row in rows:
                 table.add_row(*row)
             console.print(table)
         for note in _notes(fr):
