@@ -396,8 +396,8 @@ class GroupHints:
     to follow ahead: when a symbol node of a group so named is read, the members it lists under those names
     (looked up in the group's local heap) are left alone; their blocks are read when HDF5 reads the member,
     which then hints as usual. A group's name is looked up in its parent's heap (at its entry in the parent's
-    symbol node, which HDF5 read to get there); a symbol node of a listed group waits until its own names are cached (HDF5 reads them to look a member
-    up); a group whose name is not known is followed whole.
+    symbol node, which HDF5 read to get there); a symbol node of a listed group waits until its own names are
+    cached (HDF5 reads them to look a member up); a group whose name is not known is followed whole.
 
     ``deeper`` (``{group name: levels}``) names groups to follow further: when HDF5 looks into one (reads its
     symbol node), its members are followed ``levels`` group levels down instead of ``levels``, with the data of

@@ -721,7 +721,8 @@ def _decodable_filters(ds: h5py.Dataset) -> tuple[int, ...] | None:
     return filters if filters in ((), (DEFLATE_FILTER,), (SHUFFLE_FILTER,), (SHUFFLE_FILTER, DEFLATE_FILTER)) else None
 
 
-def _decode_chunk(data: bytes, mask: int, filters: tuple[int, ...], dtype: np.dtype, shape: tuple[int, ...]) -> np.ndarray:
+def _decode_chunk(data: bytes, mask: int, filters: tuple[int, ...], dtype: np.dtype,
+                  shape: tuple[int, ...]) -> np.ndarray:
     """One stored chunk as the array HDF5 would return: inflated, then un-shuffled (each filter unless the chunk's
     filter mask says it was skipped), shaped as a whole chunk."""
     for index in reversed(range(len(filters))):
