@@ -313,6 +313,24 @@ def test_benchmark_every_member_phase(session_nwb):
     assert refused.returncode == 2 and "not an executable" in refused.stderr
 
 
+def test_stream_benchmark_smoke(experiment_nwb):
+    """benchmarks/stream.py runs end to end (moto server, proxy, cold and warm vbo) and counts every job's GETs.
+
+    The other tools need the ``bench`` extra; vbo's rows need only the test one. Bounded: a 3 ms link.
+    """
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "stream.py"), str(experiment_nwb), "--tools",
+                           "vbo,vbo (warm)", "--rtt-ms", "3", "--mb-per-s", "500", "--cell", "0", "--markdown"],
+                          capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr
+    rows = {line.split("|")[1].strip(): [c.strip() for c in line.strip("|").split("|")]
+            for line in proc.stdout.splitlines() if line.startswith("| ") and not line.startswith("| job")}
+    assert set(rows) == {"open + metadata", "trials + presentations", "dff_traces", "one cell's dF/F"}, proc.stdout
+    assert "error" not in proc.stdout, proc.stdout
+    opened = rows["open + metadata"]  # job, 2 times, 2 GET counts, 2 MB, 2 targets
+    assert int(opened[3]) > 0 and "≤ 10 GETs" in opened[7], opened
+    assert all(float(row[1]) > 0 and int(row[3]) >= 0 for row in rows.values()), rows
+
+
 def test_analysis_modules_are_reachable_from_a_plain_import():
     """`import vbo` stays light; `vbo.population`, `vbo.behavior`, … are imported on first use."""
     code = (
