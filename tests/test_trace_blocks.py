@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import threading
+import time
+
 import h5py
 import numpy as np
 import pytest
@@ -98,6 +101,38 @@ def test_chunks_decoded_in_threads_equal_hdf5s_decoding(tmp_path, monkeypatch, f
         picks = np.array([12, 0, 5, 5, 7])  # any order, a column twice, chunks partly wanted
         np.testing.assert_array_equal(nwb.read_transposed(f["d"], picks), data.T[picks])
     assert bool(decoded) == (not filters.get("fletcher32"))
+
+
+@pytest.mark.parametrize("filters", [dict(compression="gzip"), dict(compression="gzip", fletcher32=True)])
+def test_a_streamed_read_faults_the_result_in_before_writing_it(tmp_path, monkeypatch, filters):
+    """A streamed read (one with a prefetch callback) touches the result's pages in a thread while the first
+    chunks are on their way, and places no chunk before that thread is done: vbo's chunk path and, for a
+    pipeline it leaves to HDF5 (a checksum), the slab path. A local read starts no such thread."""
+    real_fault_in = nwb._fault_in
+    started = []
+
+    def late_fault_in(out):  # finishes after the first chunks are read: a write before the join is overwritten
+        def touch():
+            time.sleep(0.2)
+            out.fill(-7)
+
+        thread = threading.Thread(target=touch)
+        thread.start()
+        started.append(thread)
+        return thread
+
+    monkeypatch.setattr(nwb, "_fault_in", late_fault_in)
+    data = np.random.default_rng(3).random((120, 9))
+    with h5py.File(tmp_path / "x.h5", "w") as f:
+        f.create_dataset("d", data=data, chunks=(30, 4), **filters)
+    with h5py.File(tmp_path / "x.h5", "r") as f:
+        np.testing.assert_array_equal(nwb.read_transposed(f["d"], prefetch=lambda ranges: None), data.T)
+        assert len(started) == 1 and not started[0].is_alive()
+        np.testing.assert_array_equal(nwb.read_transposed(f["d"]), data.T)
+        assert len(started) == 1
+    fresh = np.empty((3, 5000), dtype=np.float32)
+    real_fault_in(fresh).join()
+    assert not fresh.reshape(-1).view(np.uint8)[::nwb.PAGE_BYTES].any()  # a byte of every page written
 
 
 def test_a_chunk_stored_unfiltered_and_unwritten_chunks(tmp_path, monkeypatch):
