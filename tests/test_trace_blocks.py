@@ -84,6 +84,30 @@ def test_read_transposed_prefetches_exactly_the_chunks_it_reads(tmp_path, monkey
     assert set(flat) == needed
 
 
+def test_a_streamed_trace_read_asks_for_its_first_wave_in_doubling_pieces(tmp_path, monkeypatch):
+    """The first window of a streamed read goes out as pieces of about 4, 8, 16 ... kB (here), so the first
+    chunks come back after one small response; later top-ups are one call each; every chunk is asked for once."""
+    monkeypatch.setattr(nwb, "FIRST_PIECE_BYTES", 4_000)
+    before = np.arange(0, 101) * 1_000  # 100 chunks of 1 kB
+    assert nwb._doubling_pieces(before, 0, 100) == [(0, 4), (4, 12), (12, 28), (28, 60), (60, 100)]
+    assert nwb._doubling_pieces(before, 0, 1) == [(0, 1)]
+    data = np.random.default_rng(4).random((2000, 12))
+    with h5py.File(tmp_path / "x.h5", "w") as f:
+        f.create_dataset("d", data=data, chunks=(50, 3))  # 160 chunks of 1,200 bytes
+    asked: list[list[tuple[int, int]]] = []
+    with h5py.File(tmp_path / "x.h5", "r") as f:
+        np.testing.assert_array_equal(nwb.read_transposed(f["d"], prefetch=asked.append, prefetch_window=60_000),
+                                      data.T)
+        chunks = {(start, start + size) for _, start, size in nwb.chunk_ranges(f["d"])}
+    sizes = [sum(b - a for a, b in call) for call in asked]
+    for k, size in enumerate(sizes[:4]):  # the first wave: 60 kB in pieces of at most 4, 8, 16, 32 kB
+        assert 4_000 * 2 ** k - 1_200 < size <= 4_000 * 2 ** k, sizes
+    assert sum(sizes[:5]) == 60_000  # the window (50 chunks): its last piece is what is left of it
+    assert all(size <= 60_000 // 8 + 2 * 1_200 for size in sizes[5:])  # then top-ups of about an eighth
+    flat = [r for call in asked for r in call]
+    assert len(flat) == len(set(flat)) and set(flat) == chunks
+
+
 @pytest.mark.parametrize("filters", [dict(compression="gzip", shuffle=True), dict(compression="gzip"),
                                      dict(shuffle=True), {}, dict(compression="gzip", fletcher32=True)])
 @pytest.mark.parametrize("dtype", [np.float64, np.int16, np.uint8])

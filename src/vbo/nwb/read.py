@@ -800,13 +800,14 @@ def _read_chunks_transposed(ds: h5py.Dataset, out: np.ndarray, keep: np.ndarray 
     pending = []
     with ThreadPoolExecutor(max_workers=DECODE_WORKERS, thread_name_prefix="vbo-decode") as pool:
         for i, (offset, _, _) in enumerate(wanted):
-            # keep ``window`` bytes ahead in flight, topped up by at least an eighth of it at a time; half of it
-            # until the first eighth has arrived, so that the second half is asked for while the first is still
-            # coming (the link never idles between two waves that all end together)
-            ahead = window if before[i] >= window // 8 else window // 2
-            if prefetch is not None and scheduled < len(wanted) and before[scheduled] - before[i] < ahead * 7 // 8:
-                stop = max(i + 1, int(np.searchsorted(before, before[i] + ahead, side="right")) - 1)
-                prefetch([(start, start + size) for _, start, size in wanted[scheduled:stop]])
+            # keep ``window`` bytes ahead in flight, topped up by at least an eighth of it at a time; the first
+            # wave in doubling pieces, so that the first chunks arrive (and decoding starts) after about one round
+            # trip, and the top-ups go out while the rest of the wave is still coming
+            if prefetch is not None and scheduled < len(wanted) and before[scheduled] - before[i] < window * 7 // 8:
+                stop = max(i + 1, int(np.searchsorted(before, before[i] + window, side="right")) - 1)
+                pieces = _doubling_pieces(before, scheduled, stop) if scheduled == 0 else [(scheduled, stop)]
+                for lo, hi in pieces:
+                    prefetch([(start, start + size) for _, start, size in wanted[lo:hi]])
                 scheduled = stop
             try:
                 mask, data = ds.id.read_direct_chunk(offset)
@@ -821,6 +822,21 @@ def _read_chunks_transposed(ds: h5py.Dataset, out: np.ndarray, keep: np.ndarray 
         for future in pending:
             _finish(future, ds)
     return True
+
+
+FIRST_PIECE_BYTES = 256 * 1024  # the first piece of a streamed trace read; each next piece is twice as large
+
+
+def _doubling_pieces(before: np.ndarray, first: int, stop: int) -> list[tuple[int, int]]:
+    """Chunks ``first..stop`` (``before[i]``: stored bytes before chunk ``i``) cut into ``(lo, hi)`` pieces of about
+    :data:`FIRST_PIECE_BYTES`, then twice, four times ... as many bytes: requested at once, the small ones arrive
+    first, so a reader that waits for the first chunk waits for one small response, not for the whole wave."""
+    pieces, lo, size = [], first, FIRST_PIECE_BYTES
+    while lo < stop:
+        hi = min(stop, max(lo + 1, int(np.searchsorted(before, before[lo] + size, side="right")) - 1))
+        pieces.append((lo, hi))
+        lo, size = hi, 2 * size
+    return pieces
 
 
 def _finish(future, ds: h5py.Dataset) -> None:
