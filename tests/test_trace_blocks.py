@@ -108,6 +108,30 @@ def test_a_streamed_trace_read_asks_for_its_first_wave_in_doubling_pieces(tmp_pa
     assert len(flat) == len(set(flat)) and set(flat) == chunks
 
 
+@pytest.mark.parametrize("columns", [None, np.array([5]), np.array([7, 2])])
+def test_a_streamed_contiguous_trace_read_prefetches_its_rows_ahead(tmp_path, columns):
+    """Released trace tables are stored contiguous (rows one after the other, uncompressed): a streamed read asks
+    for each slab's byte span ahead (the rows it reads, from its first wanted value to its last), each span at
+    most a quarter of the window, at most a window ahead; together exactly the bytes from the first wanted value
+    to the last."""
+    data = np.random.default_rng(5).random((3000, 9))
+    with h5py.File(tmp_path / "x.h5", "w") as f:
+        f.create_dataset("d", data=data)
+    asked: list[list[tuple[int, int]]] = []
+    with h5py.File(tmp_path / "x.h5", "r") as f:
+        ds = f["d"]
+        out = nwb.read_transposed(ds, columns, prefetch=asked.append, prefetch_window=40_000)
+        offset = ds.id.get_offset()
+    np.testing.assert_array_equal(out, data.T if columns is None else data.T[columns])
+    spans = sorted(r for call in asked for r in call)
+    lo, hi = (0, 9) if columns is None else (columns.min(), columns.max() + 1)
+    assert spans[0][0] == offset + lo * 8 and spans[-1][1] == offset + 2999 * 72 + hi * 8
+    assert all(b - a <= 40_000 // 4 for a, b in spans) and len(spans) > 4
+    rows = [((a - offset) // 72, (b - offset - 1) // 72) for a, b in spans]  # first and last row of each span
+    assert all(r[0] == previous[1] + 1 for previous, r in zip(rows, rows[1:]))  # every row once, in order
+    assert all(sum(b - a for a, b in call) <= 40_000 for call in asked[1:])
+
+
 @pytest.mark.parametrize("filters", [dict(compression="gzip", shuffle=True), dict(compression="gzip"),
                                      dict(shuffle=True), {}, dict(compression="gzip", fletcher32=True)])
 @pytest.mark.parametrize("dtype", [np.float64, np.int16, np.uint8])

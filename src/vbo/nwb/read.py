@@ -689,13 +689,20 @@ def read_transposed(ds: h5py.Dataset, columns: np.ndarray | None = None, *,
         return out
     lo_col, hi_col = (0, n_columns) if keep is None else (int(keep.min()), int(keep.max()) + 1)
     faulting = _fault_in(out) if prefetch is not None else None  # streamed: while the first bytes arrive
-    if _read_chunks_transposed(ds, out, keep, lo_col, hi_col, prefetch, prefetch_window, faulting):
+    filters = _decodable_filters(ds) if hasattr(ds.id, "read_direct_chunk") else None
+    stored = chunk_ranges(ds) if filters is not None or prefetch is not None else []  # one walk of the index
+    if filters is not None and _read_chunks_transposed(ds, out, keep, lo_col, hi_col, filters, stored, prefetch,
+                                                       prefetch_window, faulting):
         return out
     picked = None if keep is None else keep - lo_col
     width = hi_col - lo_col
     chunk_rows = ds.chunks[0] if ds.chunks else 1
     step = max(chunk_rows, SLAB_BYTES // max(1, width * ds.dtype.itemsize) // chunk_rows * chunk_rows)
-    ahead = _SlabPrefetcher(ds, step, lo_col, hi_col, prefetch, prefetch_window) if prefetch else None
+    ahead = None
+    if prefetch is not None:
+        if ds.chunks is None:  # streamed contiguous rows: a slab spans whole rows, at most a quarter of the window
+            step = max(1, min(step, prefetch_window // 4 // (n_columns * ds.dtype.itemsize)))
+        ahead = _SlabPrefetcher(_slab_ranges(ds, stored, step, lo_col, hi_col), prefetch, prefetch_window)
     # two slabs: HDF5 reads the next one while a thread transposes the last into the result (numpy's copy
     # releases the GIL)
     slabs = [np.empty((min(step, n_rows), width), dtype=ds.dtype) for _ in range(2)]
@@ -759,20 +766,19 @@ def _decode_chunk(data: bytes, mask: int, filters: tuple[int, ...], dtype: np.dt
 
 
 def _read_chunks_transposed(ds: h5py.Dataset, out: np.ndarray, keep: np.ndarray | None, lo_col: int, hi_col: int,
+                            filters: tuple[int, ...], stored: list[tuple[tuple[int, ...], int, int]],
                             prefetch: Callable[[list[tuple[int, int]]], Any] | None, window: int,
                             faulting: threading.Thread | None = None) -> bool:
-    """Fill ``out`` (columns × rows) from the stored chunks of ``ds`` between stored columns ``lo_col`` and
-    ``hi_col``: HDF5 reads each chunk's bytes (``read_direct_chunk``, in file order) and threads inflate and
-    un-shuffle them (:data:`DECODE_WORKERS`), so decoding runs on every core and, for a streamed file, while
-    the next chunks arrive (``prefetch`` is called with byte ranges up to ``window`` bytes ahead); ``faulting``
-    (:func:`_fault_in`) is joined before the first chunk is placed. False (and ``out`` untouched by this) if the
-    dataset's storage is not one this can decode, or a chunk was never written."""
-    filters = _decodable_filters(ds)
-    if filters is None or not hasattr(ds.id, "read_direct_chunk"):
-        return False
+    """Fill ``out`` (columns × rows) from the ``stored`` chunks (:func:`chunk_ranges`) of ``ds``, whose
+    ``filters`` vbo decodes (:func:`_decodable_filters`), between stored columns ``lo_col`` and ``hi_col``: HDF5
+    reads each chunk's bytes (``read_direct_chunk``, in file order) and threads inflate and un-shuffle them
+    (:data:`DECODE_WORKERS`), so decoding runs on every core and, for a streamed file, while the next chunks
+    arrive (``prefetch`` is called with byte ranges up to ``window`` bytes ahead); ``faulting`` (:func:`_fault_in`)
+    is joined before the first chunk is placed. False (and ``out`` untouched by this) if a chunk was never
+    written."""
     chunk_rows, chunk_cols = ds.chunks
     n_rows, n_columns = ds.shape
-    wanted = [c for c in chunk_ranges(ds) if c[0][1] + chunk_cols > lo_col and c[0][1] < hi_col]
+    wanted = [c for c in stored if c[0][1] + chunk_cols > lo_col and c[0][1] < hi_col]
     expected = -(-n_rows // chunk_rows) * ((hi_col - 1) // chunk_cols - lo_col // chunk_cols + 1)
     if len(wanted) != expected:
         return False  # unwritten chunks hold the fill value: left to HDF5
@@ -848,18 +854,35 @@ def _finish(future, ds: h5py.Dataset) -> None:
                                                             f"chunk): {err}") from None
 
 
-class _SlabPrefetcher:
-    """Schedules the chunk byte ranges of coming slabs, keeping at most ``window`` bytes ahead."""
+def _slab_ranges(ds: h5py.Dataset, stored: list[tuple[tuple[int, ...], int, int]], step: int, lo_col: int,
+                 hi_col: int) -> list[list[tuple[int, int]]]:
+    """The byte ranges each slab of ``step`` rows of a 2-D dataset reads between stored columns ``lo_col`` and
+    ``hi_col``: its ``stored`` chunks (:func:`chunk_ranges`) that hold those columns, or for contiguous storage
+    the span from the slab's first wanted value to its last (rows are stored one after the other); ``[]`` for
+    data never written."""
+    if ds.chunks is None:
+        offset = ds.id.get_offset()
+        if offset is None:
+            return []
+        item, n_rows = ds.dtype.itemsize, ds.shape[0]
+        row_bytes = ds.shape[1] * item
+        return [[(offset + lo * row_bytes + lo_col * item, offset + (min(n_rows, lo + step) - 1) * row_bytes
+                  + hi_col * item)] for lo in range(0, n_rows, step)]
+    chunk_cols = ds.chunks[1]
+    by_slab: dict[int, list[tuple[int, int]]] = {}
+    for offset, start, size in stored:
+        if offset[1] + chunk_cols > lo_col and offset[1] < hi_col:
+            by_slab.setdefault(offset[0] // step, []).append((start, start + size))
+    return [sorted(by_slab.get(i, [])) for i in range(max(by_slab, default=-1) + 1)]
 
-    def __init__(self, ds: h5py.Dataset, step: int, lo_col: int, hi_col: int,
-                 prefetch: Callable[[list[tuple[int, int]]], Any], window: int):
-        chunk_cols = ds.chunks[1] if ds.chunks else ds.shape[1]
-        by_slab: dict[int, list[tuple[int, int]]] = {}
-        for offset, start, size in chunk_ranges(ds):
-            if offset[1] + chunk_cols > lo_col and offset[1] < hi_col:
-                by_slab.setdefault(offset[0] // step, []).append((start, start + size))
-        self.slabs = [sorted(by_slab.get(i, [])) for i in range(max(by_slab, default=-1) + 1)]
-        self.prefetch, self.window = prefetch, window
+
+class _SlabPrefetcher:
+    """Schedules the byte ranges of coming slabs (``slabs[i]``: those slab ``i`` reads, :func:`_slab_ranges`),
+    keeping at most ``window`` bytes ahead."""
+
+    def __init__(self, slabs: list[list[tuple[int, int]]], prefetch: Callable[[list[tuple[int, int]]], Any],
+                 window: int):
+        self.slabs, self.prefetch, self.window = slabs, prefetch, window
         self.next = 0  # first slab not yet scheduled
 
     def advance(self, current: int) -> None:
