@@ -496,6 +496,31 @@ def test_a_planned_open_still_checks_every_block(server, client, proxy, tmp_path
 
 
 
+def test_a_planned_open_fetches_spread_blocks_as_small_parallel_requests(server, client, proxy, tmp_path):
+    """A planned open whose blocks lie far apart (a release-storage file keeps them in ~15 places) fetches each
+    place in a request of its own, in one parallel round, rather than merging distant ones into long requests
+    that fetch the gaps; places at most ``OPEN_JOIN_GAP`` apart share a request."""
+    from vbo.source.remote import OPEN_JOIN_GAP
+
+    data = random.Random(9).randbytes(8_000_000)
+    version = server.put(BUCKET, "plan/spread.bin", data)
+    offsets = [500_000 * i + 20_000 for i in range(1, 15)] + [500_000 + 20_000 + OPEN_JOIN_GAP - 16_384]
+    options = dict(block_size=16_384, digest_dir=tmp_path, tail_bytes=0, fetch_bytes=16_384)
+    with open_remote((BUCKET, "plan/spread.bin"), version, client, **options) as f:  # the open reads these
+        for offset in offsets:
+            f.seek(offset)
+            assert f.read(100) == data[offset:offset + 100]
+    proxy.clear()
+    with open_remote((BUCKET, "plan/spread.bin"), version, client, **options) as f:
+        for offset in offsets:
+            f.seek(offset)
+            assert f.read(100) == data[offset:offset + 100]
+        assert f.misses == 0  # every block came with the planned round
+    ranges = [r.range for r in proxy.requests(method="GET", match="plan/spread.bin")]
+    assert len(ranges) == 14  # 15 places, two of them less than OPEN_JOIN_GAP apart: one request
+    assert f.bytes_transferred <= 15 * 16_384 + OPEN_JOIN_GAP  # the planned blocks, not the gaps between
+
+
 def _read_phases(f, phases: dict[str, list[int]], data: bytes) -> None:
     """Read the first 100 bytes (the open), then 100 bytes at each offset of each phase, in order."""
     assert f.read(100) == data[:100]

@@ -29,7 +29,10 @@ PLAN_MERGE_GAP = 1 << 20  # a planned round fetches gaps up to this size rather 
 PLAN_REQUEST_BYTES = 512 * 1024  # ... in requests of at most this size, in parallel
 NEXT_PHASE_BYTES = 1 << 20  # the open also fetches the plans of the phases that followed it, up to this much
 FOLLOWING_PHASE_BYTES = 6 << 20  # ... and a member's round those of the members that followed it, up to this much
-OPEN_MAX_REQUESTS = 10  # the planned open round merges its closest runs down to this many requests
+# the planned open round fetches gaps up to this size rather than add a request, and no larger ones: its requests
+# run in parallel, and a request grown past a connection's first window (≈ 256 KiB) costs another round trip
+# (a release-storage file keeps the open's blocks in ~15 places across 1.1 GB)
+OPEN_JOIN_GAP = 192 * 1024
 OPEN_PHASE = "open"
 
 
@@ -162,42 +165,45 @@ class RemoteFile(io.RawIOBase):
         """Fetch the planned blocks of ``phase`` and, one step ahead, the (few) blocks of the phases that came
         right after it before (e.g. ``metadata`` after the open, the stimulus presentations after the trials;
         see :meth:`_following_blocks`), so that the next member costs no round trip of its own. The open's round
-        is at most :data:`OPEN_MAX_REQUESTS` requests (its closest runs merged to fit)."""
+        joins its blocks across gaps of at most :data:`OPEN_JOIN_GAP`, a member's across :data:`PLAN_MERGE_GAP`."""
         blocks = self.plan.blocks(phase)
         self._planned = bool(blocks)  # the plan knows what this phase reads: no read hints meanwhile
         blocks = blocks + self._following_blocks(phase, blocks)
         if blocks:
             bs = self.block_size
-            self.prefetch([(b * bs, (b + 1) * bs) for b in sorted(blocks)], merge_gap=PLAN_MERGE_GAP,
-                          request_bytes=PLAN_REQUEST_BYTES,
-                          max_requests=OPEN_MAX_REQUESTS if phase == OPEN_PHASE else None)
+            self.prefetch([(b * bs, (b + 1) * bs) for b in sorted(blocks)], merge_gap=self._join_gap(phase),
+                          request_bytes=PLAN_REQUEST_BYTES)
+
+    @staticmethod
+    def _join_gap(phase: str) -> int:
+        """Bytes between two planned blocks of ``phase`` fetched rather than split into two requests."""
+        return OPEN_JOIN_GAP if phase == OPEN_PHASE else PLAN_MERGE_GAP
 
     def _following_blocks(self, phase: str, blocks: list[int]) -> list[int]:
         """The planned blocks of the phases that followed ``phase`` before, most recent first, to fetch in the
         round of ``blocks`` (the planned blocks of ``phase``). One step only: a phase fetched ahead by another
         phase's round fetches none ahead itself, so a round never runs on into the phases after the next. Capped:
         a following phase is skipped if it would take the extra blocks past :data:`NEXT_PHASE_BYTES` (the open)
-        or :data:`FOLLOWING_PHASE_BYTES` (a member), or a member's round past one parallel wave (``parallel``
-        requests: a bulk phase's plan, e.g. the chunk-index nodes of a trace table, takes more); the open merges
-        its runs down to :data:`OPEN_MAX_REQUESTS` instead."""
+        or :data:`FOLLOWING_PHASE_BYTES` (a member), or the round past one parallel wave (``parallel`` requests: a
+        bulk phase's plan, e.g. the chunk-index nodes of a trace table, takes more)."""
         if not blocks or phase in self._phases_ahead:
             return []
         own = set(blocks)
         extra: dict[int, None] = {}
-        cap, budget = (NEXT_PHASE_BYTES, None) if phase == OPEN_PHASE else (FOLLOWING_PHASE_BYTES, self.parallel)
+        cap = NEXT_PHASE_BYTES if phase == OPEN_PHASE else FOLLOWING_PHASE_BYTES
         for following in self.plan.next_phases(phase):
             more = dict.fromkeys(b for b in self.plan.blocks(following) if b not in own and b not in extra)
             if (len(extra) + len(more)) * self.block_size > cap:
                 continue
-            if budget is not None and self._planned_requests([*blocks, *extra, *more]) > budget:
+            if self._planned_requests([*blocks, *extra, *more], self._join_gap(phase)) > self.parallel:
                 continue
             extra.update(more)
             self._phases_ahead.add(following)
         return list(extra)
 
-    def _planned_requests(self, blocks: list[int]) -> int:
-        """How many requests a planned round of ``blocks`` makes, without a request budget."""
-        runs = _merged_runs(sorted(set(blocks)), PLAN_MERGE_GAP // self.block_size, None)
+    def _planned_requests(self, blocks: list[int], join_gap: int) -> int:
+        """How many requests a planned round of ``blocks`` makes, joined across gaps of ``join_gap`` bytes."""
+        runs = _merged_runs(sorted(set(blocks)), join_gap // self.block_size, None)
         return len(_cut_runs(runs, max(1, PLAN_REQUEST_BYTES // self.block_size), None))
 
     @contextmanager
