@@ -373,13 +373,13 @@ def _nested_file(path, pad: int, member_pad: int = 0) -> dict[str, int]:
         return _addresses(f)
 
 
-def _hinted_looking_into_outer(path, **options) -> list[tuple[int, int]]:
-    """The ranges a GroupHints asks for while h5py lists /outer (reads its symbol node, not its members'),
+def _hinted_looking_into_outer(path, group: str = "outer", **options) -> list[tuple[int, int]]:
+    """The ranges a GroupHints asks for while h5py lists ``group`` (reads its symbol node, not its members'),
     everything asked arriving at once and being followed."""
     raw = path.read_bytes()
     logged = LoggedBytes(raw)
     with h5py.File(logged, "r") as f:
-        list(f["outer"])
+        list(f[group])
     have: list[tuple[int, int]] = []
     hints = GroupHints(lambda start, stop: raw[start:stop] if any(a <= start and stop <= b for a, b in have)
                        else None, merge_gap=0, **options)
@@ -419,6 +419,29 @@ def test_a_group_named_deeper_is_fetched_whole_in_one_range(tmp_path):
 
     assert one_range_covers_all(pad=20_000)  # 0.6 MB: its structures and small data in one round
     assert not one_range_covers_all(pad=400_000)  # 13 MB: more than DEEPER_SPAN_BYTES, followed piece by piece
+
+
+def test_a_member_named_inside_does_not_end_a_siblings_extent(tmp_path):
+    """pynwb gives ``/specifications`` its header before the last interval table's columns are written: named in
+    ``inside`` for its parent, it does not end ``/intervals``' extent, which then reaches the next member."""
+    path = tmp_path / "inside.h5"
+    with h5py.File(path, "w") as f:
+        for g in range(3):
+            f.create_dataset(f"top/outer/g{g}/d", data=np.arange(8.0), chunks=True, maxshape=(None,))
+        f.create_group("top/spec")  # its header lies before the last member's
+        f.create_dataset("top/outer/g3/d", data=np.arange(8.0), chunks=True, maxshape=(None,))
+        f.create_dataset("top/after/x", data=np.zeros(1000))
+    with h5py.File(path, "r") as f:
+        addresses = _addresses(f)
+    assert addresses["top/outer"] < addresses["top/spec"] < addresses["top/outer/g3/d"] < addresses["top/after"]
+
+    def whole(**inside):  # one range from the group's header to its last member's
+        ranges = _hinted_looking_into_outer(path, "top/outer", deeper={"outer": 2}, **inside)
+        return any(lo <= addresses["top/outer"] and addresses["top/outer/g3/d"] + 16 <= hi for lo, hi in ranges)
+
+    assert not whole()
+    assert whole(inside={"top": {"spec"}})
+    assert not whole(inside={"top": {"other"}}) and not whole(inside={"elsewhere": {"spec"}})
 
 
 # --- on a streamed file ------------------------------------------------------------------------------

@@ -228,6 +228,9 @@ NOT_PREFETCHED = {OPHYS.rsplit("/", 1)[1]: frozenset(path.split("/")[3] for path
 # fetches the subject's and the imaging plane's small datasets, which HDF5 keeps MBs away (in the block of
 # small data it had open when they were written), for the metadata read next
 PREFETCHED_DEEPER = {INTERVALS.rsplit("/", 1)[1]: 2, GENERAL.rsplit("/", 1)[1]: 3}
+# root members whose header the writer places inside an earlier member's extent (docs/format.md §13.6): the cached
+# schemas, written before the last interval table's columns; they do not end the interval tables' extent
+INSIDE_EXTENTS = {"/": frozenset({SPECIFICATIONS.rsplit("/", 1)[1]})}
 
 # --- stored kinds of table columns, checked on read (a text "True" must not pass for a boolean) -----
 TRIAL_BOOLEAN_COLUMNS = ("aborted", "auto_rewarded", "catch", "correct_reject", "false_alarm", "go", "hit",

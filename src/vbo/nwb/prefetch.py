@@ -403,17 +403,23 @@ class GroupHints:
     symbol node), its members are followed ``levels`` group levels down instead of ``levels``, with the data of
     their small datasets (table columns), and the extent of the group (from its header to its parent's next
     member, at most :data:`DEEPER_SPAN_BYTES`) is fetched in the same round.
+
+    ``inside`` (``{group name: member names}``) names members whose header a writer may place inside an earlier
+    sibling's extent (pynwb's cached schemas, ``/specifications``, lie between the interval tables' headers and
+    the last of their columns): they do not end a sibling's extent.
     """
 
     def __init__(self, cached: Callable[[int, int], bytes | None], levels: int = 1, window: int = 0,
                  merge_gap: int = MERGE_GAP, skip: Mapping[str, Collection[str]] | None = None,
-                 deeper: Mapping[str, int] | None = None):
+                 deeper: Mapping[str, int] | None = None, inside: Mapping[str, Collection[str]] | None = None):
         self.cached, self.levels, self.window, self.merge_gap = cached, int(levels), int(window), int(merge_gap)
         self.skip = dict(skip or {})
         self.deeper = dict(deeper or {})
+        self.inside = dict(inside or {})
         self._heap_of: dict[int, int] = {}  # a group's B-tree node or symbol node -> the group's heap header
         self._entry_of: dict[int, tuple[int, int]] = {}  # a group's heap -> its parent's heap, its name's offset
-        self._extent_of: dict[int, tuple[int, int]] = {}  # a group's heap -> its header, its next sibling's header
+        # a group's heap -> its header, and the later siblings' headers with their names' offsets in the parent's heap
+        self._extent_of: dict[int, tuple[int, list[tuple[int, int]]]] = {}
         self._followed: dict[int, int] = {}  # address -> group levels it was followed with
         self._waiting: dict[int, Pointer] = {}  # not cached when last looked at: followed once it is
         self._asked: set[int] = set()  # addresses returned for fetching before
@@ -503,7 +509,7 @@ class GroupHints:
                 self._below_deeper.update(p[0] for p in found)
             if deeper and found and address not in self._spanned:  # its blocks lie together: all in this round
                 self._spanned.add(address)
-                lo, hi = self._extent(address, found)
+                lo, hi = self._extent(address, found, file_size)
                 if hi - lo <= DEEPER_SPAN_BYTES:
                     self._spans.append((lo, min(file_size, hi)))
             if kind == "snod" and self.skip and found:
@@ -537,8 +543,7 @@ class GroupHints:
             for header, _, heap in members:
                 if heap and header in offsets:
                     self._entry_of[heap] = (self._heap_of[address], offsets[header])
-                    after = [h for h in headers if h > header]
-                    self._extent_of[heap] = (header, after[0] if after else file_size)
+                    self._extent_of[heap] = (header, [(h, offsets.get(h, -1)) for h in headers if h > header])
 
     def _names(self, heap: int, file_size: int) -> bytes | None:
         """The data segment of the local heap whose header is at ``heap`` (the names of its group's members),
@@ -563,18 +568,29 @@ class GroupHints:
         skipped |= {a for header, btree, heap_at in members if header in skipped for a in (btree, heap_at) if a}
         return [pointer for pointer in found if pointer[0] not in skipped]
 
-    def _extent(self, address: int, found: list[Pointer]) -> tuple[int, int]:
+    def _extent(self, address: int, found: list[Pointer], file_size: int) -> tuple[int, int]:
         """Where the blocks of the group whose symbol node is at ``address`` (naming ``found``) lie: from its
         header to the header of the next member of its parent in the file (a writer writes a group's members
-        after it and before its next sibling); else the span of ``found``."""
+        after it and before its next sibling; a sibling the parent lists in ``inside`` does not count); else the
+        span of ``found``."""
         lo, hi = min(p[0] for p in found), max(p[0] for p in found) + max(self.window, 1)
-        header, after = self._extent_of.get(self._heap_of.get(address, 0), (lo, hi))
+        heap = self._heap_of.get(address, 0)
+        if heap not in self._extent_of:
+            return lo, hi
+        header, later = self._extent_of[heap]
+        parent = self._entry_of[heap][0]
+        inside = self.inside.get(self._heap_group_name(parent, file_size) or "", ())
+        names = self._names(parent, file_size) if inside else None
+        after = next((h for h, at in later if heap_name(names, at) not in inside), file_size)
         return (min(lo, header), max(hi, after)) if header <= lo else (lo, hi)
 
     def _group_name(self, address: int, file_size: int) -> str | None:
         """The name of the group whose symbol node (or B-tree node) is at ``address``, if known: looked up in its
         parent's heap at its entry in the parent's symbol node (both read on the way here)."""
-        heap = self._heap_of.get(address, 0)
+        return self._heap_group_name(self._heap_of.get(address, 0), file_size)
+
+    def _heap_group_name(self, heap: int, file_size: int) -> str | None:
+        """The name of the group whose local heap is at ``heap``, if known (see :meth:`_group_name`)."""
         if heap and heap == self._root_heap:
             return ROOT_NAME
         parent, offset = self._entry_of.get(heap, (0, 0))
