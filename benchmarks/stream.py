@@ -22,9 +22,9 @@ in a new process with the read plans and digests the cold run left (a second ses
 version; run it after "vbo"); pynwb on remfile; and lazynwb (which also reads through remfile over HTTP).
 The proxy forwards a response in pieces of 256 KiB, each crossing the link (half an RTT) before the next is
 read, so one connection carries at most a few MB/s and parallel requests share the link. The response's head
-travels in its first piece, with the first body bytes (as on a real link: a small response is one crossing). Targets (printed,
-never asserted): open + metadata in ≤ 10 requests and ≤ 1 s; dff_traces at ≥ 70 % of the link's bandwidth;
-≥ 3× faster than the best other tool.
+travels in its first piece, with the first body bytes (as on a real link: a small response is one crossing).
+Targets (printed, never asserted): open + metadata in ≤ 10 requests and ≤ 1 s; dff_traces at ≥ 70 % of the
+link's bandwidth; ≥ 3× faster than the best other tool.
 """
 
 from __future__ import annotations

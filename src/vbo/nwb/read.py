@@ -671,9 +671,10 @@ def read_transposed(ds: h5py.Dataset, columns: np.ndarray | None = None, *,
     columns
         Stored columns to keep, in the wanted order (default all, in stored order).
     prefetch
-        For a streamed file: called with the byte ranges ``[(start, stop), ...]`` of the coming chunks, up to
-        ``prefetch_window`` bytes ahead of the one being decoded, so that the network fetches (in parallel)
-        while they are decompressed (e.g. :meth:`vbo.source.remote.RemoteFile.prefetch`).
+        For a streamed file: called with the byte ranges ``[(start, stop), ...]`` of the coming chunks (of
+        contiguous storage: the coming rows), up to ``prefetch_window`` bytes ahead of those being decoded or
+        read, so that the network fetches (in parallel) meanwhile (e.g.
+        :meth:`vbo.source.remote.RemoteFile.prefetch`).
 
     Returns
     -------
