@@ -381,8 +381,15 @@ def _hinted_looking_into_outer(path, group: str = "outer", **options) -> list[tu
     with h5py.File(logged, "r") as f:
         list(f[group])
     have: list[tuple[int, int]] = []
-    hints = GroupHints(lambda start, stop: raw[start:stop] if any(a <= start and stop <= b for a, b in have)
-                       else None, merge_gap=0, **options)
+
+    def cached(start, stop):  # the bytes if the ranges read and asked for cover them (as cached blocks do)
+        covered = start
+        for a, b in sorted(have):
+            if a <= covered < b:
+                covered = b
+        return raw[start:stop] if covered >= stop else None
+
+    hints = GroupHints(cached, merge_gap=0, **options)
     asked = []
     for at, data in logged.reads:  # replay: each read's bytes and everything hinted so far are there
         have.append((at, at + len(data)))
@@ -442,6 +449,29 @@ def test_a_member_named_inside_does_not_end_a_siblings_extent(tmp_path):
     assert not whole()
     assert whole(inside={"top": {"spec"}})
     assert not whole(inside={"top": {"other"}}) and not whole(inside={"elsewhere": {"spec"}})
+
+
+def test_members_named_in_data_of_are_followed_to_their_data(tmp_path):
+    """pynwb writes the root's small data MBs away from their headers: a dataset that ``data_of`` names for its
+    group (the root by its own name) has its data fetched with its header, when its group is looked into."""
+    from vbo.nwb.prefetch import ROOT_NAME
+
+    path = tmp_path / "root_data.h5"
+    with h5py.File(path, "w") as f:
+        for name in ("start", "other", "inner/start"):  # each one's data far from every header
+            f.create_dataset(f"pad/{name.replace('/', '_')}", data=np.zeros(200_000))
+            f.create_dataset(name, data=np.arange(300.0))
+    with h5py.File(path, "r") as f:
+        data = {name: (f[name].id.get_offset(), f[name].id.get_offset() + 32) for name in ("start", "other",
+                                                                                             "inner/start")}
+
+    def fetched(**options) -> set[str]:
+        ranges = _hinted_looking_into_outer(path, "/", **options)
+        return {name for name, (lo, hi) in data.items() if any(a <= lo and hi <= b for a, b in ranges)}
+
+    assert fetched() == set()
+    assert fetched(data_of={ROOT_NAME: {"start"}}) == {"start"}  # not a sibling's, nor a deeper namesake's
+    assert fetched(data_of={"inner": {"start"}}) == set()  # a group not looked into
 
 
 # --- on a streamed file ------------------------------------------------------------------------------

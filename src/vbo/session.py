@@ -51,7 +51,8 @@ def _hdf5_of(opened: source.OpenedFile) -> h5py.File:
     if opened.remote is not None:
         remote = opened.remote
         remote.read_hint = GroupHints(remote.cached, window=HINT_WINDOW_BYTES, skip=layout.NOT_PREFETCHED,
-                                      deeper=layout.PREFETCHED_DEEPER, inside=layout.INSIDE_EXTENTS)
+                                      deeper=layout.PREFETCHED_DEEPER, inside=layout.INSIDE_EXTENTS,
+                                      data_of=layout.DATA_PREFETCHED)
     try:
         return nwb.open_hdf5(opened.target)
     except BaseException:

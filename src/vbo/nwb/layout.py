@@ -231,6 +231,9 @@ PREFETCHED_DEEPER = {INTERVALS.rsplit("/", 1)[1]: 2, GENERAL.rsplit("/", 1)[1]: 
 # root members whose header the writer places inside an earlier member's extent (docs/format.md §13.6): the cached
 # schemas, written before the last interval table's columns; they do not end the interval tables' extent
 INSIDE_EXTENTS = {"/": frozenset({SPECIFICATIONS.rsplit("/", 1)[1]})}
+# datasets whose small data a streamed open fetches with their header, by group: the session's start, which the
+# metadata reads (pynwb's writer puts the root's small data MBs away from their headers)
+DATA_PREFETCHED = {"/": frozenset({SESSION_START_TIME.lstrip("/")})}
 
 # --- stored kinds of table columns, checked on read (a text "True" must not pass for a boolean) -----
 TRIAL_BOOLEAN_COLUMNS = ("aborted", "auto_rewarded", "catch", "correct_reject", "false_alarm", "go", "hit",

@@ -15,7 +15,7 @@ is one more round trip. Two kinds of hint shorten that chain:
   instead of one round trip each. Pointers are followed as fetched bytes arrive (:meth:`GroupHints.arrived`).
   A group named in ``deeper`` (the interval tables) is followed further down, its datasets of at most 256 KiB
   (table columns) to their data or chunk index and chunks (§13.5), with its whole extent fetched at once
-  (§13.6).
+  (§13.6); a dataset named in ``data_of`` (the session's start) is followed to its data with its header.
 
 A hint only schedules fetches; the bytes are still checked like any others, and a wrong guess costs bytes, not
 correctness. Files in other layouts (object header version 2, compact or dense link storage, 4-byte addresses)
@@ -407,13 +407,19 @@ class GroupHints:
     ``inside`` (``{group name: member names}``) names members whose header a writer may place inside an earlier
     sibling's extent (pynwb's cached schemas, ``/specifications``, lie between the interval tables' headers and
     the last of their columns): they do not end a sibling's extent.
+
+    ``data_of`` (``{group name: member names}``) names datasets followed to their small data whenever their
+    group's symbol node is (the root's ``session_start_time``, whose data a writer keeps MBs from its header); as
+    with ``skip``, the symbol node waits until its members' names are cached.
     """
 
     def __init__(self, cached: Callable[[int, int], bytes | None], levels: int = 1, window: int = 0,
                  merge_gap: int = MERGE_GAP, skip: Mapping[str, Collection[str]] | None = None,
-                 deeper: Mapping[str, int] | None = None, inside: Mapping[str, Collection[str]] | None = None):
+                 deeper: Mapping[str, int] | None = None, inside: Mapping[str, Collection[str]] | None = None,
+                 data_of: Mapping[str, Collection[str]] | None = None):
         self.cached, self.levels, self.window, self.merge_gap = cached, int(levels), int(window), int(merge_gap)
         self.skip = dict(skip or {})
+        self.data_of = dict(data_of or {})
         self.deeper = dict(deeper or {})
         self.inside = dict(inside or {})
         self._heap_of: dict[int, int] = {}  # a group's B-tree node or symbol node -> the group's heap header
@@ -512,8 +518,8 @@ class GroupHints:
                 lo, hi = self._extent(address, found, file_size)
                 if hi - lo <= DEEPER_SPAN_BYTES:
                     self._spans.append((lo, min(file_size, hi)))
-            if kind == "snod" and self.skip and found:
-                found = self._unskipped(address, data, found, file_size)
+            if kind == "snod" and (self.skip or self.data_of) and found:
+                found = self._by_name(address, data, found, file_size)
                 if found is None:  # its members' names are not here yet: followed once they are
                     if len(self._waiting) < MAX_FOLLOWED:
                         self._waiting[address] = (address, kind, size, levels)
@@ -525,7 +531,7 @@ class GroupHints:
     def _note_heaps(self, address: int, kind: str, data: bytes, found: list[Pointer], file_size: int) -> None:
         """Remember the group heap of each B-tree node and symbol node in ``found`` (what ``address`` names) and,
         for a symbol node, where its member groups' names are."""
-        if not (self.skip or self.deeper) or len(self._heap_of) + len(self._entry_of) >= MAX_FOLLOWED:
+        if not (self.skip or self.deeper or self.data_of) or len(self._heap_of) + len(self._entry_of) >= MAX_FOLLOWED:
             return
         if kind == "tree":
             if address in self._heap_of:
@@ -552,18 +558,22 @@ class GroupHints:
         segment = local_heap_data(header, file_size) if header is not None else None
         return self.cached(segment[0], segment[0] + segment[1]) if segment is not None else None
 
-    def _unskipped(self, address: int, data: bytes, found: list[Pointer], file_size: int) -> list[Pointer] | None:
+    def _by_name(self, address: int, data: bytes, found: list[Pointer], file_size: int) -> list[Pointer] | None:
         """``found`` (the members of the symbol node ``data`` at ``address``) without those ``skip`` names for
-        its group; all of them if the group is not listed (or its name not known); None if it is but the names
-        of its members are not cached yet."""
+        its group, the headers of those ``data_of`` names marked to be followed to their small data; ``found`` as
+        is if the group is listed in neither (or its name is not known); None if it is but the names of its
+        members are not cached yet."""
         group = self._group_name(address, file_size)
-        if group not in self.skip:
+        skip, data_of = self.skip.get(group, ()), self.data_of.get(group, ())
+        if not (skip or data_of):
             return found
         names = self._names(self._heap_of[address], file_size)
         if names is None:
             return None
-        skipped = {header for header, at in symbol_node_names(data).items()
-                   if heap_name(names, at) in self.skip[group]}
+        named = {header: heap_name(names, at) for header, at in symbol_node_names(data).items()}
+        if data_of and len(self._below_deeper) < MAX_FOLLOWED:
+            self._below_deeper.update(header for header, name in named.items() if name in data_of)
+        skipped = {header for header, name in named.items() if name in skip}
         members = symbol_node_members(data, file_size) or []
         skipped |= {a for header, btree, heap_at in members if header in skipped for a in (btree, heap_at) if a}
         return [pointer for pointer in found if pointer[0] not in skipped]
