@@ -393,8 +393,14 @@ EXPERIMENT_CASES = [
     Case("dF/F ROI axis does not match rois", "experiment",
          _edit("processing/ophys/dff/traces/data", lambda v: v[:, :-1]),
          {"dff_traces": (MALFORMED, "dff/traces/data")}),
-    # the open checks the interfaces (dff, image_segmentation), not what is in them (docs/format.md §13.5):
-    # a missing trace or cell table is named when read
+    # the open checks what names the session (/general, the root), not the data interfaces under /processing
+    # (docs/format.md §13.5): a missing module, trace or cell table is named when read
+    Case("stimulus module missing", "session", _delete("processing/stimulus"),
+         {"stimulus_timestamps": (MISSING, "processing/stimulus")}),
+    Case("dF/F interface missing", "experiment", _delete("processing/ophys/dff"),
+         {"dff_traces": (MISSING, "processing/ophys/dff")}),
+    Case("segmentation interface missing", "experiment", _delete("processing/ophys/image_segmentation"),
+         {m: (MISSING, "image_segmentation") for m in ("cell_specimen_table", "roi_masks")}),
     Case("dF/F traces missing", "experiment", _delete("processing/ophys/dff/traces"),
          {"dff_traces": (MISSING, "dff/traces")}),
     Case("cell table missing", "experiment", _delete("processing/ophys/image_segmentation/cell_specimen_table"),

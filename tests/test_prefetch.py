@@ -519,12 +519,13 @@ def test_a_cold_streamed_experiment_waits_fewer_times_with_group_hints(server, p
         version = server.put_file(BUCKET, f"{digests}.nwb", experiment_nwb)
         with vbo.BehaviorOphysExperiment.from_nwb_path(
                 f"{proxy.endpoint}/{BUCKET}/{digests}.nwb?versionId={version}") as exp:
-            return exp.metadata, exp.trials, remotes[-1].stalls
+            return exp.metadata, exp.trials, exp.cell_specimen_table, remotes[-1].stalls
 
-    plain_metadata, plain_trials, plain_stalls = run(lambda cached, **kw: btree_children, "plain")
-    metadata, trials, stalls = run(prefetch.GroupHints, "hinted")
+    plain_metadata, plain_trials, plain_cells, plain_stalls = run(lambda cached, **kw: btree_children, "plain")
+    metadata, trials, cells, stalls = run(prefetch.GroupHints, "hinted")
     assert metadata.keys() == plain_metadata.keys()
     pd.testing.assert_frame_equal(trials, plain_trials)
+    pd.testing.assert_frame_equal(cells, plain_cells)
     assert stalls < plain_stalls
 
 

@@ -447,28 +447,38 @@ def test_a_verified_download_is_the_reference_for_streaming(server, client, prox
 # --- read plans: a second read of the same version fetches what the first one needed in one round --------
 
 
-def test_a_second_open_follows_the_read_plan(server, proxy, session_nwb, tmp_path):
+@pytest.mark.parametrize("kind", ["session", "experiment"])
+def test_a_second_open_follows_the_read_plan(server, proxy, kind, tmp_path, request):
+    """A second open of a streamed file fetches what its first open read in one round, no request more."""
     import vbo
     from vbo.source.plan import ReadPlan, plan_path
 
-    version = server.put_file(BUCKET, "plan/session.nwb", session_nwb)
-    url = f"{proxy.endpoint}/{BUCKET}/plan/session.nwb?versionId={version}"
-    local = vbo.BehaviorSession.from_nwb_path(session_nwb)
+    cls = vbo.BehaviorSession if kind == "session" else vbo.BehaviorOphysExperiment
+    path, key = request.getfixturevalue(f"{kind}_nwb"), f"plan/{kind}.nwb"
+    version = server.put_file(BUCKET, key, path)
+    url = f"{proxy.endpoint}/{BUCKET}/{key}?versionId={version}"
+    local = cls.from_nwb_path(path)
 
-    def open_and_read() -> tuple[int, int]:
+    def open_and_read() -> tuple[list[str], int]:
+        """The ranges GET after the open and metadata, and the GETs in all."""
         proxy.clear()
-        with vbo.BehaviorSession.from_nwb_path(url) as streamed:
+        with cls.from_nwb_path(url) as streamed:
             assert streamed.metadata == local.metadata
-            opened = len(proxy.requests(method="GET"))
+            opened = [r.range for r in proxy.requests(method="GET")]
             pd.testing.assert_frame_equal(streamed.trials, local.trials)
         return opened, len(proxy.requests(method="GET"))
 
     cold_open, cold_total = open_and_read()
-    sidecar = BlockDigests.sidecar_path(os.environ["VBO_BLOCK_DIGESTS"], BUCKET, "plan/session.nwb", version)
+    sidecar = BlockDigests.sidecar_path(os.environ["VBO_BLOCK_DIGESTS"], BUCKET, key, version)
     plan = ReadPlan.load(plan_path(sidecar))
     assert plan is not None and plan.blocks("open") and plan.blocks("metadata") and plan.blocks("trials")
-    warm_open, warm_total = open_and_read()  # same values, fewer round trips (one per phase at most)
-    assert warm_open < cold_open and warm_total <= cold_total
+    warm_open, warm_total = open_and_read()  # same values, the open's and metadata's blocks in its planned round
+    assert len(warm_open) <= len(cold_open)
+    planned = set(plan.blocks("open")) | set(plan.blocks("metadata"))
+    for asked in warm_open:  # each request a run of planned blocks (joined across short gaps), nothing else
+        start, stop = (int(n) for n in asked.removeprefix("bytes=").split("-"))
+        assert {start // plan.block_size, stop // plan.block_size} <= planned, asked
+    assert warm_total - len(warm_open) <= 1  # the trials' planned blocks in one request (cold: in the open's tail)
 
     plan_path(sidecar).write_text("{not json")  # a damaged plan is ignored: a plain open, same values
     open_and_read()
@@ -496,15 +506,18 @@ def test_a_planned_open_still_checks_every_block(server, client, proxy, tmp_path
 
 
 
-def test_a_planned_open_fetches_spread_blocks_as_small_parallel_requests(server, client, proxy, tmp_path):
-    """A planned open whose blocks lie far apart (a release-storage file keeps them in ~15 places) fetches each
+@pytest.mark.parametrize("stride, requests", [(1_500_000, 14), (400_000, 10)])
+def test_a_planned_open_fetches_spread_blocks_as_small_parallel_requests(server, client, proxy, tmp_path, stride,
+                                                                         requests):
+    """A planned open whose blocks lie far apart (a release-storage file keeps them in ~10 places) fetches each
     place in a request of its own, in one parallel round, rather than merging distant ones into long requests
-    that fetch the gaps; places at most ``OPEN_JOIN_GAP`` apart share a request."""
-    from vbo.source.remote import OPEN_JOIN_GAP
+    that fetch the gaps; places at most ``OPEN_JOIN_GAP`` apart share a request. Over ``OPEN_MAX_REQUESTS``
+    requests, the closest places, if at most ``PLAN_MERGE_GAP`` apart, share one until the round is within it."""
+    from vbo.source.remote import OPEN_JOIN_GAP, OPEN_MAX_REQUESTS, PLAN_MERGE_GAP
 
-    data = random.Random(9).randbytes(8_000_000)
+    data = random.Random(9).randbytes(16 * stride)
     version = server.put(BUCKET, "plan/spread.bin", data)
-    offsets = [500_000 * i + 20_000 for i in range(1, 15)] + [500_000 + 20_000 + OPEN_JOIN_GAP - 16_384]
+    offsets = [stride * i + 20_000 for i in range(1, 15)] + [stride + 20_000 + OPEN_JOIN_GAP - 16_384]
     options = dict(block_size=16_384, digest_dir=tmp_path, tail_bytes=0, fetch_bytes=16_384)
     with open_remote((BUCKET, "plan/spread.bin"), version, client, **options) as f:  # the open reads these
         for offset in offsets:
@@ -517,8 +530,12 @@ def test_a_planned_open_fetches_spread_blocks_as_small_parallel_requests(server,
             assert f.read(100) == data[offset:offset + 100]
         assert f.misses == 0  # every block came with the planned round
     ranges = [r.range for r in proxy.requests(method="GET", match="plan/spread.bin")]
-    assert len(ranges) == 14  # 15 places, two of them less than OPEN_JOIN_GAP apart: one request
-    assert f.bytes_transferred <= 15 * 16_384 + OPEN_JOIN_GAP  # the planned blocks, not the gaps between
+    assert len(ranges) == requests  # 15 places, two of them less than OPEN_JOIN_GAP apart: one request
+    if stride > PLAN_MERGE_GAP:
+        assert f.bytes_transferred <= 15 * 16_384 + OPEN_JOIN_GAP  # the planned blocks, not the gaps between
+    else:  # the four closest gaps fetched to stay within the budget, no more
+        assert requests == OPEN_MAX_REQUESTS
+        assert f.bytes_transferred <= 15 * 16_384 + OPEN_JOIN_GAP + (14 - OPEN_MAX_REQUESTS) * stride
 
 
 def _read_phases(f, phases: dict[str, list[int]], data: bytes) -> None:
@@ -558,6 +575,58 @@ def test_a_planned_round_follows_one_small_phase_ahead(server, client, tmp_path,
     with open_remote((BUCKET, key), version, client, **options) as warm:
         _read_phases(warm, {name: phases[name] for name in ("metadata", "trials", "presentations")}, data)
         assert warm.prefetch(dff) > 0 or not small  # the presentations came ahead: they fetch nothing ahead
+
+
+def test_a_planned_open_fetches_the_metadata_ahead_first_within_its_request_budget(server, client, tmp_path):
+    """The open's round also fetches the phases that followed an open before, within ``OPEN_MAX_REQUESTS``
+    requests, and ``metadata`` first, even when another phase followed an open more recently (a second session
+    that opened the file to read one cell's trace)."""
+    from vbo.source.remote import OPEN_FOLLOWER_FIRST, OPEN_MAX_REQUESTS
+
+    stride = 1_200_000  # places further apart than any join
+    data = random.Random(10).randbytes(14 * stride)
+    version = server.put(BUCKET, "plan/budget.bin", data)
+    spread = {OPEN_FOLLOWER_FIRST: [stride * i for i in range(1, 7)], "cells": [stride * i for i in range(7, 13)]}
+    assert 1 + 2 * 6 > OPEN_MAX_REQUESTS >= 1 + 6  # each fits in the open's round, not both
+    options = dict(block_size=16_384, digest_dir=tmp_path, tail_bytes=0, fetch_bytes=16_384)
+    for name, offsets in spread.items():  # two sessions: open + metadata, then open + cells (the most recent)
+        with open_remote((BUCKET, "plan/budget.bin"), version, client, **options) as cold:
+            _read_phases(cold, {name: offsets}, data)
+    with open_remote((BUCKET, "plan/budget.bin"), version, client, **options) as warm:
+        assert warm.plan.next_phases("open") == ["cells", OPEN_FOLLOWER_FIRST]
+        ahead = {name: warm.prefetch([(o, o + 100) for o in offsets]) for name, offsets in spread.items()}
+        assert ahead[OPEN_FOLLOWER_FIRST] == 0 and ahead["cells"] > 0  # the metadata came with the open
+        _read_phases(warm, spread, data)
+
+
+def test_the_open_asks_for_a_hinted_range_in_one_request_later_ones_in_parallel_pieces(server, client, proxy,
+                                                                                       tmp_path):
+    """A hinted range of up to ``OPEN_HINT_REQUEST_BYTES`` is one request while the file opens (the open's request
+    count), and cut into parallel pieces of ``PLAN_REQUEST_BYTES`` in a later phase."""
+    from vbo.source.remote import OPEN_HINT_REQUEST_BYTES, PLAN_REQUEST_BYTES
+
+    data = random.Random(11).randbytes(8_000_000)
+    version = server.put(BUCKET, "plan/hinted.bin", data)
+    hinted = {0: (1_048_576, 1_048_576 + OPEN_HINT_REQUEST_BYTES),  # a read at offset -> the range it hints
+              4_000_000: (5_242_880, 5_242_880 + OPEN_HINT_REQUEST_BYTES)}
+    assert OPEN_HINT_REQUEST_BYTES == 2 * PLAN_REQUEST_BYTES
+    f = open_remote((BUCKET, "plan/hinted.bin"), version, client, block_size=16_384, tail_bytes=0,
+                    fetch_bytes=16_384, digest_dir=tmp_path)
+    f.read_hint = lambda offset, chunk, size: [hinted[offset]] if offset in hinted else []
+    proxy.clear()
+    assert f.read(100) == data[:100]  # the open
+    with f.phase("later"):
+        f.seek(4_000_000)
+        assert f.read(100) == data[4_000_000:4_000_100]
+    for start, stop in hinted.values():
+        f.seek(start)
+        assert f.read(stop - start) == data[start:stop]
+    f.close()
+    asked = [r.range for r in proxy.requests(method="GET", match="plan/hinted.bin")]
+    assert f"bytes=1048576-{1_048_576 + OPEN_HINT_REQUEST_BYTES - 1}" in asked
+    assert f"bytes=5242880-{5_242_880 + PLAN_REQUEST_BYTES - 1}" in asked and \
+        f"bytes={5_242_880 + PLAN_REQUEST_BYTES}-{5_242_880 + OPEN_HINT_REQUEST_BYTES - 1}" in asked
+
 
 # --- the light ranged-GET client of streamed files -----------------------------------------------------------
 
@@ -611,6 +680,8 @@ def test_prefetch_runs_merge_to_a_request_budget():
 
     assert _merged_runs([1, 2, 5, 20, 21, 40], 2, None) == [[1, 5], [20, 21], [40, 40]]
     assert _merged_runs([1, 2, 5, 20, 21, 40], 0, 2) == [[1, 21], [40, 40]]  # the closest runs joined first
+    assert _merged_runs([1, 2, 5, 20, 21, 40], 0, 2, 13) == [[1, 5], [20, 21], [40, 40]]  # not over 13 blocks
+    assert _merged_runs([1, 2, 5, 20, 21, 40], 0, 2, 14) == [[1, 21], [40, 40]]
     assert _cut_runs([[0, 9]], 4, None) == [[0, 2], [3, 5], [6, 9]]  # equal pieces; the gaps in a run fetched too
     assert _cut_runs([[0, 8]], 8, None) == [[0, 3], [4, 8]]  # not 8 blocks and 1: the pieces end together
     assert _cut_runs([[5, 5], [7, 14]], 8, None) == [[5, 5], [7, 14]]

@@ -107,13 +107,13 @@ FILE_STRING_NA = "N/A"
 NONE_STRING = "None"
 MISSING_PROJECT_CODE = "Not Available"
 
-# what a file must contain to count as a Visual Behavior session / experiment, checked when it is opened: the
-# groups (the stimulus clock's series; for an experiment, the interfaces of the cell table and dF/F), not the
-# objects inside them. Looking into them is a round trip each on a streamed file (their headers continue MBs
-# away); a missing dataset, table or trace raises MissingDataError naming it when it is read
-REQUIRED_BEHAVIOR = (METADATA, SUBJECT, TASK_PARAMETERS, STIMULUS_TIMESTAMPS.rsplit("/", 1)[0], IDENTIFIER,
-                     SESSION_START_TIME)
-REQUIRED_OPHYS = (CELL_TABLE.rsplit("/", 1)[0], DFF.rsplit("/", 1)[0], IMAGING_PLANE)
+# what a file must contain to count as a Visual Behavior session / experiment, checked when it is opened: what
+# names the session (the root's identifier and start, /general's metadata, subject and task; for an experiment,
+# its imaging plane), which the metadata reads next. The data interfaces under /processing are checked when read
+# (MissingDataError naming the path): on a streamed file of the released storage, looking into /processing and
+# its ophys module costs five more places in the file and a round trip (docs/format.md §13.5)
+REQUIRED_BEHAVIOR = (METADATA, SUBJECT, TASK_PARAMETERS, IDENTIFIER, SESSION_START_TIME)
+REQUIRED_OPHYS = (IMAGING_PLANE,)
 
 # --- names used when writing (docs/format.md §7.2-§7.7); each agrees with the paths above ----
 PROCESSING = "/processing"
@@ -215,11 +215,13 @@ NS_HDMF_COMMON = "hdmf-common"
 # members that opening a file and its metadata never read, by the name of their group: a streamed read does not
 # fetch their headers ahead when it reads the group (docs/format.md §13.4); read later, they hint as usual. In
 # OPHYS the bulk traces, events, motion and images (dff is followed: dff_traces, the trace read first, then
-# starts at its chunk index); in the root the raw streams, templates and presentations, cached schemas, and the
-# interval tables (the first table read finds them, then fetches them whole: PREFETCHED_DEEPER)
+# starts at its chunk index); in the root the raw streams, templates and presentations, cached schemas, the
+# interval tables (the first table read finds them, then fetches them whole: PREFETCHED_DEEPER) and the processing
+# modules (the open checks /general only: REQUIRED_BEHAVIOR; the first data member read looks into them)
 NOT_PREFETCHED = {OPHYS.rsplit("/", 1)[1]: frozenset(path.split("/")[3] for path in (
     CORRECTED_FLUORESCENCE, DEMIXED, NEUROPIL, EVENTS, MOTION_X, MOTION_Y, MAX_PROJECTION)),
-    "/": frozenset(path.split("/")[1] for path in (EYE_TRACKING, STIMULUS, ANALYSIS, SPECIFICATIONS, INTERVALS))}
+    "/": frozenset(path.split("/")[1] for path in (EYE_TRACKING, STIMULUS, ANALYSIS, SPECIFICATIONS, INTERVALS,
+                                                   PROCESSING))}
 # (the root goes by the name "/", vbo.nwb.prefetch.ROOT_NAME)
 
 # groups whose whole extent is fetched, and whose members are followed this many group levels down, when a

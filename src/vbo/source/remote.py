@@ -31,9 +31,14 @@ NEXT_PHASE_BYTES = 1 << 20  # the open also fetches the plans of the phases that
 FOLLOWING_PHASE_BYTES = 6 << 20  # ... and a member's round those of the members that followed it, up to this much
 # the planned open round fetches gaps up to this size rather than add a request, and no larger ones: its requests
 # run in parallel, and a request grown past a connection's first window (≈ 256 KiB) costs another round trip
-# (a release-storage file keeps the open's blocks in ~15 places across 1.1 GB)
+# (a release-storage file keeps the blocks of the open and metadata in ~10 places across 1.1 GB)
 OPEN_JOIN_GAP = 192 * 1024
+OPEN_MAX_REQUESTS = 10  # ... and if that still makes more requests, the closest (up to PLAN_MERGE_GAP apart) are joined
+OPEN_FOLLOWER_FIRST = "metadata"  # the phase (vbo.session's member) read after nearly every open: fetched ahead first
 OPEN_PHASE = "open"
+# a hinted range of the open (at most two 512 KiB hint windows joined: a root symbol node and the session's start
+# beside it) goes out as one request, not cut in two: the open's ≤ 10 requests; later hints are cut for parallelism
+OPEN_HINT_REQUEST_BYTES = 1 << 20
 
 
 # --- remote file -------------------------------------------------------------------------------------
@@ -164,47 +169,59 @@ class RemoteFile(io.RawIOBase):
     def _fetch_planned(self, phase: str) -> None:
         """Fetch the planned blocks of ``phase`` and, one step ahead, the (few) blocks of the phases that came
         right after it before (e.g. ``metadata`` after the open, the stimulus presentations after the trials;
-        see :meth:`_following_blocks`), so that the next member costs no round trip of its own. The open's round
-        joins its blocks across gaps of at most :data:`OPEN_JOIN_GAP`, a member's across :data:`PLAN_MERGE_GAP`."""
+        see :meth:`_following_blocks`), so that the next member costs no round trip of its own, in one round
+        (:meth:`_round_options`)."""
         blocks = self.plan.blocks(phase)
         self._planned = bool(blocks)  # the plan knows what this phase reads: no read hints meanwhile
         blocks = blocks + self._following_blocks(phase, blocks)
         if blocks:
             bs = self.block_size
-            self.prefetch([(b * bs, (b + 1) * bs) for b in sorted(blocks)], merge_gap=self._join_gap(phase),
-                          request_bytes=PLAN_REQUEST_BYTES)
+            self.prefetch([(b * bs, (b + 1) * bs) for b in sorted(blocks)], request_bytes=PLAN_REQUEST_BYTES,
+                          **self._round_options(phase))
 
     @staticmethod
-    def _join_gap(phase: str) -> int:
-        """Bytes between two planned blocks of ``phase`` fetched rather than split into two requests."""
-        return OPEN_JOIN_GAP if phase == OPEN_PHASE else PLAN_MERGE_GAP
+    def _round_options(phase: str) -> dict:
+        """How the planned round of ``phase`` asks for its blocks (:meth:`prefetch`'s options). A member's round
+        joins blocks across gaps of at most :data:`PLAN_MERGE_GAP`. The open's joins them across
+        :data:`OPEN_JOIN_GAP` only (its requests run in parallel), then, while it makes more than
+        :data:`OPEN_MAX_REQUESTS`, the closest of them up to :data:`PLAN_MERGE_GAP` apart."""
+        if phase == OPEN_PHASE:
+            return {"merge_gap": OPEN_JOIN_GAP, "max_requests": OPEN_MAX_REQUESTS, "budget_gap": PLAN_MERGE_GAP}
+        return {"merge_gap": PLAN_MERGE_GAP}
 
     def _following_blocks(self, phase: str, blocks: list[int]) -> list[int]:
-        """The planned blocks of the phases that followed ``phase`` before, most recent first, to fetch in the
-        round of ``blocks`` (the planned blocks of ``phase``). One step only: a phase fetched ahead by another
-        phase's round fetches none ahead itself, so a round never runs on into the phases after the next. Capped:
-        a following phase is skipped if it would take the extra blocks past :data:`NEXT_PHASE_BYTES` (the open)
-        or :data:`FOLLOWING_PHASE_BYTES` (a member), or the round past one parallel wave (``parallel`` requests: a
-        bulk phase's plan, e.g. the chunk-index nodes of a trace table, takes more)."""
+        """The planned blocks of the phases that followed ``phase`` before, most recent first (after the open,
+        :data:`OPEN_FOLLOWER_FIRST` first), to fetch in the round of ``blocks`` (the planned blocks of ``phase``).
+        One step only: a phase fetched ahead by another phase's round fetches none ahead itself, so a round never
+        runs on into the phases after the next. Capped: a following phase is skipped if it would take the extra
+        blocks past :data:`NEXT_PHASE_BYTES` (the open) or :data:`FOLLOWING_PHASE_BYTES` (a member), or the round
+        past :data:`OPEN_MAX_REQUESTS` requests (the open) or one parallel wave (``parallel`` requests: a bulk
+        phase's plan, e.g. the chunk-index nodes of a trace table, takes more)."""
         if not blocks or phase in self._phases_ahead:
             return []
         own = set(blocks)
         extra: dict[int, None] = {}
+        followers = self.plan.next_phases(phase)
+        if phase == OPEN_PHASE:
+            followers.sort(key=lambda name: name != OPEN_FOLLOWER_FIRST)  # stable: the rest most recent first
         cap = NEXT_PHASE_BYTES if phase == OPEN_PHASE else FOLLOWING_PHASE_BYTES
-        for following in self.plan.next_phases(phase):
+        max_requests = OPEN_MAX_REQUESTS if phase == OPEN_PHASE else self.parallel
+        for following in followers:
             more = dict.fromkeys(b for b in self.plan.blocks(following) if b not in own and b not in extra)
             if (len(extra) + len(more)) * self.block_size > cap:
                 continue
-            if self._planned_requests([*blocks, *extra, *more], self._join_gap(phase)) > self.parallel:
+            if self._planned_requests(phase, [*blocks, *extra, *more]) > max_requests:
                 continue
             extra.update(more)
             self._phases_ahead.add(following)
         return list(extra)
 
-    def _planned_requests(self, blocks: list[int], join_gap: int) -> int:
-        """How many requests a planned round of ``blocks`` makes, joined across gaps of ``join_gap`` bytes."""
-        runs = _merged_runs(sorted(set(blocks)), join_gap // self.block_size, None)
-        return len(_cut_runs(runs, max(1, PLAN_REQUEST_BYTES // self.block_size), None))
+    def _planned_requests(self, phase: str, blocks: list[int]) -> int:
+        """How many requests the planned round of ``phase`` makes for ``blocks`` (:meth:`_round_options`)."""
+        options, bs = self._round_options(phase), self.block_size
+        budget, gap = options.get("max_requests"), options.get("budget_gap")
+        runs = _merged_runs(sorted(set(blocks)), options["merge_gap"] // bs, budget, None if gap is None else gap // bs)
+        return len(_cut_runs(runs, max(1, PLAN_REQUEST_BYTES // bs), budget))
 
     @contextmanager
     def phase(self, name: str) -> Iterator[None]:
@@ -346,7 +363,8 @@ class RemoteFile(io.RawIOBase):
         try:
             ahead = hint()
             if ahead:
-                self.prefetch(ahead, request_bytes=PLAN_REQUEST_BYTES, ordered=True)
+                request_bytes = OPEN_HINT_REQUEST_BYTES if self._phase == OPEN_PHASE else PLAN_REQUEST_BYTES
+                self.prefetch(ahead, request_bytes=request_bytes, ordered=True)
         except Exception:  # noqa: BLE001 (advisory: the reads go on without it)
             return
 
@@ -388,16 +406,17 @@ class RemoteFile(io.RawIOBase):
 
     # prefetching
     def prefetch(self, ranges, *, merge_gap: int | None = None, request_bytes: int = 2 << 20,
-                 max_requests: int | None = None, ordered: bool = False) -> int:
+                 max_requests: int | None = None, budget_gap: int | None = None, ordered: bool = False) -> int:
         """Start fetching byte ranges ``[(start, stop), ...]`` in the background; return the bytes scheduled.
 
         Blocks already cached or in flight are skipped (cached ones are marked recently used, so that the blocks
         arriving with them do not evict them first); runs of missing blocks closer than ``merge_gap`` (default
         two blocks) become one request (gap included), and requests are cut into equal pieces of at most
         ``request_bytes`` so that up to ``parallel`` of them run at once. With ``max_requests``, the closest
-        runs are merged until there are at most that many, and runs are cut only while the count stays within
-        it. ``ordered``: the ranges are requested in the order given (the first most urgent), each on its own,
-        instead of in address order. Later reads of these blocks wait for the fetch instead of repeating it.
+        runs are merged until there are at most that many (or, with ``budget_gap``, until the closest are more
+        than ``budget_gap`` bytes apart), and runs are cut only while the count stays within it. ``ordered``:
+        the ranges are requested in the order given (the first most urgent), each on its own, instead of in
+        address order. Later reads of these blocks wait for the fetch instead of repeating it.
         """
         self._check_open()
         if self._closing:
@@ -417,7 +436,8 @@ class RemoteFile(io.RawIOBase):
                     self._blocks.move_to_end(b)  # they are not evicted by them before they are read
                 missing = sorted(b for b in wanted - taken if b not in self._blocks and b not in self._inflight)
                 taken.update(missing)
-                runs += _cut_runs(_merged_runs(missing, gap_blocks, max_requests),
+                runs += _cut_runs(_merged_runs(missing, gap_blocks, max_requests,
+                                               None if budget_gap is None else budget_gap // self.block_size),
                                   max(1, request_bytes // self.block_size), max_requests)
             runs = [r for r in runs if any(b not in self._blocks and b not in self._inflight
                                            for b in range(r[0], r[1] + 1))]  # not a piece of a cached gap only
@@ -637,9 +657,11 @@ class RemoteFile(io.RawIOBase):
         return f"<RemoteFile {self.name} size={self.size} transferred={self.bytes_transferred}>"
 
 
-def _merged_runs(blocks: list[int], gap_blocks: int, max_runs: int | None) -> list[list[int]]:
+def _merged_runs(blocks: list[int], gap_blocks: int, max_runs: int | None,
+                 budget_gap_blocks: int | None = None) -> list[list[int]]:
     """``[first, last]`` runs of sorted ``blocks``, joined across gaps of at most ``gap_blocks``; then, while
-    there are more than ``max_runs``, the two runs with the smallest gap between them joined."""
+    there are more than ``max_runs``, the two runs with the smallest gap between them joined (while that gap is
+    at most ``budget_gap_blocks``, if given)."""
     runs: list[list[int]] = []
     for b in blocks:
         if runs and b - runs[-1][1] <= gap_blocks + 1:
@@ -648,6 +670,8 @@ def _merged_runs(blocks: list[int], gap_blocks: int, max_runs: int | None) -> li
             runs.append([b, b])
     while max_runs is not None and len(runs) > max(1, max_runs):
         i = min(range(len(runs) - 1), key=lambda j: runs[j + 1][0] - runs[j][1])
+        if budget_gap_blocks is not None and runs[i + 1][0] - runs[i][1] - 1 > budget_gap_blocks:
+            break
         runs[i:i + 2] = [[runs[i][0], runs[i + 1][1]]]
     return runs
 
