@@ -577,6 +577,36 @@ def test_a_planned_round_follows_one_small_phase_ahead(server, client, tmp_path,
         assert warm.prefetch(dff) > 0 or not small  # the presentations came ahead: they fetch nothing ahead
 
 
+@pytest.mark.parametrize("stride, joined", [(24_576, True), (524_288, False)])
+def test_a_planned_member_round_joins_gaps_only_while_they_add_little(server, client, proxy, tmp_path, stride,
+                                                                        joined):
+    """A member's planned round joins blocks across gaps (a table's close columns: one run, cut into parallel
+    pieces) only while the gaps fetched stay within ``PLAN_GAP_SHARE`` of the planned bytes: one cell's chunks,
+    512 KiB apart in a trace table, are fetched as themselves (joining the gaps would fetch 30 times the bytes)."""
+    from vbo.source.remote import PLAN_MERGE_GAP
+
+    block = 16_384
+    data = random.Random(12).randbytes(8_000_000)
+    key = f"plan/member{stride}.bin"
+    version = server.put(BUCKET, key, data)
+    phases = {"first": [200_000], "cell": [1_048_576 + stride * i for i in range(12)]}  # the cell after "first"
+    options = dict(block_size=block, digest_dir=tmp_path, tail_bytes=0, fetch_bytes=block)
+    with open_remote((BUCKET, key), version, client, **options) as cold:
+        _read_phases(cold, phases, data)
+    proxy.clear()
+    with open_remote((BUCKET, key), version, client, **options) as warm:
+        _read_phases(warm, phases, data)
+        assert warm.misses == 0
+    asked = sorted(tuple(int(n) for n in r.range.removeprefix("bytes=").split("-"))
+                   for r in proxy.requests(method="GET", match=key))
+    cell = [(start, stop + 1) for start, stop in asked if start >= 1_048_576]
+    if joined:  # one request from the first column to the last, the gaps (a third of the bytes) with them
+        assert cell == [(1_048_576, 1_048_576 + 17 * block)]
+    else:  # each chunk's block alone
+        assert cell == [(offset // block * block, offset // block * block + block) for offset in phases["cell"]]
+        assert 12 * stride > 2 * PLAN_MERGE_GAP  # ... where a fixed join gap would have fetched the whole span
+
+
 def test_a_planned_open_fetches_the_metadata_ahead_first_within_its_request_budget(server, client, tmp_path):
     """The open's round also fetches the phases that followed an open before, within ``OPEN_MAX_REQUESTS``
     requests, and ``metadata`` first, even when another phase followed an open more recently (a second session

@@ -27,6 +27,7 @@ DEFAULT_FETCH_BYTES = 256 * 1024  # a read that misses fetches the aligned group
 AROUND_MAX_BYTES = 4 << 20  # largest window prefetched around clustered misses
 PLAN_MERGE_GAP = 1 << 20  # a planned round fetches gaps up to this size rather than add a request
 PLAN_REQUEST_BYTES = 512 * 1024  # ... in requests of at most this size, in parallel
+PLAN_GAP_SHARE = 1.5  # ... or smaller gaps, if fetching those would take more than this many times the planned bytes
 NEXT_PHASE_BYTES = 1 << 20  # the open also fetches the plans of the phases that followed it, up to this much
 FOLLOWING_PHASE_BYTES = 6 << 20  # ... and a member's round those of the members that followed it, up to this much
 # the planned open round fetches gaps up to this size rather than add a request, and no larger ones: its requests
@@ -177,17 +178,24 @@ class RemoteFile(io.RawIOBase):
         if blocks:
             bs = self.block_size
             self.prefetch([(b * bs, (b + 1) * bs) for b in sorted(blocks)], request_bytes=PLAN_REQUEST_BYTES,
-                          **self._round_options(phase))
+                          **self._round_options(phase, blocks))
 
-    @staticmethod
-    def _round_options(phase: str) -> dict:
-        """How the planned round of ``phase`` asks for its blocks (:meth:`prefetch`'s options). A member's round
-        joins blocks across gaps of at most :data:`PLAN_MERGE_GAP`. The open's joins them across
-        :data:`OPEN_JOIN_GAP` only (its requests run in parallel), then, while it makes more than
-        :data:`OPEN_MAX_REQUESTS`, the closest of them up to :data:`PLAN_MERGE_GAP` apart."""
+    def _round_options(self, phase: str, blocks: list[int]) -> dict:
+        """How the planned round of ``phase`` asks for ``blocks`` (:meth:`prefetch`'s options). The open's round
+        joins blocks across gaps of at most :data:`OPEN_JOIN_GAP` (its requests run in parallel), then, while it
+        makes more than :data:`OPEN_MAX_REQUESTS`, the closest of them up to :data:`PLAN_MERGE_GAP` apart. A
+        member's round joins them across the largest gap, from :data:`PLAN_MERGE_GAP` down by halves, with which
+        it fetches at most :data:`PLAN_GAP_SHARE` times the planned bytes (a table's columns lie close together:
+        one request for a few MB; one cell's chunks of a trace table lie ~0.5 MB apart: fetching the gaps
+        would triple the bytes)."""
         if phase == OPEN_PHASE:
             return {"merge_gap": OPEN_JOIN_GAP, "max_requests": OPEN_MAX_REQUESTS, "budget_gap": PLAN_MERGE_GAP}
-        return {"merge_gap": PLAN_MERGE_GAP}
+        unique = sorted(set(blocks))
+        gap = PLAN_MERGE_GAP
+        while gap > self.block_size and sum(last - first + 1 for first, last in _merged_runs(
+                unique, gap // self.block_size, None)) > PLAN_GAP_SHARE * len(unique):
+            gap //= 2
+        return {"merge_gap": gap}
 
     def _following_blocks(self, phase: str, blocks: list[int]) -> list[int]:
         """The planned blocks of the phases that followed ``phase`` before, most recent first (after the open,
@@ -218,7 +226,7 @@ class RemoteFile(io.RawIOBase):
 
     def _planned_requests(self, phase: str, blocks: list[int]) -> int:
         """How many requests the planned round of ``phase`` makes for ``blocks`` (:meth:`_round_options`)."""
-        options, bs = self._round_options(phase), self.block_size
+        options, bs = self._round_options(phase, blocks), self.block_size
         budget, gap = options.get("max_requests"), options.get("budget_gap")
         runs = _merged_runs(sorted(set(blocks)), options["merge_gap"] // bs, budget, None if gap is None else gap // bs)
         return len(_cut_runs(runs, max(1, PLAN_REQUEST_BYTES // bs), budget))
