@@ -63,7 +63,9 @@ def open_nwb(path, **kwargs):
 
     def build(handle):
         with handle.pinned() as h5:
-            is_experiment = nwb.exists(h5, layout.OPHYS)  # refuses an external link rather than following it
+            # the imaging plane first: on a streamed file it is read with the metadata, the ophys module is a chain
+            # of round trips away (docs/format.md §13.5); exists refuses an external link rather than following it
+            is_experiment = nwb.exists(h5, layout.IMAGING_PLANE) or nwb.exists(h5, layout.OPHYS)
         if is_experiment:
             return BehaviorOphysExperiment(handle, **kwargs)
         return BehaviorSession(handle, **{k: v for k, v in kwargs.items() if k in session_options})
