@@ -217,7 +217,7 @@ NS_HDMF_COMMON = "hdmf-common"
 # OPHYS the bulk traces, events, motion and images (dff is followed: dff_traces, the trace read first, then
 # starts at its chunk index); in the root the raw streams, templates and presentations, cached schemas, the
 # interval tables (the first table read finds them, then fetches them whole: PREFETCHED_DEEPER) and the processing
-# modules (the open checks /general only: REQUIRED_BEHAVIOR; the first data member read looks into them)
+# modules (the open checks /general and the root: REQUIRED_BEHAVIOR; the first data member read looks into them)
 NOT_PREFETCHED = {OPHYS.rsplit("/", 1)[1]: frozenset(path.split("/")[3] for path in (
     CORRECTED_FLUORESCENCE, DEMIXED, NEUROPIL, EVENTS, MOTION_X, MOTION_Y, MAX_PROJECTION)),
     "/": frozenset(path.split("/")[1] for path in (EYE_TRACKING, STIMULUS, ANALYSIS, SPECIFICATIONS, INTERVALS,

@@ -431,7 +431,8 @@ class GroupHints:
         self._asked: set[int] = set()  # addresses returned for fetching before
         self._spanned: set[int] = set()  # symbol nodes of ``deeper`` groups whose extent was fetched
         self._spans: list[tuple[int, int]] = []  # their extents, asked for after the structures (which HDF5 awaits)
-        self._below_deeper: set[int] = set()  # structures within a ``deeper`` group
+        # structures within a ``deeper`` group, and the headers ``data_of`` names: their small data are followed
+        self._below_deeper: set[int] = set()
         self._root_heap = 0  # the root group's heap (named by the superblock): its group name is ROOT_NAME
         self._lock = threading.Lock()  # asked by the reading thread and, on arrivals, by the fetching ones
 
