@@ -226,10 +226,18 @@ class RemoteFile(io.RawIOBase):
 
     def _planned_requests(self, phase: str, blocks: list[int]) -> int:
         """How many requests the planned round of ``phase`` makes for ``blocks`` (:meth:`_round_options`)."""
-        options, bs = self._round_options(phase, blocks), self.block_size
-        budget, gap = options.get("max_requests"), options.get("budget_gap")
-        runs = _merged_runs(sorted(set(blocks)), options["merge_gap"] // bs, budget, None if gap is None else gap // bs)
-        return len(_cut_runs(runs, max(1, PLAN_REQUEST_BYTES // bs), budget))
+        return len(self._request_runs(sorted(set(blocks)), request_bytes=PLAN_REQUEST_BYTES,
+                                      **self._round_options(phase, blocks)))
+
+    def _request_runs(self, blocks: list[int], merge_gap: int, request_bytes: int, max_requests: int | None = None,
+                      budget_gap: int | None = None) -> list[list[int]]:
+        """The ``[first, last]`` block runs that sorted ``blocks`` are fetched in (:meth:`prefetch`'s options, in
+        bytes): joined across ``merge_gap``, merged to ``max_requests`` (across ``budget_gap`` at most), cut into
+        pieces of ``request_bytes``."""
+        bs = self.block_size
+        runs = _merged_runs(blocks, max(0, merge_gap // bs), max_requests,
+                            None if budget_gap is None else budget_gap // bs)
+        return _cut_runs(runs, max(1, request_bytes // bs), max_requests)
 
     @contextmanager
     def phase(self, name: str) -> Iterator[None]:
@@ -429,7 +437,7 @@ class RemoteFile(io.RawIOBase):
         self._check_open()
         if self._closing:
             return 0
-        gap_blocks = max(0, (2 * self.block_size if merge_gap is None else merge_gap) // self.block_size)
+        merge_gap = 2 * self.block_size if merge_gap is None else merge_gap
         groups: list[set[int]] = [set()]
         for start, stop in ranges:
             start, stop = max(0, int(start)), min(self.size, int(stop))
@@ -444,9 +452,7 @@ class RemoteFile(io.RawIOBase):
                     self._blocks.move_to_end(b)  # they are not evicted by them before they are read
                 missing = sorted(b for b in wanted - taken if b not in self._blocks and b not in self._inflight)
                 taken.update(missing)
-                runs += _cut_runs(_merged_runs(missing, gap_blocks, max_requests,
-                                               None if budget_gap is None else budget_gap // self.block_size),
-                                  max(1, request_bytes // self.block_size), max_requests)
+                runs += self._request_runs(missing, merge_gap, request_bytes, max_requests, budget_gap)
             runs = [r for r in runs if any(b not in self._blocks and b not in self._inflight
                                            for b in range(r[0], r[1] + 1))]  # not a piece of a cached gap only
             if self._pool is None:
